@@ -1,0 +1,327 @@
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import * as crypto from 'node:crypto';
+import { parse as parseToml, TomlError } from 'smol-toml';
+import type { z } from 'zod';
+import { ConfigError, type ConfigProblem, UserError } from '../errors';
+import { curriculumSchema, MOVED_FIELDS, stageConfigSchema, type StageConfig } from './schema';
+import { FRAMES_PER_SEGMENT, normaliseStageName, videoLengthInfo, type VideoLengthInfo } from './video';
+
+/** Overrides: dotted field name -> value. Strings are parsed as TOML values when they look like one ("5", "1e-5", "true", "[...]"). */
+export type Overrides = Record<string, unknown>;
+
+export interface LoadOptions {
+  /** Devices available to one training process; the mesh product must equal it. Default: availableDevices(). */
+  devices?: number;
+  /** Check that dataset and init paths exist (default true). */
+  checkPaths?: boolean;
+  /** Name shown for override problems (default "--set"). */
+  overrideSource?: string;
+}
+
+export interface LoadedStage {
+  file: string;
+  config: StageConfig;
+  video: VideoLengthInfo;
+  /** sha256 of the validated config JSON: detects a config edited under a running job. */
+  hash: string;
+}
+
+/** The package root, so that the shipped configs/ resolve from any working directory. */
+export const PACKAGE_ROOT = path.resolve(__dirname, '..', '..', '..');
+
+/**
+ * Devices one training process drives. TensorFlow.js runs one device per process, so 1,
+ * unless TTT_DEVICES says otherwise (for a launcher that runs one process per device).
+ */
+export function availableDevices(): number {
+  const env = process.env.TTT_DEVICES;
+  if (env !== undefined && /^\d+$/.test(env) && Number(env) > 0) return Number(env);
+  return 1;
+}
+
+/** Resolves a config path: absolute, relative to `base` (default cwd), else relative to the package root. */
+export function resolveConfigPath(p: string, base = process.cwd()): string {
+  if (path.isAbsolute(p)) return p;
+  const local = path.resolve(base, p);
+  if (fs.existsSync(local)) return local;
+  const shipped = path.resolve(PACKAGE_ROOT, p);
+  if (fs.existsSync(shipped)) return shipped;
+  return local;
+}
+
+function readToml(file: string): Record<string, unknown> {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new UserError(`cannot read config file (${(e as NodeJS.ErrnoException).code ?? String(e)})`, {
+      where: file,
+      kind: 'ConfigError',
+      fix: 'check the path; relative paths are resolved against the working directory, then the package root',
+    });
+  }
+  try {
+    return parseToml(text) as Record<string, unknown>;
+  } catch (e) {
+    const msg = e instanceof TomlError ? `line ${e.line}, column ${e.column}: ${e.message.split('\n')[0]}` : String(e);
+    throw new ConfigError([{ file, field: '(file)', message: `not valid TOML: ${msg}`, fix: 'correct the TOML syntax' }]);
+  }
+}
+
+/** Parses a string override the way TOML would read it, falling back to the raw string. */
+export function coerceOverride(raw: unknown): unknown {
+  if (typeof raw !== 'string') return raw;
+  try {
+    const v = (parseToml(`v = ${raw}`) as { v: unknown }).v;
+    return v;
+  } catch {
+    return raw;
+  }
+}
+
+function setPath(obj: Record<string, unknown>, dotted: string, value: unknown): void {
+  const parts = dotted.split('.');
+  let cur = obj;
+  for (const p of parts.slice(0, -1)) {
+    const next = cur[p];
+    if (next === undefined || next === null || typeof next !== 'object' || Array.isArray(next)) cur[p] = {};
+    cur = cur[p] as Record<string, unknown>;
+  }
+  cur[parts[parts.length - 1]!] = value;
+}
+
+function getPath(obj: unknown, parts: readonly PropertyKey[]): unknown {
+  let cur: unknown = obj;
+  for (const p of parts) {
+    if (cur === null || typeof cur !== 'object') return undefined;
+    cur = (cur as Record<PropertyKey, unknown>)[p];
+  }
+  return cur;
+}
+
+/** Turns "--training.steps=5" style arguments into overrides; returns the rest untouched. */
+export function parseCliOverrides(args: readonly string[]): { overrides: Overrides; rest: string[] } {
+  const overrides: Overrides = {};
+  const rest: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!;
+    const m = /^--([a-z_]+\.[a-z0-9_.]+)(?:=(.*))?$/s.exec(a);
+    if (!m) {
+      rest.push(a);
+      continue;
+    }
+    let value = m[2];
+    if (value === undefined) {
+      const next = args[i + 1];
+      if (next === undefined || next.startsWith('--')) throw new UserError(`override ${a} has no value`, { fix: `write ${a}=VALUE` });
+      value = next;
+      i++;
+    }
+    overrides[m[1]!] = value;
+  }
+  return { overrides, rest };
+}
+
+function describeExpected(issue: z.core.$ZodIssue): string {
+  switch (issue.code) {
+    case 'invalid_type':
+      return `set it to a ${issue.expected}`;
+    case 'invalid_value':
+      return `use one of ${issue.values.map((v) => JSON.stringify(v)).join(', ')}`;
+    case 'too_small':
+      return `use a value ${issue.inclusive === false ? '>' : '>='} ${String(issue.minimum)}`;
+    case 'too_big':
+      return `use a value ${issue.inclusive === false ? '<' : '<='} ${String(issue.maximum)}`;
+    default:
+      return 'correct the value';
+  }
+}
+
+function zodProblems(file: string, raw: unknown, error: z.ZodError, overridden: Set<string>, overrideSource: string): ConfigProblem[] {
+  const problems: ConfigProblem[] = [];
+  for (const issue of error.issues) {
+    if (issue.code === 'unrecognized_keys') {
+      for (const key of issue.keys) {
+        const field = [...issue.path, key].join('.');
+        const moved = MOVED_FIELDS[field];
+        problems.push({
+          file,
+          field,
+          value: getPath(raw, [...issue.path, key]),
+          message: moved ? `this field lives in another section here` : 'unknown field',
+          fix: moved ? `move it to ${moved}` : `remove it or check its spelling (see the configuration reference in README.md)`,
+        });
+      }
+      continue;
+    }
+    const field = issue.path.join('.');
+    const value = getPath(raw, issue.path);
+    const missing = value === undefined && issue.code === 'invalid_type';
+    problems.push({
+      file: overridden.has(field) ? overrideSource : file,
+      field,
+      value,
+      message: missing ? 'required field is missing' : issue.message,
+      fix: missing ? `add ${field} to the file or pass --${field}=VALUE` : describeExpected(issue),
+    });
+  }
+  return problems;
+}
+
+/** Semantic checks the schema cannot express. */
+function semanticProblems(file: string, c: StageConfig, video: VideoLengthInfo, opts: LoadOptions): ConfigProblem[] {
+  const problems: ConfigProblem[] = [];
+  const m = c.model;
+  const p = c.parallelism;
+  const devices = opts.devices ?? availableDevices();
+  const mesh = p.dp_replicate * p.dp_sharding * p.tp_sharding;
+  if (mesh !== devices) {
+    problems.push({
+      file,
+      field: 'parallelism.dp_replicate*dp_sharding*tp_sharding',
+      value: `${p.dp_replicate}*${p.dp_sharding}*${p.tp_sharding} = ${mesh}`,
+      message: `the device mesh has ${mesh} devices but ${devices} ${devices === 1 ? 'is' : 'are'} available to a training process`,
+      fix: `choose factors whose product is ${devices}, e.g. --parallelism.dp_replicate=${devices} --parallelism.dp_sharding=1 --parallelism.tp_sharding=1 (or set TTT_DEVICES)`,
+    });
+  }
+  for (const [field, dim] of [['model.latent_height', m.latent_height], ['model.latent_width', m.latent_width]] as const) {
+    if (dim % m.patch_size !== 0) {
+      problems.push({ file, field, value: dim, message: `not a multiple of model.patch_size = ${m.patch_size}`, fix: `use a multiple of ${m.patch_size}` });
+    }
+  }
+  const tokensPerFrame = Math.floor(m.latent_height / m.patch_size) * Math.floor(m.latent_width / m.patch_size);
+  const videoTokens = FRAMES_PER_SEGMENT * tokensPerFrame;
+  const segLen = m.text_length + videoTokens;
+  if (segLen % m.mini_batch_size !== 0) {
+    const k = m.mini_batch_size;
+    const good = Math.ceil(segLen / k) * k - videoTokens;
+    problems.push({
+      file,
+      field: 'model.text_length',
+      value: m.text_length,
+      message: `the sequence of one 3-second segment is ${m.text_length} text + ${FRAMES_PER_SEGMENT}x${tokensPerFrame} video = ${segLen} tokens, not a multiple of the TTT mini-batch size model.mini_batch_size = ${k}`,
+      fix: `set model.text_length = ${good} (${good + videoTokens} = ${(good + videoTokens) / k}x${k}) or change model.mini_batch_size`,
+    });
+  }
+  if (m.attention_head_dim % 2 !== 0) {
+    problems.push({ file, field: 'model.attention_head_dim', value: m.attention_head_dim, message: 'rotary embeddings need an even head dimension', fix: 'use an even number' });
+  }
+  const t = c.training;
+  const dp = p.dp_replicate * p.dp_sharding;
+  if (t.global_batch_size % (dp * t.grad_accum_steps) !== 0) {
+    problems.push({
+      file,
+      field: 'training.global_batch_size',
+      value: t.global_batch_size,
+      message: `not divisible by data-parallel ranks (${dp}) x training.grad_accum_steps (${t.grad_accum_steps})`,
+      fix: `use a multiple of ${dp * t.grad_accum_steps}`,
+    });
+  }
+  if (opts.checkPaths !== false) {
+    if (t.dataset_path !== 'synthetic') {
+      const ds = path.resolve(t.dataset_path);
+      if (!fs.existsSync(ds) || !fs.statSync(ds).isDirectory()) {
+        problems.push({ file, field: 'training.dataset_path', value: t.dataset_path, message: `no such directory (${ds})`, fix: 'point it at the folder of precomputed embeddings, or use "synthetic"' });
+      } else {
+        for (const j of t.jsonl_paths) {
+          if (!fs.existsSync(path.resolve(ds, j))) {
+            problems.push({ file, field: 'training.jsonl_paths', value: j, message: `no such file under ${ds}`, fix: 'list JSONL files relative to training.dataset_path' });
+          }
+        }
+        if (t.jsonl_paths.length === 0) {
+          problems.push({ file, field: 'training.jsonl_paths', value: [], message: 'no JSONL files listed', fix: 'list the JSONL files that describe the samples' });
+        }
+      }
+    }
+    if (c.checkpoint.init_state_dir !== '') {
+      const d = path.resolve(c.checkpoint.init_state_dir);
+      if (!fs.existsSync(d)) {
+        problems.push({ file, field: 'checkpoint.init_state_dir', value: c.checkpoint.init_state_dir, message: `no such directory (${d})`, fix: 'point it at a folder holding model*.safetensors, or set it to "" for a fresh initialisation' });
+      }
+    }
+  }
+  void video;
+  return problems;
+}
+
+/** Loads, overrides and validates one stage config. Throws ConfigError listing every problem. */
+export function loadStageConfig(fileArg: string, overrides: Overrides = {}, opts: LoadOptions = {}): LoadedStage {
+  const file = resolveConfigPath(fileArg);
+  const raw = readToml(file);
+  const overrideSource = opts.overrideSource ?? '--set';
+  const overridden = new Set(Object.keys(overrides));
+  for (const [k, v] of Object.entries(overrides)) {
+    if (!/^[a-z_]+(\.[a-z0-9_]+)+$/.test(k)) {
+      throw new ConfigError([{ file: overrideSource, field: k, value: v, message: 'not a dotted field name', fix: 'write overrides as section.field, e.g. training.steps' }]);
+    }
+    setPath(raw, k, coerceOverride(v));
+  }
+  let parsed = stageConfigSchema.safeParse(raw);
+  if (!parsed.success) {
+    // A string override that TOML read as a number or boolean ("--job.exp_name=123"): keep the raw string where a string is expected.
+    let changed = false;
+    for (const issue of parsed.error.issues) {
+      const key = issue.path.join('.');
+      if (issue.code === 'invalid_type' && issue.expected === 'string' && overridden.has(key) && typeof overrides[key] === 'string') {
+        setPath(raw, key, overrides[key]);
+        changed = true;
+      }
+    }
+    if (changed) parsed = stageConfigSchema.safeParse(raw);
+  }
+  if (!parsed.success) throw new ConfigError(zodProblems(file, raw, parsed.error, overridden, overrideSource));
+  const config = parsed.data;
+  const video = videoLengthInfo(config.model.video_length);
+  const problems = semanticProblems(file, config, video, opts);
+  if (problems.length > 0) throw new ConfigError(problems);
+  const hash = crypto.createHash('sha256').update(JSON.stringify(config)).digest('hex');
+  return { file, config, video, hash };
+}
+
+export interface LoadedCurriculum {
+  file: string;
+  name: string;
+  stages: LoadedStage[];
+}
+
+/** Loads a curriculum file and every stage config it lists, in order. */
+export function loadCurriculum(fileArg: string, overrides: Overrides = {}, opts: LoadOptions = {}): LoadedCurriculum {
+  const file = resolveConfigPath(fileArg);
+  const raw = readToml(file);
+  const parsed = curriculumSchema.safeParse(raw);
+  if (!parsed.success) throw new ConfigError(zodProblems(file, raw, parsed.error, new Set(), file));
+  const problems: ConfigProblem[] = [];
+  const stages: LoadedStage[] = [];
+  for (const [i, rel] of parsed.data.stages.entries()) {
+    const stageFile = path.resolve(path.dirname(file), rel);
+    if (!fs.existsSync(stageFile)) {
+      problems.push({ file, field: `stages[${i}]`, value: rel, message: `no such file (${stageFile})`, fix: 'list stage config files relative to the curriculum file' });
+      continue;
+    }
+    try {
+      stages.push(loadStageConfig(stageFile, overrides, opts));
+    } catch (e) {
+      if (e instanceof ConfigError) problems.push(...e.problems);
+      else throw e;
+    }
+  }
+  for (let i = 1; i < stages.length; i++) {
+    if (stages[i]!.video.latentFrames <= stages[i - 1]!.video.latentFrames) {
+      problems.push({ file, field: `stages[${i}]`, value: stages[i]!.video.videoLength, message: `stage ${i + 1} is not longer than stage ${i}`, fix: 'order stages from the shortest video to the longest' });
+    }
+  }
+  if (problems.length > 0) throw new ConfigError(problems);
+  return { file, name: parsed.data.name, stages };
+}
+
+/** Validates `until` against a curriculum; returns the stage name. */
+export function resolveUntil(until: string | undefined, stages: readonly { video: VideoLengthInfo }[], where = 'until'): string {
+  const names = stages.map((s) => s.video.stage);
+  if (until === undefined || until === '') return names[names.length - 1]!;
+  const norm = normaliseStageName(until);
+  if (norm === undefined || !names.includes(norm)) {
+    throw new UserError(`${JSON.stringify(until)} is not a stage of this curriculum`, { where, kind: 'ConfigError', fix: `use one of ${names.join(', ')}` });
+  }
+  return norm;
+}

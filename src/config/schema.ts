@@ -1,0 +1,156 @@
+import { z } from 'zod';
+
+/**
+ * The stage config tree. Section and field names follow TTT-Video-DiT's TOML configs
+ * (job, model, training, optimizer, checkpoint, parallelism, remat), plus our own sections
+ * `shard` and `runtime`. Every field can be overridden as `--section.field=value` or through
+ * `set` in the workflow input. The README's configuration reference is generated from the
+ * `.describe()` texts below (see src/config/reference.ts).
+ */
+
+const posInt = z.number().int().positive();
+const nonNegInt = z.number().int().nonnegative();
+const posNum = z.number().positive();
+
+export const VIDEO_LENGTHS = ['3sec', '9sec', '18sec', '30sec', '63sec'] as const;
+export type VideoLength = (typeof VIDEO_LENGTHS)[number];
+
+export const jobSchema = z
+  .strictObject({
+    exp_name: z.string().min(1).default('ttt').describe('Experiment name; `train` keeps its checkpoints under dump_folder/exp_name (the workflow uses the job name instead)'),
+    dump_folder: z.string().min(1).default('runs').describe('Root folder for checkpoints, metrics and promoted stage weights (relative paths are relative to the working directory)'),
+  })
+  .describe('Job identity and output location');
+
+export const modelSchema = z
+  .strictObject({
+    name: z.string().default('cogvideo').describe('Model family (informational)'),
+    size: z.string().default('5B').describe('Model size label (informational; the dimensions below decide)'),
+    ssm_layer: z.enum(['ttt_mlp', 'ttt_linear']).default('ttt_mlp').describe('TTT layer: ttt_mlp (W1,b1,W2,b2) or ttt_linear (W1,b1)'),
+    ttt_base_lr: posNum.default(0.1).describe('Base inner learning rate of the TTT layer (eta = ttt_base_lr * sigmoid(...) / head_dim / mini_batch)'),
+    mini_batch_size: posInt.default(64).describe('TTT mini-batch size K; the sequence length per 3-second segment must be a multiple of it'),
+    video_length: z.enum(VIDEO_LENGTHS).describe('Video length of this stage: 3sec, 9sec, 18sec, 30sec or 63sec'),
+    adapter_method: z.enum(['sft', 'qkvo']).default('sft').describe('Trainable set: sft = every parameter; qkvo = TTT parameters, gates, q/k/v/o and q/k norms'),
+    num_layers: posInt.default(42).describe('Number of transformer blocks'),
+    num_attention_heads: posInt.default(48).describe('Attention (and TTT) heads'),
+    attention_head_dim: posInt.default(64).describe('Width of one head; model width = heads * head_dim'),
+    in_channels: posInt.default(16).describe('Latent channels of the VAE'),
+    out_channels: posInt.default(16).describe('Output latent channels'),
+    patch_size: posInt.default(2).describe('Spatial patch size'),
+    text_embed_dim: posInt.default(4096).describe('Width of the T5 text embeddings'),
+    time_embed_dim: posInt.default(512).describe('Width of the timestep embedding MLP'),
+    latent_height: posInt.default(60).describe('Latent height (video height / 8)'),
+    latent_width: posInt.default(90).describe('Latent width (video width / 8)'),
+    text_length: posInt.default(498).describe('Text tokens per 3-second segment'),
+    rope_theta: posNum.default(10000).describe('Base of the 3D rotary embeddings'),
+  })
+  .describe('Model architecture; defaults are CogVideoX-5B with TTT-MLP');
+
+export const trainingSchema = z
+  .strictObject({
+    steps: posInt.describe('Optimizer steps in this stage'),
+    global_batch_size: posInt.default(1).describe('Samples per optimizer step across all data-parallel ranks'),
+    grad_accum_steps: posInt.default(1).describe('Micro-batches accumulated per optimizer step'),
+    dataset_path: z.string().min(1).describe('Folder of precomputed embeddings, or "synthetic" for the built-in deterministic source'),
+    jsonl_paths: z.array(z.string().min(1)).default([]).describe('JSONL files listing samples, relative to dataset_path'),
+    seed: nonNegInt.default(0).describe('Seed of initialisation, data order and noise'),
+    synthetic_samples: posInt.default(64).describe('Number of distinct samples of the synthetic source'),
+  })
+  .describe('Training loop and data');
+
+export const optimizerSchema = z
+  .strictObject({
+    name: z.literal('AdamW').default('AdamW').describe('Optimizer (AdamW only)'),
+    lr: posNum.describe('Peak learning rate of non-TTT parameters'),
+    lr_ssm: posNum.describe('Peak learning rate of TTT parameters (names containing "ttt" or "ssm")'),
+    lr_end: z.number().nonnegative().default(1e-5).describe('Learning rate at the end of the decay'),
+    lr_schedule: z.enum(['linear', 'cosine', 'constant']).default('linear').describe('Decay after warmup for lr'),
+    lr_ssm_schedule: z.enum(['linear', 'cosine', 'constant']).default('cosine').describe('Decay after warmup for lr_ssm'),
+    warmup_steps: nonNegInt.default(0).describe('Linear warmup steps'),
+    gradient_clipping_norm: posNum.default(0.1).describe('Global gradient-norm clipping threshold'),
+    weight_decay: z.number().nonnegative().default(1e-4).describe('Decoupled weight decay (not applied to biases, norms, b1, b2)'),
+    beta1: z.number().min(0).max(1).default(0.9).describe('AdamW beta1'),
+    beta2: z.number().min(0).max(1).default(0.95).describe('AdamW beta2'),
+    eps: posNum.default(1e-8).describe('AdamW epsilon'),
+  })
+  .describe('AdamW with two parameter groups');
+
+export const checkpointSchema = z
+  .strictObject({
+    interval: posInt.describe('Save a checkpoint every this many steps (and at the end of every shard)'),
+    init_state_dir: z.string().default('').describe('Stage-1 initial weights: a checkpoint folder holding model*.safetensors; empty = fresh initialisation'),
+    keep: posInt.default(3).describe('Complete checkpoints kept per stage (older ones are deleted)'),
+  })
+  .describe('Checkpointing');
+
+export const parallelismSchema = z
+  .strictObject({
+    dp_replicate: posInt.default(1).describe('Data-parallel replicas'),
+    dp_sharding: posInt.default(1).describe('FSDP shards'),
+    tp_sharding: posInt.default(1).describe('Tensor-parallel shards'),
+    fsdp_unsharded_dtype: z.enum(['float32', 'bfloat16']).default('bfloat16').describe('Compute dtype (TensorFlow.js computes in float32; see README)'),
+  })
+  .describe('Device mesh; dp_replicate * dp_sharding * tp_sharding must equal the devices available');
+
+export const rematSchema = z
+  .strictObject({
+    transformer_checkpoint_layer_group_size: nonNegInt.default(0).describe('Recompute transformer blocks in groups of this many layers (0 = off)'),
+    scan_checkpoint_group_size: nonNegInt.default(0).describe('Recompute the TTT scan in groups of this many mini-batches (0 = off)'),
+    forward_ssm: z.boolean().default(false).describe('Recompute the forward TTT pass'),
+    reverse_ssm: z.boolean().default(false).describe('Recompute the reverse TTT pass'),
+    attention: z.boolean().default(false).describe('Recompute local attention'),
+    mlp: z.boolean().default(false).describe('Recompute the MLP'),
+    seq_modeling_block: z.boolean().default(false).describe('Recompute the whole sequence-modeling block'),
+    shard_transformer_inputs: z.boolean().default(false).describe('Shard transformer inputs across tensor-parallel ranks (no effect on one device)'),
+  })
+  .describe('Activation recomputation');
+
+export const wandbSchema = z
+  .strictObject({
+    project: z.string().default('').describe('Accepted for compatibility with TTT-Video-DiT configs; not used'),
+    entity: z.string().default('').describe('Accepted for compatibility; not used'),
+    log_interval: posInt.default(1).describe('Accepted for compatibility; not used'),
+  })
+  .describe('Accepted for compatibility with TTT-Video-DiT configs; metrics go to metrics.jsonl');
+
+export const shardSchema = z
+  .strictObject({
+    max_steps: nonNegInt.default(0).describe('Most steps one trainShard activity runs (0 = no step bound, only max_seconds)'),
+    max_seconds: posNum.default(180).describe('Wall-time bound of one trainShard activity; it checkpoints and returns after this'),
+    heartbeat_timeout_seconds: posNum.default(30).describe('Heartbeat timeout of trainShard; a silent worker is presumed dead after this'),
+  })
+  .describe('Ours: how training is cut into Temporal activities');
+
+export const runtimeSchema = z
+  .strictObject({
+    backend: z.enum(['auto', 'tensorflow', 'wasm', 'cpu']).default('auto').describe('TensorFlow.js backend; auto tries tfjs-node-gpu, tfjs-node, wasm, cpu'),
+  })
+  .describe('Ours: compute backend');
+
+export const stageConfigSchema = z.strictObject({
+  job: jobSchema.prefault({}),
+  model: modelSchema,
+  training: trainingSchema,
+  optimizer: optimizerSchema,
+  checkpoint: checkpointSchema,
+  parallelism: parallelismSchema.prefault({}),
+  remat: rematSchema.prefault({}),
+  wandb: wandbSchema.prefault({}),
+  shard: shardSchema.prefault({}),
+  runtime: runtimeSchema.prefault({}),
+});
+
+export type StageConfig = z.infer<typeof stageConfigSchema>;
+
+export const curriculumSchema = z.strictObject({
+  name: z.string().min(1).describe('Curriculum name'),
+  description: z.string().default(''),
+  stages: z.array(z.string().min(1)).min(1).describe('Stage config files in order, relative to the curriculum file'),
+});
+export type CurriculumFile = z.infer<typeof curriculumSchema>;
+
+/** Fields that TTT-Video-DiT keeps in another section; a clear pointer beats "unknown field". */
+export const MOVED_FIELDS: Record<string, string> = {
+  'training.warmup_steps': 'optimizer.warmup_steps',
+  'training.adapter_method': 'model.adapter_method',
+};
