@@ -5,7 +5,7 @@ import { parse as parseToml, TomlError } from 'smol-toml';
 import type { z } from 'zod';
 import { ConfigError, type ConfigProblem, UserError } from '../errors';
 import { curriculumSchema, MOVED_FIELDS, stageConfigSchema, type StageConfig } from './schema';
-import { FRAMES_PER_SEGMENT, normaliseStageName, videoLengthInfo, type VideoLengthInfo } from './video';
+import { normaliseStageName, videoLengthInfo, type VideoLengthInfo } from './video';
 
 /** Overrides: dotted field name -> value. Strings are parsed as TOML values when they look like one ("5", "1e-5", "true", "[...]"). */
 export type Overrides = Record<string, unknown>;
@@ -191,21 +191,29 @@ function semanticProblems(file: string, c: StageConfig, video: VideoLengthInfo, 
     }
   }
   const tokensPerFrame = Math.floor(m.latent_height / m.patch_size) * Math.floor(m.latent_width / m.patch_size);
-  const videoTokens = FRAMES_PER_SEGMENT * tokensPerFrame;
-  const segLen = m.text_length + videoTokens;
-  if (segLen % m.mini_batch_size !== 0) {
-    const k = m.mini_batch_size;
-    const good = Math.ceil(segLen / k) * k - videoTokens;
+  const videoTokens = video.latentFrames * tokensPerFrame;
+  const seqLen = video.segments * m.text_length + videoTokens;
+  const k = m.mini_batch_size;
+  if (seqLen % k !== 0) {
+    const fits = (L: number): boolean => (video.segments * L + videoTokens) % k === 0;
+    let up = m.text_length + 1;
+    while (!fits(up) && up < m.text_length + k + 1) up++;
+    let down = m.text_length - 1;
+    while (down > 0 && !fits(down) && down > m.text_length - k - 1) down--;
+    const options = [down > 0 && fits(down) ? down : undefined, fits(up) ? up : undefined].filter((x): x is number => x !== undefined);
     problems.push({
       file,
       field: 'model.text_length',
       value: m.text_length,
-      message: `the sequence of one 3-second segment is ${m.text_length} text + ${FRAMES_PER_SEGMENT}x${tokensPerFrame} video = ${segLen} tokens, not a multiple of the TTT mini-batch size model.mini_batch_size = ${k}`,
-      fix: `set model.text_length = ${good} (${good + videoTokens} = ${(good + videoTokens) / k}x${k}) or change model.mini_batch_size`,
+      message: `the TTT sequence is ${video.segments} segments x ${m.text_length} text + ${video.latentFrames} frames x ${tokensPerFrame} patches = ${seqLen} tokens, not a multiple of the TTT mini-batch size model.mini_batch_size = ${k}`,
+      fix:
+        options.length > 0
+          ? `set model.text_length = ${options.map((L) => `${L} (${video.segments * L + videoTokens} tokens = ${(video.segments * L + videoTokens) / k} x ${k})`).join(' or ')}, or change model.mini_batch_size`
+          : `change model.mini_batch_size to a divisor of the sequence length`,
     });
   }
-  if (m.attention_head_dim % 2 !== 0) {
-    problems.push({ file, field: 'model.attention_head_dim', value: m.attention_head_dim, message: 'rotary embeddings need an even head dimension', fix: 'use an even number' });
+  if (m.attention_head_dim % 16 !== 0) {
+    problems.push({ file, field: 'model.attention_head_dim', value: m.attention_head_dim, message: '3D rotary embeddings split a head into t (1/4) and h, w (3/8 each) rotation pairs, which needs a multiple of 16', fix: 'use a multiple of 16 (CogVideoX uses 64)' });
   }
   const t = c.training;
   const dp = p.dp_replicate * p.dp_sharding;
@@ -241,7 +249,6 @@ function semanticProblems(file: string, c: StageConfig, video: VideoLengthInfo, 
       }
     }
   }
-  void video;
   return problems;
 }
 

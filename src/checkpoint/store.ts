@@ -1,0 +1,313 @@
+/**
+ * Checkpoints on disk. One format everywhere (stage init, shard checkpoints, promoted stage
+ * finals): a folder holding model.safetensors (TTT-Video-DiT names, PyTorch shapes),
+ * optionally optimizer.safetensors, and state.json with the step, data cursor, seeds and the
+ * sha256 of every file.
+ *
+ * A save writes into a hidden temporary folder, fsyncs every file and the folder, and renames
+ * it into place only when complete; a crash during a save leaves a ".tmp-*" folder that is
+ * never picked (and is cleaned up later). Loading verifies sizes and sha256 checksums.
+ */
+import * as crypto from 'node:crypto';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { UserError } from '../errors';
+import { encodeSafetensors, readHeader, readSafetensors, type FloatTensor } from './safetensors';
+
+export const CHECKPOINT_FORMAT = 'ttt-curriculum-checkpoint/1';
+const STEP_DIR = /^step-(\d{8})$/;
+
+export interface FileEntry {
+  sha256: string;
+  bytes: number;
+}
+
+export interface CheckpointState {
+  format: typeof CHECKPOINT_FORMAT;
+  /** Optimizer steps completed in this stage. */
+  step: number;
+  stage: string;
+  totalSteps: number;
+  /** Data cursor: samples consumed so far in this stage. */
+  samplesSeen: number;
+  seed: number;
+  /** Loss of the first step of the stage and of the last step before this checkpoint. */
+  firstLoss: number | null;
+  lastLoss: number | null;
+  /** Hash of the init weights this stage started from. */
+  initHash: string | null;
+  configHash: string;
+  files: Record<string, FileEntry>;
+  createdAt: string;
+}
+
+export interface CheckpointContent {
+  model: Map<string, FloatTensor>;
+  optimizer?: Map<string, FloatTensor>;
+  state: Omit<CheckpointState, 'files' | 'format' | 'createdAt'>;
+}
+
+export function stepDirName(step: number): string {
+  return `step-${String(step).padStart(8, '0')}`;
+}
+
+function sha256File(file: string): string {
+  const h = crypto.createHash('sha256');
+  const fd = fs.openSync(file, 'r');
+  try {
+    const buf = Buffer.alloc(1 << 20);
+    let n: number;
+    while ((n = fs.readSync(fd, buf, 0, buf.length, null)) > 0) h.update(buf.subarray(0, n));
+  } finally {
+    fs.closeSync(fd);
+  }
+  return h.digest('hex');
+}
+
+function writeFileSynced(file: string, parts: Buffer[] | string): FileEntry {
+  const fd = fs.openSync(file, 'w');
+  const h = crypto.createHash('sha256');
+  let bytes = 0;
+  try {
+    for (const p of typeof parts === 'string' ? [Buffer.from(parts)] : parts) {
+      let off = 0;
+      while (off < p.length) off += fs.writeSync(fd, p, off, p.length - off);
+      h.update(p);
+      bytes += p.length;
+    }
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+  return { sha256: h.digest('hex'), bytes };
+}
+
+function fsyncDir(dir: string): void {
+  try {
+    const fd = fs.openSync(dir, 'r');
+    try {
+      fs.fsyncSync(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
+  } catch {
+    /* some filesystems refuse fsync on directories; the rename is still atomic */
+  }
+}
+
+export interface SaveHooks {
+  /** Called after the files are written and before the rename (tests simulate crashes here). */
+  beforeRename?: (tmpDir: string) => void;
+}
+
+/**
+ * Saves a checkpoint atomically as checkpointsDir/step-NNNNNNNN. If a complete checkpoint of
+ * that step already exists (a retried shard), the existing one is kept. Returns its folder.
+ */
+export function saveCheckpoint(checkpointsDir: string, content: CheckpointContent, hooks: SaveHooks = {}): string {
+  fs.mkdirSync(checkpointsDir, { recursive: true });
+  const finalDir = path.join(checkpointsDir, stepDirName(content.state.step));
+  const tmp = path.join(checkpointsDir, `.tmp-${stepDirName(content.state.step)}-${process.pid}-${crypto.randomBytes(4).toString('hex')}`);
+  fs.mkdirSync(tmp);
+  try {
+    const files: Record<string, FileEntry> = {};
+    files['model.safetensors'] = writeFileSynced(path.join(tmp, 'model.safetensors'), encodeSafetensors(content.model, { format: 'pt' }));
+    if (content.optimizer) {
+      files['optimizer.safetensors'] = writeFileSynced(path.join(tmp, 'optimizer.safetensors'), encodeSafetensors(content.optimizer, { format: 'pt' }));
+    }
+    const state: CheckpointState = { format: CHECKPOINT_FORMAT, ...content.state, files, createdAt: new Date().toISOString() };
+    writeFileSynced(path.join(tmp, 'state.json'), JSON.stringify(state, null, 2) + '\n');
+    fsyncDir(tmp);
+    hooks.beforeRename?.(tmp);
+    try {
+      fs.renameSync(tmp, finalDir);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if ((code === 'ENOTEMPTY' || code === 'EEXIST') && verifyCheckpoint(finalDir).ok) {
+        fs.rmSync(tmp, { recursive: true, force: true });
+        return finalDir;
+      }
+      if (code === 'ENOTEMPTY' || code === 'EEXIST') {
+        // An invalid folder with our name (should not happen: only renames create them). Replace it.
+        fs.rmSync(finalDir, { recursive: true, force: true });
+        fs.renameSync(tmp, finalDir);
+      } else {
+        throw e;
+      }
+    }
+    fsyncDir(checkpointsDir);
+    return finalDir;
+  } catch (e) {
+    fs.rmSync(tmp, { recursive: true, force: true });
+    throw e;
+  }
+}
+
+export type VerifyResult = { ok: true; state: CheckpointState } | { ok: false; reason: string };
+
+/** Checks that a folder is a complete checkpoint: state.json parses and every file matches its size and sha256. */
+export function verifyCheckpoint(dir: string, opts: { checksums?: boolean } = {}): VerifyResult {
+  const stateFile = path.join(dir, 'state.json');
+  let state: CheckpointState;
+  try {
+    state = JSON.parse(fs.readFileSync(stateFile, 'utf8')) as CheckpointState;
+  } catch (e) {
+    return { ok: false, reason: `state.json missing or unreadable (${(e as Error).message})` };
+  }
+  if (state.format !== CHECKPOINT_FORMAT || typeof state.step !== 'number' || state.files === null || typeof state.files !== 'object') {
+    return { ok: false, reason: 'state.json is not a ttt-curriculum checkpoint state' };
+  }
+  if (!state.files['model.safetensors']) return { ok: false, reason: 'state.json lists no model.safetensors' };
+  for (const [name, entry] of Object.entries(state.files)) {
+    const f = path.join(dir, name);
+    let size: number;
+    try {
+      size = fs.statSync(f).size;
+    } catch {
+      return { ok: false, reason: `${name} is missing` };
+    }
+    if (size !== entry.bytes) return { ok: false, reason: `${name} has ${size} bytes, state.json says ${entry.bytes} (truncated?)` };
+    if (opts.checksums !== false && sha256File(f) !== entry.sha256) return { ok: false, reason: `${name} fails its sha256 checksum (corrupted)` };
+  }
+  return { ok: true, state };
+}
+
+/** Step checkpoints of a stage, newest first. Temporary folders are not listed. */
+export function listCheckpoints(checkpointsDir: string): { step: number; dir: string }[] {
+  let names: string[];
+  try {
+    names = fs.readdirSync(checkpointsDir);
+  } catch {
+    return [];
+  }
+  return names
+    .map((n) => ({ m: STEP_DIR.exec(n), n }))
+    .filter((x) => x.m !== null)
+    .map((x) => ({ step: Number(x.m![1]), dir: path.join(checkpointsDir, x.n) }))
+    .sort((a, b) => b.step - a.step);
+}
+
+/** The newest complete checkpoint; invalid ones are skipped and reported through `onSkip`. */
+export function latestCompleteCheckpoint(
+  checkpointsDir: string,
+  onSkip: (dir: string, reason: string) => void = () => {},
+): { dir: string; state: CheckpointState } | undefined {
+  for (const c of listCheckpoints(checkpointsDir)) {
+    const v = verifyCheckpoint(c.dir);
+    if (v.ok) return { dir: c.dir, state: v.state };
+    onSkip(c.dir, v.reason);
+  }
+  return undefined;
+}
+
+/** Deletes all but the newest `keep` complete checkpoints, and stale temporary folders of dead writers. */
+export function pruneCheckpoints(checkpointsDir: string, keep: number): void {
+  const all = listCheckpoints(checkpointsDir);
+  for (const c of all.slice(keep)) fs.rmSync(c.dir, { recursive: true, force: true });
+  let names: string[] = [];
+  try {
+    names = fs.readdirSync(checkpointsDir);
+  } catch {
+    return;
+  }
+  for (const n of names) {
+    const m = /^\.tmp-.*-(\d+)-[0-9a-f]{8}$/.exec(n);
+    if (m && !processAlive(Number(m[1]))) fs.rmSync(path.join(checkpointsDir, n), { recursive: true, force: true });
+  }
+}
+
+function processAlive(pid: number): boolean {
+  if (pid === process.pid) return true;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Loads a complete checkpoint (verified). */
+export function loadCheckpoint(dir: string): { model: Map<string, FloatTensor>; optimizer?: Map<string, FloatTensor>; state: CheckpointState } {
+  const v = verifyCheckpoint(dir);
+  if (!v.ok) throw new Error(`checkpoint ${dir} is not usable: ${v.reason}`);
+  const model = readSafetensors(path.join(dir, 'model.safetensors')).tensors;
+  const optFile = path.join(dir, 'optimizer.safetensors');
+  const optimizer = v.state.files['optimizer.safetensors'] ? readSafetensors(optFile).tensors : undefined;
+  return optimizer ? { model, optimizer, state: v.state } : { model, state: v.state };
+}
+
+/** The model safetensors files of a weights folder: model.safetensors or the shards of model.safetensors.index.json. */
+export function modelFiles(dir: string): string[] {
+  const index = path.join(dir, 'model.safetensors.index.json');
+  if (fs.existsSync(index)) {
+    let weightMap: Record<string, string>;
+    try {
+      weightMap = (JSON.parse(fs.readFileSync(index, 'utf8')) as { weight_map: Record<string, string> }).weight_map;
+    } catch (e) {
+      throw new UserError(`cannot read the shard index (${(e as Error).message})`, { where: index, kind: 'CheckpointError', fix: 'restore the index file' });
+    }
+    return [...new Set(Object.values(weightMap))].sort().map((f) => path.join(dir, f));
+  }
+  const single = path.join(dir, 'model.safetensors');
+  if (fs.existsSync(single)) return [single];
+  throw new UserError('no model.safetensors or model.safetensors.index.json', {
+    where: dir,
+    kind: 'CheckpointError',
+    fix: 'point checkpoint.init_state_dir at a folder written by `ttt-curriculum convert` or a stage final checkpoint',
+  });
+}
+
+/**
+ * Loads model weights from any weights folder (init_state_dir, a stage final or a step
+ * checkpoint). If the folder has a state.json its checksums are verified first.
+ */
+export function loadModelWeights(dir: string): Map<string, FloatTensor> {
+  if (fs.existsSync(path.join(dir, 'state.json'))) {
+    const v = verifyCheckpoint(dir);
+    if (!v.ok) throw new UserError(`weights folder is not usable: ${v.reason}`, { where: dir, kind: 'CheckpointError', fix: 'restore the folder or point at another checkpoint' });
+  }
+  const out = new Map<string, FloatTensor>();
+  for (const f of modelFiles(dir)) for (const [k, t] of readSafetensors(f).tensors) out.set(k, t);
+  return out;
+}
+
+/** A content hash of a weights folder: sha256 over the sorted tensor names, shapes and bytes. */
+export function weightsHash(dir: string): string {
+  const h = crypto.createHash('sha256');
+  const weights = loadModelWeights(dir);
+  for (const name of [...weights.keys()].sort()) {
+    const t = weights.get(name)!;
+    h.update(name).update(JSON.stringify(t.shape)).update(Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength));
+  }
+  return h.digest('hex');
+}
+
+/**
+ * Promotes a step checkpoint to stageDir/final atomically (hard links when possible, else copies).
+ * An existing valid final is kept. Returns the final folder.
+ */
+export function promoteCheckpoint(src: string, finalDir: string): string {
+  if (fs.existsSync(finalDir) && verifyCheckpoint(finalDir).ok) return finalDir;
+  const v = verifyCheckpoint(src);
+  if (!v.ok) throw new Error(`cannot promote ${src}: ${v.reason}`);
+  const tmp = `${finalDir}.tmp-${process.pid}-${crypto.randomBytes(4).toString('hex')}`;
+  fs.mkdirSync(tmp, { recursive: true });
+  for (const name of [...Object.keys(v.state.files), 'state.json']) {
+    try {
+      fs.linkSync(path.join(src, name), path.join(tmp, name));
+    } catch {
+      fs.copyFileSync(path.join(src, name), path.join(tmp, name));
+    }
+  }
+  fsyncDir(tmp);
+  if (fs.existsSync(finalDir)) fs.rmSync(finalDir, { recursive: true, force: true });
+  fs.renameSync(tmp, finalDir);
+  fsyncDir(path.dirname(finalDir));
+  return finalDir;
+}
+
+/** Sizes of the tensors of a model file without reading the data. */
+export function modelShapes(file: string): Map<string, number[]> {
+  const h = readHeader(file);
+  return new Map([...h.tensors].map(([k, v]) => [k, v.shape]));
+}

@@ -1,0 +1,70 @@
+import type { StageConfig } from '../config/schema';
+import { FRAMES_PER_SEGMENT, videoLengthInfo } from '../config/video';
+
+/** Every size the model needs, derived from a stage config. */
+export interface ModelDims {
+  layers: number;
+  heads: number;
+  headDim: number;
+  /** Model width D = heads * headDim. */
+  width: number;
+  inChannels: number;
+  outChannels: number;
+  patch: number;
+  textDim: number;
+  timeEmbedDim: number;
+  latentHeight: number;
+  latentWidth: number;
+  /** Token grid of one frame: (latentHeight/patch) x (latentWidth/patch). */
+  gridH: number;
+  gridW: number;
+  tokensPerFrame: number;
+  latentFrames: number;
+  segments: number;
+  textLength: number;
+  miniBatch: number;
+  ssmLayer: 'ttt_mlp' | 'ttt_linear';
+  tttBaseLr: number;
+  ropeTheta: number;
+  /** Whole sequence: segments * textLength + latentFrames * tokensPerFrame. */
+  seqLen: number;
+}
+
+export function modelDims(c: StageConfig): ModelDims {
+  const m = c.model;
+  const v = videoLengthInfo(m.video_length);
+  const gridH = m.latent_height / m.patch_size;
+  const gridW = m.latent_width / m.patch_size;
+  const tokensPerFrame = gridH * gridW;
+  return {
+    layers: m.num_layers,
+    heads: m.num_attention_heads,
+    headDim: m.attention_head_dim,
+    width: m.num_attention_heads * m.attention_head_dim,
+    inChannels: m.in_channels,
+    outChannels: m.out_channels,
+    patch: m.patch_size,
+    textDim: m.text_embed_dim,
+    timeEmbedDim: m.time_embed_dim,
+    latentHeight: m.latent_height,
+    latentWidth: m.latent_width,
+    gridH,
+    gridW,
+    tokensPerFrame,
+    latentFrames: v.latentFrames,
+    segments: v.segments,
+    textLength: m.text_length,
+    miniBatch: m.mini_batch_size,
+    ssmLayer: m.ssm_layer,
+    tttBaseLr: m.ttt_base_lr,
+    ropeTheta: m.rope_theta,
+    seqLen: v.segments * m.text_length + v.latentFrames * tokensPerFrame,
+  };
+}
+
+/** Sequence length of the whole TTT scan for given sizes (used by config validation too). */
+export function sequenceLength(segments: number, textLength: number, latentFrames: number, tokensPerFrame: number): number {
+  return segments * textLength + latentFrames * tokensPerFrame;
+}
+
+export { FRAMES_PER_SEGMENT };

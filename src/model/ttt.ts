@@ -1,0 +1,163 @@
+/**
+ * TTT-MLP and TTT-Linear, dual form, one mini-batch at a time (TTT-Video-DiT's formulas).
+ *
+ * Shapes: XQ, XK, XV [B,H,NC,K,D]; eta [B,H,NC,K,K]; lnWeight, lnBias [H,D];
+ * W1 [B,H,D,F], b1 [B,H,1,F], W2 [B,H,F,D], b2 [B,H,1,D]. Result [B,H,NC,K,D].
+ * Inner weights are carried from one mini-batch to the next. Gradients with respect to every
+ * input come from TensorFlow.js autodiff through these ops.
+ */
+import { tf } from '../backend';
+import { geluTanh, geluTanhGrad } from './ops';
+
+export const TTT_LN_EPS = 1e-8;
+
+export interface TttMlpInputs {
+  XQ: tf.Tensor;
+  XK: tf.Tensor;
+  XV: tf.Tensor;
+  eta: tf.Tensor;
+  lnWeight: tf.Tensor;
+  lnBias: tf.Tensor;
+  W1: tf.Tensor;
+  b1: tf.Tensor;
+  W2: tf.Tensor;
+  b2: tf.Tensor;
+}
+
+export interface TttLinearInputs {
+  XQ: tf.Tensor;
+  XK: tf.Tensor;
+  XV: tf.Tensor;
+  eta: tf.Tensor;
+  lnWeight: tf.Tensor;
+  lnBias: tf.Tensor;
+  W1: tf.Tensor;
+  b1: tf.Tensor;
+}
+
+/** Layer norm over D with its value and the pieces needed for its backward pass. */
+function lnForward(Z: tf.Tensor, w: tf.Tensor, b: tf.Tensor): { y: tf.Tensor; xhat: tf.Tensor; std: tf.Tensor } {
+  const mu = Z.mean(-1, true);
+  const xc = Z.sub(mu);
+  const std = xc.square().mean(-1, true).add(TTT_LN_EPS).sqrt();
+  const xhat = xc.div(std);
+  return { y: xhat.mul(w).add(b), xhat, std };
+}
+
+/** G = d/dZ of 1/2 ||LN(Z) - target||^2. */
+function lnFusedL2Grad(Z: tf.Tensor, target: tf.Tensor, w: tf.Tensor, b: tf.Tensor): tf.Tensor {
+  const D = Z.shape[Z.shape.length - 1]!;
+  const { y, xhat, std } = lnForward(Z, w, b);
+  const gXhat = y.sub(target).mul(w);
+  return gXhat
+    .mul(D)
+    .sub(gXhat.sum(-1, true))
+    .sub(xhat.mul(gXhat.mul(xhat).sum(-1, true)))
+    .div(std.mul(D));
+}
+
+function lnApply(Z: tf.Tensor, w: tf.Tensor, b: tf.Tensor): tf.Tensor {
+  return lnForward(Z, w, b).y;
+}
+
+/** Splits [B,H,NC,K,X] into NC tensors [B,H,K,X]: one transpose to [NC,B,H,K,X], then contiguous slices. */
+function miniBatches(x: tf.Tensor): tf.Tensor[] {
+  // Slices rather than tf.unstack/tf.split: their gradients fail when some outputs get no gradient.
+  const [B, H, NC, K, X] = x.shape as [number, number, number, number, number];
+  const t = x.transpose([2, 0, 1, 3, 4]).reshape([NC, B * H * K * X]);
+  return Array.from({ length: NC }, (_, i) => t.slice([i, 0], [1, -1]).reshape([B, H, K, X]));
+}
+
+/** Stacks NC tensors [B,H,K,X] into [B,H,NC,K,X]. */
+function joinMiniBatches(xs: tf.Tensor[]): tf.Tensor {
+  return tf.concat(xs.map((x) => x.expandDims(0)), 0).transpose([1, 2, 0, 3, 4]);
+}
+
+function checkShapes(name: string, x: TttMlpInputs | TttLinearInputs): void {
+  const q = x.XQ.shape;
+  if (q.length !== 5) throw new Error(`${name}: XQ must be [B,H,NC,K,D], got [${q.join(',')}]`);
+  for (const k of ['XK', 'XV'] as const) {
+    if (x[k].shape.join(',') !== q.join(',')) throw new Error(`${name}: ${k} shape [${x[k].shape.join(',')}] differs from XQ [${q.join(',')}]`);
+  }
+  const [B, H, NC, K] = q as [number, number, number, number, number];
+  if (x.eta.shape.join(',') !== [B, H, NC, K, K].join(',')) throw new Error(`${name}: eta must be [${[B, H, NC, K, K].join(',')}], got [${x.eta.shape.join(',')}]`);
+}
+
+/** TTT-MLP: inner model Z2 = gelu_tanh(X·W1 + b1)·W2 + b2, one gradient step per mini-batch. */
+export function tttMlp(inp: TttMlpInputs): tf.Tensor {
+  checkShapes('tttMlp', inp);
+  return tf.tidy(() => {
+    const [, H, , , D] = inp.XQ.shape as number[];
+    const lnW = inp.lnWeight.reshape([1, H!, 1, D!]);
+    const lnB = inp.lnBias.reshape([1, H!, 1, D!]);
+    const XQs = miniBatches(inp.XQ);
+    const XKs = miniBatches(inp.XK);
+    const XVs = miniBatches(inp.XV);
+    const etas = miniBatches(inp.eta);
+    let W1 = inp.W1;
+    let b1 = inp.b1;
+    let W2 = inp.W2;
+    let b2 = inp.b2;
+    const outs: tf.Tensor[] = [];
+    for (let i = 0; i < XQs.length; i++) {
+      const XQ = XQs[i]!;
+      const X1 = XKs[i]!;
+      const eta = etas[i]!;
+      const K = eta.shape[2]!;
+      // Inner forward.
+      const Z1 = tf.matMul(X1, W1).add(b1);
+      const X2 = geluTanh(Z1);
+      const Z2 = tf.matMul(X2, W2).add(b2);
+      // Inner gradients.
+      const target = XVs[i]!.sub(X1);
+      const G2 = lnFusedL2Grad(Z2, target, lnW, lnB);
+      const G1 = tf.matMul(G2, W2, false, true).mul(geluTanhGrad(Z1));
+      // Query path (dual form).
+      const Attn1 = tf.matMul(XQ, X1, false, true);
+      const Z1bar = tf.matMul(XQ, W1).sub(tf.matMul(eta.mul(Attn1), G1)).add(b1).sub(tf.matMul(eta, G1));
+      const X2bar = geluTanh(Z1bar);
+      const Attn2 = tf.matMul(X2bar, X2, false, true);
+      const Z2bar = tf.matMul(X2bar, W2).sub(tf.matMul(eta.mul(Attn2), G2)).add(b2).sub(tf.matMul(eta, G2));
+      outs.push(XQ.add(lnApply(Z2bar, lnW, lnB)));
+      // Carried state: last row of eta as a column.
+      const e = eta.slice([0, 0, K - 1, 0], [-1, -1, 1, -1]).reshape([eta.shape[0]!, eta.shape[1]!, K, 1]);
+      W1 = W1.sub(tf.matMul(e.mul(X1), G1, true, false));
+      b1 = b1.sub(e.mul(G1).sum(2, true));
+      W2 = W2.sub(tf.matMul(e.mul(X2), G2, true, false));
+      b2 = b2.sub(e.mul(G2).sum(2, true));
+    }
+    return joinMiniBatches(outs);
+  });
+}
+
+/** TTT-Linear: inner model Z = X·W1 + b1, one gradient step per mini-batch. */
+export function tttLinear(inp: TttLinearInputs): tf.Tensor {
+  checkShapes('tttLinear', inp);
+  return tf.tidy(() => {
+    const [, H, , , D] = inp.XQ.shape as number[];
+    const lnW = inp.lnWeight.reshape([1, H!, 1, D!]);
+    const lnB = inp.lnBias.reshape([1, H!, 1, D!]);
+    const XQs = miniBatches(inp.XQ);
+    const XKs = miniBatches(inp.XK);
+    const XVs = miniBatches(inp.XV);
+    const etas = miniBatches(inp.eta);
+    let W1 = inp.W1;
+    let b1 = inp.b1;
+    const outs: tf.Tensor[] = [];
+    for (let i = 0; i < XQs.length; i++) {
+      const XQ = XQs[i]!;
+      const X1 = XKs[i]!;
+      const eta = etas[i]!;
+      const K = eta.shape[2]!;
+      const Z1 = tf.matMul(X1, W1).add(b1);
+      const G1 = lnFusedL2Grad(Z1, XVs[i]!.sub(X1), lnW, lnB);
+      const Attn1 = tf.matMul(XQ, X1, false, true);
+      const Z1bar = tf.matMul(XQ, W1).sub(tf.matMul(eta.mul(Attn1), G1)).add(b1).sub(tf.matMul(eta, G1));
+      outs.push(XQ.add(lnApply(Z1bar, lnW, lnB)));
+      const e = eta.slice([0, 0, K - 1, 0], [-1, -1, 1, -1]).reshape([eta.shape[0]!, eta.shape[1]!, K, 1]);
+      W1 = W1.sub(tf.matMul(e.mul(X1), G1, true, false));
+      b1 = b1.sub(e.mul(G1).sum(2, true));
+    }
+    return joinMiniBatches(outs);
+  });
+}

@@ -1,0 +1,344 @@
+/**
+ * One training shard of one stage, without Temporal: resume from the stage's latest complete
+ * checkpoint (or start from the init weights), train up to a step or wall-time bound,
+ * checkpoint every `checkpoint.interval` steps and at the end. Used in-process by
+ * `ttt-curriculum train`, and in a child process by the trainShard activity.
+ */
+import * as crypto from 'node:crypto';
+import * as fs from 'node:fs';
+import { initBackend, tf } from '../backend';
+import { latestCompleteCheckpoint, loadCheckpoint, loadModelWeights, pruneCheckpoints, saveCheckpoint, type SaveHooks } from '../checkpoint/store';
+import type { FloatTensor } from '../checkpoint/safetensors';
+import { loadStageConfig, type LoadedStage, type Overrides } from '../config/load';
+import { UserError } from '../errors';
+import { disposeBatch, makeBatch, openDataSource } from '../data/batch';
+import { logger } from '../log';
+import { modelDims, type ModelDims } from '../model/dims';
+import { disposeRopeTables, ditForward, ropeForModel, type Params } from '../model/dit';
+import { hasWeightDecay, initialValue, internalShape, isTrainable, isTttParam, paramSpecs, toInternal, toTorch, type ParamSpec } from '../model/params';
+import { disposeRope, ropeTables } from '../model/rope';
+import { AdamW, clipGlobalNorm } from '../optim/adamw';
+import { learningRate } from '../optim/schedule';
+import { checkpointsDir, metricsFile, stageDir } from '../paths';
+
+export interface ShardRequest {
+  /** Stage config file and overrides (the same ones the workflow validated). */
+  configFile: string;
+  overrides: Overrides;
+  /** Absolute job folder: dump_folder/<job name>. */
+  jobDir: string;
+  /** Weights for step 0 when the stage has no checkpoint yet: a weights folder, or null for a fresh initialisation. */
+  initFrom: string | null;
+  /** Bounds of this shard (default: the config's shard.max_steps / shard.max_seconds). */
+  maxSteps?: number;
+  maxSeconds?: number;
+  /** Refuse to run if the config no longer has this hash (edited under a running job). */
+  expectedConfigHash?: string;
+}
+
+export interface ShardProgress {
+  stage: string;
+  step: number;
+  totalSteps: number;
+  loss: number;
+  gradNorm: number;
+  stepSeconds: number;
+}
+
+export interface ShardResult {
+  stage: string;
+  /** Steps completed in the stage after this shard. */
+  step: number;
+  totalSteps: number;
+  done: boolean;
+  /** Step this shard resumed from. */
+  startStep: number;
+  stepsRun: number;
+  firstLoss: number | null;
+  lastLoss: number | null;
+  /** The checkpoint holding `step`. */
+  checkpoint: string;
+  initHash: string | null;
+  seconds: number;
+  backend: string;
+  /** Why the shard ended: "done", "steps", "time" or "stop". */
+  reason: 'done' | 'steps' | 'time' | 'stop';
+}
+
+export interface ShardControl {
+  onProgress?: (p: ShardProgress) => void;
+  onCheckpoint?: (dir: string, step: number) => void;
+  /** Checked between steps: true = save a checkpoint and return now. */
+  shouldStop?: () => boolean;
+  saveHooks?: SaveHooks;
+}
+
+/** sha256 over sorted tensor names, shapes and float32 bytes (PyTorch layout). */
+export function tensorsHash(tensors: Map<string, FloatTensor>): string {
+  const h = crypto.createHash('sha256');
+  for (const name of [...tensors.keys()].sort()) {
+    const t = tensors.get(name)!;
+    h.update(name).update(JSON.stringify(t.shape)).update(Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength));
+  }
+  return h.digest('hex');
+}
+
+/** Checks a weights map against the parameter specs; lists every missing, unexpected or mis-shaped tensor. */
+export function checkWeights(specs: ParamSpec[], weights: Map<string, FloatTensor>, where: string): void {
+  const expected = new Map(specs.map((s) => [s.name, s.torchShape]));
+  const missing = [...expected.keys()].filter((k) => !weights.has(k));
+  const unexpected = [...weights.keys()].filter((k) => !expected.has(k));
+  const misshaped = [...weights.entries()]
+    .filter(([k, t]) => expected.has(k) && JSON.stringify(t.shape) !== JSON.stringify(expected.get(k)))
+    .map(([k, t]) => `${k} is [${t.shape.join(',')}], expected [${expected.get(k)!.join(',')}]`);
+  if (missing.length + unexpected.length + misshaped.length > 0) {
+    const list = (title: string, xs: string[]): string => (xs.length ? `${title} (${xs.length}): ${xs.slice(0, 20).join(', ')}${xs.length > 20 ? ', ...' : ''}` : '');
+    throw new UserError(['weights do not match the model config', list('missing', missing), list('unexpected', unexpected), list('wrong shape', misshaped)].filter(Boolean).join('; '), {
+      where,
+      kind: 'CheckpointError',
+      fix: 'use weights converted for this model size (model.* dimensions and model.ssm_layer must match)',
+    });
+  }
+}
+
+/** Model state of a trainer: parameters (internal layout) and the optimizer. */
+class ModelState {
+  readonly params = new Map<string, tf.Tensor>();
+  readonly specs: ParamSpec[];
+  readonly bySpec: Map<string, ParamSpec>;
+  readonly trainable: string[];
+  optimizer: AdamW;
+
+  constructor(
+    readonly stage: LoadedStage,
+    readonly dims: ModelDims,
+  ) {
+    this.specs = paramSpecs(dims);
+    this.bySpec = new Map(this.specs.map((s) => [s.name, s]));
+    const adapter = stage.config.model.adapter_method;
+    this.trainable = this.specs.filter((s) => isTrainable(s.name, adapter)).map((s) => s.name);
+    const o = stage.config.optimizer;
+    this.optimizer = new AdamW(new Map(this.trainable.map((n) => [n, { group: isTttParam(n) ? 'ttt' : 'base', decay: hasWeightDecay(n) }])), {
+      beta1: o.beta1,
+      beta2: o.beta2,
+      eps: o.eps,
+      weightDecay: o.weight_decay,
+    });
+  }
+
+  loadWeights(weights: Map<string, FloatTensor>, where: string): void {
+    checkWeights(this.specs, weights, where);
+    for (const s of this.specs) this.params.set(s.name, toInternal(s, weights.get(s.name)!.data));
+  }
+
+  freshWeights(seed: number): Map<string, FloatTensor> {
+    return new Map(this.specs.map((s) => [s.name, { shape: s.torchShape, data: initialValue(s, seed) }]));
+  }
+
+  loadOptimizer(opt: Map<string, FloatTensor>, step: number): void {
+    for (const n of this.trainable) {
+      const s = this.bySpec.get(n)!;
+      const m = opt.get(`${n}.exp_avg`);
+      const v = opt.get(`${n}.exp_avg_sq`);
+      if (!m || !v) throw new Error(`optimizer state lacks ${n}`);
+      this.optimizer.m.set(n, toInternal(s, m.data));
+      this.optimizer.v.set(n, toInternal(s, v.data));
+    }
+    this.optimizer.step = step;
+  }
+
+  modelTensors(): Map<string, FloatTensor> {
+    return new Map(this.specs.map((s) => [s.name, toTorch(s, this.params.get(s.name)!)]));
+  }
+
+  optimizerTensors(): Map<string, FloatTensor> {
+    const out = new Map<string, FloatTensor>();
+    for (const n of this.trainable) {
+      const s = this.bySpec.get(n)!;
+      const m = this.optimizer.m.get(n);
+      const v = this.optimizer.v.get(n);
+      out.set(`${n}.exp_avg`, m ? toTorch(s, m) : { shape: s.torchShape, data: new Float32Array(internalShape(s).reduce((a, b) => a * b, 1)) });
+      out.set(`${n}.exp_avg_sq`, v ? toTorch(s, v) : { shape: s.torchShape, data: new Float32Array(internalShape(s).reduce((a, b) => a * b, 1)) });
+    }
+    return out;
+  }
+
+  dispose(): void {
+    for (const t of this.params.values()) t.dispose();
+    this.params.clear();
+    this.optimizer.dispose();
+  }
+}
+
+/** Runs one shard. Resolves with where the stage stands; throws UserError for problems a user must fix. */
+export async function runShard(req: ShardRequest, ctl: ShardControl = {}): Promise<ShardResult> {
+  const t0 = Date.now();
+  const stage = loadStageConfig(req.configFile, req.overrides, { checkPaths: true });
+  if (req.expectedConfigHash && req.expectedConfigHash !== stage.hash) {
+    throw new UserError('the stage config changed since the job was planned', {
+      where: stage.file,
+      kind: 'ConfigChanged',
+      fix: 'restore the config, or start the job again so that it is planned with the new config',
+    });
+  }
+  const c = stage.config;
+  const backend = await initBackend(c.runtime.backend);
+  const dims = modelDims(c);
+  const name = stage.video.stage;
+  const sDir = stageDir(req.jobDir, name);
+  const ckDir = checkpointsDir(sDir);
+  fs.mkdirSync(ckDir, { recursive: true });
+  const log = logger.child({ stage: name, job: req.jobDir });
+  const total = c.training.steps;
+  const model = new ModelState(stage, dims);
+  const globalRope = ropeTables(dims.latentFrames, dims.gridH, dims.gridW, dims.headDim, dims.ropeTheta);
+  const rope = ropeForModel(globalRope, dims);
+  disposeRope(globalRope);
+  try {
+    let step = 0;
+    let firstLoss: number | null = null;
+    let lastLoss: number | null = null;
+    let initHash: string | null = null;
+    let checkpoint = '';
+    const latest = latestCompleteCheckpoint(ckDir, (dir, reason) => log.warn({ dir, reason }, 'skipping unusable checkpoint'));
+    if (latest) {
+      const ck = loadCheckpoint(latest.dir);
+      model.loadWeights(ck.model, latest.dir);
+      if (ck.optimizer) model.loadOptimizer(ck.optimizer, ck.state.step);
+      step = ck.state.step;
+      firstLoss = ck.state.firstLoss;
+      lastLoss = ck.state.lastLoss;
+      initHash = ck.state.initHash;
+      checkpoint = latest.dir;
+      log.info({ step, checkpoint }, 'resuming from checkpoint');
+    } else {
+      const weights = req.initFrom ? loadModelWeights(req.initFrom) : model.freshWeights(c.training.seed);
+      model.loadWeights(weights, req.initFrom ?? '(fresh initialisation)');
+      initHash = tensorsHash(weights);
+      log.info({ initFrom: req.initFrom ?? 'fresh', initHash }, 'starting stage');
+    }
+    const startStep = step;
+    const save = (): void => {
+      const dir = saveCheckpoint(
+        ckDir,
+        {
+          model: model.modelTensors(),
+          optimizer: model.optimizerTensors(),
+          state: { step, stage: name, totalSteps: total, samplesSeen: step * c.training.global_batch_size, seed: c.training.seed, firstLoss, lastLoss, initHash, configHash: stage.hash },
+        },
+        ctl.saveHooks,
+      );
+      checkpoint = dir;
+      pruneCheckpoints(ckDir, c.checkpoint.keep);
+      ctl.onCheckpoint?.(dir, step);
+      log.info({ step, checkpoint: dir }, 'checkpoint saved');
+    };
+    if (step === 0 && !latest) save(); // step-0 checkpoint: the stage's init weights, auditable and resumable
+    const maxSteps = req.maxSteps ?? c.shard.max_steps;
+    const maxSeconds = req.maxSeconds ?? c.shard.max_seconds;
+    const src = openDataSource(c, dims);
+    const permCache = new Map<number, number[]>();
+    const accum = c.training.grad_accum_steps;
+    const micro = c.training.global_batch_size / (c.parallelism.dp_replicate * c.parallelism.dp_sharding) / accum;
+    const trainableSet = new Set(model.trainable);
+    const o = c.optimizer;
+    const metrics = fs.openSync(metricsFile(sDir), 'a');
+    let reason: ShardResult['reason'] = 'done';
+    let lastSaved = step;
+    try {
+      while (step < total) {
+        if (maxSteps > 0 && step - startStep >= maxSteps) {
+          reason = 'steps';
+          break;
+        }
+        if (step > startStep && (Date.now() - t0) / 1000 >= maxSeconds) {
+          reason = 'time';
+          break;
+        }
+        if (ctl.shouldStop?.()) {
+          reason = 'stop';
+          break;
+        }
+        const ts = Date.now();
+        const s = step + 1;
+        let dataMs = 0;
+        let lossSum = 0;
+        const gradSum = new Map<string, tf.Tensor>();
+        for (let a = 0; a < accum; a++) {
+          const td = Date.now();
+          const batch = makeBatch(src, dims, c.training.seed, s, c.training.global_batch_size, a, micro, permCache);
+          dataMs += Date.now() - td;
+          const names = model.trainable;
+          const frozen: Params = {};
+          for (const [n, t] of model.params) if (!trainableSet.has(n)) frozen[n] = t;
+          const f = (...xs: tf.Tensor[]): tf.Scalar => {
+            const P: Params = { ...frozen };
+            names.forEach((n, i) => (P[n] = xs[i]!));
+            const pred = ditForward(P, dims, { video: batch.noisy, text: batch.text, timesteps: batch.timesteps }, rope);
+            return pred.sub(batch.target).square().mean() as tf.Scalar;
+          };
+          const { value, grads } = tf.valueAndGrads(f)(names.map((n) => model.params.get(n)!));
+          lossSum += value.dataSync()[0]! / accum;
+          value.dispose();
+          names.forEach((n, i) => {
+            const g = grads[i]!;
+            const scaled = accum === 1 ? g : tf.tidy(() => g.mul(1 / accum));
+            if (scaled !== g) g.dispose();
+            const prev = gradSum.get(n);
+            if (prev) {
+              gradSum.set(n, prev.add(scaled));
+              prev.dispose();
+              scaled.dispose();
+            } else gradSum.set(n, scaled);
+          });
+          disposeBatch(batch);
+        }
+        const gradNorm = clipGlobalNorm(gradSum, o.gradient_clipping_norm);
+        const lr = {
+          base: learningRate(s, { peak: o.lr, end: o.lr_end, warmup: o.warmup_steps, total, decay: o.lr_schedule }),
+          ttt: learningRate(s, { peak: o.lr_ssm, end: o.lr_end, warmup: o.warmup_steps, total, decay: o.lr_ssm_schedule }),
+        };
+        model.optimizer.apply(model.params, gradSum, lr);
+        for (const g of gradSum.values()) g.dispose();
+        step = s;
+        if (!Number.isFinite(lossSum)) throw new Error(`non-finite loss ${lossSum} at step ${step} of stage ${name}`);
+        if (firstLoss === null) firstLoss = lossSum;
+        lastLoss = lossSum;
+        const stepSeconds = (Date.now() - ts) / 1000;
+        const tokens = c.training.global_batch_size * dims.seqLen;
+        fs.writeSync(
+          metrics,
+          JSON.stringify({ stage: name, step, loss: lossSum, grad_norm: gradNorm, lr: lr.base, lr_ssm: lr.ttt, step_time: stepSeconds, data_time: dataMs / 1000, tokens_per_s: tokens / stepSeconds, time: new Date().toISOString() }) + '\n',
+        );
+        ctl.onProgress?.({ stage: name, step, totalSteps: total, loss: lossSum, gradNorm, stepSeconds });
+        if (step % c.checkpoint.interval === 0 || step === total) {
+          save();
+          lastSaved = step;
+        }
+        // Let I/O (stop requests, parent liveness) through between steps.
+        await new Promise((r) => setImmediate(r));
+      }
+    } finally {
+      fs.closeSync(metrics);
+    }
+    if (lastSaved !== step || !checkpoint) save();
+    return {
+      stage: name,
+      step,
+      totalSteps: total,
+      done: step >= total,
+      startStep,
+      stepsRun: step - startStep,
+      firstLoss,
+      lastLoss,
+      checkpoint,
+      initHash,
+      seconds: (Date.now() - t0) / 1000,
+      backend,
+      reason: step >= total ? 'done' : reason,
+    };
+  } finally {
+    model.dispose();
+    disposeRopeTables(rope);
+  }
+}
