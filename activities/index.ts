@@ -1,0 +1,104 @@
+/**
+ * Activities: thin adapters that put Temporal's context (heartbeats, cancellation, retries)
+ * around the library in src/. Errors a user must fix become non-retryable failures.
+ */
+import { Context } from '@temporalio/activity';
+import { ApplicationFailure } from '@temporalio/common';
+import { isUserError } from '../src/errors';
+import { inspectStage, planCurriculum, promoteStage } from '../src/job';
+import { logger } from '../src/log';
+import { superviseShard } from '../src/train/supervise';
+import type { ShardProgress } from '../src/train/trainer';
+import type { CurriculumInput, Plan, ShardSummary, StageFinal, StageStatus, TrainShardInput } from '../src/types';
+
+
+export { NON_RETRYABLE as NON_RETRYABLE_TYPES } from '../workflows/nonretryable';
+
+async function userErrorsAreFinal<T>(fn: () => Promise<T> | T): Promise<T> {
+  try {
+    return await fn();
+  } catch (e) {
+    if (isUserError(e)) throw ApplicationFailure.create({ message: e.message, type: e.kind, nonRetryable: true });
+    throw e;
+  }
+}
+
+export interface HeartbeatDetails {
+  stage: string;
+  step: number;
+  totalSteps: number;
+  loss: number | null;
+  stepSeconds: number | null;
+}
+
+export function createActivities() {
+  return {
+    async planCurriculum(input: CurriculumInput): Promise<Plan> {
+      return userErrorsAreFinal(() => planCurriculum(input));
+    },
+
+    async inspectStage(req: { jobDir: string; stage: string; steps: number }): Promise<StageStatus> {
+      return userErrorsAreFinal(() => inspectStage(req.jobDir, req.stage, req.steps));
+    },
+
+    async promoteStage(req: { jobDir: string; stage: string; steps: number }): Promise<StageFinal> {
+      return userErrorsAreFinal(() => promoteStage(req.jobDir, req.stage, req.steps));
+    },
+
+    /** Trains one shard in a child process; heartbeats progress; on cancellation checkpoints, then reports the cancellation. */
+    async trainShard(input: TrainShardInput): Promise<ShardSummary> {
+      const ctx = Context.current();
+      const info = ctx.info;
+      const log = logger.child({ job: info.workflowExecution?.workflowId, stage: input.stage.name, attempt: info.attempt });
+      let last: HeartbeatDetails = { stage: input.stage.name, step: 0, totalSteps: input.stage.steps, loss: null, stepSeconds: null };
+      ctx.heartbeat(last);
+      const beat = setInterval(() => ctx.heartbeat(last), 2000);
+      try {
+        const result = await userErrorsAreFinal(() =>
+          superviseShard(
+            {
+              configFile: input.stage.configFile,
+              overrides: input.set,
+              jobDir: input.jobDir,
+              initFrom: input.initFrom,
+              maxSeconds: input.stage.shardMaxSeconds,
+              maxSteps: input.stage.shardMaxSteps,
+              expectedConfigHash: input.stage.configHash,
+            },
+            {
+              signal: ctx.cancellationSignal,
+              onProgress: (p: ShardProgress) => {
+                last = { stage: p.stage, step: p.step, totalSteps: p.totalSteps, loss: p.loss, stepSeconds: p.stepSeconds };
+                ctx.heartbeat(last);
+              },
+              onCheckpoint: (dir, step) => log.debug({ dir, step }, 'checkpoint'),
+            },
+          ),
+        );
+        log.info({ step: result.step, stepsRun: result.stepsRun, reason: result.reason }, 'shard finished');
+        if (ctx.cancellationSignal.aborted) {
+          // The child saved a checkpoint on the way out; now report the cancellation itself.
+          await ctx.cancelled;
+        }
+        return {
+          stage: result.stage,
+          step: result.step,
+          totalSteps: result.totalSteps,
+          done: result.done,
+          startStep: result.startStep,
+          stepsRun: result.stepsRun,
+          firstLoss: result.firstLoss,
+          lastLoss: result.lastLoss,
+          checkpoint: result.checkpoint,
+          seconds: result.seconds,
+          backend: result.backend,
+          reason: result.reason,
+        };
+      } finally {
+        clearInterval(beat);
+      }
+    },
+  };
+}
+
+export type Activities = ReturnType<typeof createActivities>;

@@ -1,0 +1,88 @@
+/**
+ * Job-level operations behind the activities, callable without Temporal: plan a curriculum,
+ * inspect a stage, promote its final checkpoint.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { latestCompleteCheckpoint, promoteCheckpoint, verifyCheckpoint } from './checkpoint/store';
+import { loadCurriculum, resolveUntil, type Overrides } from './config/load';
+import { UserError } from './errors';
+import { validateJobName } from './jobname';
+import { checkpointsDir, finalDir, jobDir, stageDir } from './paths';
+import type { CurriculumInput, Plan, StageFinal, StageStatus } from './types';
+
+/** Validates a job input and the curriculum it names; returns the plan (small JSON). */
+export function planCurriculum(input: CurriculumInput): Plan {
+  if (input === null || typeof input !== 'object') throw new UserError('workflow input must be a JSON object', { kind: 'InvalidInput', fix: 'pass {"jobName": "...", "curriculum": "configs/curriculum/tiny.toml"}' });
+  const jobName = validateJobName(input.jobName);
+  if (typeof input.curriculum !== 'string' || input.curriculum === '') {
+    throw new UserError('curriculum is missing', { where: 'curriculum', kind: 'InvalidInput', fix: 'name a curriculum file, e.g. "configs/curriculum/tiny.toml"' });
+  }
+  const set = (input.set ?? {}) as Overrides;
+  if (set === null || typeof set !== 'object' || Array.isArray(set)) {
+    throw new UserError('set must be an object of {"section.field": value}', { where: 'set', kind: 'InvalidInput', fix: 'e.g. {"job.dump_folder": "runs"}' });
+  }
+  const cur = loadCurriculum(input.curriculum, set, { overrideSource: 'input.set' });
+  const until = resolveUntil(input.until, cur.stages);
+  const dump = cur.stages[0]!.config.job.dump_folder;
+  return {
+    jobName,
+    jobDir: jobDir(dump, jobName),
+    curriculum: cur.file,
+    curriculumName: cur.name,
+    until,
+    stages: cur.stages.map((s, index) => ({
+      index,
+      name: s.video.stage,
+      videoLength: s.video.videoLength,
+      configFile: s.file,
+      configHash: s.hash,
+      steps: s.config.training.steps,
+      interval: s.config.checkpoint.interval,
+      adapterMethod: s.config.model.adapter_method,
+      initStateDir: index === 0 && s.config.checkpoint.init_state_dir !== '' ? path.resolve(s.config.checkpoint.init_state_dir) : null,
+      shardMaxSeconds: s.config.shard.max_seconds,
+      shardMaxSteps: s.config.shard.max_steps,
+      heartbeatTimeoutSeconds: s.config.shard.heartbeat_timeout_seconds,
+    })),
+  };
+}
+
+function finalOf(dir: string, stage: string): StageFinal | null {
+  const v = verifyCheckpoint(dir);
+  if (!v.ok) return null;
+  return {
+    stage,
+    steps: v.state.step,
+    finalCheckpoint: dir,
+    modelSha256: v.state.files['model.safetensors']!.sha256,
+    firstLoss: v.state.firstLoss,
+    lastLoss: v.state.lastLoss,
+    initHash: v.state.initHash,
+  };
+}
+
+/** Where a stage stands on disk. */
+export function inspectStage(jobDirPath: string, stage: string, steps: number): StageStatus {
+  const sDir = stageDir(jobDirPath, stage);
+  const fDir = finalDir(sDir);
+  const final = fs.existsSync(fDir) ? finalOf(fDir, stage) : null;
+  const latest = latestCompleteCheckpoint(checkpointsDir(sDir));
+  return { stage, final: final && final.steps === steps ? final : null, step: latest?.state.step ?? 0 };
+}
+
+/** Promotes the stage's completed checkpoint to <stage>/final. */
+export function promoteStage(jobDirPath: string, stage: string, steps: number): StageFinal {
+  const sDir = stageDir(jobDirPath, stage);
+  const latest = latestCompleteCheckpoint(checkpointsDir(sDir));
+  if (!latest || latest.state.step !== steps) {
+    const fDir = finalDir(sDir);
+    const existing = fs.existsSync(fDir) ? finalOf(fDir, stage) : null;
+    if (existing && existing.steps === steps) return existing;
+    throw new Error(`stage ${stage} has no complete checkpoint at step ${steps} (latest: ${latest?.state.step ?? 'none'})`);
+  }
+  const dir = promoteCheckpoint(latest.dir, finalDir(sDir));
+  const f = finalOf(dir, stage);
+  if (!f) throw new Error(`promoted checkpoint ${dir} does not verify`);
+  return f;
+}

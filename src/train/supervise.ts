@@ -1,0 +1,96 @@
+/**
+ * Starts a training child for one shard and supervises it: parses its progress lines, asks it
+ * to stop (checkpoint and return) on abort, kills it if it does not, and turns its end into a
+ * result or an error. The child is killed if this process exits.
+ */
+import { spawn } from 'node:child_process';
+import * as path from 'node:path';
+import * as readline from 'node:readline';
+import { UserError } from '../errors';
+import { logger } from '../log';
+import { decode } from './protocol';
+import type { ShardProgress, ShardRequest, ShardResult } from './trainer';
+
+export interface SuperviseOptions {
+  onProgress?: (p: ShardProgress) => void;
+  onCheckpoint?: (dir: string, step: number) => void;
+  /** Aborting asks the child to save a checkpoint and return; the promise then resolves with its result. */
+  signal?: AbortSignal;
+  /** Seconds to wait for a stopping child before SIGKILL (default 120). */
+  stopGraceSeconds?: number;
+  env?: NodeJS.ProcessEnv;
+}
+
+const CHILD = path.join(__dirname, 'child.js');
+
+/** Errors of a child that ended without a result: retryable. */
+export class ChildFailedError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ChildFailedError';
+  }
+}
+
+export function superviseShard(req: ShardRequest, opts: SuperviseOptions = {}): Promise<ShardResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [CHILD, JSON.stringify(req)], {
+      stdio: ['pipe', 'pipe', 'inherit'],
+      env: { ...process.env, ...opts.env },
+    });
+    const log = logger.child({ childPid: child.pid });
+    let result: ShardResult | undefined;
+    let failure: { message: string; userError: boolean; kind: string } | undefined;
+    let killTimer: NodeJS.Timeout | undefined;
+    const killOnExit = (): void => {
+      child.kill('SIGKILL');
+    };
+    process.once('exit', killOnExit);
+    const onAbort = (): void => {
+      log.info('asking the training child to checkpoint and stop');
+      child.stdin.write('stop\n');
+      killTimer = setTimeout(() => {
+        log.warn('training child did not stop in time; killing it');
+        child.kill('SIGKILL');
+      }, (opts.stopGraceSeconds ?? 120) * 1000);
+    };
+    if (opts.signal?.aborted) onAbort();
+    else opts.signal?.addEventListener('abort', onAbort, { once: true });
+    child.stdin.on('error', () => {
+      /* child gone; the exit handler reports it */
+    });
+    const rl = readline.createInterface({ input: child.stdout });
+    rl.on('line', (line) => {
+      const m = decode(line);
+      if (!m) {
+        if (line.trim()) log.debug({ line }, 'training child output');
+        return;
+      }
+      switch (m.ttt) {
+        case 'progress': {
+          const { ttt: _t, ...p } = m;
+          opts.onProgress?.(p);
+          break;
+        }
+        case 'checkpoint':
+          opts.onCheckpoint?.(m.dir, m.step);
+          break;
+        case 'result':
+          result = m.result;
+          break;
+        case 'error':
+          failure = { message: m.message, userError: m.userError, kind: m.kind };
+          break;
+      }
+    });
+    child.on('close', (code, sig) => {
+      process.removeListener('exit', killOnExit);
+      if (killTimer) clearTimeout(killTimer);
+      opts.signal?.removeEventListener('abort', onAbort);
+      if (result) return resolve(result);
+      if (failure?.userError) return reject(new UserError(failure.message, { kind: failure.kind }));
+      if (failure) return reject(new ChildFailedError(`training child failed: ${failure.message}`));
+      reject(new ChildFailedError(`training child exited (${sig ? `signal ${sig}` : `code ${code}`}) without a result`));
+    });
+    child.on('error', (e) => reject(new ChildFailedError(`cannot start the training child: ${e.message}`)));
+  });
+}

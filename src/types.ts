@@ -1,0 +1,125 @@
+/**
+ * The JSON shapes that cross Temporal: workflow input and result, activity inputs and outputs,
+ * the progress query. Small by design (paths, steps, losses, hashes): workflow history never
+ * carries tensors or expanded configs.
+ */
+
+/** Workflow input, e.g. {"jobName": "demo", "curriculum": "configs/curriculum/tiny.toml", "set": {"job.dump_folder": "runs"}, "until": "63s"}. */
+export interface CurriculumInput {
+  jobName: string;
+  curriculum: string;
+  /** Overrides applied to every stage: {"section.field": value}. */
+  set?: Record<string, unknown>;
+  /** Last stage to run ("18s" or "18sec"); default: the curriculum's last stage. */
+  until?: string;
+}
+
+export interface PlannedStage {
+  index: number;
+  /** "3s", "9s", ... */
+  name: string;
+  videoLength: string;
+  configFile: string;
+  configHash: string;
+  steps: number;
+  interval: number;
+  adapterMethod: 'sft' | 'qkvo';
+  /** Stage-1 init weights folder (absolute), or null for a fresh initialisation. */
+  initStateDir: string | null;
+  shardMaxSeconds: number;
+  shardMaxSteps: number;
+  heartbeatTimeoutSeconds: number;
+}
+
+export interface Plan {
+  jobName: string;
+  jobDir: string;
+  curriculum: string;
+  curriculumName: string;
+  stages: PlannedStage[];
+  until: string;
+}
+
+export interface TrainShardInput {
+  jobDir: string;
+  stage: PlannedStage;
+  set: Record<string, unknown>;
+  /** Weights for the stage's step 0 (absolute folder) or null for a fresh initialisation. */
+  initFrom: string | null;
+}
+
+export interface ShardSummary {
+  stage: string;
+  step: number;
+  totalSteps: number;
+  done: boolean;
+  startStep: number;
+  stepsRun: number;
+  firstLoss: number | null;
+  lastLoss: number | null;
+  checkpoint: string;
+  seconds: number;
+  backend: string;
+  reason: string;
+}
+
+export interface StageFinal {
+  stage: string;
+  steps: number;
+  finalCheckpoint: string;
+  /** sha256 of the final model.safetensors. */
+  modelSha256: string;
+  firstLoss: number | null;
+  lastLoss: number | null;
+  initHash: string | null;
+}
+
+export interface StageStatus {
+  stage: string;
+  /** Present when the stage already has a promoted final checkpoint with all its steps. */
+  final: StageFinal | null;
+  /** Latest complete checkpoint's step (0 if none). */
+  step: number;
+}
+
+export interface StageResult {
+  stage: string;
+  steps: number;
+  finalCheckpoint: string;
+  modelSha256: string;
+  firstLoss: number | null;
+  lastLoss: number | null;
+  wallSeconds: number;
+}
+
+export interface CurriculumResult {
+  jobName: string;
+  curriculum: string;
+  until: string;
+  stages: StageResult[];
+}
+
+export type JobState = 'planning' | 'running' | 'pausing' | 'paused' | 'completed';
+
+export interface Progress {
+  jobName: string;
+  state: JobState;
+  stage: string | null;
+  stageIndex: number;
+  stages: string[];
+  until: string | null;
+  /** Steps done in the current stage as of the last finished shard. */
+  step: number;
+  totalSteps: number;
+  lastLoss: number | null;
+  lastCheckpoint: string | null;
+  completed: StageResult[];
+}
+
+/** State carried across continue-as-new. */
+export interface Carried {
+  results: StageResult[];
+  until: string;
+  paused: boolean;
+  stageStartedAt: number | null;
+}

@@ -1,0 +1,41 @@
+/** Runs a Worker with the plugin until it is shut down (SIGINT/SIGTERM) or `signal` aborts. */
+import { NativeConnection, Worker } from '@temporalio/worker';
+import { temporalTarget, type TemporalTarget } from './connection';
+import { logger } from './log';
+import { TttCurriculumPlugin } from './plugin';
+
+export interface WorkerOptions extends Partial<TemporalTarget> {
+  /** Concurrent activity executions (training shards and bookkeeping); default 2. */
+  maxConcurrentActivities?: number;
+  signal?: AbortSignal;
+}
+
+export async function createWorker(opts: WorkerOptions = {}): Promise<{ worker: Worker; connection: NativeConnection }> {
+  const target = temporalTarget(opts);
+  const connection = await NativeConnection.connect({ address: target.address });
+  const worker = await Worker.create({
+    connection,
+    namespace: target.namespace,
+    taskQueue: target.taskQueue,
+    plugins: [new TttCurriculumPlugin()],
+    maxConcurrentActivityTaskExecutions: opts.maxConcurrentActivities ?? 2,
+    // A shard checkpoints when asked to stop; give it time on shutdown.
+    shutdownGraceTime: '60s',
+  });
+  return { worker, connection };
+}
+
+export async function runWorker(opts: WorkerOptions = {}): Promise<void> {
+  const target = temporalTarget(opts);
+  const { worker, connection } = await createWorker(opts);
+  logger.info({ address: target.address, namespace: target.namespace, taskQueue: target.taskQueue }, 'worker started');
+  const stop = (): void => worker.shutdown();
+  opts.signal?.addEventListener('abort', stop, { once: true });
+  try {
+    await worker.run();
+  } finally {
+    opts.signal?.removeEventListener('abort', stop);
+    await connection.close();
+    logger.info('worker stopped');
+  }
+}
