@@ -107,6 +107,8 @@ export interface Progress {
   stage: string | null;
   stageIndex: number;
   stages: string[];
+  /** Steps of every stage, in order. */
+  stageSteps: number[];
   until: string | null;
   /** Steps done in the current stage as of the last finished shard. */
   step: number;

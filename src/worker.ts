@@ -3,6 +3,7 @@ import { NativeConnection, Worker } from '@temporalio/worker';
 import { temporalTarget, type TemporalTarget } from './connection';
 import { logger } from './log';
 import { TttCurriculumPlugin } from './plugin';
+import { installTemporalRuntime } from './temporal/runtime';
 
 export interface WorkerOptions extends Partial<TemporalTarget> {
   /** Concurrent activity executions (training shards and bookkeeping); default 2. */
@@ -11,6 +12,7 @@ export interface WorkerOptions extends Partial<TemporalTarget> {
 }
 
 export async function createWorker(opts: WorkerOptions = {}): Promise<{ worker: Worker; connection: NativeConnection }> {
+  installTemporalRuntime();
   const target = temporalTarget(opts);
   const connection = await NativeConnection.connect({ address: target.address });
   const worker = await Worker.create({
@@ -21,6 +23,9 @@ export async function createWorker(opts: WorkerOptions = {}): Promise<{ worker: 
     maxConcurrentActivityTaskExecutions: opts.maxConcurrentActivities ?? 2,
     // A shard checkpoints when asked to stop; give it time on shutdown.
     shutdownGraceTime: '60s',
+    // Heartbeats carry live step/loss for `status` and `watch`; send them often (they are tiny).
+    maxHeartbeatThrottleInterval: '2s',
+    defaultHeartbeatThrottleInterval: '2s',
   });
   return { worker, connection };
 }

@@ -48,6 +48,7 @@ export async function trainCurriculum(input: CurriculumInput, carried?: Carried)
     stage: null,
     stageIndex: -1,
     stages: [],
+    stageSteps: [],
     until: null,
     step: 0,
     totalSteps: 0,
@@ -78,6 +79,7 @@ export async function trainCurriculum(input: CurriculumInput, carried?: Carried)
   const names = plan.stages.map((s) => s.name);
   let until = carried?.until ?? plan.until;
   progress.stages = names;
+  progress.stageSteps = plan.stages.map((s) => s.steps);
   progress.until = until;
   const results: StageResult[] = carried?.results ?? [];
   progress.completed = results;

@@ -1,0 +1,231 @@
+#!/usr/bin/env node
+/**
+ * The `ttt-curriculum` command. Stage-config overrides are written `--section.field=value`
+ * (e.g. `--training.steps=100`) and apply to `train`, `start` and `demo`.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { Command, Option } from 'commander';
+import cliProgress from 'cli-progress';
+import { connectClient, jobHandle, pauseSignal, resumeSignal, setUntilUpdate, startJob } from '../client';
+import { loadStageConfig, parseCliOverrides, type Overrides } from '../config/load';
+import { temporalTarget } from '../connection';
+import { isUserError } from '../errors';
+import { logger } from '../log';
+import { jobDir } from '../paths';
+import { jobStatus, statusLine } from '../status';
+import { portOpen, startDevServer, type DevServer } from '../temporal/devserver';
+import { runShard } from '../train/trainer';
+import type { CurriculumResult } from '../types';
+import { createWorker, runWorker } from '../worker';
+import { watchJob } from './watch';
+
+function collect(value: string, prev: string[]): string[] {
+  return [...prev, value];
+}
+
+/** "--set a.b=1 --set c.d=x" plus "--a.b=1" style overrides. */
+function overridesFrom(sets: string[], cli: Overrides): Overrides {
+  const out: Overrides = { ...cli };
+  for (const s of sets) {
+    const i = s.indexOf('=');
+    if (i <= 0) throw new Error(`--set ${s}: write --set section.field=value`);
+    out[s.slice(0, i)] = s.slice(i + 1);
+  }
+  return out;
+}
+
+export function printResult(r: CurriculumResult, out: NodeJS.WritableStream = process.stdout): void {
+  const rows = r.stages.map((s) => [s.stage, String(s.steps), s.firstLoss?.toFixed(4) ?? '-', s.lastLoss?.toFixed(4) ?? '-', s.wallSeconds.toFixed(1), s.finalCheckpoint]);
+  const head = ['stage', 'steps', 'first loss', 'last loss', 'wall s', 'final checkpoint'];
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  const fmt = (cells: string[]): string => cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]!))).join('  ');
+  out.write(`\nJob ${r.jobName} (${path.relative(process.cwd(), r.curriculum) || r.curriculum}) finished through stage ${r.until}:\n`);
+  out.write(fmt(head) + '\n');
+  for (const row of rows) out.write(fmt(row) + '\n');
+}
+
+async function ensureServer(): Promise<{ address: string; server: DevServer | null }> {
+  const target = temporalTarget();
+  if (target.external) return { address: target.address, server: null };
+  if (await portOpen(7233)) return { address: 'localhost:7233', server: null };
+  process.stderr.write('Starting a local Temporal dev server (history in .temporal/dev.sqlite, UI on http://localhost:8233)...\n');
+  const server = await startDevServer({ port: 7233, uiPort: 8233, dbFile: path.resolve('.temporal', 'dev.sqlite') });
+  return { address: server.address, server };
+}
+
+export function buildProgram(cliOverrides: Overrides): Command {
+  const program = new Command();
+  program.name('ttt-curriculum').description('Durable five-stage TTT-Video-DiT training curriculum on Temporal').showHelpAfterError();
+  const addr = (c: Command): Command =>
+    c.addOption(new Option('--address <host:port>', 'Temporal frontend').env('TEMPORAL_ADDRESS')).addOption(new Option('--namespace <ns>', 'Temporal namespace').env('TEMPORAL_NAMESPACE'));
+
+  addr(program.command('worker').description('run a worker: trains shards of any job on its task queue'))
+    .addOption(new Option('--task-queue <name>', 'task queue').env('TTT_TASK_QUEUE'))
+    .option('--max-concurrent-activities <n>', 'activities at once (one training shard each)', (v) => Number(v), 2)
+    .action(async (o: { address?: string; namespace?: string; taskQueue?: string; maxConcurrentActivities: number }) => {
+      const ac = new AbortController();
+      for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => ac.abort());
+      await runWorker({ address: o.address, namespace: o.namespace, taskQueue: o.taskQueue, maxConcurrentActivities: o.maxConcurrentActivities, signal: ac.signal });
+    });
+
+  addr(program.command('start <job>').description('start a job (or attach to the running job of that name)'))
+    .option('-c, --curriculum <file>', 'curriculum file', 'configs/curriculum/tiny.toml')
+    .option('--set <section.field=value>', 'override for every stage (repeatable)', collect, [])
+    .option('--until <stage>', 'last stage to run, e.g. 18s')
+    .addOption(new Option('--task-queue <name>', 'task queue').env('TTT_TASK_QUEUE'))
+    .option('--wait', 'wait for the result and print it')
+    .action(async (job: string, o: { curriculum: string; set: string[]; until?: string; taskQueue?: string; wait?: boolean; address?: string; namespace?: string }) => {
+      const client = await connectClient({ address: o.address, namespace: o.namespace });
+      const handle = await startJob(client, { jobName: job, curriculum: o.curriculum, set: overridesFrom(o.set, cliOverrides), ...(o.until ? { until: o.until } : {}) }, { taskQueue: o.taskQueue });
+      process.stdout.write(`job ${handle.workflowId} running (run ${(await handle.describe()).runId})\n`);
+      if (o.wait) printResult((await handle.result()) as CurriculumResult);
+    });
+
+  addr(program.command('status <job>').description('print where a job is, once'))
+    .option('--json', 'machine-readable output')
+    .action(async (job: string, o: { json?: boolean; address?: string; namespace?: string }) => {
+      const client = await connectClient({ address: o.address, namespace: o.namespace });
+      const s = await jobStatus(client, job);
+      if (o.json) process.stdout.write(JSON.stringify(s, null, 2) + '\n');
+      else {
+        process.stdout.write(statusLine(s) + '\n');
+        for (const st of s.stages) process.stdout.write(`  ${st.stage.padEnd(4)} ${String(st.step).padStart(6)}/${st.totalSteps} ${st.done ? 'done' : ''} ${st.loss === null ? '' : `loss ${st.loss.toFixed(4)}`}\n`);
+      }
+    });
+
+  addr(program.command('watch <job>').description('live progress bars, one per stage, until the job ends'))
+    .option('--no-tty', 'plain lines instead of progress bars')
+    .option('--interval <ms>', 'poll interval', (v) => Number(v), 1000)
+    .action(async (job: string, o: { tty: boolean; interval: number; address?: string; namespace?: string }) => {
+      const client = await connectClient({ address: o.address, namespace: o.namespace });
+      const s = await watchJob(client, job, { tty: o.tty === false ? false : undefined, intervalMs: o.interval });
+      process.stdout.write(statusLine(s) + '\n');
+      if (s.result) printResult(s.result);
+    });
+
+  for (const [name, desc] of [
+    ['pause', 'pause a job: the running shard checkpoints and stops'],
+    ['resume', 'resume a paused job'],
+    ['cancel', 'cancel a job: the running shard checkpoints, then the job stops'],
+  ] as const) {
+    addr(program.command(`${name} <job>`).description(desc)).action(async (job: string, o: { address?: string; namespace?: string }) => {
+      const client = await connectClient({ address: o.address, namespace: o.namespace });
+      const h = jobHandle(client, job);
+      if (name === 'pause') await h.signal(pauseSignal);
+      else if (name === 'resume') await h.signal(resumeSignal);
+      else await h.cancel();
+      process.stdout.write(`${name} sent to ${job}\n`);
+    });
+  }
+
+  addr(program.command('until <job> <stage>').description('stop the job after <stage> (e.g. 18s)')).action(async (job: string, stage: string, o: { address?: string; namespace?: string }) => {
+    const client = await connectClient({ address: o.address, namespace: o.namespace });
+    const v = await jobHandle(client, job).executeUpdate(setUntilUpdate, { args: [stage] });
+    process.stdout.write(`${job} will stop after stage ${v}\n`);
+  });
+
+  program
+    .command('train <config>')
+    .description('train one stage locally, without Temporal; resumes from the latest checkpoint of job.exp_name under job.dump_folder')
+    .option('--init <dir>', 'initial weights folder (default: checkpoint.init_state_dir, else fresh)')
+    .option('--max-steps <n>', 'stop after this many steps (the stage resumes next time)', (v) => Number(v))
+    .action(async (config: string, o: { init?: string; maxSteps?: number }) => {
+      const stage = loadStageConfig(config, cliOverrides, { overrideSource: 'command line' });
+      const c = stage.config;
+      const dir = jobDir(c.job.dump_folder, c.job.exp_name);
+      const bar = new cliProgress.SingleBar({ format: ` ${stage.video.stage} |{bar}| {value}/{total} steps | loss {loss} | {duration_formatted} (ETA {eta_formatted})`, hideCursor: true }, cliProgress.Presets.shades_classic);
+      const tty = process.stderr.isTTY;
+      let started = false;
+      const ac = new AbortController();
+      process.once('SIGINT', () => ac.abort());
+      const r = await runShard(
+        {
+          configFile: stage.file,
+          overrides: cliOverrides,
+          jobDir: dir,
+          initFrom: o.init ? path.resolve(o.init) : c.checkpoint.init_state_dir ? path.resolve(c.checkpoint.init_state_dir) : null,
+          maxSteps: o.maxSteps ?? 0,
+          maxSeconds: Number.POSITIVE_INFINITY,
+        },
+        {
+          shouldStop: () => ac.signal.aborted,
+          onProgress: (p) => {
+            if (tty) {
+              if (!started) bar.start(p.totalSteps, p.step - 1, { loss: '-' });
+              started = true;
+              bar.update(p.step, { loss: p.loss.toFixed(4) });
+            } else process.stdout.write(`stage ${p.stage}, step ${p.step}/${p.totalSteps}, loss ${p.loss.toFixed(4)}\n`);
+          },
+        },
+      );
+      if (started) bar.stop();
+      process.stdout.write(
+        `${r.stage}: steps ${r.startStep}->${r.step} of ${r.totalSteps}${r.done ? ' (stage complete)' : ''}, first loss ${r.firstLoss?.toFixed(4) ?? '-'}, last loss ${r.lastLoss?.toFixed(4) ?? '-'}, ${r.seconds.toFixed(1)}s on ${r.backend}\ncheckpoint: ${r.checkpoint}\n`,
+      );
+    });
+
+  program
+    .command('demo')
+    .description('the main job: a tiny five-stage curriculum on a local Temporal dev server with an in-process worker')
+    .option('--job <name>', 'job name (default: tiny-demo-<time>)')
+    .option('-c, --curriculum <file>', 'curriculum file', 'configs/curriculum/tiny.toml')
+    .option('--set <section.field=value>', 'override for every stage (repeatable)', collect, [])
+    .option('--until <stage>', 'last stage to run')
+    .action(async (o: { job?: string; curriculum: string; set: string[]; until?: string }) => {
+      const { address, server } = await ensureServer();
+      const taskQueue = temporalTarget().taskQueue;
+      const { worker, connection } = await createWorker({ address, taskQueue });
+      const running = worker.run();
+      try {
+        const client = await connectClient({ address });
+        const job = o.job ?? `tiny-demo-${new Date().toISOString().replace(/[-:]/g, '').replace(/\..*/, '').replace('T', '-')}`;
+        const handle = await startJob(client, { jobName: job, curriculum: o.curriculum, set: overridesFrom(o.set, cliOverrides), ...(o.until ? { until: o.until } : {}) }, { taskQueue });
+        process.stdout.write(`Started job ${job} on ${address} (task queue ${taskQueue}).\n`);
+        if (!temporalTarget().external) process.stdout.write(`Temporal UI: http://localhost:8233/namespaces/default/workflows/${job}\n`);
+        await watchJob(client, job);
+        printResult((await handle.result()) as CurriculumResult);
+      } finally {
+        worker.shutdown();
+        await running;
+        await connection.close();
+        if (server) await server.stop();
+      }
+    });
+
+  program
+    .command('server')
+    .description('run a local Temporal dev server in the foreground (history in .temporal/dev.sqlite)')
+    .option('--port <n>', 'gRPC port', (v) => Number(v), 7233)
+    .option('--ui-port <n>', 'web UI port', (v) => Number(v), 8233)
+    .option('--db-filename <file>', 'SQLite file', path.join('.temporal', 'dev.sqlite'))
+    .action(async (o: { port: number; uiPort: number; dbFilename: string }) => {
+      fs.mkdirSync(path.dirname(path.resolve(o.dbFilename)), { recursive: true });
+      const server = await startDevServer({ port: o.port, uiPort: o.uiPort, dbFile: o.dbFilename });
+      process.stdout.write(`Temporal dev server on ${server.address}, UI http://localhost:${o.uiPort}, history in ${server.dbFile}. Ctrl-C stops it.\n`);
+      await new Promise<void>((resolve) => {
+        for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => resolve());
+      });
+      await server.stop();
+    });
+  return program;
+}
+
+async function main(): Promise<void> {
+  const { overrides, rest } = parseCliOverrides(process.argv.slice(2));
+  await buildProgram(overrides).parseAsync(rest, { from: 'user' });
+}
+
+if (require.main === module) {
+  main().then(
+    () => process.exit(0),
+    (e: unknown) => {
+      if (isUserError(e)) process.stderr.write(`error: ${(e as Error).message}\n`);
+      else {
+        logger.error({ err: e }, 'command failed');
+        process.stderr.write(`error: ${(e as Error).message ?? String(e)}\n`);
+      }
+      process.exit(1);
+    },
+  );
+}

@@ -1,0 +1,92 @@
+/** Live progress of a job: one progress bar per stage (cli-progress), or plain lines without a TTY. */
+import type { Client } from '@temporalio/client';
+import cliProgress from 'cli-progress';
+import { jobStatus, statusLine, type JobStatus } from '../status';
+
+export interface WatchOptions {
+  intervalMs?: number;
+  /** Use progress bars (default: when stdout is a TTY). */
+  tty?: boolean;
+  out?: NodeJS.WritableStream;
+  /** Stop watching when this resolves/aborts. */
+  signal?: AbortSignal;
+}
+
+const TERMINAL = new Set(['COMPLETED', 'FAILED', 'CANCELLED', 'TERMINATED', 'TIMED_OUT']);
+
+function fmtEta(seconds: number | null): string {
+  if (seconds === null || !Number.isFinite(seconds)) return '-';
+  if (seconds < 90) return `${Math.round(seconds)}s`;
+  if (seconds < 5400) return `${Math.round(seconds / 60)}m`;
+  return `${(seconds / 3600).toFixed(1)}h`;
+}
+
+/** Watches until the job ends (returns its last status). Survives worker restarts and transient errors. */
+export async function watchJob(client: Client, job: string, opts: WatchOptions = {}): Promise<JobStatus> {
+  const out = opts.out ?? process.stdout;
+  const tty = opts.tty ?? Boolean((out as NodeJS.WriteStream).isTTY);
+  const interval = opts.intervalMs ?? 1000;
+  const rates = new Map<string, { step: number; t: number; rate: number | null }>();
+  let multi: cliProgress.MultiBar | undefined;
+  const bars = new Map<string, cliProgress.SingleBar>();
+  let lastLine = '';
+  let last: JobStatus | undefined;
+  try {
+    for (;;) {
+      let s: JobStatus;
+      try {
+        s = await jobStatus(client, job);
+      } catch (e) {
+        const line = `${job}: cannot read status (${(e as Error).message.split('\n')[0]}); retrying`;
+        if (line !== lastLine) out.write(line + '\n');
+        lastLine = line;
+        await new Promise((r) => setTimeout(r, interval));
+        continue;
+      }
+      last = s;
+      const now = Date.now();
+      for (const st of s.stages) {
+        const r = rates.get(st.stage);
+        if (!r) rates.set(st.stage, { step: st.step, t: now, rate: null });
+        else if (st.step > r.step) {
+          const inst = (st.step - r.step) / ((now - r.t) / 1000);
+          rates.set(st.stage, { step: st.step, t: now, rate: r.rate === null ? inst : 0.7 * r.rate + 0.3 * inst });
+        }
+      }
+      if (tty) {
+        if (!multi) {
+          multi = new cliProgress.MultiBar(
+            { format: ' {stage} |{bar}| {value}/{total} steps | loss {loss} | {rate} steps/s | ETA {eta} {note}', hideCursor: true, clearOnComplete: false, stream: out as NodeJS.WriteStream, noTTYOutput: false, etaBuffer: 20 },
+            cliProgress.Presets.shades_classic,
+          );
+        }
+        for (const st of s.stages) {
+          const r = rates.get(st.stage);
+          const payload = {
+            stage: st.stage.padStart(4),
+            loss: st.loss === null ? '  -   ' : st.loss.toFixed(4),
+            rate: r?.rate ? r.rate.toFixed(2) : '-',
+            eta: st.done ? 'done' : fmtEta(r?.rate ? (st.totalSteps - st.step) / r.rate : null),
+            note: st.stage === s.stage && !st.done ? (s.worker === 'none' ? '(waiting for a worker)' : s.state && s.state !== 'running' ? `(${s.state})` : '') : '',
+          };
+          let bar = bars.get(st.stage);
+          if (!bar) {
+            bar = multi.create(Math.max(1, st.totalSteps), st.step, payload);
+            bars.set(st.stage, bar);
+          }
+          bar.setTotal(Math.max(1, st.totalSteps));
+          bar.update(st.step, payload);
+        }
+      } else {
+        const line = statusLine(s);
+        if (line !== lastLine) out.write(line + '\n');
+        lastLine = line;
+      }
+      if (TERMINAL.has(s.status) || opts.signal?.aborted) return s;
+      await new Promise((r) => setTimeout(r, interval));
+    }
+  } finally {
+    multi?.stop();
+    void last;
+  }
+}

@@ -1,0 +1,21 @@
+/** ttt-curriculum: the library. */
+export { tf, initBackend, type BackendChoice } from './backend';
+export { tttMlp, tttLinear, type TttMlpInputs, type TttLinearInputs } from './model/ttt';
+export { ditForward, tttLayer } from './model/dit';
+export { modelDims, type ModelDims } from './model/dims';
+export { paramSpecs, isTrainable, isTttParam, hasWeightDecay } from './model/params';
+export { TttCurriculumPlugin, WORKFLOWS_PATH } from './plugin';
+export { createActivities, type Activities } from '../activities';
+export { loadStageConfig, loadCurriculum, parseCliOverrides, resolveUntil, availableDevices, type LoadedStage, type LoadedCurriculum, type Overrides } from './config/load';
+export { stageConfigSchema, curriculumSchema, type StageConfig } from './config/schema';
+export { videoLengthInfo, normaliseStageName } from './config/video';
+export { connectClient, startJob, runJob, jobHandle, progressQuery, pauseSignal, resumeSignal, setUntilUpdate, WORKFLOW_TYPE } from './client';
+export { DEFAULT_TASK_QUEUE } from '../workflows/definitions';
+export { createWorker, runWorker } from './worker';
+export { runShard, type ShardRequest, type ShardResult } from './train/trainer';
+export { jobStatus, statusLine, type JobStatus } from './status';
+export { readSafetensors, encodeSafetensors, readHeader } from './checkpoint/safetensors';
+export { saveCheckpoint, loadCheckpoint, latestCompleteCheckpoint, verifyCheckpoint, loadModelWeights, weightsHash } from './checkpoint/store';
+export { UserError, ConfigError } from './errors';
+export { validateJobName } from './jobname';
+export type * from './types';

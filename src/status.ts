@@ -1,0 +1,147 @@
+/**
+ * A job's status in one stable JSON shape, from the workflow's `progress` query, its
+ * description (live step and loss from the running shard's heartbeat) and the task queue's
+ * pollers ("waiting for a worker").
+ */
+import type { Client } from '@temporalio/client';
+import { defaultPayloadConverter } from '@temporalio/common';
+import { temporal } from '@temporalio/proto';
+import { jobHandle, progressQuery } from './client';
+import type { CurriculumResult, Progress } from './types';
+
+export interface StageStatusLine {
+  stage: string;
+  step: number;
+  totalSteps: number;
+  done: boolean;
+  loss: number | null;
+  finalCheckpoint: string | null;
+}
+
+export interface JobStatus {
+  job: string;
+  /** Temporal execution status: RUNNING, COMPLETED, FAILED, CANCELLED, TERMINATED, CONTINUED_AS_NEW, TIMED_OUT. */
+  status: string;
+  /** Workflow state: planning, running, pausing, paused, completed (null when the query could not be answered). */
+  state: string | null;
+  stage: string | null;
+  step: number;
+  totalSteps: number;
+  loss: number | null;
+  lastCheckpoint: string | null;
+  until: string | null;
+  /** "polling", "none" (no worker: the job waits) or "unknown". */
+  worker: 'polling' | 'none' | 'unknown';
+  stages: StageStatusLine[];
+  /** Activity retry attempt of the running shard (1 = first). */
+  attempt: number | null;
+  lastFailure: string | null;
+  result: CurriculumResult | null;
+}
+
+interface Heartbeat {
+  stage: string;
+  step: number;
+  totalSteps: number;
+  loss: number | null;
+}
+
+async function withTimeout<T>(p: Promise<T>, ms: number): Promise<T | undefined> {
+  let timer: NodeJS.Timeout | undefined;
+  const t = new Promise<undefined>((r) => (timer = setTimeout(() => r(undefined), ms)));
+  try {
+    return await Promise.race([p.catch(() => undefined), t]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+export async function jobStatus(client: Client, job: string): Promise<JobStatus> {
+  const handle = jobHandle(client, job);
+  const desc = await handle.describe();
+  const status = desc.status.name;
+  const running = status === 'RUNNING';
+  const progress = running ? await withTimeout(handle.query(progressQuery), 3000) : undefined;
+  let result: CurriculumResult | null = null;
+  if (status === 'COMPLETED') result = ((await withTimeout(handle.result(), 3000)) as CurriculumResult | undefined) ?? null;
+  let hb: Heartbeat | undefined;
+  let attempt: number | null = null;
+  let lastFailure: string | null = null;
+  for (const a of desc.raw.pendingActivities ?? []) {
+    if (a.activityType?.name !== 'trainShard') continue;
+    attempt = a.attempt ?? null;
+    lastFailure = a.lastFailure?.message ?? null;
+    const p = a.heartbeatDetails?.payloads?.[0];
+    if (p) hb = defaultPayloadConverter.fromPayload<Heartbeat>(p as never);
+  }
+  let worker: JobStatus['worker'] = 'unknown';
+  if (running) {
+    try {
+      const tq = await client.workflowService.describeTaskQueue({
+        namespace: client.options.namespace,
+        taskQueue: { name: desc.taskQueue },
+        taskQueueType: temporal.api.enums.v1.TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY,
+      });
+      worker = (tq.pollers ?? []).length > 0 ? 'polling' : 'none';
+    } catch {
+      worker = 'unknown';
+    }
+  }
+  return summarise(job, status, progress, hb, result, worker, attempt, lastFailure);
+}
+
+export function summarise(
+  job: string,
+  status: string,
+  progress: Progress | undefined,
+  hb: Heartbeat | undefined,
+  result: CurriculumResult | null,
+  worker: JobStatus['worker'],
+  attempt: number | null,
+  lastFailure: string | null,
+): JobStatus {
+  const stages: StageStatusLine[] = [];
+  if (progress) {
+    progress.stages.forEach((name, i) => {
+      const done = progress.completed.find((c) => c.stage === name);
+      const total = progress.stageSteps[i] ?? 0;
+      let step = done ? done.steps : 0;
+      let loss = done ? done.lastLoss : null;
+      if (!done && name === progress.stage) {
+        step = progress.step;
+        loss = progress.lastLoss;
+        if (hb && hb.stage === name && hb.step >= step) {
+          step = hb.step;
+          loss = hb.loss;
+        }
+      }
+      stages.push({ stage: name, step, totalSteps: total, done: !!done, loss, finalCheckpoint: done?.finalCheckpoint ?? null });
+    });
+  } else if (result) {
+    for (const s of result.stages) stages.push({ stage: s.stage, step: s.steps, totalSteps: s.steps, done: true, loss: s.lastLoss, finalCheckpoint: s.finalCheckpoint });
+  }
+  const current = stages.find((s) => !s.done && s.stage === progress?.stage) ?? stages[stages.length - 1];
+  return {
+    job,
+    status,
+    state: progress?.state ?? (result ? 'completed' : null),
+    stage: progress?.stage ?? current?.stage ?? null,
+    step: current?.step ?? 0,
+    totalSteps: current?.totalSteps ?? 0,
+    loss: current?.loss ?? null,
+    lastCheckpoint: progress?.lastCheckpoint ?? current?.finalCheckpoint ?? null,
+    until: progress?.until ?? result?.until ?? null,
+    worker,
+    stages,
+    attempt,
+    lastFailure,
+    result,
+  };
+}
+
+/** One line: "stage 18s, step 420/1000, loss 0.183". */
+export function statusLine(s: JobStatus): string {
+  const loss = s.loss === null ? '-' : s.loss.toFixed(4);
+  const extra = s.status !== 'RUNNING' ? ` [${s.status.toLowerCase()}]` : s.worker === 'none' ? ' [waiting for a worker]' : s.state && s.state !== 'running' ? ` [${s.state}]` : '';
+  return `${s.job}: stage ${s.stage ?? '-'}, step ${s.step}/${s.totalSteps}, loss ${loss}${extra}`;
+}
