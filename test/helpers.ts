@@ -1,0 +1,107 @@
+/** Test helpers: temporary folders, a real Temporal dev server, worker processes. */
+import { spawn, type ChildProcess } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { Client, Connection } from '@temporalio/client';
+import { temporal } from '@temporalio/proto';
+import { startDevServer, type DevServer } from '../src/temporal/devserver';
+
+export const ROOT = path.resolve(__dirname, '..', '..');
+export const CLI = path.join(ROOT, 'dist', 'src', 'cli', 'main.js');
+export const TINY = path.join(ROOT, 'configs', 'curriculum', 'tiny.toml');
+
+export function tmpDir(prefix: string): string {
+  return fs.mkdtempSync(path.join(os.tmpdir(), `ttt-${prefix}-`));
+}
+
+export async function server(dbFile: string, port?: number): Promise<DevServer> {
+  return startDevServer({ dbFile, headless: true, ...(port ? { port } : {}) });
+}
+
+export async function client(address: string): Promise<Client> {
+  const connection = await Connection.connect({ address });
+  return new Client({ connection });
+}
+
+export interface WorkerProc {
+  proc: ChildProcess;
+  /** Resolves when the worker logged that it started polling. */
+  ready: Promise<void>;
+  stderr: () => string;
+  kill(sig?: NodeJS.Signals): Promise<void>;
+}
+
+/** Starts `ttt-curriculum worker` in its own process. */
+export function spawnWorker(address: string, taskQueue: string, env: NodeJS.ProcessEnv = {}): WorkerProc {
+  const proc = spawn(process.execPath, [CLI, 'worker', '--address', address, '--task-queue', taskQueue], {
+    cwd: ROOT,
+    env: { ...process.env, TTT_LOG_LEVEL: 'info', TTT_LOG_PRETTY: '0', ...env },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let err = '';
+  const ready = new Promise<void>((resolve, reject) => {
+    proc.stderr!.on('data', (b: Buffer) => {
+      err += b.toString();
+      if (err.includes('"worker started"')) resolve();
+    });
+    proc.once('exit', (code) => reject(new Error(`worker exited (${code}) before it started: ${err.slice(-2000)}`)));
+  });
+  ready.catch(() => {});
+  return {
+    proc,
+    ready,
+    stderr: () => err,
+    kill: (sig = 'SIGKILL') =>
+      new Promise<void>((resolve) => {
+        if (proc.exitCode !== null || proc.signalCode !== null) return resolve();
+        proc.once('exit', () => resolve());
+        proc.kill(sig);
+      }),
+  };
+}
+
+export async function waitFor<T>(what: string, fn: () => Promise<T | undefined> | T | undefined, timeoutMs = 120_000, everyMs = 250): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn();
+    if (v !== undefined && v !== null && v !== false) return v;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs / 1000}s waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}
+
+/** Step entries of a stage's metrics.jsonl. */
+export function metricSteps(stageDir: string): number[] {
+  const f = path.join(stageDir, 'metrics.jsonl');
+  if (!fs.existsSync(f)) return [];
+  return fs
+    .readFileSync(f, 'utf8')
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => (JSON.parse(l) as { step: number }).step);
+}
+
+/** Pids of live training children (child.js) whose command line mentions `marker`. */
+export function trainingChildren(marker: string): number[] {
+  const out: number[] = [];
+  for (const pid of fs.readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
+    try {
+      const cmd = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+      if (cmd.includes('child.js') && cmd.includes(marker)) out.push(Number(pid));
+    } catch {
+      /* gone */
+    }
+  }
+  return out;
+}
+
+/** Events of a workflow's history by type name. */
+export async function historyEvents(c: Client, workflowId: string, runId?: string): Promise<temporal.api.history.v1.IHistoryEvent[]> {
+  const h = await c.workflow.getHandle(workflowId, runId).fetchHistory();
+  return h.events ?? [];
+}
+
+export function eventTypeName(e: temporal.api.history.v1.IHistoryEvent): string {
+  return temporal.api.enums.v1.EventType[e.eventType ?? 0] ?? String(e.eventType);
+}
