@@ -220,7 +220,9 @@ if (require.main === module) {
   main().then(
     () => process.exit(0),
     (e: unknown) => {
+      const cause = (e as Error).cause as Error | undefined;
       if (isUserError(e)) process.stderr.write(`error: ${(e as Error).message}\n`);
+      else if (cause?.message) process.stderr.write(`error: ${(e as Error).message}: ${cause.message}\n`);
       else {
         logger.error({ err: e }, 'command failed');
         process.stderr.write(`error: ${(e as Error).message ?? String(e)}\n`);

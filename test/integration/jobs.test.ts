@@ -1,0 +1,137 @@
+/**
+ * Job identity and controls on a real dev server: one execution per job name, restart after
+ * termination resumes, pause/resume, setUntil, cancel saves a checkpoint, and bad configs
+ * fail fast and for good.
+ */
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { after, before, test } from 'node:test';
+import { WorkflowFailedError, type Client } from '@temporalio/client';
+import { ActivityFailure, ApplicationFailure } from '@temporalio/common';
+import { pauseSignal, progressQuery, resumeSignal, setUntilUpdate, startJob } from '../../src/client';
+import { latestCompleteCheckpoint } from '../../src/checkpoint/store';
+import type { DevServer } from '../../src/temporal/devserver';
+import type { CurriculumResult } from '../../src/types';
+import { client, eventTypeName, historyEvents, metricSteps, server, spawnWorker, tmpDir, waitFor, type WorkerProc } from '../helpers';
+
+let srv: DevServer;
+let worker: WorkerProc;
+let c: Client;
+const dir = tmpDir('jobs');
+const runs = path.join(dir, 'runs');
+const queue = 'jobs';
+
+before(async () => {
+  srv = await server(path.join(dir, 'temporal.sqlite'));
+  worker = spawnWorker(srv.address, queue);
+  await worker.ready;
+  c = await client(srv.address);
+});
+
+after(async () => {
+  await c?.connection.close();
+  await worker?.kill('SIGTERM');
+  await srv?.stop();
+});
+
+const base = { 'job.dump_folder': runs, 'training.global_batch_size': 1 };
+
+test('starting the same job name twice gives one execution; starting it after termination resumes', async () => {
+  const job = 'names-job';
+  const input = { jobName: job, curriculum: 'configs/curriculum/tiny.toml', until: '9s', set: { ...base, 'training.steps': 16, 'checkpoint.interval': 4 } };
+  const h1 = await startJob(c, input, { taskQueue: queue });
+  const h2 = await startJob(c, input, { taskQueue: queue });
+  const r1 = (await h1.describe()).runId;
+  assert.equal((await h2.describe()).runId, r1, 'the second start attached to the running execution');
+  // Terminate once stage 1 is final and stage 2 has a checkpoint past step 0.
+  await waitFor('9s checkpoint at step >= 4', () => {
+    const l = latestCompleteCheckpoint(path.join(runs, job, '9s', 'checkpoints'));
+    return l && l.state.step >= 4 ? true : undefined;
+  }, 120_000, 50);
+  await h1.terminate('test: simulate an operator terminating the job');
+  const final3s = path.join(runs, job, '3s', 'final', 'model.safetensors');
+  const mtime = fs.statSync(final3s).mtimeMs;
+  const before9s = metricSteps(path.join(runs, job, '9s')).length;
+  const h3 = await startJob(c, input, { taskQueue: queue });
+  const r3 = (await h3.describe()).runId;
+  assert.notEqual(r3, r1, 'a new run after termination');
+  const result = (await h3.result()) as CurriculumResult;
+  assert.deepEqual(result.stages.map((s) => [s.stage, s.steps]), [['3s', 16], ['9s', 16]]);
+  assert.equal(metricSteps(path.join(runs, job, '3s')).length, 16, 'stage 1 was not trained again');
+  assert.equal(fs.statSync(final3s).mtimeMs, mtime, 'stage 1 final weights were not rewritten');
+  const s9 = metricSteps(path.join(runs, job, '9s'));
+  assert.ok(s9.length - 16 <= 4, `9s resumed from its checkpoint: ${s9.length - before9s} steps after the restart, ${s9.length - 16} redone`);
+});
+
+test('pause takes effect with a checkpoint, resume continues, setUntil validates and stops after the stage', async () => {
+  const job = 'controls-job';
+  const input = { jobName: job, curriculum: 'configs/curriculum/tiny.toml', set: { ...base, 'training.steps': 60, 'checkpoint.interval': 50 } };
+  const h = await startJob(c, input, { taskQueue: queue });
+  const stageDir = path.join(runs, job, '3s');
+  await waitFor('3s step 3', () => (metricSteps(stageDir).length >= 3 ? true : undefined), 120_000, 50);
+  await h.signal(pauseSignal);
+  await waitFor('paused', async () => ((await h.query(progressQuery)).state === 'paused' ? true : undefined), 60_000);
+  const trained = metricSteps(stageDir);
+  const last = trained[trained.length - 1]!;
+  const ck = latestCompleteCheckpoint(path.join(stageDir, 'checkpoints'));
+  assert.equal(ck?.state.step, last, 'pausing saved a checkpoint at the last trained step (not a multiple of the interval)');
+  await new Promise((r) => setTimeout(r, 1500));
+  assert.equal(metricSteps(stageDir).length, trained.length, 'no training while paused');
+  await assert.rejects(h.executeUpdate(setUntilUpdate, { args: ['12s'] }), (e: unknown) => /not a stage of this curriculum; use one of 3s, 9s, 18s, 30s, 63s/.test(String((e as Error).cause && ((e as Error).cause as Error).message)));
+  assert.equal(await h.executeUpdate(setUntilUpdate, { args: ['3sec'] }), '3s');
+  await h.signal(resumeSignal);
+  const result = (await h.result()) as CurriculumResult;
+  assert.deepEqual(result.stages.map((s) => [s.stage, s.steps]), [['3s', 60]]);
+  assert.equal(result.until, '3s');
+  assert.equal(fs.existsSync(path.join(runs, job, '9s')), false, 'no stage after until ran');
+});
+
+test('cancelling saves a checkpoint, then stops', async () => {
+  const job = 'cancel-job';
+  const input = { jobName: job, curriculum: 'configs/curriculum/tiny.toml', set: { ...base, 'training.steps': 200, 'checkpoint.interval': 100 } };
+  const h = await startJob(c, input, { taskQueue: queue });
+  const stageDir = path.join(runs, job, '3s');
+  await waitFor('3s step 3', () => (metricSteps(stageDir).length >= 3 ? true : undefined), 120_000, 50);
+  await h.cancel();
+  await assert.rejects(h.result(), (e: unknown) => e instanceof WorkflowFailedError && /cancel/i.test(String(e.cause?.message ?? e.message)));
+  assert.equal((await h.describe()).status.name, 'CANCELLED');
+  const trained = metricSteps(stageDir);
+  const ck = latestCompleteCheckpoint(path.join(stageDir, 'checkpoints'));
+  assert.equal(ck?.state.step, trained[trained.length - 1], 'the checkpoint holds the last trained step');
+  assert.ok(ck!.state.step > 0 && ck!.state.step < 100);
+});
+
+test('bad configs fail fast with a non-retryable error that names the field', async () => {
+  const cases: [string, Record<string, unknown>, RegExp][] = [
+    ['unknown-field', { 'training.bogus': 1 }, /training\.bogus = 1: unknown field/],
+    ['wrong-type', { 'training.steps': 'ten' }, /training\.steps = "ten": .*expected number/],
+    ['mesh', { 'parallelism.dp_sharding': 2 }, /parallelism\.dp_replicate\*dp_sharding\*tp_sharding = "1\*2\*1 = 2"/],
+    ['mini-batch', { 'model.text_length': 13 }, /model\.text_length = 13: .*not a multiple of .*mini_batch_size = 64.*Fix: set model\.text_length = /],
+    ['dataset', { 'training.dataset_path': '/nonexistent/precomp' }, /training\.dataset_path = "\/nonexistent\/precomp": no such directory/],
+  ];
+  for (const [name, set, pattern] of cases) {
+    const t0 = Date.now();
+    const h = await startJob(c, { jobName: `bad-${name}`, curriculum: 'configs/curriculum/tiny.toml', set: { ...base, ...set } }, { taskQueue: queue });
+    const err = await h.result().then(
+      () => assert.fail(`${name}: the job should fail`),
+      (e: unknown) => e,
+    );
+    assert.ok(err instanceof WorkflowFailedError, `${name}: ${String(err)}`);
+    const act = err.cause;
+    assert.ok(act instanceof ActivityFailure, `${name}: failed in an activity`);
+    const app = act.cause;
+    assert.ok(app instanceof ApplicationFailure, `${name}: application failure`);
+    assert.equal(app.nonRetryable, true, `${name}: non-retryable`);
+    assert.equal(app.type, 'ConfigError');
+    assert.match(app.message, pattern, `${name}: message names the field`);
+    const starts = (await historyEvents(c, `bad-${name}`)).filter((e) => eventTypeName(e) === 'EVENT_TYPE_ACTIVITY_TASK_STARTED');
+    assert.equal(starts.length, 1);
+    assert.equal(starts[0]!.activityTaskStartedEventAttributes?.attempt, 1, `${name}: never retried`);
+    assert.ok(Date.now() - t0 < 15_000, `${name}: failed fast (${Date.now() - t0} ms)`);
+  }
+});
+
+test('an invalid job name is refused before any path is built from it', async () => {
+  await assert.rejects(startJob(c, { jobName: '../escape', curriculum: 'configs/curriculum/tiny.toml' }), /invalid job name/);
+});
