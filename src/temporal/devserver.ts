@@ -46,6 +46,8 @@ export interface DevServerOptions {
   dbFile: string;
   headless?: boolean;
   namespace?: string;
+  /** Dynamic config values, e.g. {"limit.historyCount.suggestContinueAsNew": 100}. */
+  dynamicConfig?: Record<string, unknown>;
 }
 
 export interface DevServer {
@@ -87,6 +89,7 @@ export async function startDevServer(opts: DevServerOptions): Promise<DevServer>
   if (uiPort === null) args.push('--headless');
   else args.push('--ui-port', String(uiPort));
   if (opts.namespace && opts.namespace !== 'default') args.push('--namespace', opts.namespace);
+  for (const [k, v] of Object.entries(opts.dynamicConfig ?? {})) args.push('--dynamic-config-value', `${k}=${JSON.stringify(v)}`);
   const child = spawn(cli, args, { stdio: ['ignore', 'ignore', 'pipe'], detached: false });
   let stderr = '';
   child.stderr?.on('data', (b: Buffer) => {
