@@ -1,0 +1,32 @@
+/**
+ * `npm run bench [-- name ...]`: benchmarks, printed as tables. Not tests: figures vary with
+ * the machine; targets are stated next to each figure.
+ *   overhead   stage through Temporal / same steps direct (target <= 1.05)
+ */
+import * as os from 'node:os';
+import { initBackend } from '../src/backend';
+import { overheadBench } from './overhead';
+
+async function main(): Promise<void> {
+  const names = process.argv.slice(2);
+  const want = (n: string): boolean => names.length === 0 || names.includes(n);
+  const backend = await initBackend('auto');
+  process.stdout.write(`ttt-curriculum benchmarks: node ${process.version}, ${os.cpus().length} cores (${os.cpus()[0]?.model ?? '?'}), backend ${backend}\n\n`);
+  if (want('overhead')) {
+    const steps = Number(process.env.BENCH_OVERHEAD_STEPS ?? 600);
+    const reps = Number(process.env.BENCH_OVERHEAD_REPS ?? 2);
+    process.stdout.write(`Orchestration overhead: tiny 3s stage, ${steps} steps (shards of at most 60 s), ${reps} alternating reps\n`);
+    const r = await overheadBench({ steps, reps });
+    process.stdout.write(`| run | direct (s) | through Temporal (s) |\n|---|---|---|\n`);
+    r.direct.forEach((d, i) => process.stdout.write(`| ${i + 1} | ${d.toFixed(2)} | ${r.temporal[i]!.toFixed(2)} |\n`));
+    process.stdout.write(`overhead ratio (sum Temporal / sum direct): ${r.ratio.toFixed(3)} (target <= 1.05)\n\n`);
+  }
+}
+
+main().then(
+  () => process.exit(0),
+  (e: unknown) => {
+    process.stderr.write(`bench failed: ${(e as Error).stack ?? String(e)}\n`);
+    process.exit(1);
+  },
+);
