@@ -135,3 +135,30 @@ test('bad configs fail fast with a non-retryable error that names the field', as
 test('an invalid job name is refused before any path is built from it', async () => {
   await assert.rejects(startJob(c, { jobName: '../escape', curriculum: 'configs/curriculum/tiny.toml' }), /invalid job name/);
 });
+
+test('watch shows the stage and step advance; status --json gives the same information once', async () => {
+  const job = 'watch-job';
+  const h = await startJob(c, { jobName: job, curriculum: 'configs/curriculum/tiny.toml', until: '3s', set: { ...base, 'training.steps': 30, 'checkpoint.interval': 10 } }, { taskQueue: queue });
+  const { spawn } = await import('node:child_process');
+  const { CLI, ROOT } = await import('../helpers');
+  const watch = spawn(process.execPath, [CLI, 'watch', job, '--no-tty', '--interval', '200', '--address', srv.address], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, TTT_LOG_LEVEL: 'warn' } });
+  let out = '';
+  watch.stdout.on('data', (b: Buffer) => (out += b.toString()));
+  const code = await new Promise<number | null>((resolve) => watch.once('exit', (c) => resolve(c)));
+  assert.equal(code, 0);
+  await h.result();
+  const steps = [...out.matchAll(/stage 3s, step (\d+)\/30/g)].map((m) => Number(m[1]));
+  assert.ok(new Set(steps.filter((s) => s > 0 && s < 30)).size >= 2, `watch saw intermediate steps: ${steps.join(',')}`);
+  assert.deepEqual(steps, [...steps].sort((a, b) => a - b), 'steps only go forward');
+  assert.match(out, /stage 3s, step 30\/30, loss \d\.\d{4} \[completed\]/);
+  const json = JSON.parse(
+    (await new Promise<string>((resolve) => {
+      const p = spawn(process.execPath, [CLI, 'status', job, '--json', '--address', srv.address], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
+      let s = '';
+      p.stdout.on('data', (b: Buffer) => (s += b.toString()));
+      p.once('exit', () => resolve(s));
+    })),
+  ) as { status: string; stages: { stage: string; step: number; totalSteps: number; done: boolean }[] };
+  assert.equal(json.status, 'COMPLETED');
+  assert.deepEqual(json.stages.map((s) => [s.stage, s.step, s.totalSteps, s.done]), [['3s', 30, 30, true]]);
+});
