@@ -80,20 +80,8 @@ export function createActivities() {
           // The child saved a checkpoint on the way out; now report the cancellation itself.
           await ctx.cancelled;
         }
-        return {
-          stage: result.stage,
-          step: result.step,
-          totalSteps: result.totalSteps,
-          done: result.done,
-          startStep: result.startStep,
-          stepsRun: result.stepsRun,
-          firstLoss: result.firstLoss,
-          lastLoss: result.lastLoss,
-          checkpoint: result.checkpoint,
-          seconds: result.seconds,
-          backend: result.backend,
-          reason: result.reason,
-        };
+        const { initHash: _initHash, ...summary } = result;
+        return summary;
       } finally {
         clearInterval(beat);
       }

@@ -50,17 +50,21 @@ export interface TrainShardInput {
 
 export interface ShardSummary {
   stage: string;
+  /** Steps completed in the stage after this shard. */
   step: number;
   totalSteps: number;
   done: boolean;
+  /** Step this shard resumed from. */
   startStep: number;
   stepsRun: number;
   firstLoss: number | null;
   lastLoss: number | null;
+  /** The checkpoint holding `step`. */
   checkpoint: string;
   seconds: number;
   backend: string;
-  reason: string;
+  /** Why the shard ended: "done", "steps", "time" or "stop". */
+  reason: 'done' | 'steps' | 'time' | 'stop';
 }
 
 export interface StageFinal {
@@ -82,13 +86,7 @@ export interface StageStatus {
   step: number;
 }
 
-export interface StageResult {
-  stage: string;
-  steps: number;
-  finalCheckpoint: string;
-  modelSha256: string;
-  firstLoss: number | null;
-  lastLoss: number | null;
+export interface StageResult extends Omit<StageFinal, 'initHash'> {
   wallSeconds: number;
 }
 

@@ -83,34 +83,52 @@ function checkShapes(name: string, x: TttMlpInputs | TttLinearInputs): void {
   if (x.eta.shape.join(',') !== [B, H, NC, K, K].join(',')) throw new Error(`${name}: eta must be [${[B, H, NC, K, K].join(',')}], got [${x.eta.shape.join(',')}]`);
 }
 
+/** One mini-batch [B,H,K,D] (eta [B,H,K,K]) and the layer norm of the inner model. */
+interface MiniBatch {
+  XQ: tf.Tensor;
+  X1: tf.Tensor;
+  XV: tf.Tensor;
+  eta: tf.Tensor;
+  /** Last row of eta as a column [B,H,K,1]: the weights of the carried-state update. */
+  e: tf.Tensor;
+  lnW: tf.Tensor;
+  lnB: tf.Tensor;
+}
+
+/**
+ * Runs `step` over the mini-batches in order, carrying the inner weights from one to the next;
+ * `step` returns the mini-batch's output and the updated weights.
+ */
+function scan<S>(inp: TttLinearInputs, state: S, step: (mb: MiniBatch, state: S) => { out: tf.Tensor; state: S }): tf.Tensor {
+  const [B, H, , K, D] = inp.XQ.shape as number[];
+  const lnW = inp.lnWeight.reshape([1, H!, 1, D!]);
+  const lnB = inp.lnBias.reshape([1, H!, 1, D!]);
+  const XQs = miniBatches(inp.XQ);
+  const XKs = miniBatches(inp.XK);
+  const XVs = miniBatches(inp.XV);
+  const etas = miniBatches(inp.eta);
+  const outs: tf.Tensor[] = [];
+  for (let i = 0; i < XQs.length; i++) {
+    const eta = etas[i]!;
+    const e = eta.slice([0, 0, K! - 1, 0], [-1, -1, 1, -1]).reshape([B!, H!, K!, 1]);
+    const r = step({ XQ: XQs[i]!, X1: XKs[i]!, XV: XVs[i]!, eta, e, lnW, lnB }, state);
+    outs.push(r.out);
+    state = r.state;
+  }
+  return joinMiniBatches(outs);
+}
+
 /** TTT-MLP: inner model Z2 = gelu_tanh(X·W1 + b1)·W2 + b2, one gradient step per mini-batch. */
 export function tttMlp(inp: TttMlpInputs): tf.Tensor {
   checkShapes('tttMlp', inp);
-  return tf.tidy(() => {
-    const [, H, , , D] = inp.XQ.shape as number[];
-    const lnW = inp.lnWeight.reshape([1, H!, 1, D!]);
-    const lnB = inp.lnBias.reshape([1, H!, 1, D!]);
-    const XQs = miniBatches(inp.XQ);
-    const XKs = miniBatches(inp.XK);
-    const XVs = miniBatches(inp.XV);
-    const etas = miniBatches(inp.eta);
-    let W1 = inp.W1;
-    let b1 = inp.b1;
-    let W2 = inp.W2;
-    let b2 = inp.b2;
-    const outs: tf.Tensor[] = [];
-    for (let i = 0; i < XQs.length; i++) {
-      const XQ = XQs[i]!;
-      const X1 = XKs[i]!;
-      const eta = etas[i]!;
-      const K = eta.shape[2]!;
+  return tf.tidy(() =>
+    scan(inp, { W1: inp.W1, b1: inp.b1, W2: inp.W2, b2: inp.b2 }, ({ XQ, X1, XV, eta, e, lnW, lnB }, { W1, b1, W2, b2 }) => {
       // Inner forward.
       const Z1 = tf.matMul(X1, W1).add(b1);
       const X2 = geluTanh(Z1);
       const Z2 = tf.matMul(X2, W2).add(b2);
       // Inner gradients.
-      const target = XVs[i]!.sub(X1);
-      const G2 = lnFusedL2Grad(Z2, target, lnW, lnB);
+      const G2 = lnFusedL2Grad(Z2, XV.sub(X1), lnW, lnB);
       const G1 = tf.matMul(G2, W2, false, true).mul(geluTanhGrad(Z1));
       // Query path (dual form).
       const Attn1 = tf.matMul(XQ, X1, false, true);
@@ -118,46 +136,33 @@ export function tttMlp(inp: TttMlpInputs): tf.Tensor {
       const X2bar = geluTanh(Z1bar);
       const Attn2 = tf.matMul(X2bar, X2, false, true);
       const Z2bar = tf.matMul(X2bar, W2).sub(tf.matMul(eta.mul(Attn2), G2)).add(b2).sub(tf.matMul(eta, G2));
-      outs.push(XQ.add(lnApply(Z2bar, lnW, lnB)));
-      // Carried state: last row of eta as a column.
-      const e = eta.slice([0, 0, K - 1, 0], [-1, -1, 1, -1]).reshape([eta.shape[0]!, eta.shape[1]!, K, 1]);
-      W1 = W1.sub(tf.matMul(e.mul(X1), G1, true, false));
-      b1 = b1.sub(e.mul(G1).sum(2, true));
-      W2 = W2.sub(tf.matMul(e.mul(X2), G2, true, false));
-      b2 = b2.sub(e.mul(G2).sum(2, true));
-    }
-    return joinMiniBatches(outs);
-  });
+      // Carried state.
+      return {
+        out: XQ.add(lnApply(Z2bar, lnW, lnB)),
+        state: {
+          W1: W1.sub(tf.matMul(e.mul(X1), G1, true, false)),
+          b1: b1.sub(e.mul(G1).sum(2, true)),
+          W2: W2.sub(tf.matMul(e.mul(X2), G2, true, false)),
+          b2: b2.sub(e.mul(G2).sum(2, true)),
+        },
+      };
+    }),
+  );
 }
 
 /** TTT-Linear: inner model Z = X·W1 + b1, one gradient step per mini-batch. */
 export function tttLinear(inp: TttLinearInputs): tf.Tensor {
   checkShapes('tttLinear', inp);
-  return tf.tidy(() => {
-    const [, H, , , D] = inp.XQ.shape as number[];
-    const lnW = inp.lnWeight.reshape([1, H!, 1, D!]);
-    const lnB = inp.lnBias.reshape([1, H!, 1, D!]);
-    const XQs = miniBatches(inp.XQ);
-    const XKs = miniBatches(inp.XK);
-    const XVs = miniBatches(inp.XV);
-    const etas = miniBatches(inp.eta);
-    let W1 = inp.W1;
-    let b1 = inp.b1;
-    const outs: tf.Tensor[] = [];
-    for (let i = 0; i < XQs.length; i++) {
-      const XQ = XQs[i]!;
-      const X1 = XKs[i]!;
-      const eta = etas[i]!;
-      const K = eta.shape[2]!;
+  return tf.tidy(() =>
+    scan(inp, { W1: inp.W1, b1: inp.b1 }, ({ XQ, X1, XV, eta, e, lnW, lnB }, { W1, b1 }) => {
       const Z1 = tf.matMul(X1, W1).add(b1);
-      const G1 = lnFusedL2Grad(Z1, XVs[i]!.sub(X1), lnW, lnB);
+      const G1 = lnFusedL2Grad(Z1, XV.sub(X1), lnW, lnB);
       const Attn1 = tf.matMul(XQ, X1, false, true);
       const Z1bar = tf.matMul(XQ, W1).sub(tf.matMul(eta.mul(Attn1), G1)).add(b1).sub(tf.matMul(eta, G1));
-      outs.push(XQ.add(lnApply(Z1bar, lnW, lnB)));
-      const e = eta.slice([0, 0, K - 1, 0], [-1, -1, 1, -1]).reshape([eta.shape[0]!, eta.shape[1]!, K, 1]);
-      W1 = W1.sub(tf.matMul(e.mul(X1), G1, true, false));
-      b1 = b1.sub(e.mul(G1).sum(2, true));
-    }
-    return joinMiniBatches(outs);
-  });
+      return {
+        out: XQ.add(lnApply(Z1bar, lnW, lnB)),
+        state: { W1: W1.sub(tf.matMul(e.mul(X1), G1, true, false)), b1: b1.sub(e.mul(G1).sum(2, true)) },
+      };
+    }),
+  );
 }

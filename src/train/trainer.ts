@@ -20,6 +20,7 @@ import { disposeRope, ropeTables } from '../model/rope';
 import { AdamW, clipGlobalNorm } from '../optim/adamw';
 import { learningRate } from '../optim/schedule';
 import { checkpointsDir, metricsFile, stageDir } from '../paths';
+import type { ShardSummary } from '../types';
 
 export interface ShardRequest {
   /** Stage config file and overrides (the same ones the workflow validated). */
@@ -45,24 +46,9 @@ export interface ShardProgress {
   stepSeconds: number;
 }
 
-export interface ShardResult {
-  stage: string;
-  /** Steps completed in the stage after this shard. */
-  step: number;
-  totalSteps: number;
-  done: boolean;
-  /** Step this shard resumed from. */
-  startStep: number;
-  stepsRun: number;
-  firstLoss: number | null;
-  lastLoss: number | null;
-  /** The checkpoint holding `step`. */
-  checkpoint: string;
+/** A shard's outcome: the summary that goes to the workflow, plus the hash of the stage's init weights. */
+export interface ShardResult extends ShardSummary {
   initHash: string | null;
-  seconds: number;
-  backend: string;
-  /** Why the shard ended: "done", "steps", "time" or "stop". */
-  reason: 'done' | 'steps' | 'time' | 'stop';
 }
 
 export interface ShardControl {
