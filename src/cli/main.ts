@@ -173,6 +173,11 @@ export function buildProgram(cliOverrides: Overrides): Command {
     .option('--set <section.field=value>', 'override for every stage (repeatable)', collect, [])
     .option('--until <stage>', 'last stage to run')
     .action(async (o: { job?: string; curriculum: string; set: string[]; until?: string }) => {
+      // The progress display is the demo's output; per-step logs (also of the training children) only on request.
+      if (process.env.TTT_LOG_LEVEL === undefined) {
+        process.env.TTT_LOG_LEVEL = 'warn';
+        logger.level = 'warn';
+      }
       const { address, server } = await ensureServer();
       const taskQueue = temporalTarget().taskQueue;
       const { worker, connection } = await createWorker({ address, taskQueue });
