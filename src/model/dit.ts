@@ -10,6 +10,7 @@
  *   final: transformer_norm, adaLN final norm, linear, unpatchify -> v prediction [B,F,C,H,W]
  */
 import { tf } from '../backend';
+import { matMul } from './matmul';
 import type { ModelDims } from './dims';
 import { geluTanh, layerNorm, linear, silu } from './ops';
 import { applyRope, type Rope } from './rope';
@@ -130,8 +131,8 @@ function localAttention(P: Params, pre: string, vin: tf.Tensor, tin: tf.Tensor, 
   const q = qk('q');
   const k = qk('k');
   const v = toHeads(linear(seq, get(P, `${pre}.v.weight`), get(P, `${pre}.v.bias`)), d);
-  const att = tf.matMul(q, k, false, true).mul(1 / Math.sqrt(d.headDim)).softmax();
-  const o = linear(fromHeads(tf.matMul(att, v), d), get(P, `${pre}.o.weight`), get(P, `${pre}.o.bias`));
+  const att = matMul(q, k, false, true).mul(1 / Math.sqrt(d.headDim)).softmax();
+  const o = linear(fromHeads(matMul(att, v), d), get(P, `${pre}.o.weight`), get(P, `${pre}.o.bias`));
   const o4 = o.reshape([n, B, Sw, d.width]);
   const outs = Array.from({ length: n }, (_, i) => sliceAxis(o4, 0, i, 1).reshape([B, Sw, d.width]));
   const txt = tf.concat(outs.map((w) => sliceAxis(w, 1, 0, L)), 1);

@@ -1,5 +1,6 @@
 /** Small pure tensor functions shared by the model. */
 import { tf } from '../backend';
+import { matMul } from './matmul';
 
 const SQRT_2_OVER_PI = Math.sqrt(2 / Math.PI);
 
@@ -42,7 +43,7 @@ export function linear(x: tf.Tensor, w: tf.Tensor, b?: tf.Tensor | null): tf.Ten
   return tf.tidy(() => {
     const shape = x.shape;
     const inDim = shape[shape.length - 1]!;
-    const y2 = tf.matMul(x.reshape([-1, inDim]), w as tf.Tensor2D);
+    const y2 = matMul(x.reshape([-1, inDim]), w);
     const y = y2.reshape([...shape.slice(0, -1), w.shape[1]!]);
     return b ? y.add(b) : y;
   });

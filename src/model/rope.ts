@@ -7,6 +7,7 @@
  * rotation is one untransposed 2-D matMul (fast on wasm) instead of strided slices.
  */
 import { tf } from '../backend';
+import { matMul } from './matmul';
 
 export interface Rope {
   /** [N, hd]: each pair's cos/sin repeated on both elements. */
@@ -62,7 +63,7 @@ export function applyRope(x: tf.Tensor, cos: tf.Tensor, sin: tf.Tensor, rot: tf.
   return tf.tidy(() => {
     const shape = x.shape;
     const hd = shape[shape.length - 1]!;
-    const rotated = tf.matMul(x.reshape([-1, hd]), rot as tf.Tensor2D).reshape(shape);
+    const rotated = matMul(x.reshape([-1, hd]), rot).reshape(shape);
     return x.mul(cos).add(rotated.mul(sin));
   });
 }

@@ -7,6 +7,7 @@
  * input come from TensorFlow.js autodiff through these ops.
  */
 import { tf } from '../backend';
+import { matMul } from './matmul';
 import { geluTanh, geluTanhGrad } from './ops';
 
 export const TTT_LN_EPS = 1e-8;
@@ -124,25 +125,25 @@ export function tttMlp(inp: TttMlpInputs): tf.Tensor {
   return tf.tidy(() =>
     scan(inp, { W1: inp.W1, b1: inp.b1, W2: inp.W2, b2: inp.b2 }, ({ XQ, X1, XV, eta, e, lnW, lnB }, { W1, b1, W2, b2 }) => {
       // Inner forward.
-      const Z1 = tf.matMul(X1, W1).add(b1);
+      const Z1 = matMul(X1, W1).add(b1);
       const X2 = geluTanh(Z1);
-      const Z2 = tf.matMul(X2, W2).add(b2);
+      const Z2 = matMul(X2, W2).add(b2);
       // Inner gradients.
       const G2 = lnFusedL2Grad(Z2, XV.sub(X1), lnW, lnB);
-      const G1 = tf.matMul(G2, W2, false, true).mul(geluTanhGrad(Z1));
+      const G1 = matMul(G2, W2, false, true).mul(geluTanhGrad(Z1));
       // Query path (dual form).
-      const Attn1 = tf.matMul(XQ, X1, false, true);
-      const Z1bar = tf.matMul(XQ, W1).sub(tf.matMul(eta.mul(Attn1), G1)).add(b1).sub(tf.matMul(eta, G1));
+      const Attn1 = matMul(XQ, X1, false, true);
+      const Z1bar = matMul(XQ, W1).sub(matMul(eta.mul(Attn1), G1)).add(b1).sub(matMul(eta, G1));
       const X2bar = geluTanh(Z1bar);
-      const Attn2 = tf.matMul(X2bar, X2, false, true);
-      const Z2bar = tf.matMul(X2bar, W2).sub(tf.matMul(eta.mul(Attn2), G2)).add(b2).sub(tf.matMul(eta, G2));
+      const Attn2 = matMul(X2bar, X2, false, true);
+      const Z2bar = matMul(X2bar, W2).sub(matMul(eta.mul(Attn2), G2)).add(b2).sub(matMul(eta, G2));
       // Carried state.
       return {
         out: XQ.add(lnApply(Z2bar, lnW, lnB)),
         state: {
-          W1: W1.sub(tf.matMul(e.mul(X1), G1, true, false)),
+          W1: W1.sub(matMul(e.mul(X1), G1, true, false)),
           b1: b1.sub(e.mul(G1).sum(2, true)),
-          W2: W2.sub(tf.matMul(e.mul(X2), G2, true, false)),
+          W2: W2.sub(matMul(e.mul(X2), G2, true, false)),
           b2: b2.sub(e.mul(G2).sum(2, true)),
         },
       };
@@ -155,13 +156,13 @@ export function tttLinear(inp: TttLinearInputs): tf.Tensor {
   checkShapes('tttLinear', inp);
   return tf.tidy(() =>
     scan(inp, { W1: inp.W1, b1: inp.b1 }, ({ XQ, X1, XV, eta, e, lnW, lnB }, { W1, b1 }) => {
-      const Z1 = tf.matMul(X1, W1).add(b1);
+      const Z1 = matMul(X1, W1).add(b1);
       const G1 = lnFusedL2Grad(Z1, XV.sub(X1), lnW, lnB);
-      const Attn1 = tf.matMul(XQ, X1, false, true);
-      const Z1bar = tf.matMul(XQ, W1).sub(tf.matMul(eta.mul(Attn1), G1)).add(b1).sub(tf.matMul(eta, G1));
+      const Attn1 = matMul(XQ, X1, false, true);
+      const Z1bar = matMul(XQ, W1).sub(matMul(eta.mul(Attn1), G1)).add(b1).sub(matMul(eta, G1));
       return {
         out: XQ.add(lnApply(Z1bar, lnW, lnB)),
-        state: { W1: W1.sub(tf.matMul(e.mul(X1), G1, true, false)), b1: b1.sub(e.mul(G1).sum(2, true)) },
+        state: { W1: W1.sub(matMul(e.mul(X1), G1, true, false)), b1: b1.sub(e.mul(G1).sum(2, true)) },
       };
     }),
   );

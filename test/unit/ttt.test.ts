@@ -1,0 +1,238 @@
+/**
+ * The TTT layers, verified numerically: finite-difference gradients of tttMlp, tttLinear and a
+ * whole DiT block; the dual form against a straightforward primal form whose inner gradients
+ * come from autodiff; all five stage lengths; the fast-path matMul against tf.matMul.
+ */
+import assert from 'node:assert/strict';
+import * as path from 'node:path';
+import { before, test } from 'node:test';
+import { initBackend, tf } from '../../src/backend';
+import { loadStageConfig } from '../../src/config/load';
+import { modelDims } from '../../src/model/dims';
+import { ditBlock, ditForward, ropeForModel, tttLayer, type Params } from '../../src/model/dit';
+import { matMul, SMALL_PRODUCT } from '../../src/model/matmul';
+import { geluTanh, layerNorm } from '../../src/model/ops';
+import { initialValue, paramSpecs, toInternal } from '../../src/model/params';
+import { ropeTables } from '../../src/model/rope';
+import { tttLinear, tttMlp, TTT_LN_EPS, type TttMlpInputs } from '../../src/model/ttt';
+import { rngFor } from '../../src/rng';
+import { ROOT } from '../helpers';
+
+before(async () => {
+  await initBackend('auto');
+});
+
+function rand(shape: number[], seed: number, scale = 1): tf.Tensor {
+  const r = rngFor(seed, 99);
+  const n = shape.reduce((a, b) => a * b, 1);
+  return tf.tensor(Float32Array.from({ length: n }, () => (2 * r() - 1) * scale), shape);
+}
+
+/** eta [B,H,NC,K,K] with possibly different rows (as after interleaving) and positive entries. */
+function etaTensor(B: number, H: number, NC: number, K: number, seed: number, sameRows: boolean): tf.Tensor {
+  const r = rngFor(seed, 7);
+  const row = Array.from({ length: B * H * NC * K }, () => 0.05 + 0.1 * r());
+  const data = new Float32Array(B * H * NC * K * K);
+  for (let g = 0; g < B * H * NC; g++) {
+    for (let i = 0; i < K; i++) for (let j = 0; j < K; j++) data[(g * K + i) * K + j] = sameRows ? row[g * K + j]! : 0.05 + 0.1 * r();
+  }
+  return tf.tensor(data, [B, H, NC, K, K]);
+}
+
+function mlpInputs(seed: number, sameRows: boolean): TttMlpInputs {
+  const [B, H, NC, K, D, F] = [1, 2, 3, 4, 3, 5];
+  return {
+    XQ: rand([B, H, NC, K, D], seed + 1),
+    XK: rand([B, H, NC, K, D], seed + 2),
+    XV: rand([B, H, NC, K, D], seed + 3),
+    eta: etaTensor(B, H, NC, K, seed + 4, sameRows),
+    lnWeight: rand([H, D], seed + 5, 0.5).add(1),
+    lnBias: rand([H, D], seed + 6, 0.3),
+    W1: rand([B, H, D, F], seed + 7, 0.5),
+    b1: rand([B, H, 1, F], seed + 8, 0.2),
+    W2: rand([B, H, F, D], seed + 9, 0.5),
+    b2: rand([B, H, 1, D], seed + 10, 0.2),
+  };
+}
+
+/**
+ * Central finite differences of f along a random direction of each input versus the autodiff
+ * directional derivative. float32 limits the precision: relative tolerance 2e-2.
+ */
+function checkGradients(name: string, f: (xs: tf.Tensor[]) => tf.Scalar, inputs: Record<string, tf.Tensor>, h = 1e-2): void {
+  const names = Object.keys(inputs);
+  const xs = names.map((n) => inputs[n]!);
+  const grads = tf.grads((...a: tf.Tensor[]) => f(a))(xs);
+  names.forEach((n, i) => {
+    const v = rand(xs[i]!.shape, 1000 + i);
+    const analytic = grads[i]!.mul(v).sum().dataSync()[0]!;
+    const plus = f(xs.map((x, j) => (j === i ? x.add(v.mul(h)) : x))).dataSync()[0]!;
+    const minus = f(xs.map((x, j) => (j === i ? x.sub(v.mul(h)) : x))).dataSync()[0]!;
+    const numeric = (plus - minus) / (2 * h);
+    const err = Math.abs(analytic - numeric) / Math.max(1e-3, Math.abs(numeric), Math.abs(analytic));
+    assert.ok(err < 2e-2, `${name}: d/d${n}: autodiff ${analytic}, finite difference ${numeric} (relative error ${err.toExponential(2)})`);
+  });
+}
+
+test('tttMlp: finite-difference gradient check for every input', () => {
+  const inp = mlpInputs(1, false);
+  const R = rand(inp.XQ.shape, 77);
+  checkGradients('tttMlp', ([XQ, XK, XV, eta, lnWeight, lnBias, W1, b1, W2, b2]) => tttMlp({ XQ: XQ!, XK: XK!, XV: XV!, eta: eta!, lnWeight: lnWeight!, lnBias: lnBias!, W1: W1!, b1: b1!, W2: W2!, b2: b2! }).mul(R).sum() as tf.Scalar, { ...inp });
+});
+
+test('tttLinear: finite-difference gradient check for every input', () => {
+  const [B, H, NC, K, D] = [1, 2, 3, 4, 3];
+  const inp = {
+    XQ: rand([B, H, NC, K, D], 21),
+    XK: rand([B, H, NC, K, D], 22),
+    XV: rand([B, H, NC, K, D], 23),
+    eta: etaTensor(B, H, NC, K, 24, false),
+    lnWeight: rand([H, D], 25, 0.5).add(1),
+    lnBias: rand([H, D], 26, 0.3),
+    W1: rand([B, H, D, D], 27, 0.5),
+    b1: rand([B, H, 1, D], 28, 0.2),
+  };
+  const R = rand(inp.XQ.shape, 78);
+  checkGradients('tttLinear', ([XQ, XK, XV, eta, lnWeight, lnBias, W1, b1]) => tttLinear({ XQ: XQ!, XK: XK!, XV: XV!, eta: eta!, lnWeight: lnWeight!, lnBias: lnBias!, W1: W1!, b1: b1! }).mul(R).sum() as tf.Scalar, inp);
+});
+
+/**
+ * Primal form, written the plain way: for each query i of a mini-batch, take one gradient step
+ * on (W1, b1, W2, b2) over the mini-batch's tokens j, weighted by eta[i, j], with the inner
+ * gradients from autodiff of 1/2 ||LN(f(x_j)) - (v_j - k_j)||^2; apply the updated weights to
+ * q_i. Carry the weights updated with the last row of eta to the next mini-batch.
+ */
+function primalMlp(inp: TttMlpInputs): Float32Array {
+  const [B, H, NC, K, D] = inp.XQ.shape as number[];
+  const out = new Float32Array(B! * H! * NC! * K! * D!);
+  const at = (t: tf.Tensor, ...idx: number[]): tf.Tensor => {
+    let x = t;
+    for (const i of idx) x = x.gather([i], 0).squeeze([0]);
+    return x;
+  };
+  for (let b = 0; b < B!; b++) {
+    for (let h = 0; h < H!; h++) {
+      let W: tf.Tensor[] = [at(inp.W1, b, h), at(inp.b1, b, h), at(inp.W2, b, h), at(inp.b2, b, h)];
+      const lnW = at(inp.lnWeight, h);
+      const lnB = at(inp.lnBias, h);
+      const inner = (x: tf.Tensor, w: tf.Tensor[]): tf.Tensor => geluTanh(x.matMul(w[0]!).add(w[1]!)).matMul(w[2]!).add(w[3]!);
+      for (let c = 0; c < NC!; c++) {
+        const q = at(inp.XQ, b, h, c);
+        const k = at(inp.XK, b, h, c);
+        const v = at(inp.XV, b, h, c);
+        const eta = at(inp.eta, b, h, c).arraySync() as number[][];
+        // Per-token inner gradients, by autodiff.
+        const tokenGrads: tf.Tensor[][] = [];
+        for (let j = 0; j < K!; j++) {
+          const kj = k.slice([j, 0], [1, -1]);
+          const tj = v.slice([j, 0], [1, -1]).sub(kj);
+          tokenGrads.push(tf.grads((...w: tf.Tensor[]) => layerNorm(inner(kj, w), lnW, lnB, TTT_LN_EPS).sub(tj).square().sum().mul(0.5) as tf.Scalar)(W));
+        }
+        const step = (row: number[]): tf.Tensor[] => W.map((w, p) => tokenGrads.reduce((acc, g, j) => acc.sub(g[p]!.mul(row[j]!)), w));
+        for (let i = 0; i < K!; i++) {
+          const wi = step(eta[i]!);
+          const y = q.slice([i, 0], [1, -1]).add(layerNorm(inner(q.slice([i, 0], [1, -1]), wi), lnW, lnB, TTT_LN_EPS));
+          out.set(y.dataSync(), ((((b * H! + h) * NC! + c) * K! + i) * D!));
+        }
+        W = step(eta[K! - 1]!);
+      }
+    }
+  }
+  return out;
+}
+
+function maxRelErr(a: Float32Array, b: Float32Array): number {
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!) / Math.max(1, Math.abs(b[i]!)));
+  return m;
+}
+
+test('tttMlp dual form equals the primal form (identical and differing eta rows)', () => {
+  for (const sameRows of [true, false]) {
+    const inp = mlpInputs(3, sameRows);
+    const dual = tttMlp(inp).dataSync() as Float32Array;
+    const primal = primalMlp(inp);
+    const err = maxRelErr(dual, primal);
+    assert.ok(err < 1e-4, `sameRows=${sameRows}: max relative difference ${err}`);
+  }
+});
+
+function tinyParams(stage: string): { d: ReturnType<typeof modelDims>; P: Params; rope: ReturnType<typeof ropeForModel> } {
+  const st = loadStageConfig(path.join(ROOT, `configs/train/tiny/${stage}.toml`));
+  const d = modelDims(st.config);
+  const P: Params = {};
+  for (const s of paramSpecs(d)) P[s.name] = toInternal(s, initialValue(s, 5));
+  const rope = ropeForModel(ropeTables(d.latentFrames, d.gridH, d.gridW, d.headDim, d.ropeTheta), d);
+  return { d, P, rope };
+}
+
+test('a whole DiT block: finite-difference gradient check of its inputs and TTT/attention weights', () => {
+  const { d, P, rope } = tinyParams('9s');
+  const nL = d.segments * d.textLength;
+  const Nv = d.latentFrames * d.tokensPerFrame;
+  const vid = rand([1, Nv, d.width], 31, 0.5);
+  const txt = rand([1, nL, d.width], 32, 0.5);
+  const temb = rand([1, d.timeEmbedDim], 33, 0.5);
+  const Rv = rand([1, Nv, d.width], 34);
+  const Rt = rand([1, nL, d.width], 35);
+  const names = ['dit.layers.0.seq_modeling_block.ssm.ttt.W1', 'dit.layers.0.seq_modeling_block.ssm.ttt.wk.weight', 'dit.layers.0.seq_modeling_block.q.weight', 'dit.layers.0.seq_modeling_block.forward_ssm_gating_video.gating_alpha', 'dit.layers.0.pre_seq_adaLN_modulation.1.weight'];
+  // Larger gates so that the TTT branches carry weight in the check.
+  for (const g of ['forward', 'backward']) for (const k of ['text', 'video']) P[`dit.layers.0.seq_modeling_block.${g}_ssm_gating_${k}.gating_alpha`] = tf.fill([d.width], 0.8);
+  checkGradients(
+    'ditBlock',
+    ([v, t, e, ...ws]) => {
+      const Q: Params = { ...P };
+      names.forEach((n, i) => (Q[n] = ws[i]!));
+      const o = ditBlock(Q, 0, v!, t!, e!, d, rope);
+      return o.vid.mul(Rv).sum().add(o.txt.mul(Rt).sum()) as tf.Scalar;
+    },
+    { vid, txt, temb, ...Object.fromEntries(names.map((n) => [n, P[n]!])) },
+    3e-3,
+  );
+});
+
+test('forward and backward work at all five stage lengths at tiny width', () => {
+  for (const stage of ['3s', '9s', '18s', '30s', '63s']) {
+    const { d, P, rope } = tinyParams(stage);
+    const video = rand([1, d.latentFrames, d.inChannels, d.latentHeight, d.latentWidth], 41);
+    const text = rand([1, d.segments, d.textLength, d.textDim], 42);
+    const timesteps = tf.tensor1d([321]);
+    const names = Object.keys(P);
+    const { value, grads } = tf.valueAndGrads((...xs: tf.Tensor[]) => {
+      const Q: Params = {};
+      names.forEach((n, i) => (Q[n] = xs[i]!));
+      return ditForward(Q, d, { video, text, timesteps }, rope).square().mean() as tf.Scalar;
+    })(names.map((n) => P[n]!));
+    assert.ok(Number.isFinite(value.dataSync()[0]!), `${stage}: finite loss`);
+    const norms = grads.map((g) => g.square().sum().dataSync()[0]!);
+    assert.ok(norms.every(Number.isFinite), `${stage}: finite gradients`);
+    // The last block's text stream is discarded after it, and its backward-TTT text gate feeds only
+    // that stream: its gradient is exactly zero (as in the PyTorch model). Every other parameter gets one.
+    const lastTextGate = `dit.layers.${d.layers - 1}.seq_modeling_block.backward_ssm_gating_text.gating_alpha`;
+    assert.deepEqual(names.filter((_, i) => !(norms[i]! > 0)), [lastTextGate], `${stage}: every parameter gets a gradient`);
+    tf.dispose([value, ...grads, video, text, timesteps, ...Object.values(P)]);
+  }
+});
+
+test('a sequence length that breaks the mini-batch rule is a clear error', () => {
+  const { d, P, rope } = tinyParams('3s');
+  const x = rand([1, d.seqLen - 4, d.width], 51);
+  assert.throws(() => tttLayer(P, 'dit.layers.0.seq_modeling_block.ssm.ttt', x, d, rope), /TTT sequence length 60 is not a multiple of the mini-batch size 64/);
+});
+
+test('the fast-path matMul equals tf.matMul, values and gradients, with transposes', () => {
+  for (const [tA, tB] of [[false, false], [true, false], [false, true], [true, true]] as const) {
+    const [Bt, M, K, N] = [3, 64, 48, 40];
+    assert.ok(M * K * N >= SMALL_PRODUCT);
+    const a = rand(tA ? [Bt, K, M] : [Bt, M, K], 61);
+    const b = rand(tB ? [Bt, N, K] : [Bt, K, N], 62);
+    const R = rand([Bt, M, N], 63);
+    const ours = tf.valueAndGrads((x: tf.Tensor, y: tf.Tensor) => matMul(x, y, tA, tB).mul(R).sum() as tf.Scalar)([a, b]);
+    const ref = tf.valueAndGrads((x: tf.Tensor, y: tf.Tensor) => tf.matMul(x, y, tA, tB).mul(R).sum() as tf.Scalar)([a, b]);
+    for (let i = 0; i < 2; i++) {
+      const err = maxRelErr(ours.grads[i]!.dataSync() as Float32Array, ref.grads[i]!.dataSync() as Float32Array);
+      assert.ok(err < 1e-4, `transA=${tA} transB=${tB}: gradient ${i} differs by ${err}`);
+    }
+    assert.ok(Math.abs(ours.value.dataSync()[0]! - ref.value.dataSync()[0]!) < 1e-2);
+  }
+});
