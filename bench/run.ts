@@ -1,10 +1,12 @@
 /**
  * `npm run bench [-- name ...]`: benchmarks, printed as tables. Not tests: figures vary with
  * the machine; targets are stated next to each figure.
+ *   model      per-token time across stage lengths, FLOP/s ratio, remat, step time per backend
  *   overhead   stage through Temporal / same steps direct (target <= 1.05)
  */
 import * as os from 'node:os';
 import { initBackend } from '../src/backend';
+import { modelBench } from './model';
 import { overheadBench } from './overhead';
 
 async function main(): Promise<void> {
@@ -12,6 +14,7 @@ async function main(): Promise<void> {
   const want = (n: string): boolean => names.length === 0 || names.includes(n);
   const backend = await initBackend('auto');
   process.stdout.write(`ttt-curriculum benchmarks: node ${process.version}, ${os.cpus().length} cores (${os.cpus()[0]?.model ?? '?'}), backend ${backend}\n\n`);
+  if (want('model')) await modelBench(process.stdout);
   if (want('overhead')) {
     const steps = Number(process.env.BENCH_OVERHEAD_STEPS ?? 600);
     const reps = Number(process.env.BENCH_OVERHEAD_REPS ?? 2);

@@ -1,5 +1,6 @@
 import type { StageConfig } from '../config/schema';
 import { FRAMES_PER_SEGMENT, videoLengthInfo } from '../config/video';
+import type { RematConfig } from './remat';
 
 /** Every size the model needs, derived from a stage config. */
 export interface ModelDims {
@@ -28,6 +29,8 @@ export interface ModelDims {
   ropeTheta: number;
   /** Whole sequence: segments * textLength + latentFrames * tokensPerFrame. */
   seqLen: number;
+  /** Activation recomputation (remat.*). */
+  remat: RematConfig;
 }
 
 export function modelDims(c: StageConfig): ModelDims {
@@ -59,6 +62,14 @@ export function modelDims(c: StageConfig): ModelDims {
     tttBaseLr: m.ttt_base_lr,
     ropeTheta: m.rope_theta,
     seqLen: v.segments * m.text_length + v.latentFrames * tokensPerFrame,
+    remat: {
+      layerGroup: c.remat.transformer_checkpoint_layer_group_size,
+      attention: c.remat.attention,
+      mlp: c.remat.mlp,
+      forwardSsm: c.remat.forward_ssm,
+      reverseSsm: c.remat.reverse_ssm,
+      seqBlock: c.remat.seq_modeling_block,
+    },
   };
 }
 

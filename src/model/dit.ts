@@ -14,9 +14,11 @@ import { matMul } from './matmul';
 import type { ModelDims } from './dims';
 import { geluTanh, layerNorm, linear, silu } from './ops';
 import { applyRope, type Rope } from './rope';
+import { recomputed } from './remat';
 import { tttLinear, tttMlp } from './ttt';
 
-export type Params = Record<string, tf.Tensor>;
+export type { Params } from './remat';
+import type { Params } from './remat';
 
 const LN_EPS = 1e-6;
 
@@ -256,10 +258,12 @@ function bidirectionalTtt(P: Params, pre: string, A: tf.Tensor, d: ModelDims, ro
   const Nv = A.shape[1]! - nL;
   const gated = (Y: tf.Tensor, dir: 'forward' | 'backward'): tf.Tensor =>
     tf.concat([sliceAxis(Y, 1, 0, nL).mul(gate(P, `${pre}.${dir}_ssm_gating_text.gating_alpha`)), sliceAxis(Y, 1, nL, Nv).mul(gate(P, `${pre}.${dir}_ssm_gating_video.gating_alpha`))], 1);
-  const Y = tttLayer(P, `${pre}.ssm.ttt`, A, d, rope);
+  const ttt = (x: tf.Tensor, remat: boolean): tf.Tensor =>
+    remat ? recomputed(P, [`${pre}.ssm.ttt.`], [x], (Q, [xx]) => tttLayer(Q, `${pre}.ssm.ttt`, xx!, d, rope)) : tttLayer(P, `${pre}.ssm.ttt`, x, d, rope);
+  const Y = ttt(A, d.remat.forwardSsm);
   const Z = A.add(gated(Y, 'forward'));
   // reverseSequence is its own inverse.
-  const Y2 = reverseSequence(tttLayer(P, `${pre}.ssm.ttt`, reverseSequence(Z, d), d, rope), d);
+  const Y2 = reverseSequence(ttt(reverseSequence(Z, d), d.remat.reverseSsm), d);
   return Z.add(gated(Y2, 'backward'));
 }
 
@@ -278,8 +282,18 @@ export function ditBlock(P: Params, i: number, vid: tf.Tensor, txt: tf.Tensor, t
   const lnB = get(P, `${p}.pre_seq_layernorm.bias`);
   const vin = layerNorm(vid, lnW, lnB, LN_EPS).mul(scale.add(1)).add(shift);
   const tin = layerNorm(txt, lnW, lnB, LN_EPS).mul(tScale.add(1)).add(tShift);
-  const att = localAttention(P, `${p}.seq_modeling_block`, vin, tin, d, rope);
-  const seqOut = bidirectionalTtt(P, `${p}.seq_modeling_block`, tf.concat([att.txt, att.vid], 1), d, rope);
+  const sb = `${p}.seq_modeling_block`;
+  // Attention returns [text | video] as one tensor so that it can be recomputed as one piece.
+  const attention = (Q: Params, v: tf.Tensor, t: tf.Tensor): tf.Tensor => {
+    const a = localAttention(Q, sb, v, t, d, rope);
+    return tf.concat([a.txt, a.vid], 1);
+  };
+  const attnPrefixes = ['q', 'k', 'v', 'o', 'q_norm', 'k_norm'].map((x) => `${sb}.${x}.`);
+  const seqBlock = (Q: Params, v: tf.Tensor, t: tf.Tensor): tf.Tensor => {
+    const A = d.remat.attention && !d.remat.seqBlock ? recomputed(Q, attnPrefixes, [v, t], (R, [vv, tt]) => attention(R, vv!, tt!)) : attention(Q, v, t);
+    return bidirectionalTtt(Q, sb, A, d, rope);
+  };
+  const seqOut = d.remat.seqBlock ? recomputed(P, [`${sb}.`], [vin, tin], (Q, [v, t]) => seqBlock(Q, v!, t!)) : seqBlock(P, vin, tin);
   vid = vid.add(sliceAxis(seqOut, 1, nL, vid.shape[1]!).mul(g));
   txt = txt.add(sliceAxis(seqOut, 1, 0, nL).mul(tGate));
   const [mShift, mScale, mGate, mtShift, mtScale, mtGate] = adaLN(P, `${p}.pre_mlp_adaLN_modulation.1`, temb, 6, D) as [tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor];
@@ -287,7 +301,9 @@ export function ditBlock(P: Params, i: number, vid: tf.Tensor, txt: tf.Tensor, t
   const mB = get(P, `${p}.pre_mlp_layernorm.bias`);
   const vin2 = layerNorm(vid, mW, mB, LN_EPS).mul(mScale.add(1)).add(mShift);
   const tin2 = layerNorm(txt, mW, mB, LN_EPS).mul(mtScale.add(1)).add(mtShift);
-  const h = linear(geluTanh(linear(tf.concat([tin2, vin2], 1), get(P, `${p}.mlp.layer1.weight`), get(P, `${p}.mlp.layer1.bias`))), get(P, `${p}.mlp.layer2.weight`), get(P, `${p}.mlp.layer2.bias`));
+  const mlp = (Q: Params, x: tf.Tensor): tf.Tensor => linear(geluTanh(linear(x, get(Q, `${p}.mlp.layer1.weight`), get(Q, `${p}.mlp.layer1.bias`))), get(Q, `${p}.mlp.layer2.weight`), get(Q, `${p}.mlp.layer2.bias`));
+  const mlpIn = tf.concat([tin2, vin2], 1);
+  const h = d.remat.mlp ? recomputed(P, [`${p}.mlp.`], [mlpIn], (Q, [x]) => mlp(Q, x!)) : mlp(P, mlpIn);
   vid = vid.add(sliceAxis(h, 1, nL, vid.shape[1]!).mul(mGate));
   txt = txt.add(sliceAxis(h, 1, 0, nL).mul(mtGate));
   return { vid, txt };
@@ -307,7 +323,22 @@ export function ditForward(P: Params, d: ModelDims, inp: DitInputs, rope: RopeTa
     );
     let vid = linear(patchify(inp.video, d), get(P, 'dit.patch_embedding.vid_proj.weight'), get(P, 'dit.patch_embedding.vid_proj.bias'));
     let txt = linear(inp.text.reshape([B!, n! * L!, d.textDim]), get(P, 'dit.patch_embedding.text_proj.weight'), get(P, 'dit.patch_embedding.text_proj.bias'));
-    for (let i = 0; i < d.layers; i++) ({ vid, txt } = ditBlock(P, i, vid, txt, temb, d, rope));
+    const g = d.remat.layerGroup;
+    for (let i = 0; i < d.layers; i += Math.max(1, g)) {
+      if (g > 0) {
+        // Recompute this group of blocks in the backward pass; [text | video] travel as one tensor.
+        const layers = Array.from({ length: Math.min(g, d.layers - i) }, (_, j) => i + j);
+        const nL = txt.shape[1]!;
+        const Nv = vid.shape[1]!;
+        const both = recomputed(P, layers.map((l) => `dit.layers.${l}.`), [vid, txt, temb], (Q, [v, t, e]) => {
+          let s = { vid: v!, txt: t! };
+          for (const l of layers) s = ditBlock(Q, l, s.vid, s.txt, e!, d, rope);
+          return tf.concat([s.txt, s.vid], 1);
+        });
+        txt = sliceAxis(both, 1, 0, nL);
+        vid = sliceAxis(both, 1, nL, Nv);
+      } else ({ vid, txt } = ditBlock(P, i, vid, txt, temb, d, rope));
+    }
     vid = layerNorm(vid, get(P, 'dit.transformer_norm.weight'), get(P, 'dit.transformer_norm.bias'), LN_EPS);
     const [shift, scale] = adaLN(P, 'dit.final_layer.adaLN_modulation.1', temb, 2, d.width) as [tf.Tensor, tf.Tensor];
     vid = layerNorm(vid, get(P, 'dit.final_layer.norm.weight'), get(P, 'dit.final_layer.norm.bias'), LN_EPS).mul(scale.add(1)).add(shift);

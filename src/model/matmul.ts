@@ -59,8 +59,18 @@ function wasmMatMul(a: tf.Tensor, b: tf.Tensor, transA: boolean, transB: boolean
   return f(a, b);
 }
 
+/** Multiply-add count of the products computed through matMul (forward calls), for FLOP/s benchmarks. */
+export const matMulStats = { flops: 0 };
+
 /** a·b with optional transposes of the last two axes; batch dimensions must match (no broadcasting). */
 export function matMul(a: tf.Tensor, b: tf.Tensor, transA = false, transB = false): tf.Tensor {
+  {
+    const batch = a.shape.slice(0, -2).reduce((x, y) => x * y, 1);
+    const m0 = a.shape[a.rank - (transA ? 1 : 2)]!;
+    const k0 = a.shape[a.rank - (transA ? 2 : 1)]!;
+    const n0 = b.shape[b.rank - (transB ? 2 : 1)]!;
+    matMulStats.flops += 2 * batch * m0 * k0 * n0;
+  }
   if (tf.getBackend() !== 'wasm') return tf.matMul(a, b, transA, transB);
   // Below about 64^3 multiply-adds per product the extra ops of the fast path cost more than they save (measured).
   const m = a.shape[a.rank - (transA ? 1 : 2)]!;

@@ -61,12 +61,16 @@ function lnApply(Z: tf.Tensor, w: tf.Tensor, b: tf.Tensor): tf.Tensor {
   return lnForward(Z, w, b).y;
 }
 
-/** Splits [B,H,NC,K,X] into NC tensors [B,H,K,X]: one transpose to [NC,B,H,K,X], then contiguous slices. */
+/**
+ * Splits [B,H,NC,K,X] into NC tensors [B,H,K,X]: one transpose to [NC,B,H,K,X], then tf.split,
+ * whose gradient is one concat (a slice per mini-batch would make its gradient a zero-padded
+ * full-size tensor per mini-batch: memory quadratic in the sequence length).
+ */
 function miniBatches(x: tf.Tensor): tf.Tensor[] {
-  // Slices rather than tf.unstack/tf.split: their gradients fail when some outputs get no gradient.
   const [B, H, NC, K, X] = x.shape as [number, number, number, number, number];
-  const t = x.transpose([2, 0, 1, 3, 4]).reshape([NC, B * H * K * X]);
-  return Array.from({ length: NC }, (_, i) => t.slice([i, 0], [1, -1]).reshape([B, H, K, X]));
+  if (NC === 1) return [x.reshape([B, H, K, X])]; // (tf.split's gradient fails for a single piece)
+  const t = x.transpose([2, 0, 1, 3, 4]);
+  return tf.split(t, NC, 0).map((p) => p.reshape([B, H, K, X]));
 }
 
 /** Stacks NC tensors [B,H,K,X] into [B,H,NC,K,X]. */

@@ -236,3 +236,38 @@ test('the fast-path matMul equals tf.matMul, values and gradients, with transpos
     assert.ok(Math.abs(ours.value.dataSync()[0]! - ref.value.dataSync()[0]!) < 1e-2);
   }
 });
+
+test('remat gives the same gradients with less peak tensor memory', async () => {
+  const { peakBytes } = await import('../../src/memory');
+  const { d, P, rope } = tinyParams('9s');
+  const video = rand([1, d.latentFrames, d.inChannels, d.latentHeight, d.latentWidth], 71);
+  const text = rand([1, d.segments, d.textLength, d.textDim], 72);
+  const timesteps = tf.tensor1d([500]);
+  const names = Object.keys(P);
+  const run = async (remat: typeof d.remat) => {
+    const dd = { ...d, remat };
+    return peakBytes(() =>
+      tf.tidy(() => {
+        const { grads } = tf.valueAndGrads((...xs: tf.Tensor[]) => {
+          const Q: Params = {};
+          names.forEach((n, i) => (Q[n] = xs[i]!));
+          return ditForward(Q, dd, { video, text, timesteps }, rope).square().mean() as tf.Scalar;
+        })(names.map((n) => P[n]!));
+        return grads.map((g) => g.dataSync() as Float32Array);
+      }),
+    );
+  };
+  const base = await run({ layerGroup: 0, attention: false, mlp: false, forwardSsm: false, reverseSsm: false, seqBlock: false });
+  for (const remat of [
+    { layerGroup: 1, attention: false, mlp: false, forwardSsm: false, reverseSsm: false, seqBlock: false },
+    { layerGroup: 0, attention: true, mlp: true, forwardSsm: true, reverseSsm: true, seqBlock: false },
+    { layerGroup: 0, attention: false, mlp: true, forwardSsm: false, reverseSsm: false, seqBlock: true },
+  ]) {
+    const r = await run(remat);
+    names.forEach((n, i) => {
+      const err = maxRelErr(r.result[i]!, base.result[i]!);
+      assert.ok(err < 1e-4, `${JSON.stringify(remat)}: gradient of ${n} differs by ${err}`);
+    });
+    assert.ok(r.peakBytes < base.peakBytes, `${JSON.stringify(remat)}: peak ${r.peakBytes} B < ${base.peakBytes} B without remat`);
+  }
+});
