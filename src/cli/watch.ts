@@ -30,6 +30,7 @@ export async function watchJob(client: Client, job: string, opts: WatchOptions =
   let multi: cliProgress.MultiBar | undefined;
   const bars = new Map<string, cliProgress.SingleBar>();
   let lastLine = '';
+  const best = new Map<string, { step: number; loss: number | null }>();
   let last: JobStatus | undefined;
   try {
     for (;;) {
@@ -43,6 +44,16 @@ export async function watchJob(client: Client, job: string, opts: WatchOptions =
         await new Promise((r) => setTimeout(r, interval));
         continue;
       }
+      // The workflow's progress lags the running shard's heartbeats by up to one shard; between a
+      // shard's end and the workflow recording it, a stage can read as less advanced than it was
+      // already seen to be. Never show progress going backwards.
+      for (const st of s.stages) {
+        const m = best.get(st.stage);
+        if (m && m.step > st.step) Object.assign(st, { step: m.step, loss: m.loss });
+        else best.set(st.stage, { step: st.step, loss: st.loss });
+      }
+      const cur = s.stages.find((x) => x.stage === s.stage);
+      if (cur && cur.step > s.step) Object.assign(s, { step: cur.step, loss: cur.loss });
       last = s;
       const now = Date.now();
       for (const st of s.stages) {
