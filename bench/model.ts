@@ -24,7 +24,7 @@ interface StepTiming {
 }
 
 /** Median time of `reps` training steps (forward + backward over every parameter) after one warm-up. */
-async function stepTiming(stage: string, overrides: Record<string, unknown>, remat: RematConfig, reps: number): Promise<StepTiming> {
+export async function stepTiming(stage: string, overrides: Record<string, unknown>, remat: RematConfig, reps: number): Promise<StepTiming> {
   const st = loadStageConfig(path.join(ROOT, `configs/train/tiny/${stage}.toml`), overrides);
   const d: ModelDims = { ...modelDims(st.config), remat };
   const P: Params = {};
@@ -63,7 +63,7 @@ async function stepTiming(stage: string, overrides: Record<string, unknown>, rem
 }
 
 /** FLOP/s of one large untransposed 2-D product on the current backend. */
-function largeMatmulFlops(n: number): number {
+export function largeMatmulFlops(n: number): number {
   const a = tf.randomNormal([n, n]) as tf.Tensor2D;
   tf.matMul(a, a).dispose();
   const reps = 5;

@@ -7,7 +7,8 @@ const SQRT_2_OVER_PI = Math.sqrt(2 / Math.PI);
 /** GELU, tanh approximation. */
 export function geluTanh(x: tf.Tensor): tf.Tensor {
   return tf.tidy(() => {
-    const inner = x.add(x.pow(3).mul(0.044715)).mul(SQRT_2_OVER_PI);
+    // x*x*x rather than x.pow(3): pow is several times slower on wasm.
+    const inner = x.add(x.square().mul(x).mul(0.044715)).mul(SQRT_2_OVER_PI);
     return x.mul(0.5).mul(inner.tanh().add(1));
   });
 }
@@ -15,7 +16,7 @@ export function geluTanh(x: tf.Tensor): tf.Tensor {
 /** d/dx of geluTanh. */
 export function geluTanhGrad(x: tf.Tensor): tf.Tensor {
   return tf.tidy(() => {
-    const t = x.add(x.pow(3).mul(0.044715)).mul(SQRT_2_OVER_PI).tanh();
+    const t = x.add(x.square().mul(x).mul(0.044715)).mul(SQRT_2_OVER_PI).tanh();
     const dInner = x.square().mul(3 * 0.044715).add(1).mul(SQRT_2_OVER_PI);
     return t.add(1).mul(0.5).add(x.mul(0.5).mul(tf.scalar(1).sub(t.square())).mul(dInner));
   });
