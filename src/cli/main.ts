@@ -10,7 +10,10 @@ import cliProgress from 'cli-progress';
 import { connectClient, jobHandle, pauseSignal, resumeSignal, setUntilUpdate, startJob } from '../client';
 import { loadStageConfig, parseCliOverrides, type Overrides } from '../config/load';
 import { temporalTarget } from '../connection';
-import { isUserError } from '../errors';
+import { isUserError, UserError } from '../errors';
+import { normaliseStageName } from '../config/video';
+import { writeSynthDataset } from '../data/synthfiles';
+import { modelDims } from '../model/dims';
 import { logger } from '../log';
 import { jobDir } from '../paths';
 import { jobStatus, statusLine } from '../status';
@@ -163,6 +166,25 @@ export function buildProgram(cliOverrides: Overrides): Command {
       process.stdout.write(
         `${r.stage}: steps ${r.startStep}->${r.step} of ${r.totalSteps}${r.done ? ' (stage complete)' : ''}, first loss ${r.firstLoss?.toFixed(4) ?? '-'}, last loss ${r.lastLoss?.toFixed(4) ?? '-'}, ${r.seconds.toFixed(1)}s on ${r.backend}\ncheckpoint: ${r.checkpoint}\n`,
       );
+    });
+
+  program
+    .command('dataset')
+    .description('datasets of precomputed embeddings')
+    .command('synth')
+    .description('write the synthetic source as a JSONL dataset (latents .npy, text chunks .safetensors) that the real reader takes')
+    .requiredOption('--out <dir>', 'output folder')
+    .option('--video-length <len>', 'stage video length (3sec .. 63sec); picks configs/train/tiny/<stage>.toml')
+    .option('--config <file>', 'stage config giving the sizes and seed (default: the tiny config of --video-length)')
+    .option('--samples <n>', 'number of samples (default: training.synthetic_samples)', (v) => Number(v))
+    .action((o: { out: string; videoLength?: string; config?: string; samples?: number }) => {
+      const stageName = o.videoLength ? normaliseStageName(o.videoLength.replace(/sec$/, 's')) : undefined;
+      if (!o.config && !stageName) throw new UserError('give --video-length (3sec, 9sec, 18sec, 30sec, 63sec) or --config', { kind: 'InvalidInput' });
+      const file = o.config ?? `configs/train/tiny/${stageName}.toml`;
+      const stage = loadStageConfig(file, { ...cliOverrides, ...(o.videoLength ? { 'model.video_length': `${stageName!.replace(/s$/, 'sec')}` } : {}), 'training.dataset_path': 'synthetic' }, { overrideSource: 'command line' });
+      const n = o.samples ?? stage.config.training.synthetic_samples;
+      const jsonl = writeSynthDataset(path.resolve(o.out), stage.config, modelDims(stage.config), n);
+      process.stdout.write(`wrote ${n} ${stage.config.model.video_length} samples: ${jsonl}\nuse: --training.dataset_path=${path.resolve(o.out)} --training.jsonl_paths='["${path.basename(jsonl)}"]'\n`);
     });
 
   program

@@ -4,10 +4,10 @@
  */
 import { tf } from '../backend';
 import type { StageConfig } from '../config/schema';
-import { UserError } from '../errors';
 import { ALPHAS_CUMPROD, NUM_TRAIN_TIMESTEPS } from '../diffusion';
 import type { ModelDims } from '../model/dims';
 import { normals, permutation, rngFor, STREAM } from '../rng';
+import { openJsonlDataset } from './jsonl';
 import { synthSample, type SynthDims } from './synthetic';
 
 export interface Batch {
@@ -38,13 +38,7 @@ export function synthDims(d: ModelDims): SynthDims {
 }
 
 export function openDataSource(c: StageConfig, d: ModelDims): DataSource {
-  if (c.training.dataset_path !== 'synthetic') {
-    throw new UserError('precomputed-embedding datasets are not readable yet in this version', {
-      where: 'training.dataset_path',
-      kind: 'ConfigError',
-      fix: 'use training.dataset_path = "synthetic" (the JSONL reader is planned)',
-    });
-  }
+  if (c.training.dataset_path !== 'synthetic') return openJsonlDataset(c, d);
   const dims = synthDims(d);
   const seed = c.training.seed;
   return { size: c.training.synthetic_samples, sample: (n) => synthSample(seed, n, dims) };
