@@ -2,10 +2,12 @@
  * `npm run bench [-- name ...]`: benchmarks, printed as tables. Not tests: figures vary with
  * the machine; targets are stated next to each figure.
  *   model      per-token time across stage lengths, FLOP/s ratio, remat, step time per backend
+ *   data       data loading / step time, tiny 63s stage from files (target < 5%)
  *   overhead   stage through Temporal / same steps direct (target <= 1.05)
  */
 import * as os from 'node:os';
 import { initBackend } from '../src/backend';
+import { dataBench } from './data';
 import { modelBench } from './model';
 import { overheadBench } from './overhead';
 
@@ -15,6 +17,10 @@ async function main(): Promise<void> {
   const backend = await initBackend('auto');
   process.stdout.write(`ttt-curriculum benchmarks: node ${process.version}, ${os.cpus().length} cores (${os.cpus()[0]?.model ?? '?'}), backend ${backend}\n\n`);
   if (want('model')) await modelBench(process.stdout);
+  if (want('data')) {
+    const r = await dataBench(Number(process.env.BENCH_DATA_STEPS ?? 6));
+    process.stdout.write(`Data loading, tiny 63s stage from a file dataset: ${(r.dataSeconds * 1000).toFixed(1)} ms of a ${(r.stepSeconds * 1000).toFixed(0)} ms step = ${((100 * r.dataSeconds) / r.stepSeconds).toFixed(2)}% (target < 5%)\n\n`);
+  }
   if (want('overhead')) {
     const steps = Number(process.env.BENCH_OVERHEAD_STEPS ?? 600);
     const reps = Number(process.env.BENCH_OVERHEAD_REPS ?? 2);
