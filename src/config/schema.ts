@@ -55,6 +55,7 @@ export const trainingSchema = z
     jsonl_paths: z.array(z.string().min(1)).default([]).describe('JSONL files listing samples, relative to dataset_path'),
     seed: nonNegInt.default(0).describe('Seed of initialisation, data order and noise'),
     synthetic_samples: posInt.default(64).describe('Number of distinct samples of the synthetic source'),
+    max_bad_samples: nonNegInt.default(10).describe('Unreadable or mis-shaped samples skipped (with a warning) before the stage fails with the list of them'),
     vae_scale_factor: posNum.default(1.0).describe('Latents are (mean + exp(logvar/2) * eps) * vae_scale_factor when vid_emb holds the VAE posterior'),
   })
   .describe('Training loop and data');

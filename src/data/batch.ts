@@ -7,6 +7,7 @@ import type { StageConfig } from '../config/schema';
 import { ALPHAS_CUMPROD, NUM_TRAIN_TIMESTEPS } from '../diffusion';
 import type { ModelDims } from '../model/dims';
 import { normals, permutation, rngFor, STREAM } from '../rng';
+import { UserError } from '../errors';
 import { openJsonlDataset } from './jsonl';
 import { synthSample, type SynthDims } from './synthetic';
 
@@ -18,6 +19,14 @@ export interface Batch {
   text: tf.Tensor;
   timesteps: tf.Tensor;
   sampleIds: number[];
+}
+
+/** Bad samples: skipped with a warning up to `maxBad`, then the run fails with the list. */
+export interface SkipPolicy {
+  maxBad: number;
+  /** Sample id -> why it is unusable ("file:line: ..."). */
+  bad: Map<number, string>;
+  onSkip?: (id: number, reason: string) => void;
 }
 
 export interface DataSource {
@@ -60,7 +69,7 @@ export function sampleAt(pos: number, size: number, seed: number, cache: Map<num
  * The micro-batch `micro` of optimizer step `step` (1-based): `size` samples starting at
  * stream position (step-1)*globalBatch + micro*size.
  */
-export function makeBatch(src: DataSource, d: ModelDims, seed: number, step: number, globalBatch: number, micro: number, size: number, cache?: Map<number, number[]>): Batch {
+export function makeBatch(src: DataSource, d: ModelDims, seed: number, step: number, globalBatch: number, micro: number, size: number, cache?: Map<number, number[]>, skip?: SkipPolicy): Batch {
   const F = d.latentFrames;
   const vidLen = F * d.inChannels * d.latentHeight * d.latentWidth;
   const txtLen = d.segments * d.textLength * d.textDim;
@@ -72,9 +81,8 @@ export function makeBatch(src: DataSource, d: ModelDims, seed: number, step: num
   for (let b = 0; b < size; b++) {
     const slot = micro * size + b;
     const pos = (step - 1) * globalBatch + slot;
-    const id = sampleAt(pos, src.size, seed, cache);
+    const { id, s } = readSample(src, pos, seed, cache, skip);
     ids.push(id);
-    const s = src.sample(id);
     const t = Math.floor(rngFor(seed, STREAM.timestep, step, slot)() * NUM_TRAIN_TIMESTEPS);
     ts[b] = t;
     const a = Math.fround(Math.sqrt(ALPHAS_CUMPROD[t]!));
@@ -95,6 +103,32 @@ export function makeBatch(src: DataSource, d: ModelDims, seed: number, step: num
     timesteps: tf.tensor1d(ts),
     sampleIds: ids,
   };
+}
+
+/**
+ * The sample at stream position `pos`; a bad one is replaced by the sample at the same position
+ * of the next epoch's order (deterministic, so resumed runs skip identically).
+ */
+function readSample(src: DataSource, pos: number, seed: number, cache: Map<number, number[]> | undefined, skip: SkipPolicy | undefined): { id: number; s: { video: Float32Array; text: Float32Array } } {
+  for (let attempt = 0; ; attempt++) {
+    const id = sampleAt(pos + attempt * src.size, src.size, seed, cache);
+    try {
+      return { id, s: src.sample(id) };
+    } catch (e) {
+      if (!skip || !(e instanceof UserError) || e.kind !== 'DataError') throw e;
+      if (!skip.bad.has(id)) {
+        skip.bad.set(id, e.message);
+        skip.onSkip?.(id, e.message);
+      }
+      if (skip.bad.size > skip.maxBad || skip.bad.size >= src.size) {
+        const list = [...skip.bad.values()].map((r) => `  - ${r}`).join('\n');
+        throw new UserError(`${skip.bad.size} bad samples, more than training.max_bad_samples = ${skip.maxBad}:\n${list}\n`, {
+          kind: 'DataError',
+          fix: 'repair or remove these samples, or raise training.max_bad_samples',
+        });
+      }
+    }
+  }
 }
 
 export function disposeBatch(b: Batch): void {

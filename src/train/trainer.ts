@@ -224,6 +224,11 @@ export async function runShard(req: ShardRequest, ctl: ShardControl = {}): Promi
     const maxSeconds = req.maxSeconds ?? c.shard.max_seconds;
     const src = openDataSource(c, dims);
     const permCache = new Map<number, number[]>();
+    const skip = {
+      maxBad: c.training.max_bad_samples,
+      bad: new Map<number, string>(),
+      onSkip: (id: number, reason: string) => log.warn({ sample: id, reason }, 'skipping a bad sample'),
+    };
     const accum = c.training.grad_accum_steps;
     const micro = c.training.global_batch_size / (c.parallelism.dp_replicate * c.parallelism.dp_sharding) / accum;
     const trainableSet = new Set(model.trainable);
@@ -252,7 +257,7 @@ export async function runShard(req: ShardRequest, ctl: ShardControl = {}): Promi
         const gradSum = new Map<string, tf.Tensor>();
         for (let a = 0; a < accum; a++) {
           const td = Date.now();
-          const batch = makeBatch(src, dims, c.training.seed, s, c.training.global_batch_size, a, micro, permCache);
+          const batch = makeBatch(src, dims, c.training.seed, s, c.training.global_batch_size, a, micro, permCache, skip);
           dataMs += Date.now() - td;
           const names = model.trainable;
           const frozen: Params = {};

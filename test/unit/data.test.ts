@@ -103,3 +103,19 @@ test('.npy files round-trip and a bad header is a clear error', () => {
   fs.writeFileSync(f, 'hello');
   assert.throws(() => readNpy(f), /not a \.npy file/);
 });
+
+test('bad samples are skipped with a warning up to training.max_bad_samples, then the run fails with the list', async () => {
+  const { runShard } = await import('../../src/train/trainer');
+  const dir = tmpDir('skip');
+  const st = loadStageConfig(CFG, {});
+  writeSynthDataset(dir, st.config, modelDims(st.config), 4);
+  fs.rmSync(path.join(dir, 'latents/9sec-1.npy'));
+  fs.rmSync(path.join(dir, 'latents/9sec-3.npy'));
+  const overrides = { 'training.dataset_path': dir, 'training.jsonl_paths': ['9sec.jsonl'], 'training.steps': 4, 'checkpoint.interval': 4, 'training.global_batch_size': 1 };
+  const ok = await runShard({ configFile: CFG, overrides: { ...overrides, 'training.max_bad_samples': 2 }, jobDir: path.join(dir, 'ok'), initFrom: null });
+  assert.equal(ok.step, 4, 'trained past the two bad samples');
+  await assert.rejects(
+    runShard({ configFile: CFG, overrides: { ...overrides, 'training.max_bad_samples': 1 }, jobDir: path.join(dir, 'fail'), initFrom: null }),
+    (e: unknown) => e instanceof UserError && e.kind === 'DataError' && /2 bad samples, more than training\.max_bad_samples = 1/.test(e.message) && /9sec\.jsonl:2: .*9sec-1\.npy does not exist/.test(e.message) && /9sec\.jsonl:4: .*9sec-3\.npy does not exist/.test(e.message),
+  );
+});
