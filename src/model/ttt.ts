@@ -12,19 +12,7 @@ import { geluTanh, geluTanhGrad } from './ops';
 
 export const TTT_LN_EPS = 1e-8;
 
-export interface TttMlpInputs {
-  XQ: tf.Tensor;
-  XK: tf.Tensor;
-  XV: tf.Tensor;
-  eta: tf.Tensor;
-  lnWeight: tf.Tensor;
-  lnBias: tf.Tensor;
-  W1: tf.Tensor;
-  b1: tf.Tensor;
-  W2: tf.Tensor;
-  b2: tf.Tensor;
-}
-
+/** Inputs of tttLinear: W1 [B,H,D,D], b1 [B,H,1,D]. */
 export interface TttLinearInputs {
   XQ: tf.Tensor;
   XK: tf.Tensor;
@@ -34,6 +22,12 @@ export interface TttLinearInputs {
   lnBias: tf.Tensor;
   W1: tf.Tensor;
   b1: tf.Tensor;
+}
+
+/** Inputs of tttMlp: W1 [B,H,D,F], b1 [B,H,1,F], W2 [B,H,F,D], b2 [B,H,1,D]. */
+export interface TttMlpInputs extends TttLinearInputs {
+  W2: tf.Tensor;
+  b2: tf.Tensor;
 }
 
 /** Layer norm over D with its value and the pieces needed for its backward pass. */
