@@ -48,10 +48,11 @@ function wasmMatMul(a: tf.Tensor, b: tf.Tensor, transA: boolean, transB: boolean
       value: fastProduct(A, B),
       gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
         const [sx, sy] = saved as [tf.Tensor, tf.Tensor];
-        const As = transA ? swapLast(sx) : sx;
-        const Bs = transB ? swapLast(sy) : sy;
-        const dA = fastProduct(dy, swapLast(Bs)); // dL/dA = dY·Bᵀ
-        const dB = fastProduct(swapLast(As), dy); // dL/dB = Aᵀ·dY
+        // Aᵀ and Bᵀ straight from the saved operands (an operand saved transposed is already it).
+        const At = transA ? sx : swapLast(sx);
+        const Bt = transB ? sy : swapLast(sy);
+        const dA = fastProduct(dy, Bt); // dL/dA = dY·Bᵀ
+        const dB = fastProduct(At, dy); // dL/dB = Aᵀ·dY
         return [transA ? swapLast(dA) : dA, transB ? swapLast(dB) : dB];
       },
     };
@@ -64,18 +65,12 @@ export const matMulStats = { flops: 0 };
 
 /** a·b with optional transposes of the last two axes; batch dimensions must match (no broadcasting). */
 export function matMul(a: tf.Tensor, b: tf.Tensor, transA = false, transB = false): tf.Tensor {
-  {
-    const batch = a.shape.slice(0, -2).reduce((x, y) => x * y, 1);
-    const m0 = a.shape[a.rank - (transA ? 1 : 2)]!;
-    const k0 = a.shape[a.rank - (transA ? 2 : 1)]!;
-    const n0 = b.shape[b.rank - (transB ? 2 : 1)]!;
-    matMulStats.flops += 2 * batch * m0 * k0 * n0;
-  }
-  if (tf.getBackend() !== 'wasm') return tf.matMul(a, b, transA, transB);
-  // Below about 64^3 multiply-adds per product the extra ops of the fast path cost more than they save (measured).
   const m = a.shape[a.rank - (transA ? 1 : 2)]!;
   const k = a.shape[a.rank - (transA ? 2 : 1)]!;
   const n = b.shape[b.rank - (transB ? 2 : 1)]!;
+  matMulStats.flops += 2 * a.shape.slice(0, -2).reduce((x, y) => x * y, 1) * m * k * n;
+  if (tf.getBackend() !== 'wasm') return tf.matMul(a, b, transA, transB);
+  // Below about 64^3 multiply-adds per product the extra ops of the fast path cost more than they save (measured).
   if (m * k * n < SMALL_PRODUCT) return tf.matMul(a, b, transA, transB);
   if (a.rank !== b.rank || a.shape.slice(0, -2).join(',') !== b.shape.slice(0, -2).join(',')) {
     throw new Error(`matMul: batch shapes differ: [${a.shape.join(',')}] x [${b.shape.join(',')}]`);
