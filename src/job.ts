@@ -4,7 +4,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { latestCompleteCheckpoint, promoteCheckpoint, verifyCheckpoint } from './checkpoint/store';
+import { latestCompleteCheckpoint, promoteCheckpoint, verifyCheckpoint, type VerifiedCheckpoint } from './checkpoint/store';
 import { loadCurriculum, resolveUntil, type Overrides } from './config/load';
 import { UserError } from './errors';
 import { validateJobName } from './jobname';
@@ -48,27 +48,32 @@ export function planCurriculum(input: CurriculumInput): Plan {
   };
 }
 
-function finalOf(dir: string, stage: string): StageFinal | null {
-  const v = verifyCheckpoint(dir);
-  if (!v.ok) return null;
+function stageFinal(stage: string, ck: VerifiedCheckpoint): StageFinal {
   return {
     stage,
-    steps: v.state.step,
-    finalCheckpoint: dir,
-    modelSha256: v.state.files['model.safetensors']!.sha256,
-    firstLoss: v.state.firstLoss,
-    lastLoss: v.state.lastLoss,
-    initHash: v.state.initHash,
+    steps: ck.state.step,
+    finalCheckpoint: ck.dir,
+    modelSha256: ck.state.files['model.safetensors']!.sha256,
+    firstLoss: ck.state.firstLoss,
+    lastLoss: ck.state.lastLoss,
+    initHash: ck.state.initHash,
   };
+}
+
+/** The stage's promoted final checkpoint, if it verifies and holds all `steps`. */
+function existingFinal(sDir: string, stage: string, steps: number): StageFinal | null {
+  const fDir = finalDir(sDir);
+  if (!fs.existsSync(fDir)) return null;
+  const v = verifyCheckpoint(fDir);
+  return v.ok && v.state.step === steps ? stageFinal(stage, { dir: fDir, state: v.state }) : null;
 }
 
 /** Where a stage stands on disk. */
 export function inspectStage(jobDirPath: string, stage: string, steps: number): StageStatus {
   const sDir = stageDir(jobDirPath, stage);
-  const fDir = finalDir(sDir);
-  const final = fs.existsSync(fDir) ? finalOf(fDir, stage) : null;
-  const latest = latestCompleteCheckpoint(checkpointsDir(sDir));
-  return { stage, final: final && final.steps === steps ? final : null, step: latest?.state.step ?? 0 };
+  const final = existingFinal(sDir, stage, steps);
+  if (final) return { stage, final, step: steps };
+  return { stage, final: null, step: latestCompleteCheckpoint(checkpointsDir(sDir))?.state.step ?? 0 };
 }
 
 /** Promotes the stage's completed checkpoint to <stage>/final. */
@@ -76,13 +81,9 @@ export function promoteStage(jobDirPath: string, stage: string, steps: number): 
   const sDir = stageDir(jobDirPath, stage);
   const latest = latestCompleteCheckpoint(checkpointsDir(sDir));
   if (!latest || latest.state.step !== steps) {
-    const fDir = finalDir(sDir);
-    const existing = fs.existsSync(fDir) ? finalOf(fDir, stage) : null;
-    if (existing && existing.steps === steps) return existing;
+    const existing = existingFinal(sDir, stage, steps);
+    if (existing) return existing;
     throw new Error(`stage ${stage} has no complete checkpoint at step ${steps} (latest: ${latest?.state.step ?? 'none'})`);
   }
-  const dir = promoteCheckpoint(latest.dir, finalDir(sDir));
-  const f = finalOf(dir, stage);
-  if (!f) throw new Error(`promoted checkpoint ${dir} does not verify`);
-  return f;
+  return stageFinal(stage, promoteCheckpoint(latest, finalDir(sDir)));
 }

@@ -12,7 +12,7 @@ import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { UserError } from '../errors';
-import { encodeSafetensors, readHeader, readSafetensors, type FloatTensor } from './safetensors';
+import { encodeSafetensors, readSafetensors, type FloatTensor } from './safetensors';
 
 export const CHECKPOINT_FORMAT = 'ttt-curriculum-checkpoint/1';
 const STEP_DIR = /^step-(\d{8})$/;
@@ -188,10 +188,7 @@ export function listCheckpoints(checkpointsDir: string): { step: number; dir: st
 }
 
 /** The newest complete checkpoint; invalid ones are skipped and reported through `onSkip`. */
-export function latestCompleteCheckpoint(
-  checkpointsDir: string,
-  onSkip: (dir: string, reason: string) => void = () => {},
-): { dir: string; state: CheckpointState } | undefined {
+export function latestCompleteCheckpoint(checkpointsDir: string, onSkip: (dir: string, reason: string) => void = () => {}): VerifiedCheckpoint | undefined {
   for (const c of listCheckpoints(checkpointsDir)) {
     const v = verifyCheckpoint(c.dir);
     if (v.ok) return { dir: c.dir, state: v.state };
@@ -226,14 +223,24 @@ function processAlive(pid: number): boolean {
   }
 }
 
-/** Loads a complete checkpoint (verified). */
-export function loadCheckpoint(dir: string): { model: Map<string, FloatTensor>; optimizer?: Map<string, FloatTensor>; state: CheckpointState } {
+/** A checkpoint whose files verified against its state.json. */
+export interface VerifiedCheckpoint {
+  dir: string;
+  state: CheckpointState;
+}
+
+function verified(dir: string): VerifiedCheckpoint {
   const v = verifyCheckpoint(dir);
   if (!v.ok) throw new Error(`checkpoint ${dir} is not usable: ${v.reason}`);
+  return { dir, state: v.state };
+}
+
+/** Loads a complete checkpoint: a folder (verified here) or one already verified (e.g. by latestCompleteCheckpoint). */
+export function loadCheckpoint(ck: string | VerifiedCheckpoint): { model: Map<string, FloatTensor>; optimizer?: Map<string, FloatTensor>; state: CheckpointState } {
+  const { dir, state } = typeof ck === 'string' ? verified(ck) : ck;
   const model = readSafetensors(path.join(dir, 'model.safetensors')).tensors;
-  const optFile = path.join(dir, 'optimizer.safetensors');
-  const optimizer = v.state.files['optimizer.safetensors'] ? readSafetensors(optFile).tensors : undefined;
-  return optimizer ? { model, optimizer, state: v.state } : { model, state: v.state };
+  const optimizer = state.files['optimizer.safetensors'] ? readSafetensors(path.join(dir, 'optimizer.safetensors')).tensors : undefined;
+  return optimizer ? { model, optimizer, state } : { model, state };
 }
 
 /** The model safetensors files of a weights folder: model.safetensors or the shards of model.safetensors.index.json. */
@@ -271,43 +278,50 @@ export function loadModelWeights(dir: string): Map<string, FloatTensor> {
   return out;
 }
 
-/** A content hash of a weights folder: sha256 over the sorted tensor names, shapes and bytes. */
-export function weightsHash(dir: string): string {
+/** sha256 over sorted tensor names, shapes and float32 bytes (PyTorch layout). */
+export function tensorsHash(tensors: Map<string, FloatTensor>): string {
   const h = crypto.createHash('sha256');
-  const weights = loadModelWeights(dir);
-  for (const name of [...weights.keys()].sort()) {
-    const t = weights.get(name)!;
+  for (const name of [...tensors.keys()].sort()) {
+    const t = tensors.get(name)!;
     h.update(name).update(JSON.stringify(t.shape)).update(Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength));
   }
   return h.digest('hex');
 }
 
+/** A content hash of a weights folder (tensorsHash of its model weights). */
+export function weightsHash(dir: string): string {
+  return tensorsHash(loadModelWeights(dir));
+}
+
 /**
- * Promotes a step checkpoint to stageDir/final atomically (hard links when possible, else copies).
- * An existing valid final is kept. Returns the final folder.
+ * Promotes a verified step checkpoint to stageDir/final atomically (hard links when possible,
+ * else fsynced copies). An existing valid final is kept. Returns the final checkpoint.
  */
-export function promoteCheckpoint(src: string, finalDir: string): string {
-  if (fs.existsSync(finalDir) && verifyCheckpoint(finalDir).ok) return finalDir;
-  const v = verifyCheckpoint(src);
-  if (!v.ok) throw new Error(`cannot promote ${src}: ${v.reason}`);
+export function promoteCheckpoint(src: VerifiedCheckpoint, finalDir: string): VerifiedCheckpoint {
+  if (fs.existsSync(finalDir)) {
+    const existing = verifyCheckpoint(finalDir);
+    if (existing.ok) return { dir: finalDir, state: existing.state };
+  }
   const tmp = `${finalDir}.tmp-${process.pid}-${crypto.randomBytes(4).toString('hex')}`;
   fs.mkdirSync(tmp, { recursive: true });
-  for (const name of [...Object.keys(v.state.files), 'state.json']) {
+  for (const name of [...Object.keys(src.state.files), 'state.json']) {
+    const from = path.join(src.dir, name);
+    const to = path.join(tmp, name);
     try {
-      fs.linkSync(path.join(src, name), path.join(tmp, name));
+      fs.linkSync(from, to);
     } catch {
-      fs.copyFileSync(path.join(src, name), path.join(tmp, name));
+      fs.copyFileSync(from, to);
+      const fd = fs.openSync(to, 'r');
+      try {
+        fs.fsyncSync(fd);
+      } finally {
+        fs.closeSync(fd);
+      }
     }
   }
   fsyncDir(tmp);
   if (fs.existsSync(finalDir)) fs.rmSync(finalDir, { recursive: true, force: true });
   fs.renameSync(tmp, finalDir);
   fsyncDir(path.dirname(finalDir));
-  return finalDir;
-}
-
-/** Sizes of the tensors of a model file without reading the data. */
-export function modelShapes(file: string): Map<string, number[]> {
-  const h = readHeader(file);
-  return new Map([...h.tensors].map(([k, v]) => [k, v.shape]));
+  return { dir: finalDir, state: src.state };
 }

@@ -4,10 +4,9 @@
  * checkpoint every `checkpoint.interval` steps and at the end. Used in-process by
  * `ttt-curriculum train`, and in a child process by the trainShard activity.
  */
-import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import { initBackend, tf } from '../backend';
-import { latestCompleteCheckpoint, loadCheckpoint, loadModelWeights, pruneCheckpoints, saveCheckpoint, type SaveHooks } from '../checkpoint/store';
+import { latestCompleteCheckpoint, loadCheckpoint, loadModelWeights, pruneCheckpoints, saveCheckpoint, tensorsHash, type SaveHooks } from '../checkpoint/store';
 import type { FloatTensor } from '../checkpoint/safetensors';
 import { loadStageConfig, type LoadedStage, type Overrides } from '../config/load';
 import { UserError } from '../errors';
@@ -15,7 +14,7 @@ import { disposeBatch, makeBatch, openDataSource } from '../data/batch';
 import { logger } from '../log';
 import { modelDims, type ModelDims } from '../model/dims';
 import { disposeRopeTables, ditForward, ropeForModel, type Params } from '../model/dit';
-import { hasWeightDecay, initialValue, internalShape, isTrainable, isTttParam, paramSpecs, toInternal, toTorch, type ParamSpec } from '../model/params';
+import { hasWeightDecay, initialValue, isTrainable, isTttParam, paramSpecs, toInternal, toTorch, type ParamSpec } from '../model/params';
 import { disposeRope, ropeTables } from '../model/rope';
 import { AdamW, clipGlobalNorm } from '../optim/adamw';
 import { learningRate } from '../optim/schedule';
@@ -57,16 +56,6 @@ export interface ShardControl {
   /** Checked between steps: true = save a checkpoint and return now. */
   shouldStop?: () => boolean;
   saveHooks?: SaveHooks;
-}
-
-/** sha256 over sorted tensor names, shapes and float32 bytes (PyTorch layout). */
-export function tensorsHash(tensors: Map<string, FloatTensor>): string {
-  const h = crypto.createHash('sha256');
-  for (const name of [...tensors.keys()].sort()) {
-    const t = tensors.get(name)!;
-    h.update(name).update(JSON.stringify(t.shape)).update(Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength));
-  }
-  return h.digest('hex');
 }
 
 /** Checks a weights map against the parameter specs; lists every missing, unexpected or mis-shaped tensor. */
@@ -141,10 +130,10 @@ class ModelState {
     const out = new Map<string, FloatTensor>();
     for (const n of this.trainable) {
       const s = this.bySpec.get(n)!;
-      const m = this.optimizer.m.get(n);
-      const v = this.optimizer.v.get(n);
-      out.set(`${n}.exp_avg`, m ? toTorch(s, m) : { shape: s.torchShape, data: new Float32Array(internalShape(s).reduce((a, b) => a * b, 1)) });
-      out.set(`${n}.exp_avg_sq`, v ? toTorch(s, v) : { shape: s.torchShape, data: new Float32Array(internalShape(s).reduce((a, b) => a * b, 1)) });
+      // A moment the optimizer has not created yet (no step taken) is zero.
+      const moment = (t: tf.Tensor | undefined): FloatTensor => (t ? toTorch(s, t) : { shape: s.torchShape, data: new Float32Array(s.torchShape.reduce((a, b) => a * b, 1)) });
+      out.set(`${n}.exp_avg`, moment(this.optimizer.m.get(n)));
+      out.set(`${n}.exp_avg_sq`, moment(this.optimizer.v.get(n)));
     }
     return out;
   }
@@ -188,7 +177,7 @@ export async function runShard(req: ShardRequest, ctl: ShardControl = {}): Promi
     let checkpoint = '';
     const latest = latestCompleteCheckpoint(ckDir, (dir, reason) => log.warn({ dir, reason }, 'skipping unusable checkpoint'));
     if (latest) {
-      const ck = loadCheckpoint(latest.dir);
+      const ck = loadCheckpoint(latest);
       model.loadWeights(ck.model, latest.dir);
       if (ck.optimizer) model.loadOptimizer(ck.optimizer, ck.state.step);
       step = ck.state.step;
@@ -232,6 +221,9 @@ export async function runShard(req: ShardRequest, ctl: ShardControl = {}): Promi
     const accum = c.training.grad_accum_steps;
     const micro = c.training.global_batch_size / (c.parallelism.dp_replicate * c.parallelism.dp_sharding) / accum;
     const trainableSet = new Set(model.trainable);
+    // Frozen parameters never change during the shard: one map for every step.
+    const frozen: Params = {};
+    for (const [n, t] of model.params) if (!trainableSet.has(n)) frozen[n] = t;
     const o = c.optimizer;
     const metrics = fs.openSync(metricsFile(sDir), 'a');
     let reason: ShardResult['reason'] = 'done';
@@ -260,8 +252,6 @@ export async function runShard(req: ShardRequest, ctl: ShardControl = {}): Promi
           const batch = makeBatch(src, dims, c.training.seed, s, c.training.global_batch_size, a, micro, permCache, skip);
           dataMs += Date.now() - td;
           const names = model.trainable;
-          const frozen: Params = {};
-          for (const [n, t] of model.params) if (!trainableSet.has(n)) frozen[n] = t;
           const f = (...xs: tf.Tensor[]): tf.Scalar => {
             const P: Params = { ...frozen };
             names.forEach((n, i) => (P[n] = xs[i]!));

@@ -9,13 +9,12 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, before, test } from 'node:test';
 import { readSafetensors, type FloatTensor } from '../../src/checkpoint/safetensors';
-import { verifyCheckpoint } from '../../src/checkpoint/store';
+import { tensorsHash, verifyCheckpoint } from '../../src/checkpoint/store';
 import { loadStageConfig } from '../../src/config/load';
 import { progressQuery } from '../../src/client';
 import { modelDims } from '../../src/model/dims';
 import { initialValue, isTrainable, paramSpecs } from '../../src/model/params';
 import { temporalCli, type DevServer } from '../../src/temporal/devserver';
-import { tensorsHash } from '../../src/train/trainer';
 import type { CurriculumResult } from '../../src/types';
 import { client, ROOT, server, spawnWorker, tmpDir, type WorkerProc } from '../helpers';
 
