@@ -8,11 +8,10 @@ import { initBackend, tf } from '../src/backend';
 import { loadStageConfig } from '../src/config/load';
 import { peakBytes } from '../src/memory';
 import { modelDims, type ModelDims } from '../src/model/dims';
-import { ditForward, ropeForModel, type Params } from '../src/model/dit';
+import { disposeRopeTables, ditForward, ropeForModel, type Params } from '../src/model/dit';
 import { matMulStats } from '../src/model/matmul';
-import { initialValue, paramSpecs, toInternal } from '../src/model/params';
+import { initialParams } from '../src/model/params';
 import { NO_REMAT, type RematConfig } from '../src/model/remat';
-import { ropeTables } from '../src/model/rope';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 
@@ -27,9 +26,8 @@ interface StepTiming {
 export async function stepTiming(stage: string, overrides: Record<string, unknown>, remat: RematConfig, reps: number): Promise<StepTiming> {
   const st = loadStageConfig(path.join(ROOT, `configs/train/tiny/${stage}.toml`), overrides);
   const d: ModelDims = { ...modelDims(st.config), remat };
-  const P: Params = {};
-  for (const s of paramSpecs(d)) P[s.name] = toInternal(s, initialValue(s, 0));
-  const rope = ropeForModel(ropeTables(d.latentFrames, d.gridH, d.gridW, d.headDim, d.ropeTheta), d);
+  const P: Params = initialParams(d, 0);
+  const rope = ropeForModel(d);
   const video = tf.randomNormal([1, d.latentFrames, d.inChannels, d.latentHeight, d.latentWidth]);
   const text = tf.randomNormal([1, d.segments, d.textLength, d.textDim]);
   const ts = tf.tensor1d([500]);
@@ -53,11 +51,13 @@ export async function stepTiming(stage: string, overrides: Record<string, unknow
     const t = process.hrtime.bigint();
     const m = await peakBytes(step);
     times.push(Number(process.hrtime.bigint() - t) / 1e9);
-    // Forward products counted as called; the backward pass computes two products of the same size per product.
-    flops = (matMulStats.flops - f0) * (remat.layerGroup > 0 || remat.seqBlock || remat.attention || remat.mlp || remat.forwardSsm || remat.reverseSsm ? 1 : 3);
+    // Forward products as counted; the backward pass computes two products of the same size per
+    // product. (Exact without remat, which re-runs forward products; (b) uses a run without it.)
+    flops = (matMulStats.flops - f0) * 3;
     peak = m.peakBytes;
   }
-  tf.dispose([video, text, ts, ...Object.values(P), rope.rot, rope.attnCos, rope.attnSin, rope.tttCos, rope.tttSin]);
+  tf.dispose([video, text, ts, ...Object.values(P)]);
+  disposeRopeTables(rope);
   times.sort((a, b) => a - b);
   return { seconds: times[Math.floor(times.length / 2)]!, flops, peakBytes: peak, videoTokens: d.latentFrames * d.tokensPerFrame };
 }

@@ -13,7 +13,7 @@ import { tf } from '../backend';
 import { matMul } from './matmul';
 import type { ModelDims } from './dims';
 import { geluTanh, layerNorm, linear, silu } from './ops';
-import { applyRope, type Rope } from './rope';
+import { applyRope, ropeTables } from './rope';
 import { recomputed } from './remat';
 import { tttLinear, tttMlp } from './ttt';
 
@@ -42,9 +42,11 @@ export interface RopeTables {
   tttSin: tf.Tensor;
 }
 
-/** Builds the layouts of `rope` (global video table of the stage) that the model needs. */
-export function ropeForModel(rope: Rope, d: ModelDims): RopeTables {
+/** The stage's rotary tables, in the layouts the model needs. */
+export function ropeForModel(d: ModelDims): RopeTables {
   return tf.tidy(() => {
+    // Global video table (frame, row, column); tidy disposes it once the layouts are built.
+    const rope = ropeTables(d.latentFrames, d.gridH, d.gridW, d.headDim, d.ropeTheta);
     const hd = d.headDim;
     const win = 13 * d.tokensPerFrame;
     const nL = d.segments * d.textLength;

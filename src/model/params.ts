@@ -101,13 +101,6 @@ export function isTrainable(name: string, adapter: 'sft' | 'qkvo'): boolean {
   return name.includes('.ssm.ttt.') || name.includes('_ssm_gating_') || QKVO.test(name);
 }
 
-export function internalShape(spec: ParamSpec): number[] {
-  const t = spec.torchShape;
-  if (spec.layout === 'linear') return [t[1]!, t[0]!];
-  if (spec.layout === 'conv') return [t[1]! * t[2]! * t[3]!, t[0]!];
-  return t;
-}
-
 const size = (shape: number[]): number => shape.reduce((a, b) => a * b, 1);
 
 /** Deterministic fresh initialisation of one parameter (PyTorch shape, row-major). */
@@ -147,4 +140,9 @@ export function toTorch(spec: ParamSpec, x: tf.Tensor): FloatTensor {
   const out = { shape: spec.torchShape, data: data.dataSync() as Float32Array };
   data.dispose();
   return out;
+}
+
+/** A freshly initialised parameter map in our layouts (as the trainer builds it for step 0). */
+export function initialParams(d: ModelDims, seed: number): Record<string, tf.Tensor> {
+  return Object.fromEntries(paramSpecs(d).map((s) => [s.name, toInternal(s, initialValue(s, seed))]));
 }

@@ -15,7 +15,6 @@ import { logger } from '../log';
 import { modelDims, type ModelDims } from '../model/dims';
 import { disposeRopeTables, ditForward, ropeForModel, type Params } from '../model/dit';
 import { hasWeightDecay, initialValue, isTrainable, isTttParam, paramSpecs, toInternal, toTorch, type ParamSpec } from '../model/params';
-import { disposeRope, ropeTables } from '../model/rope';
 import { AdamW, clipGlobalNorm } from '../optim/adamw';
 import { learningRate } from '../optim/schedule';
 import { checkpointsDir, metricsFile, stageDir } from '../paths';
@@ -166,9 +165,7 @@ export async function runShard(req: ShardRequest, ctl: ShardControl = {}): Promi
   const log = logger.child({ stage: name, job: req.jobDir });
   const total = c.training.steps;
   const model = new ModelState(stage, dims);
-  const globalRope = ropeTables(dims.latentFrames, dims.gridH, dims.gridW, dims.headDim, dims.ropeTheta);
-  const rope = ropeForModel(globalRope, dims);
-  disposeRope(globalRope);
+  const rope = ropeForModel(dims);
   try {
     let step = 0;
     let firstLoss: number | null = null;

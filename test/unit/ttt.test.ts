@@ -12,8 +12,7 @@ import { modelDims } from '../../src/model/dims';
 import { ditBlock, ditForward, ropeForModel, tttLayer, type Params } from '../../src/model/dit';
 import { matMul, SMALL_PRODUCT } from '../../src/model/matmul';
 import { geluTanh, layerNorm } from '../../src/model/ops';
-import { initialValue, paramSpecs, toInternal } from '../../src/model/params';
-import { ropeTables } from '../../src/model/rope';
+import { initialParams } from '../../src/model/params';
 import { tttLinear, tttMlp, TTT_LN_EPS, type TttMlpInputs } from '../../src/model/ttt';
 import { rngFor } from '../../src/rng';
 import { ROOT } from '../helpers';
@@ -160,9 +159,8 @@ test('tttMlp dual form equals the primal form (identical and differing eta rows)
 function tinyParams(stage: string): { d: ReturnType<typeof modelDims>; P: Params; rope: ReturnType<typeof ropeForModel> } {
   const st = loadStageConfig(path.join(ROOT, `configs/train/tiny/${stage}.toml`));
   const d = modelDims(st.config);
-  const P: Params = {};
-  for (const s of paramSpecs(d)) P[s.name] = toInternal(s, initialValue(s, 5));
-  const rope = ropeForModel(ropeTables(d.latentFrames, d.gridH, d.gridW, d.headDim, d.ropeTheta), d);
+  const P: Params = initialParams(d, 5);
+  const rope = ropeForModel(d);
   return { d, P, rope };
 }
 
