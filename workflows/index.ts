@@ -137,18 +137,9 @@ export async function trainCurriculum(input: CurriculumInput, carried?: Carried)
         }
       }
     }
-    const final = await quick.promoteStage({ jobDir: plan.jobDir, stage: stage.name, steps: stage.steps });
-    results.push({
-      stage: stage.name,
-      steps: final.steps,
-      finalCheckpoint: final.finalCheckpoint,
-      modelSha256: final.modelSha256,
-      firstLoss: final.firstLoss,
-      lastLoss: final.lastLoss,
-      wallSeconds: (Date.now() - startedAt) / 1000,
-    });
+    const { initHash: _initHash, ...final } = await quick.promoteStage({ jobDir: plan.jobDir, stage: stage.name, steps: stage.steps });
+    results.push({ ...final, wallSeconds: (Date.now() - startedAt) / 1000 });
     Object.assign(progress, { step: final.steps, lastCheckpoint: final.finalCheckpoint, lastLoss: final.lastLoss });
-    if (stage.name === until) break;
   }
   setState('completed');
   return { jobName: plan.jobName, curriculum: plan.curriculum, until, stages: results };

@@ -37,6 +37,14 @@ after(async () => {
 
 const base = { 'job.dump_folder': runs, 'training.global_batch_size': 1 };
 
+/** Starts `job` on the tiny curriculum and waits until its 3s stage has trained 3 steps. */
+async function startAndTrain3Steps(job: string, set: Record<string, unknown>) {
+  const h = await startJob(c, { jobName: job, curriculum: 'configs/curriculum/tiny.toml', set: { ...base, ...set } }, { taskQueue: queue });
+  const stageDir = path.join(runs, job, '3s');
+  await waitFor('3s step 3', () => (metricSteps(stageDir).length >= 3 ? true : undefined), 120_000, 50);
+  return { h, stageDir };
+}
+
 test('starting the same job name twice gives one execution; starting it after termination resumes', async () => {
   const job = 'names-job';
   const input = { jobName: job, curriculum: 'configs/curriculum/tiny.toml', until: '9s', set: { ...base, 'training.steps': 16, 'checkpoint.interval': 4 } };
@@ -66,10 +74,7 @@ test('starting the same job name twice gives one execution; starting it after te
 
 test('pause takes effect with a checkpoint, resume continues, setUntil validates and stops after the stage', async () => {
   const job = 'controls-job';
-  const input = { jobName: job, curriculum: 'configs/curriculum/tiny.toml', set: { ...base, 'training.steps': 60, 'checkpoint.interval': 50 } };
-  const h = await startJob(c, input, { taskQueue: queue });
-  const stageDir = path.join(runs, job, '3s');
-  await waitFor('3s step 3', () => (metricSteps(stageDir).length >= 3 ? true : undefined), 120_000, 50);
+  const { h, stageDir } = await startAndTrain3Steps(job, { 'training.steps': 60, 'checkpoint.interval': 50 });
   await h.signal(pauseSignal);
   await waitFor('paused', async () => ((await h.query(progressQuery)).state === 'paused' ? true : undefined), 60_000);
   const trained = metricSteps(stageDir);
@@ -88,11 +93,7 @@ test('pause takes effect with a checkpoint, resume continues, setUntil validates
 });
 
 test('cancelling saves a checkpoint, then stops', async () => {
-  const job = 'cancel-job';
-  const input = { jobName: job, curriculum: 'configs/curriculum/tiny.toml', set: { ...base, 'training.steps': 200, 'checkpoint.interval': 100 } };
-  const h = await startJob(c, input, { taskQueue: queue });
-  const stageDir = path.join(runs, job, '3s');
-  await waitFor('3s step 3', () => (metricSteps(stageDir).length >= 3 ? true : undefined), 120_000, 50);
+  const { h, stageDir } = await startAndTrain3Steps('cancel-job', { 'training.steps': 200, 'checkpoint.interval': 100 });
   await h.cancel();
   await assert.rejects(h.result(), (e: unknown) => e instanceof WorkflowFailedError && /cancel/i.test(String(e.cause?.message ?? e.message)));
   assert.equal((await h.describe()).status.name, 'CANCELLED');
