@@ -6,6 +6,7 @@
 import type { Client } from '@temporalio/client';
 import { defaultPayloadConverter } from '@temporalio/common';
 import { temporal } from '@temporalio/proto';
+import type { HeartbeatDetails } from '../activities';
 import { jobHandle, progressQuery } from './client';
 import type { CurriculumResult, Progress } from './types';
 
@@ -39,13 +40,6 @@ export interface JobStatus {
   result: CurriculumResult | null;
 }
 
-interface Heartbeat {
-  stage: string;
-  step: number;
-  totalSteps: number;
-  loss: number | null;
-}
-
 async function withTimeout<T>(p: Promise<T>, ms: number): Promise<T | undefined> {
   let timer: NodeJS.Timeout | undefined;
   const t = new Promise<undefined>((r) => (timer = setTimeout(() => r(undefined), ms)));
@@ -64,7 +58,7 @@ export async function jobStatus(client: Client, job: string): Promise<JobStatus>
   const progress = running ? await withTimeout(handle.query(progressQuery), 3000) : undefined;
   let result: CurriculumResult | null = null;
   if (status === 'COMPLETED') result = ((await withTimeout(handle.result(), 3000)) as CurriculumResult | undefined) ?? null;
-  let hb: Heartbeat | undefined;
+  let hb: HeartbeatDetails | undefined;
   let attempt: number | null = null;
   let lastFailure: string | null = null;
   for (const a of desc.raw.pendingActivities ?? []) {
@@ -72,7 +66,7 @@ export async function jobStatus(client: Client, job: string): Promise<JobStatus>
     attempt = a.attempt ?? null;
     lastFailure = a.lastFailure?.message ?? null;
     const p = a.heartbeatDetails?.payloads?.[0];
-    if (p) hb = defaultPayloadConverter.fromPayload<Heartbeat>(p as never);
+    if (p) hb = defaultPayloadConverter.fromPayload<HeartbeatDetails>(p as never);
   }
   let worker: JobStatus['worker'] = 'unknown';
   if (running) {
@@ -94,7 +88,7 @@ export function summarise(
   job: string,
   status: string,
   progress: Progress | undefined,
-  hb: Heartbeat | undefined,
+  hb: HeartbeatDetails | undefined,
   result: CurriculumResult | null,
   worker: JobStatus['worker'],
   attempt: number | null,
