@@ -7,6 +7,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { logger } from './log';
+import { patchWasmSlice } from './wasm-slice';
 
 export { tf };
 
@@ -44,7 +45,10 @@ export async function initBackend(choice: BackendChoice = 'auto'): Promise<strin
     if (b === 'tensorflow') {
       if (!(tryRequire('@tensorflow/tfjs-node-gpu') || tryRequire('@tensorflow/tfjs-node'))) continue;
     }
-    if (b === 'wasm' && !tryRequire('@tensorflow/tfjs-backend-wasm')) continue;
+    if (b === 'wasm') {
+      if (!tryRequire('@tensorflow/tfjs-backend-wasm')) continue;
+      patchWasmSlice();
+    }
     if (await trySet(b)) {
       await tf.ready();
       initialised = tf.getBackend();

@@ -117,6 +117,15 @@ function scan<S>(inp: TttLinearInputs, state: S, step: (mb: MiniBatch, state: S)
   return joinMiniBatches(outs);
 }
 
+/**
+ * eta ⊙ (A·Bᵀ + 1): the dual form's query-path coefficients. The +1 folds the bias update
+ * (b - eta·G) into the same product as the weight update ((eta ⊙ A·Bᵀ)·G): one product
+ * instead of two, forward and backward.
+ */
+function etaAttn(eta: tf.Tensor, A: tf.Tensor, B: tf.Tensor): tf.Tensor {
+  return eta.mul(matMul(A, B, false, true).add(1));
+}
+
 /** TTT-MLP: inner model Z2 = gelu_tanh(X·W1 + b1)·W2 + b2, one gradient step per mini-batch. */
 export function tttMlp(inp: TttMlpInputs): tf.Tensor {
   checkShapes('tttMlp', inp);
@@ -130,11 +139,10 @@ export function tttMlp(inp: TttMlpInputs): tf.Tensor {
       const G2 = lnFusedL2Grad(Z2, XV.sub(X1), lnW, lnB);
       const G1 = matMul(G2, W2, false, true).mul(geluTanhGrad(Z1));
       // Query path (dual form).
-      const Attn1 = matMul(XQ, X1, false, true);
-      const Z1bar = matMul(XQ, W1).sub(matMul(eta.mul(Attn1), G1)).add(b1).sub(matMul(eta, G1));
+      // (eta ⊙ XQ·X1ᵀ)·G1 + eta·G1 as one product: (eta ⊙ (XQ·X1ᵀ + 1))·G1.
+      const Z1bar = matMul(XQ, W1).sub(matMul(etaAttn(eta, XQ, X1), G1)).add(b1);
       const X2bar = geluTanh(Z1bar);
-      const Attn2 = matMul(X2bar, X2, false, true);
-      const Z2bar = matMul(X2bar, W2).sub(matMul(eta.mul(Attn2), G2)).add(b2).sub(matMul(eta, G2));
+      const Z2bar = matMul(X2bar, W2).sub(matMul(etaAttn(eta, X2bar, X2), G2)).add(b2);
       // Carried state.
       return {
         out: XQ.add(lnApply(Z2bar, lnW, lnB)),
@@ -156,8 +164,7 @@ export function tttLinear(inp: TttLinearInputs): tf.Tensor {
     scan(inp, { W1: inp.W1, b1: inp.b1 }, ({ XQ, X1, XV, eta, e, lnW, lnB }, { W1, b1 }) => {
       const Z1 = matMul(X1, W1).add(b1);
       const G1 = lnFusedL2Grad(Z1, XV.sub(X1), lnW, lnB);
-      const Attn1 = matMul(XQ, X1, false, true);
-      const Z1bar = matMul(XQ, W1).sub(matMul(eta.mul(Attn1), G1)).add(b1).sub(matMul(eta, G1));
+      const Z1bar = matMul(XQ, W1).sub(matMul(etaAttn(eta, XQ, X1), G1)).add(b1);
       return {
         out: XQ.add(lnApply(Z1bar, lnW, lnB)),
         state: { W1: W1.sub(matMul(e.mul(X1), G1, true, false)), b1: b1.sub(e.mul(G1).sum(2, true)) },
