@@ -7,7 +7,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { logger } from './log';
-import { patchWasmSlice } from './wasm-slice';
+import { patchWasmKernels } from './wasm-kernels';
 
 export { tf };
 
@@ -47,7 +47,7 @@ export async function initBackend(choice: BackendChoice = 'auto'): Promise<strin
     }
     if (b === 'wasm') {
       if (!tryRequire('@tensorflow/tfjs-backend-wasm')) continue;
-      patchWasmSlice();
+      patchWasmKernels();
     }
     if (await trySet(b)) {
       await tf.ready();

@@ -5,25 +5,48 @@
  */
 import { tf } from './backend';
 
-interface EngineInternals {
-  state: { numBytes: number };
-  trackTensor: (...args: unknown[]) => unknown;
+interface TensorInfoEntry {
+  backend: unknown;
+  bytes: number;
 }
 
-export async function peakBytes<T>(fn: () => T | Promise<T>): Promise<{ result: T; peakBytes: number; startBytes: number }> {
+interface EngineInternals {
+  state: { tensorInfo: WeakMap<object, TensorInfoEntry> };
+  trackTensor: (a: { dataId: object }, backend?: unknown) => unknown;
+  removeDataId: (dataId: object, backend: unknown) => unknown;
+}
+
+/**
+ * Peak bytes of distinct tensor buffers during `fn`, above those alive when it starts. Views
+ * that share a buffer (reshape, and on wasm clone and same-dtype cast) count once; the engine's
+ * own numBytes counts every tensor, so it overstates memory.
+ */
+export async function peakBytes<T>(fn: () => T | Promise<T>): Promise<{ result: T; peakBytes: number }> {
   const engine = tf.engine() as unknown as EngineInternals;
-  const original = engine.trackTensor;
-  const startBytes = engine.state.numBytes;
-  let peak = startBytes;
-  engine.trackTensor = function (this: EngineInternals, ...args: unknown[]) {
-    const r = original.apply(this, args);
-    if (this.state.numBytes > peak) peak = this.state.numBytes;
+  const info = engine.state.tensorInfo; // a WeakMap: the count starts at 0 and may go below it
+  const { trackTensor, removeDataId } = engine;
+  let live = 0;
+  let peak = 0;
+  engine.trackTensor = function (this: EngineInternals, a, backend) {
+    const isNew = !info.has(a.dataId);
+    const r = trackTensor.call(this, a, backend);
+    if (isNew && info.has(a.dataId)) {
+      live += info.get(a.dataId)!.bytes;
+      if (live > peak) peak = live;
+    }
+    return r;
+  };
+  engine.removeDataId = function (this: EngineInternals, dataId, backend) {
+    const e = info.get(dataId);
+    const r = removeDataId.call(this, dataId, backend);
+    if (e && !info.has(dataId)) live -= e.bytes;
     return r;
   };
   try {
     const result = await fn();
-    return { result, peakBytes: peak - startBytes, startBytes };
+    return { result, peakBytes: peak };
   } finally {
-    engine.trackTensor = original;
+    engine.trackTensor = trackTensor;
+    engine.removeDataId = removeDataId;
   }
 }

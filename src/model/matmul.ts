@@ -28,15 +28,10 @@ function fastProduct(a: tf.Tensor, b: tf.Tensor): tf.Tensor {
   const [m, k] = a.shape.slice(-2) as [number, number];
   const n = b.shape[b.rank - 1]!;
   const batch = batchShape.reduce((x, y) => x * y, 1);
-  const a3 = a.reshape([batch, m * k]);
-  const b3 = b.reshape([batch, k * n]);
-  const outs: tf.Tensor[] = [];
-  for (let i = 0; i < batch; i++) {
-    const ai = a3.slice([i, 0], [1, -1]).reshape([m, k]) as tf.Tensor2D;
-    const bi = b3.slice([i, 0], [1, -1]).reshape([k, n]) as tf.Tensor2D;
-    outs.push(tf.matMul(ai, bi).reshape([1, m * n]));
-  }
-  return tf.concat(outs, 0).reshape([...batchShape, m, n]);
+  // unstack/stack: one kernel each for the whole batch (a slice per product costs an engine call each).
+  const as = tf.unstack(a.reshape([batch, m, k])) as tf.Tensor2D[];
+  const bs = tf.unstack(b.reshape([batch, k, n])) as tf.Tensor2D[];
+  return tf.stack(as.map((ai, i) => tf.matMul(ai, bs[i]!))).reshape([...batchShape, m, n]);
 }
 
 function wasmMatMul(a: tf.Tensor, b: tf.Tensor, transA: boolean, transB: boolean): tf.Tensor {

@@ -1,13 +1,21 @@
 /**
- * A Slice kernel for the wasm backend that reads its input in place.
+ * Replacements for a few tfjs-backend-wasm 4.22 kernels that copy more than they need to.
  *
- * tfjs-backend-wasm 4.22's Slice (and SplitV, which calls it once per piece) starts with
+ * Slicing. 
+ * tfjs-backend-wasm 4.22's Slice (and SplitV and Unpack, which call it once per piece) starts with
  * `backend.readSync(x)`, which copies the WHOLE input out of the wasm heap before copying the
  * slice: every slice costs the size of its input, and splitting a tensor into n pieces costs n
  * full copies. In a training step this was the second largest kernel time (2476 slices, 742 ms
  * of a 2.6 s step at width 512, measured with tf.profile). This replacement reads a view of the
  * heap (no copy) and copies only the slice, as contiguous runs. There is no library alternative:
  * the fix belongs in tfjs itself, and upstream has no release with it.
+ *
+ * Identity and same-dtype Cast. The engine clones (Identity) every tensor a kernel saves for its
+ * backward pass, and several ops cast float32 to float32; the wasm kernels copy the data each
+ * time (1892 Identity and 571 Cast calls per step at width 512), doubling the memory of saved
+ * activations. TensorFlow.js data is immutable (a variable's assign swaps its data id), so these
+ * share the input's data and count a reference, as the wasm Reshape kernel and the cpu backend's
+ * Identity already do.
  */
 import { tf } from './backend';
 
@@ -15,6 +23,13 @@ import { tf } from './backend';
 interface WasmBackend {
   makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
   typedArrayFromHeap(t: tf.TensorInfo): Float32Array | Int32Array | Uint8Array;
+  incRef(dataId: tf.DataId): void;
+}
+
+/** The same data under a new tensor, with one more reference. */
+function share(x: tf.TensorInfo, backend: WasmBackend): tf.TensorInfo {
+  backend.incRef(x.dataId);
+  return { dataId: x.dataId, shape: x.shape, dtype: x.dtype };
 }
 
 /** Copies the box [begin, begin+size) of x (shape `shape`) into out, one contiguous run at a time. */
@@ -49,20 +64,38 @@ function sliceInPlace(x: tf.TensorInfo, begin: number[], size: number[], backend
 
 let patched = false;
 
-/** Replaces the wasm backend's Slice and SplitV kernels (numeric dtypes; strings keep the original). */
-export function patchWasmSlice(): void {
+const REPLACED = ['Slice', 'SplitV', 'Unpack', 'Identity', 'Cast'] as const;
+
+/** Replaces the wasm backend's Slice, SplitV, Unpack, Identity and Cast kernels (strings and dtype changes keep the originals). */
+export function patchWasmKernels(): void {
   if (patched) return;
-  const orig = { slice: tf.getKernel('Slice', 'wasm'), split: tf.getKernel('SplitV', 'wasm') };
-  if (!orig.slice || !orig.split) return; // wasm backend not registered
+  const orig = Object.fromEntries(REPLACED.map((k) => [k, tf.getKernel(k, 'wasm')])) as Record<(typeof REPLACED)[number], tf.KernelConfig | undefined>;
+  if (REPLACED.some((k) => !orig[k])) return; // wasm backend not registered
   patched = true;
-  tf.unregisterKernel('Slice', 'wasm');
-  tf.unregisterKernel('SplitV', 'wasm');
+  for (const k of REPLACED) tf.unregisterKernel(k, 'wasm');
+  tf.registerKernel({
+    kernelName: 'Identity',
+    backendName: 'wasm',
+    kernelFunc: (args) => {
+      const x = args.inputs.x as tf.TensorInfo;
+      return x.dtype === 'string' ? orig.Identity!.kernelFunc(args) : share(x, args.backend as WasmBackend);
+    },
+  });
+  tf.registerKernel({
+    kernelName: 'Cast',
+    backendName: 'wasm',
+    kernelFunc: (args) => {
+      const x = args.inputs.x as tf.TensorInfo;
+      const { dtype } = args.attrs as unknown as { dtype: tf.DataType };
+      return x.dtype === dtype && dtype !== 'string' ? share(x, args.backend as WasmBackend) : orig.Cast!.kernelFunc(args);
+    },
+  });
   tf.registerKernel({
     kernelName: 'Slice',
     backendName: 'wasm',
     kernelFunc: (args) => {
       const x = args.inputs.x as tf.TensorInfo;
-      if (x.dtype === 'string') return orig.slice!.kernelFunc(args);
+      if (x.dtype === 'string') return orig.Slice!.kernelFunc(args);
       const { begin, size } = args.attrs as unknown as { begin: number | number[]; size?: number | number[] };
       const [b, s] = tf.slice_util.parseSliceParams(x as tf.Tensor, begin, size);
       return sliceInPlace(x, b, s, args.backend as WasmBackend);
@@ -73,7 +106,7 @@ export function patchWasmSlice(): void {
     backendName: 'wasm',
     kernelFunc: (args) => {
       const x = args.inputs.x as tf.TensorInfo;
-      if (x.dtype === 'string') return orig.split!.kernelFunc(args);
+      if (x.dtype === 'string') return orig.SplitV!.kernelFunc(args);
       const { numOrSizeSplits, axis } = args.attrs as unknown as { numOrSizeSplits: number | number[]; axis: number };
       const ax = tf.util.parseAxisParam(axis, x.shape)[0]!;
       const sizes = tf.backend_util.prepareSplitSize(x as tf.Tensor, numOrSizeSplits, ax);
@@ -84,6 +117,25 @@ export function patchWasmSlice(): void {
         const out = sliceInPlace(x, begin.slice(), size, args.backend as WasmBackend);
         begin[ax]! += n;
         return out;
+      });
+    },
+  });
+  tf.registerKernel({
+    kernelName: 'Unpack',
+    backendName: 'wasm',
+    kernelFunc: (args) => {
+      const x = args.inputs.value as tf.TensorInfo;
+      if (x.dtype === 'string') return orig.Unpack!.kernelFunc(args);
+      const r = x.shape.length;
+      const axis = ((args.attrs as unknown as { axis: number }).axis + r) % r;
+      const outShape = x.shape.filter((_, i) => i !== axis);
+      const size = x.shape.slice();
+      size[axis] = 1;
+      return Array.from({ length: x.shape[axis]! }, (_, i) => {
+        const begin = x.shape.map(() => 0);
+        begin[axis] = i;
+        const out = sliceInPlace(x, begin, size, args.backend as WasmBackend);
+        return { ...out, shape: outShape }; // same data, the unstacked axis dropped
       });
     },
   });

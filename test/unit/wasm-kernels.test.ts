@@ -1,6 +1,7 @@
 /**
- * The in-place Slice/SplitV kernels that replace tfjs-backend-wasm's (src/wasm-slice.ts): random
- * boxes of random tensors, ranks 1 to 6, against an element-by-element reference.
+ * The kernels that replace tfjs-backend-wasm's (src/wasm-kernels.ts): Slice/SplitV/Unpack on random
+ * boxes of random tensors, ranks 1 to 6, against an element-by-element reference; Identity and
+ * same-dtype Cast share data (no copy) and stay correct when the input is disposed or reassigned.
  */
 import assert from 'node:assert/strict';
 import { before, test } from 'node:test';
@@ -84,4 +85,45 @@ test('int32 slices and slice gradients go through the replacement unchanged', ()
   assert.deepEqual(Array.from(x.slice([0, 1], [2, 2]).dataSync()), [2, 3, 5, 6]);
   const g = tf.grad((t: tf.Tensor) => t.slice([1, 0], [1, 2]).sum())(tf.ones([2, 3]));
   assert.deepEqual(Array.from(g.dataSync()), [0, 0, 0, 1, 1, 0]);
+});
+
+test('wasm Unpack gives the same pieces as slicing, on every axis', () => {
+  const shape = [2, 3, 4];
+  const x = tf.tensor(Float32Array.from({ length: 24 }, (_, i) => i), shape);
+  const data = x.dataSync() as Float32Array;
+  for (let axis = 0; axis < 3; axis++) {
+    tf.unstack(x, axis).forEach((p, i) => {
+      const begin = [0, 0, 0];
+      const size = shape.slice();
+      begin[axis] = i;
+      size[axis] = 1;
+      assert.deepEqual(p.shape, shape.filter((_, j) => j !== axis));
+      assert.deepEqual(Array.from(p.dataSync()), refSlice(data, shape, begin, size));
+      p.dispose();
+    });
+  }
+  x.dispose();
+});
+
+test('wasm Identity and same-dtype Cast share the data; it lives until the last reference goes', () => {
+  const buffers = (): number => tf.engine().backend.numDataIds();
+  const before = buffers();
+  const x = tf.tensor1d([1, 2, 3]);
+  const y = tf.clone(x); // Identity
+  const z = tf.cast(x, 'float32');
+  assert.equal(buffers() - before, 1, 'one buffer for x, its clone and its cast');
+  x.dispose();
+  y.dispose();
+  assert.deepEqual(Array.from(z.dataSync()), [1, 2, 3]);
+  z.dispose();
+  assert.equal(buffers(), before);
+  // A cast to another dtype converts.
+  const i = tf.cast(tf.tensor1d([1.7, -2.2]), 'int32');
+  assert.deepEqual(Array.from(i.dataSync()), [1, -2]);
+  // A variable's saved clone keeps the old value after assign.
+  const v = tf.variable(tf.tensor1d([5, 6]));
+  const saved = tf.clone(v);
+  v.assign(tf.tensor1d([7, 8]));
+  assert.deepEqual(Array.from(saved.dataSync()), [5, 6]);
+  assert.deepEqual(Array.from(v.dataSync()), [7, 8]);
 });
