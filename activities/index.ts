@@ -64,6 +64,7 @@ export function createActivities() {
               maxSeconds: input.stage.shardMaxSeconds,
               maxSteps: input.stage.shardMaxSteps,
               expectedConfigHash: input.stage.configHash,
+              who: `workflow ${info.workflowExecution?.workflowId} activity attempt ${info.attempt}`,
             },
             {
               signal: ctx.cancellationSignal,

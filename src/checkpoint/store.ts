@@ -37,8 +37,24 @@ export interface CheckpointState {
   /** Hash of the init weights this stage started from. */
   initHash: string | null;
   configHash: string;
+  /** Epoch of the writer's lease on the stage (lease.ts). */
+  lease?: number;
+  /** Data steps whose batch gave a non-finite loss: stepped over on resume. */
+  skippedBatches?: number[];
+  /** The stage's non-finite loss events so far. */
+  nonFinite?: NonFiniteEvent[];
   files: Record<string, FileEntry>;
   createdAt: string;
+}
+
+export interface NonFiniteEvent {
+  /** Training step and data step (batch position) of the event. */
+  step: number;
+  dataStep: number;
+  samples: number[];
+  /** As strings: JSON has no NaN or Infinity. */
+  loss: string;
+  gradNorm: string;
 }
 
 export interface CheckpointContent {

@@ -150,6 +150,7 @@ export function buildProgram(cliOverrides: Overrides): Command {
           initFrom: o.init ? path.resolve(o.init) : c.checkpoint.init_state_dir ? path.resolve(c.checkpoint.init_state_dir) : null,
           maxSteps: o.maxSteps ?? 0,
           maxSeconds: Number.POSITIVE_INFINITY,
+          who: 'ttt-curriculum train',
         },
         {
           shouldStop: () => ac.signal.aborted,

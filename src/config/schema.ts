@@ -56,6 +56,7 @@ export const trainingSchema = z
     seed: nonNegInt.default(0).describe('Seed of initialisation, data order and noise'),
     synthetic_samples: posInt.default(64).describe('Number of distinct samples of the synthetic source'),
     max_bad_samples: nonNegInt.default(10).describe('Unreadable or mis-shaped samples skipped (with a warning) before the stage fails with the list of them'),
+    max_nonfinite_losses: nonNegInt.default(3).describe('Steps with a NaN/Inf loss or gradient that roll back to the last good checkpoint and skip the batch, before the stage fails naming the steps and samples'),
     vae_scale_factor: posNum.default(1.0).describe('Latents are (mean + exp(logvar/2) * eps) * vae_scale_factor when vid_emb holds the VAE posterior'),
   })
   .describe('Training loop and data');

@@ -6,7 +6,8 @@
  */
 import * as fs from 'node:fs';
 import { initBackend, tf } from '../backend';
-import { latestCompleteCheckpoint, loadCheckpoint, loadModelWeights, pruneCheckpoints, saveCheckpoint, tensorsHash, type SaveHooks } from '../checkpoint/store';
+import { Lease } from '../checkpoint/lease';
+import { latestCompleteCheckpoint, loadCheckpoint, loadModelWeights, pruneCheckpoints, saveCheckpoint, tensorsHash, type NonFiniteEvent, type SaveHooks, type VerifiedCheckpoint } from '../checkpoint/store';
 import type { FloatTensor } from '../checkpoint/safetensors';
 import { loadStageConfig, type LoadedStage, type Overrides } from '../config/load';
 import { UserError } from '../errors';
@@ -33,6 +34,8 @@ export interface ShardRequest {
   maxSeconds?: number;
   /** Refuse to run if the config no longer has this hash (edited under a running job). */
   expectedConfigHash?: string;
+  /** Who writes, for the stage's lease (e.g. the workflow and activity attempt). */
+  who?: string;
 }
 
 export interface ShardProgress {
@@ -102,7 +105,10 @@ class ModelState {
 
   loadWeights(weights: Map<string, FloatTensor>, where: string): void {
     checkWeights(this.specs, weights, where);
-    for (const s of this.specs) this.params.set(s.name, toInternal(s, weights.get(s.name)!.data));
+    for (const s of this.specs) {
+      this.params.get(s.name)?.dispose();
+      this.params.set(s.name, toInternal(s, weights.get(s.name)!.data));
+    }
   }
 
   freshWeights(seed: number): Map<string, FloatTensor> {
@@ -115,6 +121,8 @@ class ModelState {
       const m = opt.get(`${n}.exp_avg`);
       const v = opt.get(`${n}.exp_avg_sq`);
       if (!m || !v) throw new Error(`optimizer state lacks ${n}`);
+      this.optimizer.m.get(n)?.dispose();
+      this.optimizer.v.get(n)?.dispose();
       this.optimizer.m.set(n, toInternal(s, m.data));
       this.optimizer.v.set(n, toInternal(s, v.data));
     }
@@ -144,8 +152,41 @@ class ModelState {
   }
 }
 
-/** Runs one shard. Resolves with where the stage stands; throws UserError for problems a user must fix. */
+/** The disk of the job folder is full. Retryable: the shard runs again once there is space. */
+export class DiskFullError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'DiskFullError';
+  }
+}
+
+function freeMegabytes(dir: string): string {
+  try {
+    const st = fs.statfsSync(dir);
+    return `${((st.bavail * st.bsize) / 1e6).toFixed(1)} MB free`;
+  } catch {
+    return 'free space unknown';
+  }
+}
+
+/**
+ * Runs one shard. Resolves with where the stage stands; throws UserError for problems a user
+ * must fix, DiskFullError when the job folder's disk fills up (nothing half-written is left:
+ * checkpoints are written aside and renamed, and the previous ones stay intact).
+ */
 export async function runShard(req: ShardRequest, ctl: ShardControl = {}): Promise<ShardResult> {
+  try {
+    return await runShardUnguarded(req, ctl);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code !== 'ENOSPC' && code !== 'EDQUOT') throw e;
+    throw new DiskFullError(
+      `disk full: ${(e as Error).message} (${freeMegabytes(req.jobDir)} under ${req.jobDir}). Checkpoints are written aside and renamed, so the previous ones are intact; the shard is retried and continues from the last checkpoint once space is freed`,
+    );
+  }
+}
+
+async function runShardUnguarded(req: ShardRequest, ctl: ShardControl): Promise<ShardResult> {
   const t0 = Date.now();
   const stage = loadStageConfig(req.configFile, req.overrides, { checkPaths: true });
   if (req.expectedConfigHash && req.expectedConfigHash !== stage.hash) {
@@ -172,33 +213,69 @@ export async function runShard(req: ShardRequest, ctl: ShardControl = {}): Promi
     let lastLoss: number | null = null;
     let initHash: string | null = null;
     let checkpoint = '';
-    const latest = latestCompleteCheckpoint(ckDir, (dir, reason) => log.warn({ dir, reason }, 'skipping unusable checkpoint'));
+    // Data steps whose batch gave a non-finite loss (skipped), and those events.
+    let skippedBatches: number[] = [];
+    let nonFinite: NonFiniteEvent[] = [];
+    // The newest writer of the stage: an older attempt still alive (a zombie) stops at its next write.
+    const lease = Lease.acquire(sDir, req.who ?? `pid ${process.pid}`);
+    const restore = (ck: VerifiedCheckpoint): void => {
+      const loaded = loadCheckpoint(ck);
+      model.loadWeights(loaded.model, ck.dir);
+      if (loaded.optimizer) model.loadOptimizer(loaded.optimizer, loaded.state.step);
+      step = loaded.state.step;
+      firstLoss = loaded.state.firstLoss;
+      lastLoss = loaded.state.lastLoss;
+      initHash = loaded.state.initHash;
+      skippedBatches = loaded.state.skippedBatches ?? [];
+      nonFinite = loaded.state.nonFinite ?? [];
+      checkpoint = ck.dir;
+    };
+    const latestValid = (): VerifiedCheckpoint | undefined =>
+      latestCompleteCheckpoint(ckDir, (dir, reason) => log.warn({ dir, reason }, 'skipping unusable checkpoint (falling back to an earlier one)'));
+    const latest = latestValid();
     if (latest) {
-      const ck = loadCheckpoint(latest);
-      model.loadWeights(ck.model, latest.dir);
-      if (ck.optimizer) model.loadOptimizer(ck.optimizer, ck.state.step);
-      step = ck.state.step;
-      firstLoss = ck.state.firstLoss;
-      lastLoss = ck.state.lastLoss;
-      initHash = ck.state.initHash;
-      checkpoint = latest.dir;
-      log.info({ step, checkpoint }, 'resuming from checkpoint');
+      restore(latest);
+      log.info({ step, checkpoint, lease: lease.epoch }, 'resuming from checkpoint');
     } else {
       const weights = req.initFrom ? loadModelWeights(req.initFrom) : model.freshWeights(c.training.seed);
       model.loadWeights(weights, req.initFrom ?? '(fresh initialisation)');
       initHash = tensorsHash(weights);
-      log.info({ initFrom: req.initFrom ?? 'fresh', initHash }, 'starting stage');
+      log.info({ initFrom: req.initFrom ?? 'fresh', initHash, lease: lease.epoch }, 'starting stage');
     }
     const startStep = step;
+    /** The data step (batch position) of training step s: skipped batches are stepped over. */
+    const dataStep = (s: number): number => {
+      let d = s;
+      for (const x of [...skippedBatches].sort((a, b) => a - b)) if (x <= d) d++;
+      return d;
+    };
     const save = (): void => {
       const dir = saveCheckpoint(
         ckDir,
         {
           model: model.modelTensors(),
           optimizer: model.optimizerTensors(),
-          state: { step, stage: name, totalSteps: total, samplesSeen: step * c.training.global_batch_size, seed: c.training.seed, firstLoss, lastLoss, initHash, configHash: stage.hash },
+          state: {
+            step,
+            stage: name,
+            totalSteps: total,
+            samplesSeen: (step === 0 ? 0 : dataStep(step)) * c.training.global_batch_size,
+            seed: c.training.seed,
+            firstLoss,
+            lastLoss,
+            initHash,
+            configHash: stage.hash,
+            lease: lease.epoch,
+            skippedBatches,
+            nonFinite,
+          },
         },
-        ctl.saveHooks,
+        {
+          beforeRename: (tmp) => {
+            lease.check(`saving the step-${step} checkpoint`);
+            ctl.saveHooks?.beforeRename?.(tmp);
+          },
+        },
       );
       checkpoint = dir;
       pruneCheckpoints(ckDir, c.checkpoint.keep);
@@ -218,9 +295,9 @@ export async function runShard(req: ShardRequest, ctl: ShardControl = {}): Promi
     const accum = c.training.grad_accum_steps;
     const micro = c.training.global_batch_size / (c.parallelism.dp_replicate * c.parallelism.dp_sharding) / accum;
     const trainableSet = new Set(model.trainable);
-    // Frozen parameters never change during the shard: one map for every step.
-    const frozen: Params = {};
-    for (const [n, t] of model.params) if (!trainableSet.has(n)) frozen[n] = t;
+    // Frozen parameters never change during the shard: one map for every step (rebuilt after a rollback).
+    const frozenParams = (): Params => Object.fromEntries([...model.params].filter(([n]) => !trainableSet.has(n)));
+    let frozen = frozenParams();
     const o = c.optimizer;
     const metrics = fs.openSync(metricsFile(sDir), 'a');
     let reason: ShardResult['reason'] = 'done';
@@ -241,12 +318,15 @@ export async function runShard(req: ShardRequest, ctl: ShardControl = {}): Promi
         }
         const ts = Date.now();
         const s = step + 1;
+        const d = dataStep(s);
         let dataMs = 0;
         let lossSum = 0;
+        const samples: number[] = [];
         const gradSum = new Map<string, tf.Tensor>();
         for (let a = 0; a < accum; a++) {
           const td = Date.now();
-          const batch = makeBatch(src, dims, c.training.seed, s, c.training.global_batch_size, a, micro, permCache, skip);
+          const batch = makeBatch(src, dims, c.training.seed, d, c.training.global_batch_size, a, micro, permCache, skip);
+          samples.push(...batch.sampleIds);
           dataMs += Date.now() - td;
           const names = model.trainable;
           const f = (...xs: tf.Tensor[]): tf.Scalar => {
@@ -272,6 +352,28 @@ export async function runShard(req: ShardRequest, ctl: ShardControl = {}): Promi
           disposeBatch(batch);
         }
         const gradNorm = clipGlobalNorm(gradSum, o.gradient_clipping_norm);
+        if (!Number.isFinite(lossSum) || !Number.isFinite(gradNorm)) {
+          for (const g of gradSum.values()) g.dispose();
+          lease.check(`rolling back step ${s}`);
+          const event: NonFiniteEvent = { step: s, dataStep: d, samples, loss: String(lossSum), gradNorm: String(gradNorm) };
+          const events = [...nonFinite, event];
+          if (events.length > c.training.max_nonfinite_losses) {
+            throw new UserError(
+              `non-finite loss or gradient ${events.length} times in stage ${name}, more than training.max_nonfinite_losses = ${c.training.max_nonfinite_losses}: ${events.map((e) => `step ${e.step} (loss ${e.loss}, grad norm ${e.gradNorm}, samples ${e.samples.join(', ')})`).join('; ')}`,
+              { kind: 'NonFiniteLoss', where: `stage ${name}`, fix: 'check those samples for NaN/Inf values, lower the learning rate or the gradient clipping norm, or resume from an earlier checkpoint' },
+            );
+          }
+          // Roll back to the last good checkpoint and step over this batch from now on.
+          const good = latestValid();
+          if (!good) throw new Error(`non-finite loss at step ${s} of stage ${name}, and no checkpoint to roll back to`);
+          const skipped = [...skippedBatches, d];
+          restore(good);
+          frozen = frozenParams();
+          nonFinite = events;
+          skippedBatches = skipped;
+          log.warn({ step: s, dataStep: d, samples, loss: event.loss, gradNorm: event.gradNorm, rolledBackTo: step, events: events.length }, 'non-finite loss: rolled back to the last good checkpoint; this batch is skipped');
+          continue;
+        }
         const lr = {
           base: learningRate(s, { peak: o.lr, end: o.lr_end, warmup: o.warmup_steps, total, decay: o.lr_schedule }),
           ttt: learningRate(s, { peak: o.lr_ssm, end: o.lr_end, warmup: o.warmup_steps, total, decay: o.lr_ssm_schedule }),
@@ -279,10 +381,10 @@ export async function runShard(req: ShardRequest, ctl: ShardControl = {}): Promi
         model.optimizer.apply(model.params, gradSum, lr);
         for (const g of gradSum.values()) g.dispose();
         step = s;
-        if (!Number.isFinite(lossSum)) throw new Error(`non-finite loss ${lossSum} at step ${step} of stage ${name}`);
         if (firstLoss === null) firstLoss = lossSum;
         lastLoss = lossSum;
         const stepSeconds = (Date.now() - ts) / 1000;
+        lease.check(`writing step ${step}`);
         const tokens = c.training.global_batch_size * dims.seqLen;
         fs.writeSync(
           metrics,
