@@ -146,7 +146,7 @@ export async function modelBench(out: NodeJS.WritableStream): Promise<void> {
   w(flopRow('63s, width 64 (as (a))', perStage['63s']!));
   w('target: ratio >= 0.5 (first row)\n\n');
   // (c) remat at 63 s; the two configurations take turns so that machine noise hits both alike.
-  const remat: RematConfig = { layerGroup: 1, attention: false, mlp: false, forwardSsm: false, reverseSsm: false, seqBlock: false };
+  const remat: RematConfig = { ...NO_REMAT, layerGroup: 1 };
   const [plain, withRemat] = (await interleavedTimings(
     [
       { stage: '63s', overrides: width, remat: NO_REMAT },

@@ -69,6 +69,7 @@ export function modelDims(c: StageConfig): ModelDims {
       forwardSsm: c.remat.forward_ssm,
       reverseSsm: c.remat.reverse_ssm,
       seqBlock: c.remat.seq_modeling_block,
+      scanGroup: c.remat.scan_checkpoint_group_size,
     },
   };
 }

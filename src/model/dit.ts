@@ -232,11 +232,12 @@ export function tttLayer(P: Params, pre: string, x: tf.Tensor, d: ModelDims, rop
   const XV = centred.div(std.add(1e-8)).mul(lnW).add(lnB).add(XK);
   const mb = (t: tf.Tensor, last: number): tf.Tensor => t.transpose([0, 2, 1, 3]).reshape([B, H, NB, K, last]);
   const tileB = (t: tf.Tensor): tf.Tensor => (B === 1 ? t.expandDims(0) : t.expandDims(0).tile([B, 1, 1, 1]));
+  const scanOpts = { checkpointGroup: d.remat.scanGroup };
   const common = { XQ: mb(XQ, hd), XK: mb(XK, hd), XV: mb(XV, hd), eta: mb(eta, K), lnWeight: lnW, lnBias: lnB };
   const out =
     d.ssmLayer === 'ttt_mlp'
-      ? tttMlp({ ...common, W1: tileB(get(P, `${pre}.W1`)), b1: tileB(get(P, `${pre}.b1`)), W2: tileB(get(P, `${pre}.W2`)), b2: tileB(get(P, `${pre}.b2`)) })
-      : tttLinear({ ...common, W1: tileB(get(P, `${pre}.W1`)), b1: tileB(get(P, `${pre}.b1`)) });
+      ? tttMlp({ ...common, W1: tileB(get(P, `${pre}.W1`)), b1: tileB(get(P, `${pre}.b1`)), W2: tileB(get(P, `${pre}.W2`)), b2: tileB(get(P, `${pre}.b2`)) }, scanOpts)
+      : tttLinear({ ...common, W1: tileB(get(P, `${pre}.W1`)), b1: tileB(get(P, `${pre}.b1`)) }, scanOpts);
   const y = out.reshape([B, H, S, hd]).transpose([0, 2, 1, 3]).reshape([B, S, d.width]);
   const normed = layerNorm(y, get(P, `${pre}.post_norm.weight`), get(P, `${pre}.post_norm.bias`), LN_EPS);
   return undoInterleave(linear(normed, get(P, `${pre}.wo.weight`), get(P, `${pre}.wo.bias`)), 1, d);

@@ -16,9 +16,11 @@ export interface RematConfig {
   forwardSsm: boolean;
   reverseSsm: boolean;
   seqBlock: boolean;
+  /** Recompute the TTT scan in groups of this many mini-batches (0 = off). */
+  scanGroup: number;
 }
 
-export const NO_REMAT: RematConfig = { layerGroup: 0, attention: false, mlp: false, forwardSsm: false, reverseSsm: false, seqBlock: false };
+export const NO_REMAT: RematConfig = { layerGroup: 0, attention: false, mlp: false, forwardSsm: false, reverseSsm: false, seqBlock: false, scanGroup: 0 };
 
 interface EngineState {
   state: { activeTape: unknown[] | null };

@@ -9,6 +9,7 @@
 import { tf } from '../backend';
 import { matMul } from './matmul';
 import { geluTanh, geluTanhGrad } from './ops';
+import { recomputed } from './remat';
 
 export const TTT_LN_EPS = 1e-8;
 
@@ -94,25 +95,62 @@ interface MiniBatch {
   lnB: tf.Tensor;
 }
 
+type State = Record<string, tf.Tensor>;
+
+/** Options of the mini-batch scan. */
+export interface ScanOptions {
+  /**
+   * Recompute the scan in groups of this many mini-batches in the backward pass
+   * (remat.scan_checkpoint_group_size): only each group's inputs and the inner weights at group
+   * boundaries are kept. 0 = keep everything.
+   */
+  checkpointGroup?: number;
+}
+
 /**
  * Runs `step` over the mini-batches in order, carrying the inner weights from one to the next;
  * `step` returns the mini-batch's output and the updated weights.
  */
-function scan<S>(inp: TttLinearInputs, state: S, step: (mb: MiniBatch, state: S) => { out: tf.Tensor; state: S }): tf.Tensor {
-  const [B, H, , K, D] = inp.XQ.shape as number[];
-  const lnW = inp.lnWeight.reshape([1, H!, 1, D!]);
-  const lnB = inp.lnBias.reshape([1, H!, 1, D!]);
+function scan<S extends State>(inp: TttLinearInputs, state: S, step: (mb: MiniBatch, state: S) => { out: tf.Tensor; state: S }, opts: ScanOptions = {}): tf.Tensor {
+  const [B, H, NC, K, D] = inp.XQ.shape as number[];
   const XQs = miniBatches(inp.XQ);
   const XKs = miniBatches(inp.XK);
   const XVs = miniBatches(inp.XV);
   const etas = miniBatches(inp.eta);
+  /** Mini-batches [i0, i1) from `st`, with the per-mini-batch tensors and norms given. */
+  const run = (xq: tf.Tensor[], xk: tf.Tensor[], xv: tf.Tensor[], et: tf.Tensor[], lnWeight: tf.Tensor, lnBias: tf.Tensor, st: S): { outs: tf.Tensor[]; state: S } => {
+    const lnW = lnWeight.reshape([1, H!, 1, D!]);
+    const lnB = lnBias.reshape([1, H!, 1, D!]);
+    const outs: tf.Tensor[] = [];
+    for (let i = 0; i < xq.length; i++) {
+      const eta = et[i]!;
+      const e = eta.slice([0, 0, K! - 1, 0], [-1, -1, 1, -1]).reshape([B!, H!, K!, 1]);
+      const r = step({ XQ: xq[i]!, X1: xk[i]!, XV: xv[i]!, eta, e, lnW, lnB }, st);
+      outs.push(r.out);
+      st = r.state;
+    }
+    return { outs, state: st };
+  };
+  const G = opts.checkpointGroup ?? 0;
+  if (G <= 0 || G >= NC!) return joinMiniBatches(run(XQs, XKs, XVs, etas, inp.lnWeight, inp.lnBias, state).outs);
+  // Grouped: each group is one recomputed piece whose output packs the group's outputs and the
+  // carried weights into one flat tensor (tf.customGrad has a single output).
+  const keys = Object.keys(state);
   const outs: tf.Tensor[] = [];
-  for (let i = 0; i < XQs.length; i++) {
-    const eta = etas[i]!;
-    const e = eta.slice([0, 0, K! - 1, 0], [-1, -1, 1, -1]).reshape([B!, H!, K!, 1]);
-    const r = step({ XQ: XQs[i]!, X1: XKs[i]!, XV: XVs[i]!, eta, e, lnW, lnB }, state);
-    outs.push(r.out);
-    state = r.state;
+  for (let i0 = 0; i0 < NC!; i0 += G) {
+    const n = Math.min(G, NC! - i0);
+    const pieces = [XQs, XKs, XVs, etas].map((xs) => xs.slice(i0, i0 + n));
+    const shapes = [...Array.from({ length: n }, () => [B!, H!, K!, D!]), ...keys.map((k) => state[k]!.shape)];
+    const packed = recomputed({}, [], [...pieces.flat(), inp.lnWeight, inp.lnBias, ...keys.map((k) => state[k]!)], (_, xs) => {
+      const at = (j: number): tf.Tensor[] => xs.slice(j * n, (j + 1) * n);
+      const st = Object.fromEntries(keys.map((k, j) => [k, xs[4 * n + 2 + j]!])) as S;
+      const r = run(at(0), at(1), at(2), at(3), xs[4 * n]!, xs[4 * n + 1]!, st);
+      return tf.concat([...r.outs, ...keys.map((k) => r.state[k]!)].map((t) => t.reshape([-1])));
+    });
+    const sizes = shapes.map((sh) => sh.reduce((a, b) => a * b, 1));
+    const parts = tf.split(packed, sizes).map((t, j) => t.reshape(shapes[j]!));
+    outs.push(...parts.slice(0, n));
+    state = Object.fromEntries(keys.map((k, j) => [k, parts[n + j]!])) as S;
   }
   return joinMiniBatches(outs);
 }
@@ -127,7 +165,7 @@ function etaAttn(eta: tf.Tensor, A: tf.Tensor, B: tf.Tensor): tf.Tensor {
 }
 
 /** TTT-MLP: inner model Z2 = gelu_tanh(X·W1 + b1)·W2 + b2, one gradient step per mini-batch. */
-export function tttMlp(inp: TttMlpInputs): tf.Tensor {
+export function tttMlp(inp: TttMlpInputs, opts: ScanOptions = {}): tf.Tensor {
   checkShapes('tttMlp', inp);
   return tf.tidy(() =>
     scan(inp, { W1: inp.W1, b1: inp.b1, W2: inp.W2, b2: inp.b2 }, ({ XQ, X1, XV, eta, e, lnW, lnB }, { W1, b1, W2, b2 }) => {
@@ -153,12 +191,12 @@ export function tttMlp(inp: TttMlpInputs): tf.Tensor {
           b2: b2.sub(e.mul(G2).sum(2, true)),
         },
       };
-    }),
+    }, opts),
   );
 }
 
 /** TTT-Linear: inner model Z = X·W1 + b1, one gradient step per mini-batch. */
-export function tttLinear(inp: TttLinearInputs): tf.Tensor {
+export function tttLinear(inp: TttLinearInputs, opts: ScanOptions = {}): tf.Tensor {
   checkShapes('tttLinear', inp);
   return tf.tidy(() =>
     scan(inp, { W1: inp.W1, b1: inp.b1 }, ({ XQ, X1, XV, eta, e, lnW, lnB }, { W1, b1 }) => {
@@ -169,6 +207,6 @@ export function tttLinear(inp: TttLinearInputs): tf.Tensor {
         out: XQ.add(lnApply(Z1bar, lnW, lnB)),
         state: { W1: W1.sub(matMul(e.mul(X1), G1, true, false)), b1: b1.sub(e.mul(G1).sum(2, true)) },
       };
-    }),
+    }, opts),
   );
 }

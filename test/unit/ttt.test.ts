@@ -255,11 +255,13 @@ test('remat gives the same gradients with less peak tensor memory', async () => 
       }),
     );
   };
-  const base = await run({ layerGroup: 0, attention: false, mlp: false, forwardSsm: false, reverseSsm: false, seqBlock: false });
+  const off = { layerGroup: 0, attention: false, mlp: false, forwardSsm: false, reverseSsm: false, seqBlock: false, scanGroup: 0 };
+  const base = await run(off);
   for (const remat of [
-    { layerGroup: 1, attention: false, mlp: false, forwardSsm: false, reverseSsm: false, seqBlock: false },
-    { layerGroup: 0, attention: true, mlp: true, forwardSsm: true, reverseSsm: true, seqBlock: false },
-    { layerGroup: 0, attention: false, mlp: true, forwardSsm: false, reverseSsm: false, seqBlock: true },
+    { ...off, layerGroup: 1 },
+    { ...off, attention: true, mlp: true, forwardSsm: true, reverseSsm: true },
+    { ...off, mlp: true, seqBlock: true },
+    { ...off, scanGroup: 2 },
   ]) {
     const r = await run(remat);
     names.forEach((n, i) => {
