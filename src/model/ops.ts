@@ -4,21 +4,26 @@ import { matMul } from './matmul';
 
 const SQRT_2_OVER_PI = Math.sqrt(2 / Math.PI);
 
-/** GELU, tanh approximation. */
+/**
+ * GELU, tanh approximation: 0.5 x (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3), computed
+ * as x * sigmoid(2u) (the same function: 1 + tanh(u) = 2 sigmoid(2u)) because the wasm backend's
+ * Tanh is a scalar loop about 5x slower than its vectorised Sigmoid.
+ */
 export function geluTanh(x: tf.Tensor): tf.Tensor {
-  return tf.tidy(() => {
-    // x*x*x rather than x.pow(3): pow is several times slower on wasm.
-    const inner = x.add(x.square().mul(x).mul(0.044715)).mul(SQRT_2_OVER_PI);
-    return x.mul(0.5).mul(inner.tanh().add(1));
-  });
+  return tf.tidy(() => x.mul(twiceInner(x).sigmoid()));
 }
 
-/** d/dx of geluTanh. */
+/** 2u = 2 sqrt(2/pi) (x + 0.044715 x^3); x*x*x rather than x.pow(3), which is several times slower on wasm. */
+function twiceInner(x: tf.Tensor): tf.Tensor {
+  return x.add(x.square().mul(x).mul(0.044715)).mul(2 * SQRT_2_OVER_PI);
+}
+
+/** d/dx of geluTanh: s + 2 x s (1 - s) u', with s = sigmoid(2u) and u' = sqrt(2/pi) (1 + 3 * 0.044715 x^2). */
 export function geluTanhGrad(x: tf.Tensor): tf.Tensor {
   return tf.tidy(() => {
-    const t = x.add(x.square().mul(x).mul(0.044715)).mul(SQRT_2_OVER_PI).tanh();
+    const s = twiceInner(x).sigmoid();
     const dInner = x.square().mul(3 * 0.044715).add(1).mul(SQRT_2_OVER_PI);
-    return t.add(1).mul(0.5).add(x.mul(0.5).mul(tf.scalar(1).sub(t.square())).mul(dInner));
+    return s.add(x.mul(2).mul(s).mul(tf.scalar(1).sub(s)).mul(dInner));
   });
 }
 

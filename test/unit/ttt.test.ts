@@ -11,7 +11,7 @@ import { loadStageConfig } from '../../src/config/load';
 import { modelDims } from '../../src/model/dims';
 import { ditBlock, ditForward, ropeForModel, tttLayer, type Params } from '../../src/model/dit';
 import { matMul, SMALL_PRODUCT } from '../../src/model/matmul';
-import { geluTanh, layerNorm } from '../../src/model/ops';
+import { geluTanh, geluTanhGrad, layerNorm } from '../../src/model/ops';
 import { initialParams } from '../../src/model/params';
 import { tttLinear, tttMlp, TTT_LN_EPS, type TttMlpInputs } from '../../src/model/ttt';
 import { rngFor } from '../../src/rng';
@@ -270,4 +270,21 @@ test('remat gives the same gradients with less peak tensor memory', async () => 
     });
     assert.ok(r.peakBytes < base.peakBytes, `${JSON.stringify(remat)}: peak ${r.peakBytes} B < ${base.peakBytes} B without remat`);
   }
+});
+
+test('geluTanh and its derivative match the tanh formula of the paper code', () => {
+  const xs = Array.from({ length: 201 }, (_, i) => (i - 100) / 12.5); // -8 .. 8
+  const k = Math.sqrt(2 / Math.PI);
+  const u = (x: number): number => k * (x + 0.044715 * x ** 3);
+  const ref = xs.map((x) => 0.5 * x * (1 + Math.tanh(u(x))));
+  const refGrad = xs.map((x) => 0.5 * (1 + Math.tanh(u(x))) + 0.5 * x * (1 - Math.tanh(u(x)) ** 2) * k * (1 + 3 * 0.044715 * x * x));
+  const x = tf.tensor1d(xs);
+  const y = Array.from(geluTanh(x).dataSync());
+  const g = Array.from(geluTanhGrad(x).dataSync());
+  const auto = Array.from(tf.grad((t: tf.Tensor) => geluTanh(t).sum())(x).dataSync());
+  xs.forEach((xi, i) => {
+    assert.ok(Math.abs(y[i]! - ref[i]!) <= 1e-5 * Math.max(1, Math.abs(ref[i]!)), `gelu(${xi}) = ${y[i]}, expected ${ref[i]}`);
+    assert.ok(Math.abs(g[i]! - refGrad[i]!) <= 1e-5, `gelu'(${xi}) = ${g[i]}, expected ${refGrad[i]}`);
+    assert.ok(Math.abs(auto[i]! - refGrad[i]!) <= 1e-5, `autodiff gelu'(${xi}) = ${auto[i]}, expected ${refGrad[i]}`);
+  });
 });
