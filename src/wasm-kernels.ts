@@ -64,79 +64,71 @@ function sliceInPlace(x: tf.TensorInfo, begin: number[], size: number[], backend
 
 let patched = false;
 
-const REPLACED = ['Slice', 'SplitV', 'Unpack', 'Identity', 'Cast'] as const;
+type Attrs = Record<string, unknown>;
+/** A replacement kernel body: numeric input `x`; returns undefined to defer to the original kernel. */
+type Body = (x: tf.TensorInfo, attrs: Attrs, backend: WasmBackend) => tf.TensorInfo | tf.TensorInfo[] | undefined;
 
-/** Replaces the wasm backend's Slice, SplitV, Unpack, Identity and Cast kernels (strings and dtype changes keep the originals). */
-export function patchWasmKernels(): void {
-  if (patched) return;
-  const orig = Object.fromEntries(REPLACED.map((k) => [k, tf.getKernel(k, 'wasm')])) as Record<(typeof REPLACED)[number], tf.KernelConfig | undefined>;
-  if (REPLACED.some((k) => !orig[k])) return; // wasm backend not registered
-  patched = true;
-  for (const k of REPLACED) tf.unregisterKernel(k, 'wasm');
-  tf.registerKernel({
-    kernelName: 'Identity',
-    backendName: 'wasm',
-    kernelFunc: (args) => {
-      const x = args.inputs.x as tf.TensorInfo;
-      return x.dtype === 'string' ? orig.Identity!.kernelFunc(args) : share(x, args.backend as WasmBackend);
+const BODIES: Record<string, { input: string; body: Body }> = {
+  Identity: { input: 'x', body: (x, _a, backend) => share(x, backend) },
+  // A cast to another dtype converts: the original kernel does that.
+  Cast: { input: 'x', body: (x, a, backend) => (x.dtype === a.dtype ? share(x, backend) : undefined) },
+  Slice: {
+    input: 'x',
+    body: (x, a, backend) => {
+      const [b, s] = tf.slice_util.parseSliceParams(x as tf.Tensor, a.begin as number[], a.size as number[]);
+      return sliceInPlace(x, b, s, backend);
     },
-  });
-  tf.registerKernel({
-    kernelName: 'Cast',
-    backendName: 'wasm',
-    kernelFunc: (args) => {
-      const x = args.inputs.x as tf.TensorInfo;
-      const { dtype } = args.attrs as unknown as { dtype: tf.DataType };
-      return x.dtype === dtype && dtype !== 'string' ? share(x, args.backend as WasmBackend) : orig.Cast!.kernelFunc(args);
-    },
-  });
-  tf.registerKernel({
-    kernelName: 'Slice',
-    backendName: 'wasm',
-    kernelFunc: (args) => {
-      const x = args.inputs.x as tf.TensorInfo;
-      if (x.dtype === 'string') return orig.Slice!.kernelFunc(args);
-      const { begin, size } = args.attrs as unknown as { begin: number | number[]; size?: number | number[] };
-      const [b, s] = tf.slice_util.parseSliceParams(x as tf.Tensor, begin, size);
-      return sliceInPlace(x, b, s, args.backend as WasmBackend);
-    },
-  });
-  tf.registerKernel({
-    kernelName: 'SplitV',
-    backendName: 'wasm',
-    kernelFunc: (args) => {
-      const x = args.inputs.x as tf.TensorInfo;
-      if (x.dtype === 'string') return orig.SplitV!.kernelFunc(args);
-      const { numOrSizeSplits, axis } = args.attrs as unknown as { numOrSizeSplits: number | number[]; axis: number };
-      const ax = tf.util.parseAxisParam(axis, x.shape)[0]!;
-      const sizes = tf.backend_util.prepareSplitSize(x as tf.Tensor, numOrSizeSplits, ax);
+  },
+  SplitV: {
+    input: 'x',
+    body: (x, a, backend) => {
+      const ax = tf.util.parseAxisParam(a.axis as number, x.shape)[0]!;
+      const sizes = tf.backend_util.prepareSplitSize(x as tf.Tensor, a.numOrSizeSplits as number[], ax);
       const begin = x.shape.map(() => 0);
       return sizes.map((n) => {
         const size = x.shape.slice();
         size[ax] = n;
-        const out = sliceInPlace(x, begin.slice(), size, args.backend as WasmBackend);
+        const out = sliceInPlace(x, begin.slice(), size, backend);
         begin[ax]! += n;
         return out;
       });
     },
-  });
-  tf.registerKernel({
-    kernelName: 'Unpack',
-    backendName: 'wasm',
-    kernelFunc: (args) => {
-      const x = args.inputs.value as tf.TensorInfo;
-      if (x.dtype === 'string') return orig.Unpack!.kernelFunc(args);
+  },
+  Unpack: {
+    input: 'value',
+    body: (x, a, backend) => {
       const r = x.shape.length;
-      const axis = ((args.attrs as unknown as { axis: number }).axis + r) % r;
+      const axis = ((a.axis as number) + r) % r;
       const outShape = x.shape.filter((_, i) => i !== axis);
       const size = x.shape.slice();
       size[axis] = 1;
       return Array.from({ length: x.shape[axis]! }, (_, i) => {
         const begin = x.shape.map(() => 0);
         begin[axis] = i;
-        const out = sliceInPlace(x, begin, size, args.backend as WasmBackend);
-        return { ...out, shape: outShape }; // same data, the unstacked axis dropped
+        return { ...sliceInPlace(x, begin, size, backend), shape: outShape }; // same data, the unstacked axis dropped
       });
     },
-  });
+  },
+};
+
+/** Replaces the wasm backend's Slice, SplitV, Unpack, Identity and Cast kernels (strings and dtype changes keep the originals). */
+export function patchWasmKernels(): void {
+  if (patched) return;
+  const names = Object.keys(BODIES);
+  const orig = new Map(names.map((k) => [k, tf.getKernel(k, 'wasm')]));
+  if (names.some((k) => !orig.get(k))) return; // wasm backend not registered
+  patched = true;
+  for (const k of names) {
+    const { input, body } = BODIES[k]!;
+    const original = orig.get(k)!.kernelFunc;
+    tf.unregisterKernel(k, 'wasm');
+    tf.registerKernel({
+      kernelName: k,
+      backendName: 'wasm',
+      kernelFunc: (args) => {
+        const x = args.inputs[input] as tf.TensorInfo;
+        return (x.dtype === 'string' ? undefined : body(x, args.attrs as Attrs, args.backend as WasmBackend)) ?? original(args);
+      },
+    });
+  }
 }
