@@ -67,7 +67,7 @@ export function stepDirName(step: number): string {
   return `step-${String(step).padStart(8, '0')}`;
 }
 
-function sha256File(file: string): string {
+export function sha256File(file: string): string {
   const h = crypto.createHash('sha256');
   const fd = fs.openSync(file, 'r');
   try {
@@ -80,7 +80,7 @@ function sha256File(file: string): string {
   return h.digest('hex');
 }
 
-function writeFileSynced(file: string, parts: Buffer[] | string): FileEntry {
+export function writeFileSynced(file: string, parts: Buffer[] | string): FileEntry {
   const fd = fs.openSync(file, 'w');
   const h = crypto.createHash('sha256');
   let bytes = 0;
@@ -98,7 +98,7 @@ function writeFileSynced(file: string, parts: Buffer[] | string): FileEntry {
   return { sha256: h.digest('hex'), bytes };
 }
 
-function fsyncDir(dir: string): void {
+export function fsyncDir(dir: string): void {
   try {
     const fd = fs.openSync(dir, 'r');
     try {
@@ -174,18 +174,24 @@ export function verifyCheckpoint(dir: string, opts: { checksums?: boolean } = {}
     return { ok: false, reason: 'state.json is not a ttt-curriculum checkpoint state' };
   }
   if (!state.files['model.safetensors']) return { ok: false, reason: 'state.json lists no model.safetensors' };
-  for (const [name, entry] of Object.entries(state.files)) {
+  const bad = verifyFiles(dir, state.files, 'state.json', opts);
+  return bad ? { ok: false, reason: bad } : { ok: true, state };
+}
+
+/** Checks files against their recorded sizes (and sha256 unless checksums: false); returns what is wrong, or undefined. */
+export function verifyFiles(dir: string, files: Record<string, FileEntry>, listedIn: string, opts: { checksums?: boolean } = {}): string | undefined {
+  for (const [name, entry] of Object.entries(files)) {
     const f = path.join(dir, name);
     let size: number;
     try {
       size = fs.statSync(f).size;
     } catch {
-      return { ok: false, reason: `${name} is missing` };
+      return `${name} is missing`;
     }
-    if (size !== entry.bytes) return { ok: false, reason: `${name} has ${size} bytes, state.json says ${entry.bytes} (truncated?)` };
-    if (opts.checksums !== false && sha256File(f) !== entry.sha256) return { ok: false, reason: `${name} fails its sha256 checksum (corrupted)` };
+    if (size !== entry.bytes) return `${name} has ${size} bytes, ${listedIn} says ${entry.bytes} (truncated?)`;
+    if (opts.checksums !== false && sha256File(f) !== entry.sha256) return `${name} fails its sha256 checksum (corrupted)`;
   }
-  return { ok: true, state };
+  return undefined;
 }
 
 /** Step checkpoints of a stage, newest first. Temporary folders are not listed. */
@@ -229,7 +235,7 @@ export function pruneCheckpoints(checkpointsDir: string, keep: number): void {
   }
 }
 
-function processAlive(pid: number): boolean {
+export function processAlive(pid: number): boolean {
   if (pid === process.pid) return true;
   try {
     process.kill(pid, 0);
@@ -281,13 +287,23 @@ export function modelFiles(dir: string): string[] {
 }
 
 /**
- * Loads model weights from any weights folder (init_state_dir, a stage final or a step
- * checkpoint). If the folder has a state.json its checksums are verified first.
+ * Loads model weights from any weights folder (init_state_dir, a stage final, a step
+ * checkpoint, or the output of `ttt-curriculum convert`). If the folder has a state.json (a
+ * checkpoint) or a convert.json (a conversion), the files' sizes and checksums are verified first.
  */
 export function loadModelWeights(dir: string): Map<string, FloatTensor> {
   if (fs.existsSync(path.join(dir, 'state.json'))) {
     const v = verifyCheckpoint(dir);
     if (!v.ok) throw new UserError(`weights folder is not usable: ${v.reason}`, { where: dir, kind: 'CheckpointError', fix: 'restore the folder or point at another checkpoint' });
+  } else if (fs.existsSync(path.join(dir, 'convert.json'))) {
+    let files: Record<string, FileEntry> | undefined;
+    try {
+      files = (JSON.parse(fs.readFileSync(path.join(dir, 'convert.json'), 'utf8')) as { files?: Record<string, FileEntry> }).files;
+    } catch {
+      /* reported below */
+    }
+    const bad = files && typeof files === 'object' ? verifyFiles(dir, files, 'convert.json') : 'convert.json is unreadable';
+    if (bad) throw new UserError(`converted weights are not usable: ${bad}`, { where: dir, kind: 'CheckpointError', fix: 'run `ttt-curriculum convert` again (it replaces the folder)' });
   }
   const out = new Map<string, FloatTensor>();
   for (const f of modelFiles(dir)) for (const [k, t] of readSafetensors(f).tensors) out.set(k, t);

@@ -33,8 +33,11 @@ function norm(specs: ParamSpec[], name: string, dim: number): void {
 const N002: Init = { kind: 'normal', std: 0.02 };
 const ZERO: Init = { kind: 'const', value: 0 };
 
+/** The sizes that decide the parameter set (a converter knows these from a diffusers config.json alone). */
+export type ParamDims = Pick<ModelDims, 'layers' | 'heads' | 'headDim' | 'width' | 'inChannels' | 'outChannels' | 'patch' | 'textDim' | 'timeEmbedDim' | 'ssmLayer'>;
+
 /** Every parameter of the model, in a stable order. */
-export function paramSpecs(d: ModelDims): ParamSpec[] {
+export function paramSpecs(d: ParamDims): ParamSpec[] {
   const s: ParamSpec[] = [];
   const D = d.width;
   const hd = d.headDim;

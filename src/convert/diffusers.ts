@@ -1,0 +1,190 @@
+/**
+ * A CogVideoX transformer in Hugging Face diffusers format: config.json plus
+ * diffusion_pytorch_model.safetensors, or shards listed in
+ * diffusion_pytorch_model.safetensors.index.json. Reading it here means reading config.json and
+ * the safetensors headers only, and checking everything the conversion relies on, so that a bad
+ * folder fails before anything is written, with every problem listed.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { UserError } from '../errors';
+import { paramSpecs, type ParamDims } from '../model/params';
+import { readHeader, SafetensorsError, type SafetensorsHeader, type TensorInfo } from '../checkpoint/safetensors';
+import { splitSpecs, tttName } from './keymap';
+
+export const DIFFUSERS_CONFIG = 'config.json';
+export const DIFFUSERS_SINGLE = 'diffusion_pytorch_model.safetensors';
+export const DIFFUSERS_INDEX = 'diffusion_pytorch_model.safetensors.index.json';
+/** The hyperparameters read from config.json; the same names as the stage config's [model] fields. */
+export const CONFIG_FIELDS = ['num_layers', 'num_attention_heads', 'attention_head_dim', 'in_channels', 'out_channels', 'patch_size', 'text_embed_dim', 'time_embed_dim'] as const;
+export type DiffusersConfig = Record<(typeof CONFIG_FIELDS)[number], number>;
+export const SOURCE_DTYPES = ['BF16', 'F16', 'F32'];
+
+export class ConvertError extends UserError {
+  constructor(where: string, message: string, fix: string) {
+    super(message, { where, kind: 'ConvertError', fix });
+    this.name = 'ConvertError';
+  }
+}
+
+/** True when a folder looks like a diffusers transformer (and not like one of our weights folders). */
+export function isDiffusersFolder(dir: string): boolean {
+  return fs.existsSync(path.join(dir, DIFFUSERS_INDEX)) || fs.existsSync(path.join(dir, DIFFUSERS_SINGLE));
+}
+
+/** Reads and checks config.json: the eight hyperparameters, and no CogVideoX variant this converter does not know. */
+export function readDiffusersConfig(dir: string): DiffusersConfig {
+  const file = path.join(dir, DIFFUSERS_CONFIG);
+  let raw: Record<string, unknown>;
+  try {
+    raw = JSON.parse(fs.readFileSync(file, 'utf8')) as Record<string, unknown>;
+  } catch (e) {
+    throw new ConvertError(file, `cannot read the model config (${(e as Error).message})`, 'point --from (or checkpoint.init_state_dir) at the `transformer` folder of a CogVideoX diffusers checkpoint, which holds config.json');
+  }
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw new ConvertError(file, 'is not a JSON object', 'restore config.json from the diffusers checkpoint');
+  const problems: string[] = [];
+  const out: Partial<DiffusersConfig> = {};
+  for (const f of CONFIG_FIELDS) {
+    const v = raw[f];
+    if (!Number.isSafeInteger(v) || (v as number) <= 0) problems.push(`${f} = ${JSON.stringify(v)} (expected a positive integer)`);
+    else out[f] = v as number;
+  }
+  if (raw._class_name !== undefined && raw._class_name !== 'CogVideoXTransformer3DModel') problems.push(`_class_name = ${JSON.stringify(raw._class_name)} (expected "CogVideoXTransformer3DModel")`);
+  if (raw.patch_size_t !== undefined && raw.patch_size_t !== null) problems.push(`patch_size_t = ${JSON.stringify(raw.patch_size_t)}: CogVideoX 1.5 (temporal patches) is not supported; TTT-Video-DiT starts from CogVideoX-5B (patch_size_t null)`);
+  if (problems.length > 0) throw new ConvertError(file, `not a CogVideoX transformer config: ${problems.join('; ')}`, 'use the config.json of CogVideoX-5B (the `transformer` folder of the diffusers checkpoint)');
+  return out as DiffusersConfig;
+}
+
+export function paramDims(c: DiffusersConfig, ssmLayer: 'ttt_mlp' | 'ttt_linear'): ParamDims {
+  return {
+    layers: c.num_layers,
+    heads: c.num_attention_heads,
+    headDim: c.attention_head_dim,
+    width: c.num_attention_heads * c.attention_head_dim,
+    inChannels: c.in_channels,
+    outChannels: c.out_channels,
+    patch: c.patch_size,
+    textDim: c.text_embed_dim,
+    timeEmbedDim: c.time_embed_dim,
+    ssmLayer,
+  };
+}
+
+export interface SourceTensor {
+  /** diffusers name. */
+  name: string;
+  file: string;
+  info: TensorInfo;
+}
+
+export interface SourceFile {
+  file: string;
+  bytes: number;
+  header: SafetensorsHeader;
+  /** Its tensors in the order of their bytes in the file. */
+  tensors: SourceTensor[];
+}
+
+export interface DiffusersSource {
+  dir: string;
+  config: DiffusersConfig;
+  /** Every input file in a stable order: config.json, the index (if any), the safetensors files. */
+  inputFiles: string[];
+  /** The safetensors files, sorted by name. */
+  files: SourceFile[];
+  tensors: Map<string, SourceTensor>;
+}
+
+function shardFiles(dir: string): { files: string[]; index: string | null; weightMap: Record<string, string> | null } {
+  const index = path.join(dir, DIFFUSERS_INDEX);
+  if (fs.existsSync(index)) {
+    let weightMap: unknown;
+    try {
+      weightMap = (JSON.parse(fs.readFileSync(index, 'utf8')) as { weight_map?: unknown }).weight_map;
+    } catch (e) {
+      throw new ConvertError(index, `cannot read the shard index (${(e as Error).message})`, 'restore the index file from the diffusers checkpoint');
+    }
+    if (weightMap === null || typeof weightMap !== 'object' || Array.isArray(weightMap) || Object.values(weightMap).some((f) => typeof f !== 'string')) {
+      throw new ConvertError(index, 'weight_map is not an object of {tensor name: file name}', 'restore the index file from the diffusers checkpoint');
+    }
+    const names = [...new Set(Object.values(weightMap as Record<string, string>))].sort();
+    const outside = names.filter((f) => f !== path.basename(f) || f.startsWith('.'));
+    if (outside.length > 0) throw new ConvertError(index, `weight_map names files outside the folder: ${outside.join(', ')}`, 'shard files must sit next to the index');
+    const missing = names.filter((f) => !fs.existsSync(path.join(dir, f)));
+    if (missing.length > 0) throw new ConvertError(index, `shard files listed in weight_map are missing: ${missing.join(', ')}`, 'download the missing shards, or restore the folder');
+    return { files: names.map((f) => path.join(dir, f)), index, weightMap: weightMap as Record<string, string> };
+  }
+  const single = path.join(dir, DIFFUSERS_SINGLE);
+  if (fs.existsSync(single)) return { files: [single], index: null, weightMap: null };
+  throw new ConvertError(dir, `no ${DIFFUSERS_SINGLE} or ${DIFFUSERS_INDEX}`, 'point it at the `transformer` folder of a CogVideoX diffusers checkpoint');
+}
+
+const list = (xs: string[], n = 20): string => (xs.length <= n ? xs.join(', ') : `${xs.slice(0, n).join(', ')} and ${xs.length - n} more`);
+
+/**
+ * Reads a diffusers folder's config and headers and checks them against the TTT-Video-DiT
+ * parameter set: every source tensor must map to a parameter (unknown keys are listed), every
+ * mapped parameter must have a source (missing keys are listed), with the same shape, in BF16,
+ * F16 or F32. Throws one ConvertError listing every problem.
+ */
+export function readDiffusersSource(dirArg: string, ssmLayer: 'ttt_mlp' | 'ttt_linear'): DiffusersSource {
+  const dir = path.resolve(dirArg);
+  if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) throw new ConvertError(dir, 'no such directory', 'point it at the `transformer` folder of a CogVideoX diffusers checkpoint');
+  const config = readDiffusersConfig(dir);
+  const { files: paths, index, weightMap } = shardFiles(dir);
+  const files: SourceFile[] = [];
+  const tensors = new Map<string, SourceTensor>();
+  const problems: string[] = [];
+  for (const file of paths) {
+    let header: SafetensorsHeader;
+    try {
+      header = readHeader(file);
+    } catch (e) {
+      if (e instanceof SafetensorsError) throw new ConvertError(file, e.problem, 'the file is malformed or truncated; download it again');
+      throw e;
+    }
+    const ts: SourceTensor[] = [];
+    for (const [name, info] of header.tensors) {
+      const t = { name, file, info };
+      const other = tensors.get(name);
+      if (other) problems.push(`${name} is in both ${path.basename(other.file)} and ${path.basename(file)}`);
+      else tensors.set(name, t);
+      ts.push(t);
+    }
+    ts.sort((a, b) => a.info.begin - b.info.begin || a.info.end - b.info.end);
+    files.push({ file, bytes: header.dataStart + header.dataBytes, header, tensors: ts });
+  }
+  if (weightMap) {
+    const wrong = Object.entries(weightMap).filter(([name, f]) => tensors.get(name)?.file !== path.join(dir, f)).map(([name, f]) => `${name} (index: ${f})`);
+    if (wrong.length > 0) problems.push(`${DIFFUSERS_INDEX} lists tensors that are not in the file it names: ${list(wrong)}`);
+    const unlisted = [...tensors.keys()].filter((n) => !(n in weightMap));
+    if (unlisted.length > 0) problems.push(`tensors missing from ${DIFFUSERS_INDEX}: ${list(unlisted)}`);
+  }
+  const specs = paramSpecs(paramDims(config, ssmLayer));
+  const { mapped } = splitSpecs(specs);
+  const wanted = new Map(mapped.map((m) => [m.source, m.spec]));
+  const unknown = [...tensors.keys()].filter((n) => !wanted.has(n)).sort();
+  if (unknown.length > 0) {
+    const outOfRange = unknown.filter((n) => tttName(n) !== undefined);
+    problems.push(
+      `unknown tensors (no TTT-Video-DiT parameter of a ${config.num_layers}-layer model takes them): ${list(unknown)}` +
+        (outOfRange.length > 0 ? ` (${outOfRange.length} of them are blocks past num_layers = ${config.num_layers})` : ''),
+    );
+  }
+  const missing = [...wanted.keys()].filter((n) => !tensors.has(n));
+  if (missing.length > 0) problems.push(`missing tensors: ${list(missing)}`);
+  const badShape: string[] = [];
+  const badDtype: string[] = [];
+  for (const [name, spec] of wanted) {
+    const t = tensors.get(name);
+    if (!t) continue;
+    if (JSON.stringify(t.info.shape) !== JSON.stringify(spec.torchShape)) badShape.push(`${name} is ${JSON.stringify(t.info.shape)}, expected ${JSON.stringify(spec.torchShape)}`);
+    if (!SOURCE_DTYPES.includes(t.info.dtype)) badDtype.push(`${name} (${t.info.dtype})`);
+  }
+  if (badShape.length > 0) problems.push(`shapes that disagree with config.json: ${list(badShape)}`);
+  if (badDtype.length > 0) problems.push(`dtypes other than ${SOURCE_DTYPES.join(', ')}: ${list(badDtype)}`);
+  if (problems.length > 0) {
+    throw new ConvertError(dir, `not a CogVideoX transformer this converter can map:\n  - ${problems.join('\n  - ')}\n`, 'use the `transformer` folder of an unmodified CogVideoX-5B diffusers checkpoint whose config.json matches its tensors');
+  }
+  return { dir, config, inputFiles: [path.join(dir, DIFFUSERS_CONFIG), ...(index ? [index] : []), ...paths], files, tensors };
+}
