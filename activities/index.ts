@@ -9,7 +9,8 @@ import { inspectStage, planCurriculum, promoteStage } from '../src/job';
 import { logger } from '../src/log';
 import { superviseShard } from '../src/train/supervise';
 import type { ShardProgress } from '../src/train/trainer';
-import type { CurriculumInput, Plan, ShardSummary, StageFinal, StageStatus, TrainShardInput } from '../src/types';
+import { convertDiffusers } from '../src/convert/convert';
+import type { ConvertInitInput, ConvertInitResult, CurriculumInput, Plan, ShardSummary, StageFinal, StageStatus, TrainShardInput } from '../src/types';
 
 
 export { NON_RETRYABLE as NON_RETRYABLE_TYPES } from '../workflows/nonretryable';
@@ -43,6 +44,39 @@ export function createActivities() {
 
     async promoteStage(req: { jobDir: string; stage: string; steps: number }): Promise<StageFinal> {
       return userErrorsAreFinal(() => promoteStage(req.jobDir, req.stage, req.steps));
+    },
+
+    /**
+     * Converts stage 1's CogVideoX diffusers weights (checkpoint.init_state_dir) into
+     * TTT-Video-DiT weights in <job>/init; reuses an earlier conversion of the same input.
+     * Streams one tensor at a time with async I/O, so the worker's event loop stays free;
+     * heartbeats the bytes done; cancellation leaves nothing behind.
+     */
+    async convertInit(input: ConvertInitInput): Promise<ConvertInitResult> {
+      const ctx = Context.current();
+      const log = logger.child({ job: ctx.info.workflowExecution?.workflowId, activity: 'convertInit', attempt: ctx.info.attempt });
+      let last = { phase: 'reading', bytesDone: 0, bytesTotal: 0 };
+      ctx.heartbeat(last);
+      const beat = setInterval(() => ctx.heartbeat(last), 2000);
+      try {
+        const r = await userErrorsAreFinal(() =>
+          convertDiffusers({
+            from: input.from,
+            out: input.out,
+            ssmLayer: input.ssmLayer,
+            seed: input.seed,
+            dtype: 'float32',
+            signal: ctx.cancellationSignal,
+            onProgress: (p) => {
+              last = { phase: p.phase, bytesDone: p.bytesDone, bytesTotal: p.bytesTotal };
+            },
+          }),
+        );
+        log.info({ out: r.out, reused: r.reused, seconds: r.seconds }, r.reused ? 'init weights: kept the earlier conversion' : 'init weights converted from CogVideoX');
+        return { out: r.out, reused: r.reused, inputHash: r.inputHash, seconds: r.seconds };
+      } finally {
+        clearInterval(beat);
+      }
     },
 
     /** Trains one shard in a child process; heartbeats progress; on cancellation checkpoints, then reports the cancellation. */

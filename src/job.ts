@@ -8,7 +8,8 @@ import { latestCompleteCheckpoint, promoteCheckpoint, verifyCheckpoint, type Ver
 import { loadCurriculum, resolveUntil, type Overrides } from './config/load';
 import { UserError } from './errors';
 import { validateJobName } from './jobname';
-import { checkpointsDir, finalDir, jobDir, stageDir } from './paths';
+import { checkpointsDir, convertedInitDir, finalDir, jobDir, stageDir } from './paths';
+import { isDiffusersFolder } from './convert/config';
 import type { CurriculumInput, Plan, StageFinal, StageStatus } from './types';
 
 /** Validates a job input and the curriculum it names; returns the plan (small JSON). */
@@ -31,20 +32,27 @@ export function planCurriculum(input: CurriculumInput): Plan {
     curriculum: cur.file,
     curriculumName: cur.name,
     until,
-    stages: cur.stages.map((s, index) => ({
-      index,
-      name: s.video.stage,
-      videoLength: s.video.videoLength,
-      configFile: s.file,
-      configHash: s.hash,
-      steps: s.config.training.steps,
-      interval: s.config.checkpoint.interval,
-      adapterMethod: s.config.model.adapter_method,
-      initStateDir: index === 0 && s.config.checkpoint.init_state_dir !== '' ? path.resolve(s.config.checkpoint.init_state_dir) : null,
-      shardMaxSeconds: s.config.shard.max_seconds,
-      shardMaxSteps: s.config.shard.max_steps,
-      heartbeatTimeoutSeconds: s.config.shard.heartbeat_timeout_seconds,
-    })),
+    stages: cur.stages.map((s, index) => {
+      const init = index === 0 && s.config.checkpoint.init_state_dir !== '' ? path.resolve(s.config.checkpoint.init_state_dir) : null;
+      const convertFrom = init && isDiffusersFolder(init) ? init : null;
+      return {
+        index,
+        name: s.video.stage,
+        videoLength: s.video.videoLength,
+        configFile: s.file,
+        configHash: s.hash,
+        steps: s.config.training.steps,
+        interval: s.config.checkpoint.interval,
+        adapterMethod: s.config.model.adapter_method,
+        initStateDir: convertFrom ? convertedInitDir(jobDir(dump, jobName)) : init,
+        convertFrom,
+        ssmLayer: s.config.model.ssm_layer,
+        seed: s.config.training.seed,
+        shardMaxSeconds: s.config.shard.max_seconds,
+        shardMaxSteps: s.config.shard.max_steps,
+        heartbeatTimeoutSeconds: s.config.shard.heartbeat_timeout_seconds,
+      };
+    }),
   };
 }
 

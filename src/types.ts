@@ -26,6 +26,14 @@ export interface PlannedStage {
   adapterMethod: 'sft' | 'qkvo';
   /** Stage-1 init weights folder (absolute), or null for a fresh initialisation. */
   initStateDir: string | null;
+  /**
+   * Stage 1 only: the CogVideoX diffusers folder that checkpoint.init_state_dir names, which the
+   * workflow converts into initStateDir (<job>/init) before the stage's first step; else null.
+   */
+  convertFrom: string | null;
+  /** Options of that conversion: the stage's TTT layer and seed. */
+  ssmLayer: 'ttt_mlp' | 'ttt_linear';
+  seed: number;
   shardMaxSeconds: number;
   shardMaxSteps: number;
   heartbeatTimeoutSeconds: number;
@@ -65,6 +73,21 @@ export interface ShardSummary {
   backend: string;
   /** Why the shard ended: "done", "steps", "time" or "stop". */
   reason: 'done' | 'steps' | 'time' | 'stop';
+}
+
+/** The convertInit activity: diffusers folder -> TTT-Video-DiT weights folder. */
+export interface ConvertInitInput {
+  from: string;
+  out: string;
+  ssmLayer: 'ttt_mlp' | 'ttt_linear';
+  seed: number;
+}
+
+export interface ConvertInitResult {
+  out: string;
+  reused: boolean;
+  inputHash: string;
+  seconds: number;
 }
 
 export interface StageFinal {

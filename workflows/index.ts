@@ -3,7 +3,8 @@
  * only; every file and tensor is touched by activities.
  *
  *   plan -> for each stage up to `until`:
- *             init weights = stage 1: checkpoint.init_state_dir or fresh; stage k: stage k-1's final
+ *             init weights = stage 1: checkpoint.init_state_dir (converted first if it is CogVideoX
+ *                            in diffusers format) or fresh; stage k: stage k-1's final
  *             trainShard ... until the stage's steps are done (each resumes from the latest checkpoint)
  *             promote the final checkpoint
  */
@@ -28,6 +29,14 @@ export * from './definitions';
 const quick = proxyActivities<Activities>({
   startToCloseTimeout: '5 minutes',
   retry: { initialInterval: '1s', maximumInterval: '30s', maximumAttempts: 20, nonRetryableErrorTypes: NON_RETRYABLE },
+});
+
+/** Stage 1's conversion from CogVideoX: streams GBs, heartbeating the bytes done. */
+const converter = proxyActivities<Activities>({
+  startToCloseTimeout: '4 hours',
+  heartbeatTimeout: '2 minutes',
+  cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+  retry: { initialInterval: '5s', backoffCoefficient: 2, maximumInterval: '60s', maximumAttempts: 10, nonRetryableErrorTypes: NON_RETRYABLE },
 });
 
 function trainer(stage: PlannedStage): Activities {
@@ -113,6 +122,10 @@ export async function trainCurriculum(input: CurriculumInput, carried?: Carried)
     carried = undefined;
     const status = await quick.inspectStage({ jobDir: plan.jobDir, stage: stage.name, steps: stage.steps });
     progress.step = status.step;
+    if (stage.convertFrom && initFrom && !status.final && status.step === 0) {
+      // Stage 1 from CogVideoX diffusers weights: convert them first (kept if already converted).
+      await converter.convertInit({ from: stage.convertFrom, out: initFrom, ssmLayer: stage.ssmLayer, seed: stage.seed });
+    }
     if (!status.final) {
       const acts = trainer(stage);
       for (;;) {

@@ -12,10 +12,13 @@ import { loadStageConfig, parseCliOverrides, type Overrides } from '../config/lo
 import { temporalTarget } from '../connection';
 import { isUserError, UserError } from '../errors';
 import { normaliseStageName } from '../config/video';
+import { convertDiffusers, DEFAULT_MAX_SHARD_BYTES, type OutputDtype } from '../convert/convert';
 import { writeSynthDataset } from '../data/synthfiles';
 import { modelDims } from '../model/dims';
 import { logger } from '../log';
-import { jobDir } from '../paths';
+import { checkpointsDir, convertedInitDir, jobDir, stageDir } from '../paths';
+import { latestCompleteCheckpoint } from '../checkpoint/store';
+import { isDiffusersFolder } from '../convert/config';
 import { jobStatus, statusLine } from '../status';
 import { portOpen, startDevServer, type DevServer } from '../temporal/devserver';
 import { runShard } from '../train/trainer';
@@ -36,6 +39,15 @@ function overridesFrom(sets: string[], cli: Overrides): Overrides {
     out[s.slice(0, i)] = s.slice(i + 1);
   }
   return out;
+}
+
+/** "5GB", "500MB", "1.5GiB" or a number of bytes. */
+export function parseSize(v: string): number {
+  const m = /^(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|KiB|MiB|GiB)?$/i.exec(v.trim());
+  const units: Record<string, number> = { b: 1, kb: 1e3, mb: 1e6, gb: 1e9, kib: 1024, mib: 1024 ** 2, gib: 1024 ** 3 };
+  const n = m ? Math.floor(Number(m[1]) * units[(m[2] ?? 'b').toLowerCase()]!) : NaN;
+  if (!(n > 0)) throw new UserError(`size ${JSON.stringify(v)} is not a positive size`, { kind: 'InvalidInput', fix: 'write e.g. 5GB, 500MB or 1GiB' });
+  return n;
 }
 
 export function printResult(r: CurriculumResult, out: NodeJS.WritableStream = process.stdout): void {
@@ -142,12 +154,22 @@ export function buildProgram(cliOverrides: Overrides): Command {
       let started = false;
       const ac = new AbortController();
       process.once('SIGINT', () => ac.abort());
+      let initFrom = o.init ? path.resolve(o.init) : c.checkpoint.init_state_dir ? path.resolve(c.checkpoint.init_state_dir) : null;
+      if (initFrom && isDiffusersFolder(initFrom)) {
+        // CogVideoX in diffusers format: convert it into <job>/init first (kept if already converted), unless the stage already has a checkpoint.
+        const out = convertedInitDir(dir);
+        if (!latestCompleteCheckpoint(checkpointsDir(stageDir(dir, stage.video.stage)))) {
+          const cv = await convertDiffusers({ from: initFrom, out, ssmLayer: c.model.ssm_layer, seed: c.training.seed, signal: ac.signal });
+          process.stdout.write(`init weights: ${cv.reused ? 'kept the earlier conversion in' : 'converted CogVideoX weights into'} ${out}\n`);
+        }
+        initFrom = out;
+      }
       const r = await runShard(
         {
           configFile: stage.file,
           overrides: cliOverrides,
           jobDir: dir,
-          initFrom: o.init ? path.resolve(o.init) : c.checkpoint.init_state_dir ? path.resolve(c.checkpoint.init_state_dir) : null,
+          initFrom,
           maxSteps: o.maxSteps ?? 0,
           maxSeconds: Number.POSITIVE_INFINITY,
           who: 'ttt-curriculum train',
@@ -167,6 +189,51 @@ export function buildProgram(cliOverrides: Overrides): Command {
       process.stdout.write(
         `${r.stage}: steps ${r.startStep}->${r.step} of ${r.totalSteps}${r.done ? ' (stage complete)' : ''}, first loss ${r.firstLoss?.toFixed(4) ?? '-'}, last loss ${r.lastLoss?.toFixed(4) ?? '-'}, ${r.seconds.toFixed(1)}s on ${r.backend}\ncheckpoint: ${r.checkpoint}\n`,
       );
+    });
+
+  program
+    .command('convert')
+    .description('convert a CogVideoX transformer in Hugging Face diffusers format into TTT-Video-DiT weights for checkpoint.init_state_dir')
+    .requiredOption('--from <dir>', 'the diffusers `transformer` folder: config.json and diffusion_pytorch_model*.safetensors (BF16, F16 or F32)')
+    .requiredOption('--out <dir>', 'output folder: model.safetensors (or shards and model.safetensors.index.json), config.json, convert.json')
+    .addOption(new Option('--ssm-layer <layer>', 'TTT layer whose parameters are added').choices(['ttt_mlp', 'ttt_linear']).default('ttt_mlp'))
+    .addOption(new Option('--dtype <dtype>', 'output dtype').choices(['float32', 'bfloat16']).default('float32'))
+    .option('--seed <n>', 'seed of the added TTT parameters (the stage config\'s training.seed)', (v) => Number(v), 0)
+    .option('--max-shard-size <size>', 'largest output file, e.g. 5GB or 500MB', parseSize, DEFAULT_MAX_SHARD_BYTES)
+    .action(async (o: { from: string; out: string; ssmLayer: 'ttt_mlp' | 'ttt_linear'; dtype: OutputDtype; seed: number; maxShardSize: number }) => {
+      if (!Number.isSafeInteger(o.seed) || o.seed < 0) throw new UserError(`--seed ${o.seed} is not a non-negative integer`, { kind: 'InvalidInput', fix: 'e.g. --seed 0' });
+      const tty = process.stderr.isTTY;
+      const bar = new cliProgress.SingleBar({ format: ' {phase} |{bar}| {percentage}% | {done}/{total} GB | {duration_formatted} (ETA {eta_formatted})', hideCursor: true, stream: process.stderr }, cliProgress.Presets.shades_classic);
+      let phase = '';
+      const ac = new AbortController();
+      process.once('SIGINT', () => ac.abort(new UserError('conversion interrupted; nothing was written to --out', { kind: 'Interrupted', fix: 'run the command again' })));
+      const r = await convertDiffusers({
+        from: o.from,
+        out: o.out,
+        ssmLayer: o.ssmLayer,
+        dtype: o.dtype,
+        seed: o.seed,
+        maxShardBytes: o.maxShardSize,
+        signal: ac.signal,
+        onProgress: (p) => {
+          if (!tty) return; // the library logs one line per input and output file
+          const gb = { done: (p.bytesDone / 1e9).toFixed(2), total: (p.bytesTotal / 1e9).toFixed(2) };
+          if (p.phase !== phase) {
+            if (phase) bar.stop();
+            phase = p.phase;
+            bar.start(p.bytesTotal, 0, { phase: phase.padEnd(10), ...gb });
+          }
+          bar.update(p.bytesDone, gb);
+        },
+      });
+      if (phase) bar.stop();
+      const files = r.weightFiles.length === 1 ? r.weightFiles[0] : `${r.weightFiles.length} shards + model.safetensors.index.json`;
+      process.stdout.write(
+        r.reused
+          ? `${r.out} already holds this conversion (input sha256 ${r.inputHash.slice(0, 16)}..., same options): kept it (${r.seconds.toFixed(1)} s to check)\n`
+          : `converted ${r.tensors.mapped} tensors and added ${r.tensors.added} TTT parameters: ${(r.bytesIn / 1e9).toFixed(2)} GB -> ${(r.bytesOut / 1e9).toFixed(2)} GB (${o.dtype}) in ${r.seconds.toFixed(1)} s\n${r.out}: ${files}, config.json, convert.json\n`,
+      );
+      process.stdout.write(`use: --checkpoint.init_state_dir=${r.out} (model: ${Object.entries(r.model).map(([k, v]) => `${k}=${v}`).join(' ')})\n`);
     });
 
   program

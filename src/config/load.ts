@@ -3,6 +3,7 @@ import * as path from 'node:path';
 import * as crypto from 'node:crypto';
 import { parse as parseToml, TomlError } from 'smol-toml';
 import type { z } from 'zod';
+import { CONFIG_FIELDS, ConvertError, isDiffusersFolder, readDiffusersConfig, type DiffusersConfig } from '../convert/config';
 import { ConfigError, type ConfigProblem, UserError } from '../errors';
 import { curriculumSchema, MOVED_FIELDS, stageConfigSchema, type StageConfig } from './schema';
 import { normaliseStageName, videoLengthInfo, type VideoLengthInfo } from './video';
@@ -245,11 +246,31 @@ function semanticProblems(file: string, c: StageConfig, video: VideoLengthInfo, 
     if (c.checkpoint.init_state_dir !== '') {
       const d = path.resolve(c.checkpoint.init_state_dir);
       if (!fs.existsSync(d)) {
-        problems.push({ file, field: 'checkpoint.init_state_dir', value: c.checkpoint.init_state_dir, message: `no such directory (${d})`, fix: 'point it at a folder holding model*.safetensors, or set it to "" for a fresh initialisation' });
+        problems.push({ file, field: 'checkpoint.init_state_dir', value: c.checkpoint.init_state_dir, message: `no such directory (${d})`, fix: 'point it at a folder holding model*.safetensors or a CogVideoX diffusers transformer folder, or set it to "" for a fresh initialisation' });
+      } else if (isDiffusersFolder(d)) {
+        problems.push(...diffusersProblems(file, c, d));
       }
     }
   }
   return problems;
+}
+
+/** A diffusers init_state_dir (converted before stage 1) must have the sizes of the stage config. */
+function diffusersProblems(file: string, c: StageConfig, dir: string): ConfigProblem[] {
+  let weights: DiffusersConfig;
+  try {
+    weights = readDiffusersConfig(dir);
+  } catch (e) {
+    if (!(e instanceof ConvertError)) throw e;
+    return [{ file, field: 'checkpoint.init_state_dir', value: c.checkpoint.init_state_dir, message: e.message.replace(/\. Fix: .*$/s, ''), fix: e.fix ?? '' }];
+  }
+  return CONFIG_FIELDS.filter((f) => weights[f] !== c.model[f]).map((f) => ({
+    file,
+    field: `model.${f}`,
+    value: c.model[f],
+    message: `the CogVideoX weights in checkpoint.init_state_dir (${path.join(dir, 'config.json')}) have ${f} = ${weights[f]}`,
+    fix: `set model.${f} = ${weights[f]}, or point checkpoint.init_state_dir at weights of this model's size`,
+  }));
 }
 
 /** Loads, overrides and validates one stage config. Throws ConfigError listing every problem. */
