@@ -178,18 +178,34 @@ export function readExactly(fd: number, file: string, buf: Uint8Array, position:
   }
 }
 
+/** The header length from the first 8 bytes of a file of `size` bytes, checked against the file and the limit. */
+function headerLength(file: string, first8: Uint8Array, size: number): number {
+  if (size < 8) throw new SafetensorsError(file, `file is ${size} bytes, shorter than the 8-byte header length`);
+  const n = Buffer.from(first8.buffer, first8.byteOffset, 8).readBigUInt64LE(0);
+  if (n > BigInt(MAX_HEADER_BYTES)) throw new SafetensorsError(file, `header length ${n} exceeds the ${MAX_HEADER_BYTES}-byte limit`);
+  if (n > BigInt(size - 8)) throw new SafetensorsError(file, `header length ${n} runs past the end of the ${size}-byte file`);
+  return Number(n);
+}
+
 /** Reads and validates the header of an open file. */
 export function readHeaderFd(fd: number, file: string): SafetensorsHeader {
   const size = fs.fstatSync(fd).size;
-  if (size < 8) throw new SafetensorsError(file, `file is ${size} bytes, shorter than the 8-byte header length`);
-  const lenBuf = Buffer.alloc(8);
-  readExactly(fd, file, lenBuf, 0);
-  const n = lenBuf.readBigUInt64LE(0);
-  if (n > BigInt(MAX_HEADER_BYTES)) throw new SafetensorsError(file, `header length ${n} exceeds the ${MAX_HEADER_BYTES}-byte limit`);
-  if (n > BigInt(size - 8)) throw new SafetensorsError(file, `header length ${n} runs past the end of the ${size}-byte file`);
-  const header = Buffer.alloc(Number(n));
+  const first8 = Buffer.alloc(8);
+  if (size >= 8) readExactly(fd, file, first8, 0);
+  const header = Buffer.alloc(headerLength(file, first8, size));
   readExactly(fd, file, header, 8);
   return parseHeader(file, header, size);
+}
+
+/** Decodes a whole safetensors file held in memory (every tensor as float32), with the same checks as reading a file. */
+export function decodeSafetensors(bytes: Uint8Array, file = '(buffer)'): { tensors: Map<string, FloatTensor>; metadata: Record<string, string> } {
+  const n = headerLength(file, bytes.subarray(0, 8), bytes.length);
+  const header = parseHeader(file, bytes.subarray(8, 8 + n), bytes.length);
+  const tensors = new Map<string, FloatTensor>();
+  for (const [name, info] of header.tensors) {
+    tensors.set(name, { shape: info.shape, data: toFloat32(info.dtype, bytes.subarray(header.dataStart + info.begin, header.dataStart + info.end), file, name) });
+  }
+  return { tensors, metadata: header.metadata };
 }
 
 /** Reads only the header of a file. */
