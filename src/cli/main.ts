@@ -41,6 +41,8 @@ function overridesFrom(sets: string[], cli: Overrides): Overrides {
   return out;
 }
 
+const fmtBytes = (n: number): string => (n >= 1e9 ? `${(n / 1e9).toFixed(2)} GB` : n >= 1e6 ? `${(n / 1e6).toFixed(1)} MB` : `${(n / 1e3).toFixed(1)} kB`);
+
 /** "5GB", "500MB", "1.5GiB" or a number of bytes. */
 export function parseSize(v: string): number {
   const m = /^(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|KiB|MiB|GiB)?$/i.exec(v.trim());
@@ -231,7 +233,7 @@ export function buildProgram(cliOverrides: Overrides): Command {
       process.stdout.write(
         r.reused
           ? `${r.out} already holds this conversion (input sha256 ${r.inputHash.slice(0, 16)}..., same options): kept it (${r.seconds.toFixed(1)} s to check)\n`
-          : `converted ${r.tensors.mapped} tensors and added ${r.tensors.added} TTT parameters: ${(r.bytesIn / 1e9).toFixed(2)} GB -> ${(r.bytesOut / 1e9).toFixed(2)} GB (${o.dtype}) in ${r.seconds.toFixed(1)} s\n${r.out}: ${files}, config.json, convert.json\n`,
+          : `converted ${r.tensors.mapped} tensors and added ${r.tensors.added} TTT parameters: ${fmtBytes(r.bytesIn)} -> ${fmtBytes(r.bytesOut)} (${o.dtype}) in ${r.seconds.toFixed(1)} s\n${r.out}: ${files}, config.json, convert.json\n`,
       );
       process.stdout.write(`use: --checkpoint.init_state_dir=${r.out} (model: ${Object.entries(r.model).map(([k, v]) => `${k}=${v}`).join(' ')})\n`);
     });

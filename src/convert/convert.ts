@@ -102,6 +102,8 @@ interface OutShard {
   entries: OutEntry[];
 }
 
+const mb = (bytes: number): number => Math.round(bytes / 1e5) / 10;
+
 /** sha256 over "name\tbytes\tsha256\n" of every input file, in the source's order. */
 export function inputHash(files: Record<string, FileEntry>): string {
   const h = crypto.createHash('sha256');
@@ -260,7 +262,7 @@ export async function convertDiffusers(opts: ConvertOptions): Promise<ConvertRes
   const shards = planShards(entries, maxShardBytes);
   const bytesTotal = entries.reduce((a, e) => a + e.bytes, 0);
   const mapped = entries.length - added.length;
-  log.info({ from: src.dir, inputFiles: src.files.length, inputGB: +(bytesIn / 1e9).toFixed(3), outputShards: shards.length, outputGB: +(bytesTotal / 1e9).toFixed(3), mapped, added: added.length, dtype }, 'converting CogVideoX weights');
+  log.info({ from: src.dir, inputFiles: src.files.length, inputMB: mb(bytesIn), outputShards: shards.length, outputMB: mb(bytesTotal), mapped, added: added.length, dtype }, 'converting CogVideoX weights');
 
   removeStaleTemporaries(out);
   const tag = `${process.pid}-${crypto.randomBytes(4).toString('hex')}`;
@@ -284,7 +286,7 @@ export async function convertDiffusers(opts: ConvertOptions): Promise<ConvertRes
       fh = undefined;
       const s = shards[shardIdx]!;
       files[s.file] = { sha256: hash!.digest('hex'), bytes: written };
-      log.info({ shard: s.file, of: shards.length, tensors: s.entries.length, gb: +(written / 1e9).toFixed(3) }, 'output shard written');
+      log.info({ shard: s.file, of: shards.length, tensors: s.entries.length, mb: mb(written) }, 'output shard written');
     };
     /** Appends one tensor's bytes to the output, opening the next shard (header first) when the current one is full. */
     const append = async (e: OutEntry, bytes: Uint8Array): Promise<void> => {
@@ -313,7 +315,7 @@ export async function convertDiffusers(opts: ConvertOptions): Promise<ConvertRes
     let k = 0;
     for (const [fi, f] of src.files.entries()) {
       currentFile = f.file;
-      log.info({ file: path.basename(f.file), index: fi + 1, of: src.files.length, tensors: f.tensors.length, gb: +(f.bytes / 1e9).toFixed(3) }, 'reading input file');
+      log.info({ file: path.basename(f.file), index: fi + 1, of: src.files.length, tensors: f.tensors.length, mb: mb(f.bytes) }, 'reading input file');
       const h = crypto.createHash('sha256');
       const rh = await fs.promises.open(f.file, 'r');
       try {
