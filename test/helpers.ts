@@ -1,5 +1,5 @@
 /** Test helpers: temporary folders, a real Temporal dev server, worker processes. */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -104,4 +104,22 @@ export async function historyEvents(c: Client, workflowId: string, runId?: strin
 
 export function eventTypeName(e: temporal.api.history.v1.IHistoryEvent): string {
   return temporal.api.enums.v1.EventType[e.eventType ?? 0] ?? String(e.eventType);
+}
+
+/**
+ * The Python that has numpy + safetensors (scripts/ensure-python.sh installs them into
+ * .tools/venv; TTT_PYTHON overrides). The interop tests require it: CI installs it.
+ */
+export function pythonWithSafetensors(): string {
+  const py = process.env.TTT_PYTHON ?? path.join(ROOT, '.tools', 'venv', 'bin', 'python');
+  const r = spawnSync(py, ['-c', 'import numpy, safetensors.numpy'], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`${py} cannot import numpy and safetensors (${r.error?.message ?? r.stderr.trim().split('\n').pop()}): run bash scripts/ensure-python.sh`);
+  return py;
+}
+
+/** Runs a script of test/python with that Python; returns its JSON output. */
+export function runPython<T>(script: string, args: string[]): T {
+  const r = spawnSync(pythonWithSafetensors(), [path.join(ROOT, 'test', 'python', script), ...args], { encoding: 'utf8', maxBuffer: 64 << 20 });
+  if (r.status !== 0) throw new Error(`python ${script} failed (${r.status}): ${r.stderr}`);
+  return JSON.parse(r.stdout) as T;
 }

@@ -13,25 +13,15 @@ import { encodeSafetensors, readHeader, readSafetensors, type FloatTensor } from
 import { loadModelWeights, tensorsHash } from '../../src/checkpoint/store';
 import { loadStageConfig } from '../../src/config/load';
 import { convertDiffusers, MANIFEST, type ConvertManifest } from '../../src/convert/convert';
-import { ConvertError, DIFFUSERS_INDEX, type DiffusersConfig } from '../../src/convert/diffusers';
+import { ConvertError, DIFFUSERS_INDEX } from '../../src/convert/diffusers';
 import { diffusersName, PER_BLOCK, TOP_LEVEL, tttName } from '../../src/convert/keymap';
 import { writeSyntheticDiffusers } from '../../src/convert/synth';
 import { modelDims } from '../../src/model/dims';
 import { initialValue, paramSpecs } from '../../src/model/params';
 import { CLI, ROOT, tmpDir } from '../helpers';
+import { TINY } from './fixtures';
 
 const stage = loadStageConfig(path.join(ROOT, 'configs/train/tiny/3s.toml'));
-const m = stage.config.model;
-export const TINY: DiffusersConfig = {
-  num_layers: m.num_layers,
-  num_attention_heads: m.num_attention_heads,
-  attention_head_dim: m.attention_head_dim,
-  in_channels: m.in_channels,
-  out_channels: m.out_channels,
-  patch_size: m.patch_size,
-  text_embed_dim: m.text_embed_dim,
-  time_embed_dim: m.time_embed_dim,
-};
 const specs = paramSpecs(modelDims(stage.config));
 
 /** Every tensor of the diffusers folder, as float32 (BF16 and F16 convert exactly). */
