@@ -4,9 +4,11 @@
  *   model      per-token time across stage lengths, FLOP/s ratio, remat, step time per backend
  *   data       data loading / step time, tiny 63s stage from files (target < 5%)
  *   overhead   stage through Temporal / same steps direct (target <= 1.05)
+ *   convert    CogVideoX conversion of a multi-GB checkpoint: peak RSS (target <= 1.5 x largest input shard + 300 MB), s/GB
  */
 import * as os from 'node:os';
 import { initBackend } from '../src/backend';
+import { convertBench } from './convert';
 import { dataBench } from './data';
 import { modelBench } from './model';
 import { overheadBench } from './overhead';
@@ -20,6 +22,19 @@ async function main(): Promise<void> {
   if (want('data')) {
     const r = await dataBench(Number(process.env.BENCH_DATA_STEPS ?? 6));
     process.stdout.write(`Data loading, tiny 63s stage from a file dataset: ${(r.dataSeconds * 1000).toFixed(1)} ms of a ${(r.stepSeconds * 1000).toFixed(0)} ms step = ${((100 * r.dataSeconds) / r.stepSeconds).toFixed(2)}% (target < 5%)\n\n`);
+  }
+  if (want('convert')) {
+    const layers = Number(process.env.BENCH_CONVERT_LAYERS ?? 13);
+    const shards = Number(process.env.BENCH_CONVERT_SHARDS ?? 3);
+    const dtype = process.env.BENCH_CONVERT_DTYPE === 'bfloat16' ? 'bfloat16' : 'float32';
+    const gb = (n: number): string => (n / 1e9).toFixed(2);
+    process.stdout.write(`CogVideoX conversion: synthetic ${layers}-layer CogVideoX-5B-width checkpoint, BF16 in ${shards} shards -> ${dtype}, in a child process\n`);
+    const r = convertBench({ layers, shards, dtype });
+    process.stdout.write(
+      `| input | largest input shard | output | convert (s) | s per GB in | s per GB out | peak RSS | RSS before converting | target RSS | reuse check (s) |\n|---|---|---|---|---|---|---|---|---|---|\n` +
+        `| ${gb(r.inputBytes)} GB | ${gb(r.largestShardBytes)} GB | ${gb(r.outputBytes)} GB | ${r.convertSeconds.toFixed(1)} | ${(r.convertSeconds / (r.inputBytes / 1e9)).toFixed(2)} | ${(r.convertSeconds / (r.outputBytes / 1e9)).toFixed(2)} | ${(r.peakRss / 1e6).toFixed(0)} MB | ${(r.rssBefore / 1e6).toFixed(0)} MB | ${(r.targetRss / 1e6).toFixed(0)} MB | ${r.reuseSeconds.toFixed(1)} |\n` +
+        `peak RSS ${r.peakRss <= r.targetRss ? '<=' : '>'} target (1.5 x largest input shard + 300 MB); input written in ${r.writeSeconds.toFixed(1)} s and read back from the page cache\n\n`,
+    );
   }
   if (want('overhead')) {
     const steps = Number(process.env.BENCH_OVERHEAD_STEPS ?? 600);

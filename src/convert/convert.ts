@@ -102,6 +102,8 @@ interface OutShard {
   entries: OutEntry[];
 }
 
+/** Source bytes converted at a time (a multiple of every element size). */
+const CHUNK_BYTES = 16 << 20;
 const mb = (bytes: number): number => Math.round(bytes / 1e5) / 10;
 
 /** sha256 over "name\tbytes\tsha256\n" of every input file, in the source's order. */
@@ -277,6 +279,7 @@ export async function convertDiffusers(opts: ConvertOptions): Promise<ConvertRes
     let fh: fs.promises.FileHandle | undefined;
     let hash: crypto.Hash | undefined;
     let written = 0;
+    let expectedBytes = 0;
     let done = 0;
     let currentFile = src.dir;
     const closeShard = async (): Promise<void> => {
@@ -285,17 +288,18 @@ export async function convertDiffusers(opts: ConvertOptions): Promise<ConvertRes
       await fh.close();
       fh = undefined;
       const s = shards[shardIdx]!;
+      if (written !== expectedBytes) throw new Error(`internal: ${s.file} has ${written} bytes, its header plans ${expectedBytes}`);
       files[s.file] = { sha256: hash!.digest('hex'), bytes: written };
       log.info({ shard: s.file, of: shards.length, tensors: s.entries.length, mb: mb(written) }, 'output shard written');
     };
-    /** Appends one tensor's bytes to the output, opening the next shard (header first) when the current one is full. */
-    const append = async (e: OutEntry, bytes: Uint8Array): Promise<void> => {
-      if (bytes.length !== e.bytes) throw new Error(`internal: ${e.name} has ${bytes.length} bytes, planned ${e.bytes}`);
+    /** Starts the next tensor of the plan, opening the next shard (its header first) when the current one is full. */
+    const startEntry = async (): Promise<void> => {
       while (left === 0) {
         await closeShard();
         shardIdx++;
         const s = shards[shardIdx]!;
-        const { header } = encodeHeader(s.entries.map((x) => ({ name: x.name, dtype: st, shape: x.shape })), { format: 'pt' });
+        const { header, dataBytes } = encodeHeader(s.entries.map((x) => ({ name: x.name, dtype: st, shape: x.shape })), { format: 'pt' });
+        expectedBytes = header.length + dataBytes;
         fh = await fs.promises.open(path.join(tmp, s.file), 'w');
         hash = crypto.createHash('sha256');
         written = 0;
@@ -304,15 +308,19 @@ export async function convertDiffusers(opts: ConvertOptions): Promise<ConvertRes
         hash.update(header);
         written += header.length;
       }
+      left--;
+    };
+    /** Appends bytes of the current tensor. */
+    const writeData = async (bytes: Uint8Array): Promise<void> => {
       await writeFully(fh!, bytes);
       hash!.update(bytes);
       written += bytes.length;
-      left--;
       done += bytes.length;
       opts.onProgress?.({ phase: 'converting', bytesDone: done, bytesTotal, file: currentFile });
     };
 
     let k = 0;
+    const chunk = Buffer.allocUnsafeSlow(CHUNK_BYTES);
     for (const [fi, f] of src.files.entries()) {
       currentFile = f.file;
       log.info({ file: path.basename(f.file), index: fi + 1, of: src.files.length, tensors: f.tensors.length, mb: mb(f.bytes) }, 'reading input file');
@@ -324,12 +332,15 @@ export async function convertDiffusers(opts: ConvertOptions): Promise<ConvertRes
         h.update(head);
         for (const t of f.tensors) {
           checkAborted(opts.signal);
-          const e = entries[k++]!;
-          const raw = Buffer.allocUnsafeSlow(t.info.end - t.info.begin);
-          await readFully(rh, raw, f.header.dataStart + t.info.begin, f.file);
-          h.update(raw);
-          const same = t.info.dtype === st;
-          await append(e, same ? raw : fromFloat32(st, toFloat32(t.info.dtype, raw, f.file, t.name, true)));
+          k++;
+          await startEntry();
+          // In chunks, so that memory does not grow with the largest tensor.
+          for (let at = t.info.begin; at < t.info.end; at += CHUNK_BYTES) {
+            const raw = chunk.subarray(0, Math.min(CHUNK_BYTES, t.info.end - at));
+            await readFully(rh, raw, f.header.dataStart + at, f.file);
+            h.update(raw);
+            await writeData(t.info.dtype === st ? raw : fromFloat32(st, toFloat32(t.info.dtype, raw, f.file, t.name, true)));
+          }
         }
       } finally {
         await rh.close();
@@ -340,8 +351,8 @@ export async function convertDiffusers(opts: ConvertOptions): Promise<ConvertRes
     currentFile = '(added TTT parameters)';
     for (; k < entries.length; k++) {
       checkAborted(opts.signal);
-      const e = entries[k]!;
-      await append(e, fromFloat32(st, initialValue(e.spec, seed)));
+      await startEntry();
+      await writeData(fromFloat32(st, initialValue(entries[k]!.spec, seed)));
     }
     await closeShard();
 
