@@ -81,7 +81,7 @@ export const optimizerSchema = z
 export const checkpointSchema = z
   .strictObject({
     interval: posInt.describe('Save a checkpoint every this many steps (and at the end of every shard)'),
-    init_state_dir: z.string().default('').describe('Stage-1 initial weights: a checkpoint folder holding model*.safetensors; empty = fresh initialisation'),
+    init_state_dir: z.string().default('').describe('Stage-1 initial weights: a folder holding model*.safetensors with TTT-Video-DiT names (a checkpoint, converted weights, a PyTorch state dict), or a CogVideoX transformer in diffusers format, which the job converts first; empty = fresh initialisation'),
     keep: posInt.default(3).describe('Complete checkpoints kept per stage (older ones are deleted)'),
   })
   .describe('Checkpointing');
