@@ -4,14 +4,14 @@
  *   read config.json and every header, check keys/shapes/dtypes (diffusers.ts)
  *   -> plan the output: source tensors in file order, then the parameters TTT-Video-DiT adds,
  *      cut into shards of at most maxShardBytes
- *   -> for each input file, each tensor in byte order: read it, hash it, convert its dtype,
- *      append it to the current output shard (whose header was written first, from the plan)
+ *   -> for each input file, each tensor in byte order, in chunks: read, hash, convert the dtype,
+ *      append to the current output shard (whose header was written first, from the plan)
  *   -> the added parameters, initialised as TTT-Video-DiT does (params.ts)
  *   -> config.json (the [model] fields) and convert.json (the manifest: the input's content
  *      hash, the options, every output file's sha256), then an atomic rename into place.
  *
- * Memory holds one tensor at a time (its source bytes, float32 values and output bytes), far
- * below "one input shard plus one output shard". Every input byte is read once: the input's
+ * Memory holds one 16 MiB chunk of a source tensor (and its converted bytes), or one added
+ * parameter, far below "one input shard plus one output shard". Every input byte is read once: the input's
  * content hash is computed while converting. Converting the same input with the same options
  * again finds the manifest and reuses the output after checking the input's hash.
  */
@@ -22,7 +22,7 @@ import { DTYPE_BYTES, encodeHeader, fromFloat32, toFloat32 } from '../checkpoint
 import { fsyncDir, processAlive, verifyFiles, writeFileSynced, type FileEntry } from '../checkpoint/store';
 import { logger } from '../log';
 import { initialValue, paramSpecs, type ParamSpec } from '../model/params';
-import { ConvertError, paramDims, readDiffusersSource, type DiffusersConfig, type DiffusersSource, type SourceTensor } from './diffusers';
+import { ConvertError, paramDims, readDiffusersSource, type DiffusersConfig, type DiffusersSource } from './diffusers';
 import { splitSpecs, tttName } from './keymap';
 
 export const CONVERT_FORMAT = 'ttt-curriculum-convert/1';
@@ -89,11 +89,11 @@ export interface ConvertResult {
   model: ModelConfig;
 }
 
+/** One tensor of the output, in writing order: a source tensor (file and byte order), then the added parameters. */
 interface OutEntry {
   name: string;
   shape: number[];
   bytes: number;
-  source?: SourceTensor;
   spec: ParamSpec;
 }
 
@@ -256,9 +256,9 @@ export async function convertDiffusers(opts: ConvertOptions): Promise<ConvertRes
   // Plan: source tensors in file and byte order, then the parameters TTT-Video-DiT adds.
   const specs = paramSpecs(paramDims(src.config, ssmLayer));
   const byName = new Map(specs.map((s) => [s.name, s]));
-  const entryOf = (spec: ParamSpec, source?: SourceTensor): OutEntry => ({ name: spec.name, shape: spec.torchShape, bytes: spec.torchShape.reduce((a, b) => a * b, DTYPE_BYTES[st]), spec, ...(source ? { source } : {}) });
+  const entryOf = (spec: ParamSpec): OutEntry => ({ name: spec.name, shape: spec.torchShape, bytes: spec.torchShape.reduce((a, b) => a * b, DTYPE_BYTES[st]), spec });
   const entries: OutEntry[] = [];
-  for (const f of src.files) for (const t of f.tensors) entries.push(entryOf(byName.get(tttName(t.name)!)!, t));
+  for (const f of src.files) for (const t of f.tensors) entries.push(entryOf(byName.get(tttName(t.name)!)!));
   const { added } = splitSpecs(specs);
   for (const spec of added) entries.push(entryOf(spec));
   const shards = planShards(entries, maxShardBytes);
@@ -270,13 +270,13 @@ export async function convertDiffusers(opts: ConvertOptions): Promise<ConvertRes
   const tag = `${process.pid}-${crypto.randomBytes(4).toString('hex')}`;
   const tmp = path.join(path.dirname(out), `.${path.basename(out)}.tmp-${tag}`);
   fs.mkdirSync(tmp, { recursive: true });
+  let fh: fs.promises.FileHandle | undefined;
   try {
     const files: Record<string, FileEntry> = {};
     const inputFiles: Record<string, FileEntry> = {};
     for (const f of src.inputFiles.filter((f) => !f.endsWith('.safetensors'))) inputFiles[path.basename(f)] = sha256Sync(f);
     let shardIdx = -1;
     let left = 0;
-    let fh: fs.promises.FileHandle | undefined;
     let hash: crypto.Hash | undefined;
     let written = 0;
     let expectedBytes = 0;
@@ -382,6 +382,7 @@ export async function convertDiffusers(opts: ConvertOptions): Promise<ConvertRes
     log.info({ seconds, inputHash: hashAll, files: weightFiles.length }, 'conversion done');
     return { out, reused: false, inputHash: hashAll, weightFiles, tensors: { mapped, added: added.length }, bytesIn, bytesOut: weightFiles.reduce((a, f) => a + files[f]!.bytes, 0), seconds, model };
   } catch (e) {
+    await fh?.close().catch(() => undefined);
     fs.rmSync(tmp, { recursive: true, force: true });
     throw e;
   }
