@@ -271,6 +271,7 @@ export async function convertDiffusers(opts: ConvertOptions): Promise<ConvertRes
   const tmp = path.join(path.dirname(out), `.${path.basename(out)}.tmp-${tag}`);
   fs.mkdirSync(tmp, { recursive: true });
   let fh: fs.promises.FileHandle | undefined;
+  let queue: Promise<void> = Promise.resolve();
   try {
     const files: Record<string, FileEntry> = {};
     const inputFiles: Record<string, FileEntry> = {};
@@ -291,6 +292,12 @@ export async function convertDiffusers(opts: ConvertOptions): Promise<ConvertRes
       if (written !== expectedBytes) throw new Error(`internal: ${s.file} has ${written} bytes, its header plans ${expectedBytes}`);
       files[s.file] = { sha256: hash!.digest('hex'), bytes: written };
       log.info({ shard: s.file, of: shards.length, tensors: s.entries.length, mb: mb(written) }, 'output shard written');
+    };
+    /** Runs an output step after the ones queued before it (writes stay in order while the next chunk is read). */
+    const enqueue = (step: () => Promise<void>): Promise<void> => {
+      queue = queue.then(step);
+      queue.catch(() => undefined); // awaited later; not an unhandled rejection meanwhile
+      return queue;
     };
     /** Starts the next tensor of the plan, opening the next shard (its header first) when the current one is full. */
     const startEntry = async (): Promise<void> => {
@@ -320,7 +327,10 @@ export async function convertDiffusers(opts: ConvertOptions): Promise<ConvertRes
     };
 
     let k = 0;
-    const chunk = Buffer.allocUnsafeSlow(CHUNK_BYTES);
+    // Two read buffers: the next chunk is read and converted while the previous one is written.
+    const chunks = [Buffer.allocUnsafeSlow(CHUNK_BYTES), Buffer.allocUnsafeSlow(CHUNK_BYTES)];
+    const inUse: Promise<void>[] = [Promise.resolve(), Promise.resolve()];
+    let c = 0;
     for (const [fi, f] of src.files.entries()) {
       currentFile = f.file;
       log.info({ file: path.basename(f.file), index: fi + 1, of: src.files.length, tensors: f.tensors.length, mb: mb(f.bytes) }, 'reading input file');
@@ -333,15 +343,19 @@ export async function convertDiffusers(opts: ConvertOptions): Promise<ConvertRes
         for (const t of f.tensors) {
           checkAborted(opts.signal);
           k++;
-          await startEntry();
+          void enqueue(startEntry);
           // In chunks, so that memory does not grow with the largest tensor.
           for (let at = t.info.begin; at < t.info.end; at += CHUNK_BYTES) {
-            const raw = chunk.subarray(0, Math.min(CHUNK_BYTES, t.info.end - at));
+            await inUse[c]; // the write that last used this buffer is done
+            const raw = chunks[c]!.subarray(0, Math.min(CHUNK_BYTES, t.info.end - at));
             await readFully(rh, raw, f.header.dataStart + at, f.file);
             h.update(raw);
-            await writeData(t.info.dtype === st ? raw : fromFloat32(st, toFloat32(t.info.dtype, raw, f.file, t.name, true)));
+            const bytes = t.info.dtype === st ? raw : fromFloat32(st, toFloat32(t.info.dtype, raw, f.file, t.name, true));
+            inUse[c] = enqueue(() => writeData(bytes));
+            c ^= 1;
           }
         }
+        await queue;
       } finally {
         await rh.close();
       }
@@ -351,9 +365,12 @@ export async function convertDiffusers(opts: ConvertOptions): Promise<ConvertRes
     currentFile = '(added TTT parameters)';
     for (; k < entries.length; k++) {
       checkAborted(opts.signal);
-      await startEntry();
-      await writeData(fromFloat32(st, initialValue(entries[k]!.spec, seed)));
+      const bytes = fromFloat32(st, initialValue(entries[k]!.spec, seed)); // while the previous one is written
+      await queue;
+      void enqueue(startEntry);
+      void enqueue(() => writeData(bytes));
     }
+    await queue;
     await closeShard();
 
     const weightFiles = shards.map((s) => s.file);
@@ -382,6 +399,7 @@ export async function convertDiffusers(opts: ConvertOptions): Promise<ConvertRes
     log.info({ seconds, inputHash: hashAll, files: weightFiles.length }, 'conversion done');
     return { out, reused: false, inputHash: hashAll, weightFiles, tensors: { mapped, added: added.length }, bytesIn, bytesOut: weightFiles.reduce((a, f) => a + files[f]!.bytes, 0), seconds, model };
   } catch (e) {
+    await queue.catch(() => undefined); // let a write in flight end before closing its file
     await fh?.close().catch(() => undefined);
     fs.rmSync(tmp, { recursive: true, force: true });
     throw e;

@@ -253,3 +253,17 @@ test('the convert command prints what it did, and a bad input exits 1 with the e
   assert.equal(bad.status, 1);
   assert.match(bad.stderr, /error: .*config\.json: cannot read the model config .*Fix: point --from/);
 });
+
+test('a cancelled conversion stops between chunks and leaves nothing behind', async () => {
+  const dir = tmpDir('cv-cancel');
+  const from = path.join(dir, 'cogvideox');
+  writeSyntheticDiffusers(from, TINY, { dtype: 'BF16', shards: 2 });
+  const ac = new AbortController();
+  let calls = 0;
+  await assert.rejects(
+    convertDiffusers({ from, out: path.join(dir, 'out'), signal: ac.signal, onProgress: () => void (++calls === 5 && ac.abort(new Error('test: cancelled'))) }),
+    /test: cancelled/,
+  );
+  assert.ok(calls >= 5);
+  assert.deepEqual(fs.readdirSync(dir), ['cogvideox'], 'neither the output nor a temporary folder');
+});
