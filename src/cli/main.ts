@@ -205,7 +205,7 @@ export function buildProgram(cliOverrides: Overrides): Command {
     .action(async (o: { from: string; out: string; ssmLayer: 'ttt_mlp' | 'ttt_linear'; dtype: OutputDtype; seed: number; maxShardSize: number }) => {
       if (!Number.isSafeInteger(o.seed) || o.seed < 0) throw new UserError(`--seed ${o.seed} is not a non-negative integer`, { kind: 'InvalidInput', fix: 'e.g. --seed 0' });
       const tty = process.stderr.isTTY;
-      const bar = new cliProgress.SingleBar({ format: ' {phase} |{bar}| {percentage}% | {done}/{total} GB | {duration_formatted} (ETA {eta_formatted})', hideCursor: true, stream: process.stderr }, cliProgress.Presets.shades_classic);
+      const bar = new cliProgress.SingleBar({ format: ' {phase} |{bar}| {percentage}% | {doneGB}/{totalGB} GB | {duration_formatted} (ETA {eta_formatted})', hideCursor: true, stream: process.stderr }, cliProgress.Presets.shades_classic);
       let phase = '';
       const ac = new AbortController();
       process.once('SIGINT', () => ac.abort(new UserError('conversion interrupted; nothing was written to --out', { kind: 'Interrupted', fix: 'run the command again' })));
@@ -219,7 +219,7 @@ export function buildProgram(cliOverrides: Overrides): Command {
         signal: ac.signal,
         onProgress: (p) => {
           if (!tty) return; // the library logs one line per input and output file
-          const gb = { done: (p.bytesDone / 1e9).toFixed(2), total: (p.bytesTotal / 1e9).toFixed(2) };
+          const gb = { doneGB: (p.bytesDone / 1e9).toFixed(2), totalGB: (p.bytesTotal / 1e9).toFixed(2) };
           if (p.phase !== phase) {
             if (phase) bar.stop();
             phase = p.phase;
