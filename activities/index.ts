@@ -49,7 +49,7 @@ export function createActivities() {
     /**
      * Converts stage 1's CogVideoX diffusers weights (checkpoint.init_state_dir) into
      * TTT-Video-DiT weights in <job>/init; reuses an earlier conversion of the same input.
-     * Streams one tensor at a time with async I/O, so the worker's event loop stays free;
+     * Streams 16 MiB chunks with async I/O, so the worker's event loop stays free;
      * heartbeats the bytes done; cancellation leaves nothing behind.
      */
     async convertInit(input: ConvertInitInput): Promise<ConvertInitResult> {
