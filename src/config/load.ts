@@ -81,11 +81,15 @@ export function coerceOverride(raw: unknown): unknown {
   }
 }
 
+/** Names that would reach an object's prototype instead of a field of it. */
+const PROTOTYPE_KEYS = new Set(['__proto__', 'constructor', 'prototype']);
+
 function setPath(obj: Record<string, unknown>, dotted: string, value: unknown): void {
   const parts = dotted.split('.');
+  if (parts.some((p) => PROTOTYPE_KEYS.has(p))) throw new Error(`setPath: refusing ${dotted}`);
   let cur = obj;
   for (const p of parts.slice(0, -1)) {
-    const next = cur[p];
+    const next = Object.prototype.hasOwnProperty.call(cur, p) ? cur[p] : undefined;
     if (next === undefined || next === null || typeof next !== 'object' || Array.isArray(next)) cur[p] = {};
     cur = cur[p] as Record<string, unknown>;
   }
@@ -197,10 +201,14 @@ function semanticProblems(file: string, c: StageConfig, video: VideoLengthInfo, 
   const k = m.mini_batch_size;
   if (seqLen % k !== 0) {
     const fits = (L: number): boolean => (video.segments * L + videoTokens) % k === 0;
+    // Look one period (k) each way, but never more than SEARCH candidates: a huge mini_batch_size
+    // would otherwise take seconds to minutes here, and its nearest fits are no useful advice.
+    const SEARCH = 4096;
+    const span = Math.min(k, SEARCH);
     let up = m.text_length + 1;
-    while (!fits(up) && up < m.text_length + k + 1) up++;
+    while (!fits(up) && up < m.text_length + span + 1) up++;
     let down = m.text_length - 1;
-    while (down > 0 && !fits(down) && down > m.text_length - k - 1) down--;
+    while (down > 0 && !fits(down) && down > m.text_length - span - 1) down--;
     const options = [down > 0 && fits(down) ? down : undefined, fits(up) ? up : undefined].filter((x): x is number => x !== undefined);
     problems.push({
       file,
@@ -283,6 +291,10 @@ export function loadStageConfig(fileArg: string, overrides: Overrides = {}, opts
     if (!/^[a-z_]+(\.[a-z0-9_]+)+$/.test(k)) {
       throw new ConfigError([{ file: overrideSource, field: k, value: v, message: 'not a dotted field name', fix: 'write overrides as section.field, e.g. training.steps' }]);
     }
+    if (k.split('.').some((p) => PROTOTYPE_KEYS.has(p))) {
+      // "__proto__.x" would write into Object.prototype (every object of the process) rather than the config.
+      throw new ConfigError([{ file: overrideSource, field: k, value: v, message: 'not a config field', fix: 'write overrides as section.field with the names in the configuration reference, e.g. training.steps' }]);
+    }
     setPath(raw, k, coerceOverride(v));
   }
   let parsed = stageConfigSchema.safeParse(raw);
@@ -323,8 +335,8 @@ export function loadCurriculum(fileArg: string, overrides: Overrides = {}, opts:
   const stages: LoadedStage[] = [];
   for (const [i, rel] of parsed.data.stages.entries()) {
     const stageFile = path.resolve(path.dirname(file), rel);
-    if (!fs.existsSync(stageFile)) {
-      problems.push({ file, field: `stages[${i}]`, value: rel, message: `no such file (${stageFile})`, fix: 'list stage config files relative to the curriculum file' });
+    if (!fs.existsSync(stageFile) || !fs.statSync(stageFile).isFile()) {
+      problems.push({ file, field: `stages[${i}]`, value: rel, message: `no such file (${stageFile}${fs.existsSync(stageFile) ? ' is a directory' : ''})`, fix: 'list stage config files relative to the curriculum file' });
       continue;
     }
     try {

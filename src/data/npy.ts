@@ -17,8 +17,10 @@ export function readNpy(file: string): FloatTensor {
   const buf = fs.readFileSync(file);
   if (buf.length < 10 || !buf.subarray(0, 6).equals(MAGIC)) throw bad(file, 'not a .npy file (bad magic)');
   const major = buf[6]!;
-  const headerLen = major === 1 ? buf.readUInt16LE(8) : buf.readUInt32LE(8);
+  if (major < 1 || major > 3) throw bad(file, `format version ${major} is not supported (1, 2 or 3)`);
   const start = major === 1 ? 10 : 12;
+  if (buf.length < start) throw bad(file, 'the header is cut short (truncated?)');
+  const headerLen = major === 1 ? buf.readUInt16LE(8) : buf.readUInt32LE(8);
   if (start + headerLen > buf.length) throw bad(file, 'header runs past the end of the file');
   const header = buf.subarray(start, start + headerLen).toString('latin1');
   const descr = /'descr':\s*'([^']+)'/.exec(header)?.[1];
@@ -31,6 +33,7 @@ export function readNpy(file: string): FloatTensor {
     .map((s) => s.trim())
     .filter(Boolean)
     .map(Number);
+  if (shape.some((d) => !Number.isSafeInteger(d) || d < 0)) throw bad(file, `unreadable shape (${shapeText}) in the header`);
   const dtype = ({ '<f4': 'F32', '<f2': 'F16', '<f8': 'F64' } as const)[descr as '<f4'];
   if (!dtype) throw bad(file, `dtype ${descr} is not supported (float16, float32 or float64, little-endian)`);
   const bytesPer = dtype === 'F32' ? 4 : dtype === 'F16' ? 2 : 8;
