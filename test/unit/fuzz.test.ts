@@ -219,6 +219,16 @@ test('regression: a huge model.mini_batch_size is reported at once (the text_len
   assert.throws(() => loadStageConfig(TINY[0]!, { 'model.text_length': 13 }), /set model\.text_length = 12 \(64 tokens = 1 x 64\) or 76 \(128 tokens = 2 x 64\)/);
 });
 
+test('regression: a curriculum stage that names a directory is a problem of that stages[i] entry', () => {
+  const dir = tmpDir('curriculum-dir');
+  const file = path.join(dir, 'c.toml');
+  fs.writeFileSync(file, `name = "c"\nstages = ["${TINY[0]}", "."]\n`);
+  assert.throws(
+    () => loadCurriculum(file),
+    (e: unknown) => e instanceof ConfigError && e.problems.some((p) => p.file === file && p.field === 'stages[1]' && /is a directory/.test(p.message)),
+  );
+});
+
 // ---- (b) the dataset reader ---------------------------------------------------------------
 
 function synthDataset(samples: number): { dir: string; jsonl: string; open: () => ReturnType<typeof openDataSource> } {
@@ -294,6 +304,19 @@ test('regression: a .npy file cut inside its version-2 preamble is a clear error
   const f = path.join(dir, 'a.npy');
   fs.writeFileSync(f, Buffer.from([0x93, 0x4e, 0x55, 0x4d, 0x50, 0x59, 2, 0, 0x10, 0]));
   assert.throws(() => readNpy(f), (e: unknown) => e instanceof UserError && e.message.includes(f) && /truncated|header/.test(e.message));
+});
+
+test('regression: a .npy header whose shape is not a list of sizes is a clear error', () => {
+  const dir = tmpDir('npy-shape');
+  const f = path.join(dir, 'a.npy');
+  for (const shape of ['(-2, -2)', '(2, x)', '(2.5, 2)']) {
+    let header = `{'descr': '<f4', 'fortran_order': False, 'shape': ${shape}, }`;
+    header += ' '.repeat((64 - ((10 + header.length + 1) % 64)) % 64) + '\n';
+    const head = Buffer.from([0x93, 0x4e, 0x55, 0x4d, 0x50, 0x59, 1, 0, 0, 0]);
+    head.writeUInt16LE(header.length, 8);
+    fs.writeFileSync(f, Buffer.concat([head, Buffer.from(header, 'latin1'), Buffer.alloc(16)]));
+    assert.throws(() => readNpy(f), (e: unknown) => e instanceof UserError && e.message.includes(f) && /unreadable shape/.test(e.message), shape);
+  }
 });
 
 // ---- (c) job names ------------------------------------------------------------------------
