@@ -58,6 +58,8 @@ export interface KillRecord {
   step: number;
   /** Seconds since the chaos run started. */
   at: number;
+  /** The stage's last step in metrics.jsonl right after the kill. */
+  lastReported?: number;
   /** Seconds from the kill until a fresh worker polled. */
   workerStartSeconds?: number;
   /** write kills: the `.tmp-*` folder was still there after the kill. */
@@ -229,6 +231,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
       if (k.kind === 'step') await killAfterStep(k, w, jobDir, lines);
       else await killDuringWrite(k, w, jobDir, marker, lines, rec);
       rec.at = since();
+      rec.lastReported = lines(k.stage).at(-1) ?? 0;
       records.push(rec);
       log(`chaos: kill ${i + 1}/${plan.length} at ${rec.at.toFixed(1)} s: ${k.kind} ${k.stage} step ${k.step}${rec.duringWrite !== undefined ? (rec.duringWrite ? ', inside the checkpoint write' : ', after the write had finished') : ''}${rec.note ? ` (${rec.note})` : ''}`);
       const killedAt = Date.now();
@@ -337,6 +340,17 @@ async function killDuringWrite(k: PlannedKill, w: WorkerProc, jobDir: string, ma
   }
   let children = trainingChildren(marker);
   let tmpName: string | undefined;
+  // A dead writer's leftover (an orphaned child exits before its rename and leaves its `.tmp-*`
+  // folder behind) is not a write in progress: only folders that appear from now on, of a live pid.
+  const stale = new Set(fs.readdirSync(ck).filter((n) => n.startsWith(prefix)));
+  const live = (n: string): boolean => {
+    const pid = Number(/-(\d+)-[0-9a-f]{8}$/.exec(n)?.[1]);
+    try {
+      return pid > 0 && (process.kill(pid, 0), true);
+    } catch {
+      return false;
+    }
+  };
   await new Promise<void>((resolve, reject) => {
     let finished = false;
     const check = (): void => {
@@ -347,7 +361,7 @@ async function killDuringWrite(k: PlannedKill, w: WorkerProc, jobDir: string, ma
       } catch {
         return;
       }
-      const tmp = names.find((n) => n.startsWith(prefix));
+      const tmp = names.find((n) => n.startsWith(prefix) && !stale.has(n) && live(n));
       if (tmp || names.includes(stepDirName(k.step))) {
         finished = true;
         // Both at once, before anything else: this is the moment.
@@ -410,7 +424,7 @@ export function formatReport(r: ChaosReport): string {
   }
   for (const [i, k] of r.kills.entries()) {
     const where = k.duringWrite === undefined ? '' : k.duringWrite ? ', inside the checkpoint write' : ', after the write';
-    out.push(`  kill ${String(i + 1).padStart(2)} at ${k.at.toFixed(1).padStart(6)} s: ${k.kind.padEnd(5)} ${k.stage} step ${k.step}${where}; fresh worker polling ${k.workerStartSeconds?.toFixed(1) ?? '?'} s later${k.note ? ` (${k.note})` : ''}`);
+    out.push(`  kill ${String(i + 1).padStart(2)} at ${k.at.toFixed(1).padStart(6)} s: ${k.kind.padEnd(5)} ${k.stage} step ${k.step}${where} (last step reported ${k.lastReported ?? '?'}); fresh worker polling ${k.workerStartSeconds?.toFixed(1) ?? '?'} s later${k.note ? ` (${k.note})` : ''}`);
   }
   out.push(`equality:               ${r.equal ? 'EQUAL: every stage final is byte-identical to the uninterrupted run' : 'NOT EQUAL'}`);
   out.push(`uninterrupted run:      ${r.referenceSeconds.toFixed(1)} s`);
