@@ -8,7 +8,7 @@ import * as fs from 'node:fs';
 import { test } from 'node:test';
 import { formatReport, runChaos } from '../../bench/chaos';
 
-test('chaos: 3 SIGKILLed workers (one inside a checkpoint write) and a server restart; finals byte-identical to an uninterrupted run', async (t) => {
+test('chaos: 3 SIGKILLed workers (at least one inside a checkpoint write) and a server restart; finals byte-identical to an uninterrupted run', async (t) => {
   const r = await runChaos({
     seed: 7,
     kills: 3,
