@@ -54,7 +54,7 @@ export interface ChaosOptions {
 export interface KillRecord {
   kind: 'step' | 'write';
   stage: string;
-  /** The seeded step (write: the checkpoint step). */
+  /** The seeded step (write: the checkpoint step aimed at). */
   step: number;
   /** Seconds since the chaos run started. */
   at: number;
@@ -229,11 +229,11 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
     for (const [i, k] of plan.entries()) {
       const rec: KillRecord = { kind: k.kind, stage: k.stage, step: k.step, at: 0 };
       if (k.kind === 'step') await killAfterStep(k, w, jobDir, lines);
-      else await killDuringWrite(k, w, jobDir, marker, lines, rec);
+      else await killDuringWrite(k, stages[k.stageIndex]!, w, jobDir, marker, lines, rec);
       rec.at = since();
       rec.lastReported = lines(k.stage).at(-1) ?? 0;
       records.push(rec);
-      log(`chaos: kill ${i + 1}/${plan.length} at ${rec.at.toFixed(1)} s: ${k.kind} ${k.stage} step ${k.step}${rec.duringWrite !== undefined ? (rec.duringWrite ? ', inside the checkpoint write' : ', after the write had finished') : ''}${rec.note ? ` (${rec.note})` : ''}`);
+      log(`chaos: kill ${i + 1}/${plan.length} at ${rec.at.toFixed(1)} s: ${k.kind} ${k.stage} step ${rec.step}${rec.duringWrite !== undefined ? (rec.duringWrite ? ', inside the checkpoint write' : ', after the write had finished') : ''}${rec.note ? ` (${rec.note})` : ''}`);
       const killedAt = Date.now();
       await waitUntil('the orphaned training child to exit', () => trainingChildren(marker).length === 0, 15_000);
       w = await newWorker();
@@ -322,22 +322,32 @@ function fastestStepSeconds(file: string): number | undefined {
 
 /**
  * SIGKILLs the worker and its training child together the moment the checkpoint's `.tmp-*`
- * folder appears (inotify, with a 2 ms poll as a fallback). If the checkpoint is already
- * complete when armed, or completes unseen, the kill happens anyway and is reported as such.
+ * folder appears (inotify, with a 2 ms poll as a fallback). If that checkpoint is already
+ * complete when armed (training went on past it, e.g. while the server was restarted after the
+ * previous kill), it aims at the stage's next checkpoint instead; if
+ * there is none, or the write completes unseen, the kill happens anyway and is reported as such.
  */
-async function killDuringWrite(k: PlannedKill, w: WorkerProc, jobDir: string, marker: string, lines: (stage: string) => number[], rec: KillRecord): Promise<void> {
+async function killDuringWrite(k: PlannedKill, stage: { steps: number; interval: number }, w: WorkerProc, jobDir: string, marker: string, lines: (stage: string) => number[], rec: KillRecord): Promise<void> {
   const ck = checkpointsDir(stageDir(jobDir, k.stage));
-  const prefix = `.tmp-${stepDirName(k.step)}-`;
-  const done = path.join(ck, stepDirName(k.step));
   await waitUntil(`${k.stage} checkpoints folder`, () => fs.existsSync(ck), 600_000, 20);
-  if (fs.existsSync(done)) {
-    // Already saved (an earlier kill came late): kill on the stage's next step instead.
-    rec.note = 'checkpoint already saved when armed; killed at the next step';
-    const seen = lines(k.stage).length;
-    await waitUntil(`a new ${k.stage} step`, () => lines(k.stage).length > seen, 600_000, 20);
-    await w.kill('SIGKILL');
-    return;
+  const saved = (step: number): boolean => fs.existsSync(path.join(ck, stepDirName(step)));
+  let step = k.step;
+  if (saved(step)) {
+    let next = step + 1;
+    while (next <= stage.steps && ((next % stage.interval !== 0 && next !== stage.steps) || saved(next))) next++;
+    if (next > stage.steps) {
+      rec.note = 'checkpoint already saved when armed, and no later one in the stage; killed at the next step';
+      const seen = lines(k.stage).length;
+      await waitUntil(`a new ${k.stage} step`, () => lines(k.stage).length > seen, 600_000, 20);
+      await w.kill('SIGKILL');
+      return;
+    }
+    rec.note = `step ${step} was already saved when armed; aimed at step ${next}`;
+    step = next;
+    rec.step = step;
   }
+  const prefix = `.tmp-${stepDirName(step)}-`;
+  const done = path.join(ck, stepDirName(step));
   let children = trainingChildren(marker);
   let tmpName: string | undefined;
   // A dead writer's leftover (an orphaned child exits before its rename and leaves its `.tmp-*`
@@ -362,7 +372,7 @@ async function killDuringWrite(k: PlannedKill, w: WorkerProc, jobDir: string, ma
         return;
       }
       const tmp = names.find((n) => n.startsWith(prefix) && !stale.has(n) && live(n));
-      if (tmp || names.includes(stepDirName(k.step))) {
+      if (tmp || names.includes(stepDirName(step))) {
         finished = true;
         // Both at once, before anything else: this is the moment.
         try {
@@ -389,7 +399,7 @@ async function killDuringWrite(k: PlannedKill, w: WorkerProc, jobDir: string, ma
     }, 100);
     const timeout = setTimeout(() => {
       cleanup();
-      reject(new Error(`timed out waiting for the write of ${k.stage} ${stepDirName(k.step)}`));
+      reject(new Error(`timed out waiting for the write of ${k.stage} ${stepDirName(step)}`));
     }, 600_000);
     const cleanup = (): void => {
       watcher.close();
