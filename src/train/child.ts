@@ -52,6 +52,10 @@ async function main(): Promise<void> {
       if (orphaned()) exitOrphaned();
       return stopRequested;
     },
+    // The step just computed is not written when the parent died during it.
+    beforeWrite: () => {
+      if (orphaned()) exitOrphaned();
+    },
     saveHooks: {
       beforeRename: () => {
         if (orphaned()) exitOrphaned();

@@ -57,6 +57,8 @@ export interface ShardControl {
   onCheckpoint?: (dir: string, step: number) => void;
   /** Checked between steps: true = save a checkpoint and return now. */
   shouldStop?: () => boolean;
+  /** Called right before each write of the shard (metrics line, checkpoint); may end the process. */
+  beforeWrite?: () => void;
   saveHooks?: SaveHooks;
 }
 
@@ -384,6 +386,7 @@ async function runShardUnguarded(req: ShardRequest, ctl: ShardControl): Promise<
         if (firstLoss === null) firstLoss = lossSum;
         lastLoss = lossSum;
         const stepSeconds = (Date.now() - ts) / 1000;
+        ctl.beforeWrite?.();
         lease.check(`writing step ${step}`);
         const tokens = c.training.global_batch_size * dims.seqLen;
         fs.writeSync(
