@@ -131,10 +131,18 @@ export async function modelBench(out: NodeJS.WritableStream): Promise<void> {
   w('target: 63s <= 1.3 x 3s\n\n');
   // (b) achieved FLOP/s vs the large-matmul FLOP/s, the reference measured before and after.
   // At width 64 the step is per-op overhead (tens of thousands of small kernels); the ratio is
-  // judged at a width with the paper's head size (64) and mini-batch (64): 8 heads, 8x8 latents.
-  const b3 = { 'model.num_attention_heads': 8, 'model.attention_head_dim': 64, 'model.latent_height': 8, 'model.latent_width': 8, 'model.text_length': 48 };
+  // judged at a width with the paper's head size (64) and mini-batch (64): 16 heads of 64.
+  // (The paper's model is 48 heads of 64; wider does not fit wasm's 4 GB heap.)
+  const b1024 = { 'model.num_attention_heads': 16, 'model.attention_head_dim': 64 };
+  const b512 = { 'model.num_attention_heads': 8, 'model.attention_head_dim': 64, 'model.latent_height': 8, 'model.latent_width': 8, 'model.text_length': 48 };
   const peakBefore = largeMatmulFlops(1024);
-  const [rb] = await interleavedTimings([{ stage: '3s', overrides: b3, remat: NO_REMAT }], 3);
+  const [rb, rb512] = (await interleavedTimings(
+    [
+      { stage: '3s', overrides: b1024, remat: NO_REMAT },
+      { stage: '3s', overrides: b512, remat: NO_REMAT },
+    ],
+    3,
+  )) as [StepTiming, StepTiming];
   const peak = Math.max(peakBefore, largeMatmulFlops(1024));
   const flopRow = (label: string, r: StepTiming): string => {
     const achieved = r.flops / r.seconds;
@@ -142,7 +150,8 @@ export async function modelBench(out: NodeJS.WritableStream): Promise<void> {
   };
   w(`(b) Achieved training FLOP/s (matmul FLOPs x 3 for forward + backward) / 1024^3 matmul FLOP/s (${(peak / 1e9).toFixed(2)} GFLOP/s, best of before/after)\n`);
   w('| model | GFLOP per step | step (s) | GFLOP/s | ratio |\n|---|---|---|---|---|\n');
-  w(flopRow('3s, width 512 (8 heads of 64), 8x8 latents', rb!));
+  w(flopRow('3s, width 1024 (16 heads of 64)', rb));
+  w(flopRow('3s, width 512 (8 heads of 64), 8x8 latents', rb512));
   w(flopRow('63s, width 64 (as (a))', perStage['63s']!));
   w('target: ratio >= 0.5 (first row)\n\n');
   // (c) remat at 63 s; the two configurations take turns so that machine noise hits both alike.
