@@ -7,10 +7,12 @@ import { ApplicationFailure } from '@temporalio/common';
 import { isUserError } from '../src/errors';
 import { inspectStage, planCurriculum, promoteStage } from '../src/job';
 import { logger } from '../src/log';
+import { trainingMetrics } from '../src/metrics';
 import { superviseShard } from '../src/train/supervise';
 import type { ShardProgress } from '../src/train/trainer';
 import { convertDiffusers } from '../src/convert/convert';
-import type { ConvertInitInput, ConvertInitResult, CurriculumInput, Plan, ShardSummary, StageFinal, StageStatus, TrainShardInput } from '../src/types';
+import type { ConvertInitInput, ConvertInitResult, CurriculumInput, Plan, ShardProgressReport, ShardSummary, StageFinal, StageStatus, TrainShardInput } from '../src/types';
+import { shardProgressSignal } from '../workflows/definitions';
 
 
 export { NON_RETRYABLE as NON_RETRYABLE_TYPES } from '../workflows/nonretryable';
@@ -79,14 +81,36 @@ export function createActivities() {
       }
     },
 
-    /** Trains one shard in a child process; heartbeats progress; on cancellation checkpoints, then reports the cancellation. */
+    /**
+     * Trains one shard in a child process; heartbeats progress, reports it to the workflow every
+     * shard.progress_seconds and records it in the worker's metrics; on cancellation checkpoints,
+     * then reports the cancellation.
+     */
     async trainShard(input: TrainShardInput): Promise<ShardSummary> {
       const ctx = Context.current();
       const info = ctx.info;
-      const log = logger.child({ job: info.workflowExecution?.workflowId, stage: input.stage.name, attempt: info.attempt });
+      const wf = info.workflowExecution;
+      const job = wf?.workflowId ?? input.jobDir.split(/[\\/]/).pop() ?? '';
+      const log = logger.child({ job, stage: input.stage.name, attempt: info.attempt });
+      const metrics = trainingMetrics(ctx.metricMeter, { job, stage: input.stage.name });
       let last: HeartbeatDetails = { stage: input.stage.name, step: 0, totalSteps: input.stage.steps, loss: null, stepSeconds: null };
       ctx.heartbeat(last);
       const beat = setInterval(() => ctx.heartbeat(last), 2000);
+      // Progress reports to the workflow (signal shardProgress): at the first step, then at most every
+      // progressSeconds; one in flight at a time. A lost report only delays the workflow's view.
+      const everyMs = (input.stage.progressSeconds ?? 10) * 1000;
+      let lastReport = 0;
+      let reporting = false;
+      const report = (r: ShardProgressReport): void => {
+        if (!wf || reporting || Date.now() - lastReport < everyMs) return;
+        reporting = true;
+        lastReport = Date.now();
+        ctx.client.workflow
+          .getHandle(wf.workflowId, wf.runId)
+          .signal(shardProgressSignal, r)
+          .catch((e: unknown) => log.debug({ err: e, step: r.step }, 'progress report to the workflow failed'))
+          .finally(() => (reporting = false));
+      };
       try {
         const result = await userErrorsAreFinal(() =>
           superviseShard(
@@ -99,18 +123,24 @@ export function createActivities() {
               maxSteps: input.stage.shardMaxSteps,
               expectedConfigHash: input.stage.configHash,
               who: `workflow ${info.workflowExecution?.workflowId} activity attempt ${info.attempt}`,
+              logContext: { job, attempt: info.attempt },
             },
             {
               signal: ctx.cancellationSignal,
               onProgress: (p: ShardProgress) => {
                 last = { stage: p.stage, step: p.step, totalSteps: p.totalSteps, loss: p.loss, stepSeconds: p.stepSeconds };
                 ctx.heartbeat(last);
+                metrics.step(p);
+                report({ stage: p.stage, step: p.step, totalSteps: p.totalSteps, loss: p.loss });
               },
-              onCheckpoint: (dir, step) => log.debug({ dir, step }, 'checkpoint'),
+              onCheckpoint: (c) => {
+                metrics.checkpoint(c);
+                log.debug({ step: c.step, dir: c.dir, seconds: c.seconds, bytes: c.bytes }, 'checkpoint');
+              },
             },
           ),
         );
-        log.info({ step: result.step, stepsRun: result.stepsRun, reason: result.reason }, 'shard finished');
+        log.info({ step: result.step, stepsRun: result.stepsRun, reason: result.reason, seconds: result.seconds }, 'shard finished');
         if (ctx.cancellationSignal.aborted) {
           // The child saved a checkpoint on the way out; now report the cancellation itself.
           await ctx.cancelled;

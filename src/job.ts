@@ -51,6 +51,7 @@ export function planCurriculum(input: CurriculumInput): Plan {
         shardMaxSeconds: s.config.shard.max_seconds,
         shardMaxSteps: s.config.shard.max_steps,
         heartbeatTimeoutSeconds: s.config.shard.heartbeat_timeout_seconds,
+        progressSeconds: s.config.shard.progress_seconds,
       };
     }),
   };

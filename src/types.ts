@@ -37,6 +37,8 @@ export interface PlannedStage {
   shardMaxSeconds: number;
   shardMaxSteps: number;
   heartbeatTimeoutSeconds: number;
+  /** Seconds between the running shard's progress reports to the workflow (shard.progress_seconds). */
+  progressSeconds: number;
 }
 
 export interface Plan {
@@ -124,6 +126,8 @@ export type JobState = 'planning' | 'running' | 'pausing' | 'paused' | 'complete
 
 export interface Progress {
   jobName: string;
+  /** Absolute job folder on the workers (dump_folder/job name); null until planned. */
+  jobDir: string | null;
   state: JobState;
   stage: string | null;
   stageIndex: number;
@@ -131,12 +135,20 @@ export interface Progress {
   /** Steps of every stage, in order. */
   stageSteps: number[];
   until: string | null;
-  /** Steps done in the current stage as of the last finished shard. */
+  /** Steps done in the current stage as of the running shard's last report (or the last finished shard). */
   step: number;
   totalSteps: number;
   lastLoss: number | null;
   lastCheckpoint: string | null;
   completed: StageResult[];
+}
+
+/** What the running trainShard activity reports to the workflow (signal `shardProgress`). */
+export interface ShardProgressReport {
+  stage: string;
+  step: number;
+  totalSteps: number;
+  loss: number | null;
 }
 
 /** State carried across continue-as-new. */

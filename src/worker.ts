@@ -4,17 +4,28 @@ import { temporalTarget, type TemporalTarget } from './connection';
 import { logger } from './log';
 import { TttCurriculumPlugin } from './plugin';
 import { installTemporalRuntime } from './temporal/runtime';
+import { checkSearchAttributes } from './temporal/search-attributes';
 
 export interface WorkerOptions extends Partial<TemporalTarget> {
   /** Concurrent activity executions (training shards and bookkeeping); default 2. */
   maxConcurrentActivities?: number;
+  /** Serve Prometheus metrics (Temporal's and ours) on this port, GET /metrics. */
+  metricsPort?: number;
+  /** Interface of the metrics endpoint (default 0.0.0.0: reachable by a Prometheus server). */
+  metricsHost?: string;
   signal?: AbortSignal;
 }
 
 export async function createWorker(opts: WorkerOptions = {}): Promise<{ worker: Worker; connection: NativeConnection }> {
-  installTemporalRuntime();
+  installTemporalRuntime(opts.metricsPort !== undefined ? { metricsAddress: `${opts.metricsHost ?? '0.0.0.0'}:${opts.metricsPort}` } : {});
   const target = temporalTarget(opts);
   const connection = await NativeConnection.connect({ address: target.address });
+  try {
+    await checkSearchAttributes(connection, target.namespace);
+  } catch (e) {
+    await connection.close();
+    throw e;
+  }
   const worker = await Worker.create({
     connection,
     namespace: target.namespace,
@@ -33,7 +44,7 @@ export async function createWorker(opts: WorkerOptions = {}): Promise<{ worker: 
 export async function runWorker(opts: WorkerOptions = {}): Promise<void> {
   const target = temporalTarget(opts);
   const { worker, connection } = await createWorker(opts);
-  logger.info({ address: target.address, namespace: target.namespace, taskQueue: target.taskQueue }, 'worker started');
+  logger.info({ address: target.address, namespace: target.namespace, taskQueue: target.taskQueue, ...(opts.metricsPort !== undefined ? { metrics: `http://${opts.metricsHost ?? '0.0.0.0'}:${opts.metricsPort}/metrics` } : {}) }, 'worker started');
   const stop = (): void => worker.shutdown();
   opts.signal?.addEventListener('abort', stop, { once: true });
   try {

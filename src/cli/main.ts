@@ -80,10 +80,12 @@ export function buildProgram(cliOverrides: Overrides): Command {
   addr(program.command('worker').description('run a worker: trains shards of any job on its task queue'))
     .addOption(new Option('--task-queue <name>', 'task queue').env('TTT_TASK_QUEUE'))
     .option('--max-concurrent-activities <n>', 'activities at once (one training shard each)', (v) => Number(v), 2)
-    .action(async (o: { address?: string; namespace?: string; taskQueue?: string; maxConcurrentActivities: number }) => {
+    .addOption(new Option('--metrics-port <n>', 'serve Prometheus metrics (Temporal\'s and ours) on this port, GET /metrics').env('TTT_METRICS_PORT').argParser((v) => Number(v)))
+    .option('--metrics-host <host>', 'interface of the metrics endpoint', '0.0.0.0')
+    .action(async (o: { address?: string; namespace?: string; taskQueue?: string; maxConcurrentActivities: number; metricsPort?: number; metricsHost: string }) => {
       const ac = new AbortController();
       for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => ac.abort());
-      await runWorker({ address: o.address, namespace: o.namespace, taskQueue: o.taskQueue, maxConcurrentActivities: o.maxConcurrentActivities, signal: ac.signal });
+      await runWorker({ address: o.address, namespace: o.namespace, taskQueue: o.taskQueue, maxConcurrentActivities: o.maxConcurrentActivities, metricsPort: o.metricsPort, metricsHost: o.metricsHost, signal: ac.signal });
     });
 
   addr(program.command('start <job>').description('start a job (or attach to the running job of that name)'))

@@ -121,6 +121,7 @@ export const shardSchema = z
     max_steps: nonNegInt.default(0).describe('Most steps one trainShard activity runs (0 = no step bound, only max_seconds)'),
     max_seconds: posNum.default(180).describe('Wall-time bound of one trainShard activity; it checkpoints and returns after this'),
     heartbeat_timeout_seconds: posNum.default(30).describe('Heartbeat timeout of trainShard; a silent worker is presumed dead after this'),
+    progress_seconds: posNum.default(10).describe('Seconds between the running shard\'s progress reports to the workflow (search attribute TrainingStep, current details); each report adds a few history events'),
   })
   .describe('Ours: how training is cut into Temporal activities');
 

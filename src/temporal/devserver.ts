@@ -10,6 +10,10 @@ import * as path from 'node:path';
 import { Connection } from '@temporalio/client';
 import { PACKAGE_ROOT } from '../config/load';
 import { logger } from '../log';
+import { SEARCH_ATTRIBUTES } from '../../workflows/definitions';
+
+/** `temporal server start-dev --search-attribute` values: TrainingJob=Keyword, TrainingStage=Keyword, TrainingStep=Int. */
+export const SEARCH_ATTRIBUTE_FLAGS: string[] = SEARCH_ATTRIBUTES.map((k) => `${k.name}=${k.type === 'INT' ? 'Int' : 'Keyword'}`);
 
 /** Path of the temporal CLI, installing it into .tools/ if needed. */
 export function temporalCli(): string {
@@ -48,6 +52,8 @@ export interface DevServerOptions {
   namespace?: string;
   /** Dynamic config values, e.g. {"limit.historyCount.suggestContinueAsNew": 100}. */
   dynamicConfig?: Record<string, unknown>;
+  /** Register the job search attributes (default true; false gives a bare server, for tests). */
+  searchAttributes?: boolean;
 }
 
 export interface DevServer {
@@ -90,6 +96,7 @@ export async function startDevServer(opts: DevServerOptions): Promise<DevServer>
   else args.push('--ui-port', String(uiPort));
   if (opts.namespace && opts.namespace !== 'default') args.push('--namespace', opts.namespace);
   for (const [k, v] of Object.entries(opts.dynamicConfig ?? {})) args.push('--dynamic-config-value', `${k}=${JSON.stringify(v)}`);
+  if (opts.searchAttributes !== false) for (const sa of SEARCH_ATTRIBUTE_FLAGS) args.push('--search-attribute', sa);
   const child = spawn(cli, args, { stdio: ['ignore', 'ignore', 'pipe'], detached: false });
   let stderr = '';
   child.stderr?.on('data', (b: Buffer) => {

@@ -47,7 +47,7 @@ async function main(): Promise<void> {
   const req = JSON.parse(arg) as ShardRequest;
   const result = await runShard(req, {
     onProgress: (p) => send(encode({ ttt: 'progress', ...p })),
-    onCheckpoint: (dir, step) => send(encode({ ttt: 'checkpoint', dir, step })),
+    onCheckpoint: (c) => send(encode({ ttt: 'checkpoint', ...c })),
     shouldStop: () => {
       if (orphaned()) exitOrphaned();
       return stopRequested;

@@ -4,11 +4,11 @@
  * (e.g. TensorFlow.js banners) are ignored. Parent -> child on stdin: "stop\n" asks the child
  * to checkpoint and return; end of stdin means the parent died, and the child exits at once.
  */
-import type { ShardProgress, ShardRequest, ShardResult } from './trainer';
+import type { CheckpointSaved, ShardProgress, ShardRequest, ShardResult } from './trainer';
 
 export type ChildMessage =
   | ({ ttt: 'progress' } & ShardProgress)
-  | { ttt: 'checkpoint'; dir: string; step: number }
+  | ({ ttt: 'checkpoint' } & CheckpointSaved)
   | { ttt: 'result'; result: ShardResult }
   | { ttt: 'error'; message: string; userError: boolean; kind: string };
 

@@ -9,11 +9,11 @@ import * as readline from 'node:readline';
 import { UserError } from '../errors';
 import { logger } from '../log';
 import { decode } from './protocol';
-import type { ShardProgress, ShardRequest, ShardResult } from './trainer';
+import type { CheckpointSaved, ShardProgress, ShardRequest, ShardResult } from './trainer';
 
 export interface SuperviseOptions {
   onProgress?: (p: ShardProgress) => void;
-  onCheckpoint?: (dir: string, step: number) => void;
+  onCheckpoint?: (c: CheckpointSaved) => void;
   /** Aborting asks the child to save a checkpoint and return; the promise then resolves with its result. */
   signal?: AbortSignal;
   /** Seconds to wait for a stopping child before SIGKILL (default 120). */
@@ -37,7 +37,7 @@ export function superviseShard(req: ShardRequest, opts: SuperviseOptions = {}): 
       stdio: ['pipe', 'pipe', 'inherit'],
       env: { ...process.env, ...opts.env },
     });
-    const log = logger.child({ childPid: child.pid });
+    const log = logger.child({ ...req.logContext, childPid: child.pid });
     let result: ShardResult | undefined;
     let failure: { message: string; userError: boolean; kind: string } | undefined;
     let killTimer: NodeJS.Timeout | undefined;
@@ -71,9 +71,11 @@ export function superviseShard(req: ShardRequest, opts: SuperviseOptions = {}): 
           opts.onProgress?.(p);
           break;
         }
-        case 'checkpoint':
-          opts.onCheckpoint?.(m.dir, m.step);
+        case 'checkpoint': {
+          const { ttt: _t, ...c } = m;
+          opts.onCheckpoint?.(c);
           break;
+        }
         case 'result':
           result = m.result;
           break;

@@ -5,6 +5,7 @@
  * `ttt-curriculum train`, and in a child process by the trainShard activity.
  */
 import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { initBackend, tf } from '../backend';
 import { Lease } from '../checkpoint/lease';
 import { latestCompleteCheckpoint, loadCheckpoint, loadModelWeights, pruneCheckpoints, saveCheckpoint, tensorsHash, type NonFiniteEvent, type SaveHooks, type VerifiedCheckpoint } from '../checkpoint/store';
@@ -36,6 +37,8 @@ export interface ShardRequest {
   expectedConfigHash?: string;
   /** Who writes, for the stage's lease (e.g. the workflow and activity attempt). */
   who?: string;
+  /** Bound into every log line of the shard (default job: the job folder's name). */
+  logContext?: { job?: string; attempt?: number };
 }
 
 export interface ShardProgress {
@@ -52,9 +55,17 @@ export interface ShardResult extends ShardSummary {
   initHash: string | null;
 }
 
+/** A saved checkpoint: where, which step, how long the save took and how many bytes it wrote. */
+export interface CheckpointSaved {
+  dir: string;
+  step: number;
+  seconds: number;
+  bytes: number;
+}
+
 export interface ShardControl {
   onProgress?: (p: ShardProgress) => void;
-  onCheckpoint?: (dir: string, step: number) => void;
+  onCheckpoint?: (c: CheckpointSaved) => void;
   /** Checked between steps: true = save a checkpoint and return now. */
   shouldStop?: () => boolean;
   /** Called right before each write of the shard (metrics line, checkpoint); may end the process. */
@@ -205,7 +216,7 @@ async function runShardUnguarded(req: ShardRequest, ctl: ShardControl): Promise<
   const sDir = stageDir(req.jobDir, name);
   const ckDir = checkpointsDir(sDir);
   fs.mkdirSync(ckDir, { recursive: true });
-  const log = logger.child({ stage: name, job: req.jobDir });
+  const log = logger.child({ job: req.logContext?.job ?? path.basename(req.jobDir), stage: name, ...(req.logContext?.attempt ? { attempt: req.logContext.attempt } : {}) });
   const total = c.training.steps;
   const model = new ModelState(stage, dims);
   const rope = ropeForModel(dims);
@@ -252,6 +263,7 @@ async function runShardUnguarded(req: ShardRequest, ctl: ShardControl): Promise<
       return d;
     };
     const save = (): void => {
+      const ts = process.hrtime.bigint();
       const dir = saveCheckpoint(
         ckDir,
         {
@@ -279,10 +291,12 @@ async function runShardUnguarded(req: ShardRequest, ctl: ShardControl): Promise<
           },
         },
       );
+      const seconds = Number(process.hrtime.bigint() - ts) / 1e9;
       checkpoint = dir;
+      const bytes = fs.readdirSync(dir).reduce((n, f) => n + fs.statSync(path.join(dir, f)).size, 0);
       pruneCheckpoints(ckDir, c.checkpoint.keep);
-      ctl.onCheckpoint?.(dir, step);
-      log.info({ step, checkpoint: dir }, 'checkpoint saved');
+      ctl.onCheckpoint?.({ dir, step, seconds, bytes });
+      log.info({ step, checkpoint: dir, seconds, bytes }, 'checkpoint saved');
     };
     if (step === 0 && !latest) save(); // step-0 checkpoint: the stage's init weights, auditable and resumable
     const maxSteps = req.maxSteps ?? c.shard.max_steps;
@@ -292,7 +306,7 @@ async function runShardUnguarded(req: ShardRequest, ctl: ShardControl): Promise<
     const skip = {
       maxBad: c.training.max_bad_samples,
       bad: new Map<number, string>(),
-      onSkip: (id: number, reason: string) => log.warn({ sample: id, reason }, 'skipping a bad sample'),
+      onSkip: (id: number, reason: string) => log.warn({ step: step + 1, sample: id, reason }, 'skipping a bad sample'),
     };
     const accum = c.training.grad_accum_steps;
     const micro = c.training.global_batch_size / (c.parallelism.dp_replicate * c.parallelism.dp_sharding) / accum;
