@@ -3,6 +3,7 @@
  * description (live step and loss from the running shard's heartbeat) and the task queue's
  * pollers ("waiting for a worker").
  */
+import * as path from 'node:path';
 import type { Client } from '@temporalio/client';
 import { defaultPayloadConverter } from '@temporalio/common';
 import { temporal } from '@temporalio/proto';
@@ -16,6 +17,10 @@ export interface StageStatusLine {
   totalSteps: number;
   done: boolean;
   loss: number | null;
+  /** Of the running stage: 1 / the last step time reported by the shard's heartbeat; else null. */
+  stepsPerSecond: number | null;
+  /** Of the running stage: remaining steps / stepsPerSecond; else null. */
+  etaSeconds: number | null;
   finalCheckpoint: string | null;
 }
 
@@ -29,7 +34,11 @@ export interface JobStatus {
   step: number;
   totalSteps: number;
   loss: number | null;
+  stepsPerSecond: number | null;
+  etaSeconds: number | null;
   lastCheckpoint: string | null;
+  /** The job folder on the workers (checkpoints, metrics.jsonl); null when not known yet. */
+  jobDir: string | null;
   until: string | null;
   /** "polling", "none" (no worker: the job waits) or "unknown". */
   worker: 'polling' | 'none' | 'unknown';
@@ -101,18 +110,21 @@ export function summarise(
       const total = progress.stageSteps[i] ?? 0;
       let step = done ? done.steps : 0;
       let loss = done ? done.lastLoss : null;
+      let stepsPerSecond: number | null = null;
       if (!done && name === progress.stage) {
         step = progress.step;
         loss = progress.lastLoss;
         if (hb && hb.stage === name && hb.step >= step) {
           step = hb.step;
           loss = hb.loss;
+          if (hb.stepSeconds && hb.stepSeconds > 0) stepsPerSecond = 1 / hb.stepSeconds;
         }
       }
-      stages.push({ stage: name, step, totalSteps: total, done: !!done, loss, finalCheckpoint: done?.finalCheckpoint ?? null });
+      const etaSeconds = stepsPerSecond ? (total - step) / stepsPerSecond : null;
+      stages.push({ stage: name, step, totalSteps: total, done: !!done, loss, stepsPerSecond, etaSeconds, finalCheckpoint: done?.finalCheckpoint ?? null });
     });
   } else if (result) {
-    for (const s of result.stages) stages.push({ stage: s.stage, step: s.steps, totalSteps: s.steps, done: true, loss: s.lastLoss, finalCheckpoint: s.finalCheckpoint });
+    for (const s of result.stages) stages.push({ stage: s.stage, step: s.steps, totalSteps: s.steps, done: true, loss: s.lastLoss, stepsPerSecond: null, etaSeconds: null, finalCheckpoint: s.finalCheckpoint });
   }
   const current = stages.find((s) => !s.done && s.stage === progress?.stage) ?? stages[stages.length - 1];
   return {
@@ -123,7 +135,10 @@ export function summarise(
     step: current?.step ?? 0,
     totalSteps: current?.totalSteps ?? 0,
     loss: current?.loss ?? null,
+    stepsPerSecond: current?.stepsPerSecond ?? null,
+    etaSeconds: current?.etaSeconds ?? null,
     lastCheckpoint: progress?.lastCheckpoint ?? current?.finalCheckpoint ?? null,
+    jobDir: progress?.jobDir ?? (result?.stages[0] ? path.dirname(path.dirname(result.stages[0].finalCheckpoint)) : null),
     until: progress?.until ?? result?.until ?? null,
     worker,
     stages,
@@ -133,7 +148,15 @@ export function summarise(
   };
 }
 
-/** One line: "stage 18s, step 420/1000, loss 0.183". */
+/** "12s", "14m", "3.2h"; "-" when unknown. */
+export function formatEta(seconds: number | null): string {
+  if (seconds === null || !Number.isFinite(seconds)) return '-';
+  if (seconds < 90) return `${Math.round(seconds)}s`;
+  if (seconds < 5400) return `${Math.round(seconds / 60)}m`;
+  return `${(seconds / 3600).toFixed(1)}h`;
+}
+
+/** One line: "job: stage 18s, step 420/1000, loss 0.1830" plus the state when not simply running. */
 export function statusLine(s: JobStatus): string {
   const loss = s.loss === null ? '-' : s.loss.toFixed(4);
   const extra = s.status !== 'RUNNING' ? ` [${s.status.toLowerCase()}]` : s.worker === 'none' ? ' [waiting for a worker]' : s.state && s.state !== 'running' ? ` [${s.state}]` : '';

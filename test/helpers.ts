@@ -33,8 +33,8 @@ export interface WorkerProc {
 }
 
 /** Starts `ttt-curriculum worker` in its own process. */
-export function spawnWorker(address: string, taskQueue: string, env: NodeJS.ProcessEnv = {}): WorkerProc {
-  const proc = spawn(process.execPath, [CLI, 'worker', '--address', address, '--task-queue', taskQueue], {
+export function spawnWorker(address: string, taskQueue: string, env: NodeJS.ProcessEnv = {}, args: string[] = []): WorkerProc {
+  const proc = spawn(process.execPath, [CLI, 'worker', '--address', address, '--task-queue', taskQueue, ...args], {
     cwd: ROOT,
     env: { ...process.env, TTT_LOG_LEVEL: 'info', TTT_LOG_PRETTY: '0', ...env },
     stdio: ['ignore', 'ignore', 'pipe'],

@@ -19,7 +19,9 @@ import { logger } from '../log';
 import { checkpointsDir, convertedInitDir, jobDir, stageDir } from '../paths';
 import { latestCompleteCheckpoint } from '../checkpoint/store';
 import { isDiffusersFolder } from '../convert/config';
-import { jobStatus, statusLine } from '../status';
+import { validateJobName } from '../jobname';
+import { formatEta, jobStatus, statusLine } from '../status';
+import { plotJob } from '../plot/plot';
 import { portOpen, startDevServer, type DevServer } from '../temporal/devserver';
 import { runShard } from '../train/trainer';
 import type { CurriculumResult } from '../types';
@@ -71,6 +73,24 @@ async function ensureServer(): Promise<{ address: string; server: DevServer | nu
   return { address: server.address, server };
 }
 
+/** The job folder: from Temporal (the job's status), else ./runs/<job> when it exists. */
+async function jobFolder(job: string, o: { address?: string; namespace?: string }): Promise<string> {
+  const local = path.resolve('runs', validateJobName(job));
+  try {
+    const client = await connectClient({ address: o.address, namespace: o.namespace });
+    try {
+      const s = await jobStatus(client, job);
+      if (s.jobDir) return s.jobDir;
+    } finally {
+      await client.connection.close();
+    }
+  } catch (e) {
+    if (fs.existsSync(local)) return local;
+    throw new UserError(`cannot find the folder of job ${job}: ${(e as Error).message.split('\n')[0]}`, { kind: 'InvalidInput', fix: 'pass --dir <dump_folder>/<job>, or --address of the Temporal server that ran it' });
+  }
+  return local;
+}
+
 export function buildProgram(cliOverrides: Overrides): Command {
   const program = new Command();
   program.name('ttt-curriculum').description('Durable five-stage TTT-Video-DiT training curriculum on Temporal').showHelpAfterError();
@@ -109,7 +129,10 @@ export function buildProgram(cliOverrides: Overrides): Command {
       if (o.json) process.stdout.write(JSON.stringify(s, null, 2) + '\n');
       else {
         process.stdout.write(statusLine(s) + '\n');
-        for (const st of s.stages) process.stdout.write(`  ${st.stage.padEnd(4)} ${String(st.step).padStart(6)}/${st.totalSteps} ${st.done ? 'done' : ''} ${st.loss === null ? '' : `loss ${st.loss.toFixed(4)}`}\n`);
+        for (const st of s.stages) {
+          const speed = st.stepsPerSecond ? `  ${st.stepsPerSecond.toFixed(2)} steps/s  ETA ${formatEta(st.etaSeconds)}` : '';
+          process.stdout.write(`  ${st.stage.padEnd(4)} ${String(st.step).padStart(6)}/${st.totalSteps} ${st.done ? 'done' : '    '} ${st.loss === null ? '' : `loss ${st.loss.toFixed(4)}`}${speed}\n`);
+        }
       }
     });
 
@@ -121,6 +144,15 @@ export function buildProgram(cliOverrides: Overrides): Command {
       const s = await watchJob(client, job, { tty: o.tty === false ? false : undefined, intervalMs: o.interval });
       process.stdout.write(statusLine(s) + '\n');
       if (s.result) printResult(s.result);
+    });
+
+  addr(program.command('plot <job>').description('draw loss (every stage on one time axis, boundaries marked), gradient norm and learning rates from the metrics files'))
+    .option('--out <file>', 'output picture, .svg or .png (default: <job>.svg)')
+    .option('--dir <folder>', 'the job folder (dump_folder/<job>); default: asked from Temporal, else runs/<job>')
+    .action(async (job: string, o: { out?: string; dir?: string; address?: string; namespace?: string }) => {
+      const dir = o.dir ? path.resolve(o.dir) : await jobFolder(job, o);
+      const r = await plotJob(dir, o.out ?? `${job}.svg`, `${job}: loss, gradient norm and learning rates`);
+      process.stdout.write(`wrote ${r.file}: ${r.rows} steps of stages ${r.stages.join(', ')}\n`);
     });
 
   for (const [name, desc] of [
@@ -283,7 +315,13 @@ export function buildProgram(cliOverrides: Overrides): Command {
         process.stdout.write(`Started job ${job} on ${address} (task queue ${taskQueue}).\n`);
         if (!temporalTarget().external) process.stdout.write(`Temporal UI: http://localhost:8233/namespaces/default/workflows/${job}\n`);
         await watchJob(client, job);
-        printResult((await handle.result()) as CurriculumResult);
+        const result = (await handle.result()) as CurriculumResult;
+        printResult(result);
+        const st = await jobStatus(client, job);
+        if (st.jobDir) {
+          const pic = await plotJob(st.jobDir, path.join(st.jobDir, 'plot.svg'), `${job}: loss, gradient norm and learning rates`);
+          process.stdout.write(`\nLoss, gradient norm and learning rates: ${path.relative(process.cwd(), pic.file) || pic.file}\n`);
+        }
       } finally {
         worker.shutdown();
         await running;

@@ -1,7 +1,7 @@
 /** Live progress of a job: one progress bar per stage (cli-progress), or plain lines without a TTY. */
 import type { Client } from '@temporalio/client';
 import cliProgress from 'cli-progress';
-import { jobStatus, statusLine, type JobStatus } from '../status';
+import { formatEta, jobStatus, statusLine, type JobStatus } from '../status';
 
 export interface WatchOptions {
   intervalMs?: number;
@@ -13,13 +13,6 @@ export interface WatchOptions {
 }
 
 const TERMINAL = new Set(['COMPLETED', 'FAILED', 'CANCELLED', 'TERMINATED', 'TIMED_OUT']);
-
-function fmtEta(seconds: number | null): string {
-  if (seconds === null || !Number.isFinite(seconds)) return '-';
-  if (seconds < 90) return `${Math.round(seconds)}s`;
-  if (seconds < 5400) return `${Math.round(seconds / 60)}m`;
-  return `${(seconds / 3600).toFixed(1)}h`;
-}
 
 /** Watches until the job ends (returns its last status). Survives worker restarts and transient errors. */
 export async function watchJob(client: Client, job: string, opts: WatchOptions = {}): Promise<JobStatus> {
@@ -58,7 +51,7 @@ export async function watchJob(client: Client, job: string, opts: WatchOptions =
       const now = Date.now();
       for (const st of s.stages) {
         const r = rates.get(st.stage);
-        if (!r) rates.set(st.stage, { step: st.step, t: now, rate: null });
+        if (!r) rates.set(st.stage, { step: st.step, t: now, rate: st.stepsPerSecond });
         else if (st.step > r.step) {
           const inst = (st.step - r.step) / ((now - r.t) / 1000);
           rates.set(st.stage, { step: st.step, t: now, rate: r.rate === null ? inst : 0.7 * r.rate + 0.3 * inst });
@@ -77,7 +70,7 @@ export async function watchJob(client: Client, job: string, opts: WatchOptions =
             stage: st.stage.padStart(4),
             loss: st.loss === null ? '  -   ' : st.loss.toFixed(4),
             rate: r?.rate ? r.rate.toFixed(2) : '-',
-            eta: st.done ? 'done' : fmtEta(r?.rate ? (st.totalSteps - st.step) / r.rate : null),
+            eta: st.done ? 'done' : formatEta(r?.rate ? (st.totalSteps - st.step) / r.rate : null),
             note: st.stage === s.stage && !st.done ? (s.worker === 'none' ? '(waiting for a worker)' : s.state && s.state !== 'running' ? `(${s.state})` : '') : '',
           };
           let bar = bars.get(st.stage);
@@ -89,7 +82,10 @@ export async function watchJob(client: Client, job: string, opts: WatchOptions =
           bar.update(st.step, payload);
         }
       } else {
-        const line = statusLine(s);
+        const r = s.stage ? rates.get(s.stage)?.rate : null;
+        const cur = s.stages.find((x) => x.stage === s.stage);
+        const speed = r && cur && !cur.done && s.status === 'RUNNING' ? ` (${r.toFixed(2)} steps/s, ETA ${formatEta((cur.totalSteps - cur.step) / r)})` : '';
+        const line = statusLine(s) + speed;
         if (line !== lastLine) out.write(line + '\n');
         lastLine = line;
       }

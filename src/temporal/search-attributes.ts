@@ -11,12 +11,13 @@ import { SEARCH_ATTRIBUTES } from '../../workflows/definitions';
 
 const IVT = temporal.api.enums.v1.IndexedValueType;
 
-/** The `temporal operator search-attribute create` commands for a namespace (one per type). */
+/**
+ * The `temporal operator search-attribute create` commands for a namespace, one per attribute
+ * (temporal CLI 1.9 creates only the first of several --name flags).
+ */
 export function createSearchAttributeCommands(namespace: string): string[] {
   const ns = namespace === 'default' ? '' : ` --namespace ${namespace}`;
-  const keywords = SEARCH_ATTRIBUTES.filter((k) => k.type === 'KEYWORD').map((k) => ` --name ${k.name}`).join('');
-  const ints = SEARCH_ATTRIBUTES.filter((k) => k.type === 'INT').map((k) => ` --name ${k.name}`).join('');
-  return [`temporal operator search-attribute create${ns}${keywords} --type Keyword`, `temporal operator search-attribute create${ns}${ints} --type Int`];
+  return SEARCH_ATTRIBUTES.map((k) => `temporal operator search-attribute create${ns} --name ${k.name} --type ${k.type === 'INT' ? 'Int' : 'Keyword'}`);
 }
 
 /** Throws a UserError naming the missing (or mistyped) attributes and the commands that create them. */

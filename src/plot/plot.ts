@@ -1,0 +1,162 @@
+/**
+ * `ttt-curriculum plot`: the loss of every stage on one time axis with the stage boundaries
+ * marked, the gradient norm and both learning rates, drawn from the stages' metrics.jsonl.
+ * Vega-Lite compiles the chart, Vega renders it to SVG headless (no browser, no canvas), and
+ * resvg (prebuilt binaries from npm) turns the SVG into PNG.
+ *
+ * Every data point carries an aria-label "<series> stage <s> step <n> = <value>" with the exact
+ * value from the metrics file (points are drawn up to POINT_LIMIT rows; lines always).
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { UserError } from '../errors';
+import { metricsFile } from '../paths';
+
+export interface MetricRow {
+  stage: string;
+  step: number;
+  loss: number;
+  grad_norm: number;
+  lr: number;
+  lr_ssm: number;
+  step_time: number;
+  time: string;
+}
+
+/** Rows above which points are left out (lines only): a 5000-step stage would make a huge SVG. */
+export const POINT_LIMIT = 3000;
+
+/** The stage folders of a job in curriculum order ("3s" < "9s" < "18s" ...). */
+export function stageNames(jobDirPath: string): string[] {
+  if (!fs.existsSync(jobDirPath)) return [];
+  return fs
+    .readdirSync(jobDirPath)
+    .filter((d) => /^\d+s$/.test(d) && fs.existsSync(metricsFile(path.join(jobDirPath, d))))
+    .sort((a, b) => parseInt(a, 10) - parseInt(b, 10));
+}
+
+/** Every step line of every stage of a job, in time order. Throws a UserError naming the bad line. */
+export function readJobMetrics(jobDirPath: string): MetricRow[] {
+  const rows: MetricRow[] = [];
+  for (const stage of stageNames(jobDirPath)) {
+    const file = metricsFile(path.join(jobDirPath, stage));
+    const lines = fs.readFileSync(file, 'utf8').split('\n');
+    lines.forEach((line, i) => {
+      if (!line.trim()) return;
+      let r: MetricRow;
+      try {
+        r = JSON.parse(line) as MetricRow;
+      } catch {
+        // A line cut short by a crash in the middle of a write is the only expected damage: skip the last one.
+        if (i >= lines.length - 2) return;
+        throw new UserError(`line ${i + 1} is not JSON`, { where: file, kind: 'DataError', fix: 'remove or repair the line' });
+      }
+      rows.push({ ...r, stage: r.stage ?? stage });
+    });
+  }
+  return rows.sort((a, b) => Date.parse(a.time) - Date.parse(b.time));
+}
+
+/** The Vega-Lite spec: three panels (loss, gradient norm, learning rates) sharing the time axis. */
+export function plotSpec(rows: MetricRow[], title: string): Record<string, unknown> {
+  const points = rows.length <= POINT_LIMIT;
+  // One time axis for all stages: wall time since the job's first step, in a unit that suits its length.
+  const t0 = rows.length ? Date.parse(rows[0]!.time) : 0;
+  const span = rows.length ? (Date.parse(rows[rows.length - 1]!.time) - t0) / 1000 : 0;
+  const [unit, perUnit] = span < 600 ? ['s', 1] : span < 36_000 ? ['min', 60] : ['h', 3600];
+  const elapsed = (r: MetricRow): number => (Date.parse(r.time) - t0) / 1000 / perUnit;
+  const values = rows.map((r) => ({
+    stage: r.stage,
+    step: r.step,
+    time: elapsed(r),
+    loss: r.loss,
+    grad_norm: r.grad_norm,
+    lr: r.lr,
+    lr_ssm: r.lr_ssm,
+    d_loss: `loss stage ${r.stage} step ${r.step} = ${r.loss}`,
+    d_grad_norm: `grad_norm stage ${r.stage} step ${r.step} = ${r.grad_norm}`,
+  }));
+  const stages = [...new Set(rows.map((r) => r.stage))];
+  const boundaries = stages.map((s) => ({ stage: s, time: elapsed(rows.find((r) => r.stage === s)!) }));
+  const x = { field: 'time', type: 'quantitative', title: `time since the first step (${unit})`, scale: { nice: false } };
+  const color = { field: 'stage', type: 'nominal', sort: stages, title: 'stage' };
+  const boundaryLayers = (labels: boolean): unknown[] => [
+    { data: { values: boundaries }, mark: { type: 'rule', strokeDash: [4, 4], color: '#888' }, encoding: { x } },
+    ...(labels ? [{ data: { values: boundaries }, mark: { type: 'text', align: 'left', dx: 3, dy: -4, baseline: 'bottom', y: 0, color: '#444' }, encoding: { x, text: { field: 'stage' } } }] : []),
+  ];
+  const series = (field: string, titleY: string, scale: Record<string, unknown>, labels: boolean) => ({
+    width: 900,
+    height: 220,
+    layer: [
+      { mark: { type: 'line', point: false }, encoding: { x, y: { field, type: 'quantitative', title: titleY, scale }, color } },
+      ...(points ? [{ mark: { type: 'point', filled: true, size: 12 }, encoding: { x, y: { field, type: 'quantitative', scale }, color, description: { field: `d_${field}` } } }] : []),
+      ...boundaryLayers(labels),
+    ],
+  });
+  const lrValues = rows.flatMap((r) => [
+    { stage: r.stage, step: r.step, time: elapsed(r), group: 'lr', value: r.lr, d: `lr stage ${r.stage} step ${r.step} = ${r.lr}` },
+    { stage: r.stage, step: r.step, time: elapsed(r), group: 'lr_ssm', value: r.lr_ssm, d: `lr_ssm stage ${r.stage} step ${r.step} = ${r.lr_ssm}` },
+  ]);
+  const lr = {
+    width: 900,
+    height: 160,
+    data: { values: lrValues },
+    layer: [
+      { mark: 'line', encoding: { x, y: { field: 'value', type: 'quantitative', title: 'learning rate' }, strokeDash: { field: 'group', type: 'nominal', title: 'learning rate' }, detail: { field: 'stage' }, color } },
+      ...(points ? [{ mark: { type: 'point', filled: true, size: 8 }, encoding: { x, y: { field: 'value', type: 'quantitative' }, color, description: { field: 'd' } } }] : []),
+      ...boundaryLayers(false),
+    ],
+  };
+  return {
+    $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
+    title,
+    background: 'white',
+    data: { values },
+    vconcat: [series('loss', 'loss', { type: 'log' }, true), series('grad_norm', 'gradient norm', { zero: false }, false), lr],
+    resolve: { scale: { x: 'shared', color: 'shared' } },
+  };
+}
+
+interface VegaModule {
+  parse(spec: unknown): unknown;
+  View: new (runtime: unknown, opts: { renderer: 'none' }) => { toSVG(): Promise<string>; finalize(): void };
+}
+interface VegaLiteModule {
+  compile(spec: unknown): { spec: unknown };
+}
+
+// vega and vega-lite ship as ES modules only, and this package is CommonJS: TypeScript would
+// compile `import()` into require(), which cannot load them on Node < 20.19. A real dynamic
+// import keeps them loadable on every Node this package supports.
+const importEsm = new Function('specifier', 'return import(specifier)') as (s: string) => Promise<unknown>;
+
+export async function renderSvg(spec: Record<string, unknown>): Promise<string> {
+  const vega = (await importEsm('vega')) as VegaModule;
+  const vl = (await importEsm('vega-lite')) as VegaLiteModule;
+  const view = new vega.View(vega.parse(vl.compile(spec).spec), { renderer: 'none' });
+  try {
+    return await view.toSVG();
+  } finally {
+    view.finalize();
+  }
+}
+
+export function svgToPng(svg: string, scale = 2): Buffer {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const { Resvg } = require('@resvg/resvg-js') as typeof import('@resvg/resvg-js');
+  return new Resvg(svg, { fitTo: { mode: 'zoom', value: scale }, font: { loadSystemFonts: true } }).render().asPng();
+}
+
+/** Writes the plot of a job to `out` (.svg or .png); returns the number of steps drawn. */
+export async function plotJob(jobDirPath: string, out: string, title = path.basename(jobDirPath)): Promise<{ file: string; rows: number; stages: string[] }> {
+  const ext = path.extname(out).toLowerCase();
+  if (ext !== '.svg' && ext !== '.png') throw new UserError(`cannot write ${out}: the picture is .svg or .png`, { kind: 'InvalidInput', fix: 'name the output file *.svg or *.png' });
+  const rows = readJobMetrics(jobDirPath);
+  if (rows.length === 0) {
+    throw new UserError(`no metrics under ${jobDirPath}`, { kind: 'InvalidInput', fix: 'plot a job that has trained at least one step (its <stage>/metrics.jsonl files), or pass --dir <job folder>' });
+  }
+  const svg = await renderSvg(plotSpec(rows, title));
+  fs.mkdirSync(path.dirname(path.resolve(out)), { recursive: true });
+  fs.writeFileSync(out, ext === '.svg' ? svg : svgToPng(svg));
+  return { file: path.resolve(out), rows: rows.length, stages: [...new Set(rows.map((r) => r.stage))] };
+}

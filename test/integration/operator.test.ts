@@ -1,0 +1,256 @@
+/**
+ * Operator experience against one running job on a real dev server: "waiting for a worker"
+ * until a worker starts, then `watch` sees stage and step advance; the job is listed by its
+ * TrainingStage search attribute (client and `temporal workflow list`) and its current details
+ * and activity summaries read "stage 3s, step N/30, loss X"; the worker's Prometheus endpoint
+ * serves our metrics and Temporal's during the run; log lines carry job, stage, step and
+ * attempt; `plot` draws exactly the metrics files (SVG parsed, PNG checked). A second test: a
+ * server without the search attributes gets a worker that refuses to start with the commands
+ * that create them, and runs once they were created.
+ */
+import assert from 'node:assert/strict';
+import { execFileSync, spawn } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { after, before, test } from 'node:test';
+import type { Client } from '@temporalio/client';
+import { defaultPayloadConverter } from '@temporalio/common';
+import type { temporal } from '@temporalio/proto';
+import { startJob } from '../../src/client';
+import { freePort, startDevServer, temporalCli, type DevServer } from '../../src/temporal/devserver';
+import { createSearchAttributeCommands } from '../../src/temporal/search-attributes';
+import type { MetricRow } from '../../src/plot/plot';
+import type { CurriculumResult } from '../../src/types';
+import { TRAINING_JOB, TRAINING_STAGE, TRAINING_STEP } from '../../workflows/definitions';
+import { CLI, client, eventTypeName, historyEvents, ROOT, server, spawnWorker, tmpDir, waitFor, type WorkerProc } from '../helpers';
+
+let srv: DevServer;
+let worker: WorkerProc | undefined;
+let c: Client;
+const dir = tmpDir('operator');
+const runs = path.join(dir, 'runs');
+const queue = 'operator';
+const job = 'ops-job';
+
+before(async () => {
+  srv = await server(path.join(dir, 'temporal.sqlite'));
+  c = await client(srv.address);
+});
+
+after(async () => {
+  await c?.connection.close();
+  await worker?.kill('SIGTERM');
+  await srv?.stop();
+});
+
+function cli(args: string[]): string {
+  return execFileSync(process.execPath, [CLI, ...args, '--address', srv.address], { cwd: ROOT, encoding: 'utf8', env: { ...process.env, TTT_LOG_LEVEL: 'warn' } });
+}
+
+const metadata = async (id: string): Promise<temporal.api.sdk.v1.IWorkflowMetadata> => c.workflow.getHandle(id).query<temporal.api.sdk.v1.IWorkflowMetadata>('__temporal_workflow_metadata');
+
+function metricRows(stage: string): MetricRow[] {
+  return fs
+    .readFileSync(path.join(runs, job, stage, 'metrics.jsonl'), 'utf8')
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as MetricRow);
+}
+
+/** Every element opened is closed in order: the SVG is well-formed XML (no parser dependency for this). */
+function assertWellFormed(svg: string): void {
+  const stack: string[] = [];
+  for (const m of svg.matchAll(/<(\/?)([A-Za-z][\w:-]*)[^>]*?(\/?)>/g)) {
+    if (m[1]) assert.equal(stack.pop(), m[2], `closing </${m[2]}>`);
+    else if (!m[3]) stack.push(m[2]!);
+  }
+  assert.deepEqual(stack, [], 'every element is closed');
+}
+
+test('a running job: waiting for a worker, watch, search attributes, current details, summaries, Prometheus, logs, plot', async () => {
+  const t0 = Date.now();
+  const h = await startJob(
+    c,
+    {
+      jobName: job,
+      curriculum: 'configs/curriculum/tiny.toml',
+      until: '9s',
+      set: { 'job.dump_folder': runs, 'training.global_batch_size': 1, 'training.steps': 30, 'checkpoint.interval': 10, 'shard.progress_seconds': 1 },
+    },
+    { taskQueue: queue },
+  );
+  // watch before any worker polls the task queue.
+  const watch = spawn(process.execPath, [CLI, 'watch', job, '--no-tty', '--interval', '300', '--address', srv.address], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, TTT_LOG_LEVEL: 'warn' } });
+  let out = '';
+  watch.stdout.on('data', (b: Buffer) => (out += b.toString()));
+  const watchExit = new Promise<number | null>((resolve) => watch.once('exit', (code) => resolve(code)));
+  await waitFor('watch says "waiting for a worker"', () => (/\[waiting for a worker\]/.test(out) ? true : undefined), 30_000);
+
+  const metricsPort = await freePort();
+  worker = spawnWorker(srv.address, queue, {}, ['--metrics-port', String(metricsPort), '--metrics-host', '127.0.0.1']);
+  await worker.ready;
+
+  // Listed by TrainingStage through the client while stage 3s runs, with the other attributes set.
+  const listed = await waitFor(
+    'the job listed by TrainingStage="3s"',
+    async () => {
+      for await (const w of c.workflow.list({ query: `TrainingStage = "3s" AND ExecutionStatus = "Running"` })) if (w.workflowId === job) return w;
+      return undefined;
+    },
+    60_000,
+    200,
+  );
+  assert.equal(listed.typedSearchAttributes.get(TRAINING_JOB), job);
+  assert.equal(listed.typedSearchAttributes.get(TRAINING_STAGE), '3s');
+
+  // Current details follow the running shard (progress reports every second), not only shard ends.
+  const details = await waitFor(
+    'current details at a step inside stage 3s',
+    async () => {
+      const d = (await metadata(job)).currentDetails ?? '';
+      const m = /^stage 3s, step (\d+)\/30, loss (\d[\d.e-]*) \(stage 1 of 5\)$/.exec(d);
+      return m && Number(m[1]) > 0 && Number(m[1]) < 30 ? d : undefined;
+    },
+    60_000,
+    100,
+  );
+  assert.ok(Number(/step (\d+)/.exec(details)![1]) > 0);
+  const stepAttr = await waitFor(
+    'TrainingStep > 0 in visibility',
+    async () => {
+      for await (const w of c.workflow.list({ query: `WorkflowId = "${job}" AND TrainingStep > 0` })) return w.typedSearchAttributes.get(TRAINING_STEP);
+      return undefined;
+    },
+    30_000,
+    200,
+  );
+  assert.ok(stepAttr! > 0 && stepAttr! <= 30);
+
+  // Prometheus: our metrics and Temporal's, from the worker's one endpoint, during the run.
+  const scrape = await waitFor(
+    'ttt_* metrics of the running job on the worker endpoint',
+    async () => {
+      const text = await fetch(`http://127.0.0.1:${metricsPort}/metrics`).then((r) => r.text(), () => '');
+      return /ttt_checkpoint_bytes_total\{[^}]*job="ops-job"/.test(text) && /ttt_steps_total\{[^}]*job="ops-job"[^}]*stage="3s"[^}]*\} [1-9]/.test(text) ? text : undefined;
+    },
+    60_000,
+    300,
+  );
+  for (const name of ['ttt_steps_total', 'ttt_step', 'ttt_loss', 'ttt_grad_norm', 'ttt_step_seconds_bucket', 'ttt_step_seconds_count', 'ttt_checkpoints_total', 'ttt_checkpoint_save_seconds_count', 'ttt_checkpoint_bytes_total', 'ttt_checkpoint_size_bytes']) {
+    assert.match(scrape, new RegExp(`^${name}\\{[^}]*job="ops-job"[^}]*\\} \\d`, 'm'), `${name} in the scrape`);
+  }
+  assert.match(scrape, /^temporal_\w+/m, "Temporal's own metrics on the same endpoint");
+  const bytes = Number(/^ttt_checkpoint_size_bytes\{[^}]*job="ops-job"[^}]*\} (\d+)/m.exec(scrape)![1]);
+  const ck = path.join(runs, job, '3s', 'checkpoints');
+  const someCk = fs.readdirSync(ck).find((d) => d.startsWith('step-'))!;
+  const ckBytes = fs.readdirSync(path.join(ck, someCk)).reduce((n, f) => n + fs.statSync(path.join(ck, someCk, f)).size, 0);
+  assert.equal(bytes, ckBytes, 'checkpoint size is the bytes on disk');
+
+  // `temporal workflow list --query 'TrainingStage="9s"'`, as in the README, once stage 9s runs.
+  const listedByCli = await waitFor(
+    'temporal workflow list --query TrainingStage="9s"',
+    () => {
+      const text = execFileSync(temporalCli(), ['workflow', 'list', '--address', srv.address, '--query', 'TrainingStage="9s"'], { encoding: 'utf8' });
+      return text.includes(job) ? text : undefined;
+    },
+    90_000,
+    500,
+  );
+  assert.match(listedByCli, /Running\s+ops-job\s+trainCurriculum/);
+  const status = JSON.parse(cli(['status', job, '--json'])) as Record<string, unknown> & { stages: Record<string, unknown>[] };
+  assert.deepEqual(Object.keys(status).sort(), ['attempt', 'etaSeconds', 'job', 'jobDir', 'lastCheckpoint', 'lastFailure', 'loss', 'result', 'stage', 'stages', 'state', 'status', 'step', 'stepsPerSecond', 'totalSteps', 'until', 'worker'].sort());
+  assert.deepEqual(Object.keys(status.stages[0]!).sort(), ['done', 'etaSeconds', 'finalCheckpoint', 'loss', 'stage', 'step', 'stepsPerSecond', 'totalSteps'].sort());
+  assert.equal(status.worker, 'polling');
+  assert.equal(status.jobDir, path.join(runs, job));
+
+  const result = (await h.result()) as CurriculumResult;
+  assert.deepEqual(result.stages.map((s) => [s.stage, s.steps]), [['3s', 30], ['9s', 30]]);
+  assert.equal(await watchExit, 0);
+
+  // watch: waited, then saw both stages advance, never backwards, to the end.
+  const seen = [...out.matchAll(/stage (3s|9s), step (\d+)\/30/g)].map((m) => [m[1]!, Number(m[2])] as const);
+  for (const s of ['3s', '9s']) {
+    const steps = seen.filter(([st]) => st === s).map(([, n]) => n);
+    assert.ok(new Set(steps.filter((n) => n > 0 && n < 30)).size >= 2, `watch saw ${s} advance: ${steps.join(',')}`);
+    assert.deepEqual(steps, [...steps].sort((a, b) => a - b), `${s}: steps only go forward`);
+  }
+  assert.ok(out.indexOf('waiting for a worker') < out.indexOf('stage 3s, step 1'), 'waiting came before training');
+  assert.match(out, /steps\/s, ETA \d+s\)/, 'watch shows steps/s and ETA');
+  assert.match(out, /stage 9s, step 30\/30, loss \d\.\d{4} \[completed\]/);
+
+  // Current details after the end, and the trainShard summaries in the history.
+  assert.match((await metadata(job)).currentDetails ?? '', /^completed 2 stages through 9s, last loss \d/);
+  const summaries = (await historyEvents(c, job))
+    .filter((e) => eventTypeName(e) === 'EVENT_TYPE_ACTIVITY_TASK_SCHEDULED')
+    .map((e) => [e.activityTaskScheduledEventAttributes?.activityType?.name, e.userMetadata?.summary ? defaultPayloadConverter.fromPayload<string>(e.userMetadata.summary as never) : undefined]);
+  assert.deepEqual(summaries.filter(([t]) => t === 'trainShard').map(([, s]) => s), ['stage 3s, step 0/30, loss -', 'stage 9s, step 0/30, loss -']);
+  assert.deepEqual(summaries.filter(([t]) => t === 'promoteStage').map(([, s]) => s), ['promote stage 3s (30 steps)', 'promote stage 9s (30 steps)']);
+
+  // Log lines: one JSON object per line, job, stage, step and attempt bound (worker and training child).
+  const lines = worker
+    .stderr()
+    .split('\n')
+    .filter((l) => l.startsWith('{'))
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
+  for (const msg of ['checkpoint saved', 'shard finished']) {
+    const l = lines.find((x) => x.msg === msg && x.job === job);
+    assert.ok(l, `a "${msg}" line of the job`);
+    assert.ok(['3s', '9s'].includes(l.stage as string) && typeof l.step === 'number' && l.attempt === 1, `"${msg}" binds stage, step, attempt: ${JSON.stringify(l)}`);
+  }
+
+  // plot: SVG whose points are exactly the metrics files' values, placed in order; PNG valid.
+  const svgFile = path.join(dir, 'ops.svg');
+  const pngFile = path.join(dir, 'ops.png');
+  assert.match(cli(['plot', job, '--out', svgFile]), /wrote .*ops\.svg: 60 steps of stages 3s, 9s/);
+  cli(['plot', job, '--out', pngFile]);
+  const svg = fs.readFileSync(svgFile, 'utf8');
+  assert.match(svg, /^<svg [^>]*xmlns="http:\/\/www\.w3\.org\/2000\/svg"[^>]*width="(\d+)" height="(\d+)"/);
+  assertWellFormed(svg);
+  const points = [...svg.matchAll(/<path aria-label="(\w+) stage (\w+) step (\d+) = ([^"]+)" role="graphics-symbol" aria-roledescription="point" transform="translate\(([-\d.e]+),([-\d.e]+)\)"/g)].map((m) => ({
+    series: m[1]!,
+    key: `${m[2]}/${m[3]}`,
+    value: Number(m[4]),
+    x: Number(m[5]),
+    y: Number(m[6]),
+  }));
+  const rows = [...metricRows('3s'), ...metricRows('9s')];
+  for (const series of ['loss', 'grad_norm', 'lr', 'lr_ssm'] as const) {
+    const drawn = points.filter((p) => p.series === series);
+    const expected = rows.map((r) => `${r.stage}/${r.step}=${r[series]}`).sort();
+    assert.deepEqual(drawn.map((p) => `${p.key}=${p.value}`).sort(), expected, `${series}: one point per metrics line, same values`);
+  }
+  const loss = points.filter((p) => p.series === 'loss');
+  const byLoss = [...loss].sort((a, b) => a.value - b.value);
+  for (let i = 1; i < byLoss.length; i++) assert.ok(byLoss[i]!.y <= byLoss[i - 1]!.y + 1e-9, 'a higher loss is drawn higher');
+  const byTime = rows.map((r) => loss.find((p) => p.key === `${r.stage}/${r.step}`)!);
+  for (let i = 1; i < byTime.length; i++) assert.ok(byTime[i]!.x >= byTime[i - 1]!.x, 'later steps are drawn to the right, across stages');
+  assert.match(svg, /aria-roledescription="rule mark"/, 'stage boundaries are marked');
+  assert.ok(svg.includes('>9s</text>'), 'the 9s boundary is labelled');
+  const png = fs.readFileSync(pngFile);
+  assert.deepEqual([...png.subarray(0, 8)], [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a], 'PNG signature');
+  const [, w, hgt] = /width="(\d+)" height="(\d+)"/.exec(svg)!.map(Number);
+  assert.deepEqual([png.readUInt32BE(16), png.readUInt32BE(20)], [w! * 2, hgt! * 2], 'PNG is the SVG at twice the size');
+  process.stderr.write(`# operator test: ${((Date.now() - t0) / 1000).toFixed(1)} s\n`);
+});
+
+test('a worker refuses a server without the search attributes, naming the commands; after them it runs', async () => {
+  const bare = await startDevServer({ dbFile: path.join(dir, 'bare.sqlite'), headless: true, searchAttributes: false });
+  try {
+    const w = spawnWorker(bare.address, 'bare');
+    const code = await new Promise<number | null>((resolve) => w.proc.once('exit', (c) => resolve(c)));
+    assert.equal(code, 1);
+    const cmds = createSearchAttributeCommands('default');
+    assert.deepEqual(cmds, [
+      'temporal operator search-attribute create --name TrainingJob --type Keyword',
+      'temporal operator search-attribute create --name TrainingStage --type Keyword',
+      'temporal operator search-attribute create --name TrainingStep --type Int',
+    ]);
+    assert.match(w.stderr(), /TrainingJob \(KEYWORD\) is missing, TrainingStage \(KEYWORD\) is missing, TrainingStep \(INT\) is missing\. Fix: create them once per namespace: temporal operator search-attribute create/);
+    for (const cmd of cmds) execFileSync(temporalCli(), [...cmd.split(' ').slice(1), '--address', bare.address], { stdio: 'pipe' });
+    const ok = spawnWorker(bare.address, 'bare');
+    await ok.ready;
+    await ok.kill('SIGTERM');
+  } finally {
+    await bare.stop();
+  }
+});
