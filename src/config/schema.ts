@@ -148,7 +148,7 @@ export type StageConfig = z.infer<typeof stageConfigSchema>;
 
 export const curriculumSchema = z.strictObject({
   name: z.string().min(1).describe('Curriculum name'),
-  description: z.string().default(''),
+  description: z.string().default('').describe('Free text (informational)'),
   stages: z.array(z.string().min(1)).min(1).describe('Stage config files in order, relative to the curriculum file'),
 });
 export type CurriculumFile = z.infer<typeof curriculumSchema>;

@@ -16,7 +16,6 @@ import { after, before, test } from 'node:test';
 import type { Client } from '@temporalio/client';
 import { defaultPayloadConverter } from '@temporalio/common';
 import type { temporal } from '@temporalio/proto';
-import { startJob } from '../../src/client';
 import { freePort, startDevServer, temporalCli, type DevServer } from '../../src/temporal/devserver';
 import { createSearchAttributeCommands } from '../../src/temporal/search-attributes';
 import type { MetricRow } from '../../src/plot/plot';
@@ -69,16 +68,10 @@ function assertWellFormed(svg: string): void {
 
 test('a running job: waiting for a worker, watch, search attributes, current details, summaries, Prometheus, logs, plot', async () => {
   const t0 = Date.now();
-  const h = await startJob(
-    c,
-    {
-      jobName: job,
-      curriculum: 'configs/curriculum/tiny.toml',
-      until: '9s',
-      set: { 'job.dump_folder': runs, 'training.global_batch_size': 1, 'training.steps': 30, 'checkpoint.interval': 10, 'shard.progress_seconds': 1 },
-    },
-    { taskQueue: queue },
-  );
+  // Started with the `start` command, until 3s; `until` below extends it to 9s.
+  const set = { 'job.dump_folder': runs, 'training.global_batch_size': 1, 'training.steps': 30, 'checkpoint.interval': 10, 'shard.progress_seconds': 1 };
+  assert.match(cli(['start', job, '--until', '3s', '--task-queue', queue, ...Object.entries(set).flatMap(([k, v]) => ['--set', `${k}=${v}`])]), /^job ops-job running \(run [\w-]+\)/);
+  const h = c.workflow.getHandle(job);
   // watch before any worker polls the task queue.
   const watch = spawn(process.execPath, [CLI, 'watch', job, '--no-tty', '--interval', '300', '--address', srv.address], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, TTT_LOG_LEVEL: 'warn' } });
   let out = '';
@@ -102,6 +95,7 @@ test('a running job: waiting for a worker, watch, search attributes, current det
   );
   assert.equal(listed.typedSearchAttributes.get(TRAINING_JOB), job);
   assert.equal(listed.typedSearchAttributes.get(TRAINING_STAGE), '3s');
+  assert.match(cli(['until', job, '9s']), /ops-job will stop after stage 9s/);
 
   // Current details follow the running shard (progress reports every second), not only shard ends.
   const details = await waitFor(
@@ -157,6 +151,12 @@ test('a running job: waiting for a worker, watch, search attributes, current det
     500,
   );
   assert.match(listedByCli, /Running\s+ops-job\s+trainCurriculum/);
+  // pause and resume with the commands, in stage 9s.
+  assert.match(cli(['pause', job]), /pause sent to ops-job/);
+  await waitFor('paused', () => ((JSON.parse(cli(['status', job, '--json'])) as { state: string }).state === 'paused' ? true : undefined), 60_000, 300);
+  assert.match(cli(['status', job]), /^ops-job: stage 9s, step \d+\/30, loss [\d.]+ \[paused\]\n  3s +30\/30 done loss /);
+  assert.match((await metadata(job)).currentDetails ?? '', /^stage 9s, step \d+\/30, loss .* \[paused\]$/);
+  assert.match(cli(['resume', job]), /resume sent to ops-job/);
   const status = JSON.parse(cli(['status', job, '--json'])) as Record<string, unknown> & { stages: Record<string, unknown>[] };
   assert.deepEqual(Object.keys(status).sort(), ['attempt', 'etaSeconds', 'job', 'jobDir', 'lastCheckpoint', 'lastFailure', 'loss', 'result', 'stage', 'stages', 'state', 'status', 'step', 'stepsPerSecond', 'totalSteps', 'until', 'worker'].sort());
   assert.deepEqual(Object.keys(status.stages[0]!).sort(), ['done', 'etaSeconds', 'finalCheckpoint', 'loss', 'stage', 'step', 'stepsPerSecond', 'totalSteps'].sort());
@@ -183,7 +183,10 @@ test('a running job: waiting for a worker, watch, search attributes, current det
   const summaries = (await historyEvents(c, job))
     .filter((e) => eventTypeName(e) === 'EVENT_TYPE_ACTIVITY_TASK_SCHEDULED')
     .map((e) => [e.activityTaskScheduledEventAttributes?.activityType?.name, e.userMetadata?.summary ? defaultPayloadConverter.fromPayload<string>(e.userMetadata.summary as never) : undefined]);
-  assert.deepEqual(summaries.filter(([t]) => t === 'trainShard').map(([, s]) => s), ['stage 3s, step 0/30, loss -', 'stage 9s, step 0/30, loss -']);
+  const shardSummaries = summaries.filter(([t]) => t === 'trainShard').map(([, s]) => s!);
+  assert.deepEqual(shardSummaries.slice(0, 2), ['stage 3s, step 0/30, loss -', 'stage 9s, step 0/30, loss -']);
+  assert.equal(shardSummaries.length, 3, 'the shard after resume');
+  assert.match(shardSummaries[2]!, /^stage 9s, step [1-9]\d*\/30, loss \d[\d.]*$/, 'its summary says where it resumes');
   assert.deepEqual(summaries.filter(([t]) => t === 'promoteStage').map(([, s]) => s), ['promote stage 3s (30 steps)', 'promote stage 9s (30 steps)']);
 
   // Log lines: one JSON object per line, job, stage, step and attempt bound (worker and training child).
@@ -231,6 +234,41 @@ test('a running job: waiting for a worker, watch, search attributes, current det
   const [, w, hgt] = /width="(\d+)" height="(\d+)"/.exec(svg)!.map(Number);
   assert.deepEqual([png.readUInt32BE(16), png.readUInt32BE(20)], [w! * 2, hgt! * 2], 'PNG is the SVG at twice the size');
   process.stderr.write(`# operator test: ${((Date.now() - t0) / 1000).toFixed(1)} s\n`);
+});
+
+test('cancel with the command; demo on an existing server ends with its plot; server registers the search attributes', async () => {
+  const cancelJob = 'ops-cancel';
+  cli(['start', cancelJob, '--until', '3s', '--task-queue', queue, '--set', `job.dump_folder=${runs}`, '--set', 'training.steps=200', '--set', 'training.global_batch_size=1']);
+  await waitFor('ops-cancel training', () => ((JSON.parse(cli(['status', cancelJob, '--json'])) as { step: number }).step > 0 ? true : undefined), 60_000, 300);
+  assert.match(cli(['cancel', cancelJob]), /cancel sent to ops-cancel/);
+  await waitFor('ops-cancel cancelled', () => ((JSON.parse(cli(['status', cancelJob, '--json'])) as { status: string }).status === 'CANCELLED' ? true : undefined), 60_000, 300);
+
+  // The demo against this server (TEMPORAL_ADDRESS set: it starts none), with its own worker.
+  const demoRuns = path.join(dir, 'demo-runs');
+  const demo = execFileSync(process.execPath, [CLI, 'demo', '--job', 'ops-demo', '--until', '3s', '--set', `job.dump_folder=${demoRuns}`, '--set', 'training.steps=6', '--set', 'training.global_batch_size=1'], {
+    cwd: ROOT,
+    encoding: 'utf8',
+    env: { ...process.env, TEMPORAL_ADDRESS: srv.address, TTT_TASK_QUEUE: 'ops-demo', TTT_LOG_LEVEL: 'warn' },
+  });
+  assert.match(demo, /Job ops-demo \(configs\/curriculum\/tiny\.toml\) finished through stage 3s:/);
+  assert.match(demo, /Loss, gradient norm and learning rates: .*ops-demo\/plot\.svg/);
+  const pic = fs.readFileSync(path.join(demoRuns, 'ops-demo', 'plot.svg'), 'utf8');
+  assert.equal([...pic.matchAll(/aria-label="loss stage 3s step \d+ = /g)].length, 6, 'the demo plot has the 6 steps');
+
+  // `server`: a dev server in the foreground with the search attributes registered.
+  const [port, uiPort] = [await freePort(), await freePort()];
+  const srvProc = spawn(process.execPath, [CLI, 'server', '--port', String(port), '--ui-port', String(uiPort), '--db-filename', path.join(dir, 'fg.sqlite')], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+  let fg = '';
+  srvProc.stdout.on('data', (b: Buffer) => (fg += b.toString()));
+  const exited = new Promise<number | null>((resolve) => srvProc.once('exit', (code) => resolve(code)));
+  try {
+    await waitFor('server ready', () => (fg.includes('Ctrl-C stops it') ? true : undefined), 60_000);
+    const list = execFileSync(temporalCli(), ['operator', 'search-attribute', 'list', '--address', `127.0.0.1:${port}`], { encoding: 'utf8' });
+    for (const [name, type] of [['TrainingJob', 'Keyword'], ['TrainingStage', 'Keyword'], ['TrainingStep', 'Int']]) assert.match(list, new RegExp(`${name}\\s+${type}`));
+  } finally {
+    srvProc.kill('SIGINT');
+  }
+  assert.equal(await exited, 0);
 });
 
 test('a worker refuses a server without the search attributes, naming the commands; after them it runs', async () => {
