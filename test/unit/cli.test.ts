@@ -1,6 +1,7 @@
 /** The `train` command: one stage locally, auto-resuming from the latest checkpoint of job.exp_name. */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { test } from 'node:test';
 import { latestCompleteCheckpoint } from '../../src/checkpoint/store';
@@ -34,4 +35,14 @@ test('train reports a bad config on stderr with the fix and exits 1', () => {
   assert.ok(err, 'the command failed');
   assert.equal(err.status, 1);
   assert.match(err.stderr, /error: .*3s\.toml: training\.stepz = 5: unknown field\. Fix: remove it or check its spelling/);
+});
+
+test('dataset synth writes the synthetic source as a JSONL dataset and says how to use it', () => {
+  const out = path.join(tmpDir('synth-cli'), 'data');
+  const text = execFileSync(process.execPath, [CLI, 'dataset', 'synth', '--out', out, '--video-length', '3sec', '--samples', '2'], { cwd: ROOT, encoding: 'utf8', env: { ...process.env, TTT_LOG_LEVEL: 'warn' } });
+  assert.match(text, /^wrote 2 3sec samples: .*\.jsonl\nuse: --training\.dataset_path=/);
+  const jsonl = fs.readdirSync(out).find((f) => f.endsWith('.jsonl'))!;
+  const lines = fs.readFileSync(path.join(out, jsonl), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as { vid_emb: string; text_chunk_emb: string[] });
+  assert.equal(lines.length, 2);
+  for (const l of lines) for (const f of [l.vid_emb, ...l.text_chunk_emb]) assert.ok(fs.existsSync(path.join(out, f)), f);
 });
