@@ -57,10 +57,15 @@ export async function watchJob(client: Client, job: string, opts: WatchOptions =
           rates.set(st.stage, { step: st.step, t: now, rate: r.rate === null ? inst : 0.7 * r.rate + 0.3 * inst });
         }
       }
-      if (tty) {
+      if (tty && s.stages.length === 0) {
+        // Not planned yet (e.g. no worker has picked the job up): one line until there are stages to draw.
+        const line = statusLine(s);
+        if (line !== lastLine) out.write(line + '\n');
+        lastLine = line;
+      } else if (tty) {
         if (!multi) {
           multi = new cliProgress.MultiBar(
-            { format: ' {stage} |{bar}| {value}/{total} steps | loss {loss} | {rate} steps/s | ETA {eta} {note}', hideCursor: true, clearOnComplete: false, stream: out as NodeJS.WriteStream, noTTYOutput: false, etaBuffer: 20 },
+            { format: ' {stage} |{bar}| {value}/{total} steps | loss {loss} | {rate} steps/s | ETA {etaText} {note}', hideCursor: true, clearOnComplete: false, stream: out as NodeJS.WriteStream, noTTYOutput: false, etaBuffer: 20 },
             cliProgress.Presets.shades_classic,
           );
         }
@@ -70,7 +75,7 @@ export async function watchJob(client: Client, job: string, opts: WatchOptions =
             stage: st.stage.padStart(4),
             loss: st.loss === null ? '  -   ' : st.loss.toFixed(4),
             rate: r?.rate ? r.rate.toFixed(2) : '-',
-            eta: st.done ? 'done' : formatEta(r?.rate ? (st.totalSteps - st.step) / r.rate : null),
+            etaText: st.done ? 'done' : formatEta(r?.rate ? (st.totalSteps - st.step) / r.rate : null),
             note: st.stage === s.stage && !st.done ? (s.worker === 'none' ? '(waiting for a worker)' : s.state && s.state !== 'running' ? `(${s.state})` : '') : '',
           };
           let bar = bars.get(st.stage);

@@ -79,6 +79,15 @@ test('a running job: waiting for a worker, watch, search attributes, current det
   const watchExit = new Promise<number | null>((resolve) => watch.once('exit', (code) => resolve(code)));
   await waitFor('watch says "waiting for a worker"', () => (/\[waiting for a worker\]/.test(out) ? true : undefined), 30_000);
 
+  // The same in a pseudo-terminal (util-linux `script`, where available): progress bars.
+  const hasScript = fs.existsSync('/usr/bin/script');
+  let ttyOut = '';
+  const ttyWatch = hasScript
+    ? spawn('/usr/bin/script', ['-qfec', `${JSON.stringify(process.execPath)} ${JSON.stringify(CLI)} watch ${job} --interval 300 --address ${srv.address}`, '/dev/null'], { cwd: ROOT, stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, TTT_LOG_LEVEL: 'warn', COLUMNS: '160' } })
+    : undefined;
+  ttyWatch?.stdout!.on('data', (b: Buffer) => (ttyOut += b.toString()));
+  const ttyExit = ttyWatch ? new Promise<number | null>((resolve) => ttyWatch.once('exit', (code) => resolve(code))) : Promise.resolve(0);
+
   const metricsPort = await freePort();
   worker = spawnWorker(srv.address, queue, {}, ['--metrics-port', String(metricsPort), '--metrics-host', '127.0.0.1']);
   await worker.ready;
@@ -166,6 +175,14 @@ test('a running job: waiting for a worker, watch, search attributes, current det
   const result = (await h.result()) as CurriculumResult;
   assert.deepEqual(result.stages.map((s) => [s.stage, s.steps]), [['3s', 30], ['9s', 30]]);
   assert.equal(await watchExit, 0);
+  assert.equal(await ttyExit, 0);
+  if (hasScript) {
+    // Bars: "  9s |████░░░░| 12/30 steps | loss 0.6079 | 2.10 steps/s | ETA 9s", redrawn in place.
+    const bars = ttyOut.replace(/\x1b\[[0-9;?]*[A-Za-z]/g, '\n');
+    assert.match(bars, / 3s \|[█░]+\| 30\/30 steps \| loss \d\.\d{4} \| [\d.-]+ steps\/s \| ETA done/);
+    const partial = [...bars.matchAll(/ 9s \|[█░]+\| (\d+)\/30 steps \| loss [\d.]+ \| ([\d.]+) steps\/s \| ETA (\d+s)/g)].map((m) => Number(m[1]));
+    assert.ok(partial.some((n) => n > 0 && n < 30), `the 9s bar moved: ${partial.join(',')}`);
+  }
 
   // watch: waited, then saw both stages advance, never backwards, to the end.
   const seen = [...out.matchAll(/stage (3s|9s), step (\d+)\/30/g)].map((m) => [m[1]!, Number(m[2])] as const);
