@@ -179,6 +179,7 @@ test('a running job: waiting for a worker, watch, search attributes, current det
   if (hasScript) {
     // Bars: "  9s |████░░░░| 12/30 steps | loss 0.6079 | 2.10 steps/s | ETA 9s", redrawn in place.
     const bars = ttyOut.replace(/\x1b\[[0-9;?]*[A-Za-z]/g, '\n');
+    assert.match(bars, /ops-job: stage -, step 0\/0, loss - \[waiting for a worker\]/, 'a line while no worker polls');
     assert.match(bars, / 3s \|[█░]+\| 30\/30 steps \| loss \d\.\d{4} \| [\d.-]+ steps\/s \| ETA done/);
     const partial = [...bars.matchAll(/ 9s \|[█░]+\| (\d+)\/30 steps \| loss [\d.]+ \| ([\d.]+) steps\/s \| ETA (\d+s)/g)].map((m) => Number(m[1]));
     assert.ok(partial.some((n) => n > 0 && n < 30), `the 9s bar moved: ${partial.join(',')}`);
