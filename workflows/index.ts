@@ -81,8 +81,8 @@ export async function trainCurriculum(input: CurriculumInput, carried?: Carried)
   };
   let paused = carried?.paused ?? false;
   let shardScope: CancellationScope | undefined;
-  // What Temporal shows without opening the history: current details (UI "Current Details",
-  // `temporal workflow describe`) and the search attributes TrainingJob/TrainingStage/TrainingStep.
+  // What Temporal shows without opening the history: current details (UI "Current Details", the
+  // `__temporal_workflow_metadata` query) and the search attributes TrainingJob/TrainingStage/TrainingStep.
   // Search attributes are upserted only when they change: every upsert is a history event.
   let shown = { job: '', stage: '', step: -1 };
   const show = (): void => {
