@@ -88,6 +88,8 @@ test('a running job: waiting for a worker, watch, search attributes, current det
   ttyWatch?.stdout!.on('data', (b: Buffer) => (ttyOut += b.toString()));
   const ttyExit = ttyWatch ? new Promise<number | null>((resolve) => ttyWatch.once('exit', (code) => resolve(code))) : Promise.resolve(0);
 
+  if (ttyWatch) await waitFor('the pseudo-terminal watch says "waiting for a worker"', () => (ttyOut.includes('[waiting for a worker]') ? true : undefined), 30_000);
+
   const metricsPort = await freePort();
   worker = spawnWorker(srv.address, queue, {}, ['--metrics-port', String(metricsPort), '--metrics-host', '127.0.0.1']);
   await worker.ready;
