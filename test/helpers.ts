@@ -3,6 +3,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { after, before } from 'node:test';
 import { Client, Connection } from '@temporalio/client';
 import { temporal } from '@temporalio/proto';
 import { startDevServer, type DevServer } from '../src/temporal/devserver';
@@ -59,6 +60,33 @@ export function spawnWorker(address: string, taskQueue: string, env: NodeJS.Proc
         proc.kill(sig);
       }),
   };
+}
+
+/** A dev server, one worker and a client shared by the tests of one file (node:test before/after hooks). */
+export interface SharedServer {
+  dir: string;
+  runs: string;
+  queue: string;
+  srv: DevServer;
+  worker: WorkerProc;
+  c: Client;
+}
+
+export function sharedServer(prefix: string, queue: string): SharedServer {
+  const dir = tmpDir(prefix);
+  const env = { dir, runs: path.join(dir, 'runs'), queue } as SharedServer;
+  before(async () => {
+    env.srv = await server(path.join(dir, 'temporal.sqlite'));
+    env.worker = spawnWorker(env.srv.address, queue);
+    await env.worker.ready;
+    env.c = await client(env.srv.address);
+  });
+  after(async () => {
+    await env.c?.connection.close();
+    await env.worker?.kill('SIGTERM');
+    await env.srv?.stop();
+  });
+  return env;
 }
 
 export async function waitFor<T>(what: string, fn: () => Promise<T | undefined> | T | undefined, timeoutMs = 120_000, everyMs = 250): Promise<T> {

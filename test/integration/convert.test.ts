@@ -6,38 +6,20 @@
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { after, before, test } from 'node:test';
-import { WorkflowFailedError, type Client } from '@temporalio/client';
+import { test } from 'node:test';
+import { WorkflowFailedError } from '@temporalio/client';
 import { ActivityFailure, ApplicationFailure } from '@temporalio/common';
 import { startJob } from '../../src/client';
 import { readSafetensors, type FloatTensor } from '../../src/checkpoint/safetensors';
 import { loadModelWeights, tensorsHash, verifyCheckpoint } from '../../src/checkpoint/store';
 import { tttName } from '../../src/convert/keymap';
 import { writeSyntheticDiffusers } from '../../src/convert/synth';
-import type { DevServer } from '../../src/temporal/devserver';
 import type { CurriculumResult } from '../../src/types';
-import { client, eventTypeName, historyEvents, server, spawnWorker, tmpDir, type WorkerProc } from '../helpers';
+import { eventTypeName, historyEvents, sharedServer } from '../helpers';
 import { TINY } from '../unit/fixtures';
 
-let srv: DevServer;
-let worker: WorkerProc;
-let c: Client;
-const dir = tmpDir('convert-job');
-const runs = path.join(dir, 'runs');
-const queue = 'convert';
-
-before(async () => {
-  srv = await server(path.join(dir, 'temporal.sqlite'));
-  worker = spawnWorker(srv.address, queue);
-  await worker.ready;
-  c = await client(srv.address);
-});
-
-after(async () => {
-  await c?.connection.close();
-  await worker?.kill('SIGTERM');
-  await srv?.stop();
-});
+const env = sharedServer('convert-job', 'convert');
+const { dir, runs, queue } = env;
 
 const base = { 'job.dump_folder': runs, 'training.global_batch_size': 1, 'training.steps': 4, 'checkpoint.interval': 4 };
 
@@ -45,7 +27,7 @@ test('stage 1 of the tiny curriculum starts from the converted CogVideoX weights
   const from = path.join(dir, 'cogvideox');
   writeSyntheticDiffusers(from, TINY, { dtype: 'BF16', shards: 2, seed: 21 });
   const job = 'from-cogvideox';
-  const h = await startJob(c, { jobName: job, curriculum: 'configs/curriculum/tiny.toml', until: '3s', set: { ...base, 'checkpoint.init_state_dir': from } }, { taskQueue: queue });
+  const h = await startJob(env.c, { jobName: job, curriculum: 'configs/curriculum/tiny.toml', until: '3s', set: { ...base, 'checkpoint.init_state_dir': from } }, { taskQueue: queue });
   const result = (await h.result()) as CurriculumResult;
   assert.deepEqual(result.stages.map((s) => [s.stage, s.steps]), [['3s', 4]]);
   const init = path.join(runs, job, 'init');
@@ -59,7 +41,7 @@ test('stage 1 of the tiny curriculum starts from the converted CogVideoX weights
   const final = verifyCheckpoint(result.stages[0]!.finalCheckpoint);
   assert.ok(final.ok);
   assert.equal(final.state.initHash, tensorsHash(converted), 'stage 1 init = the converted weights');
-  const activities = (await historyEvents(c, job)).filter((e) => eventTypeName(e) === 'EVENT_TYPE_ACTIVITY_TASK_SCHEDULED').map((e) => e.activityTaskScheduledEventAttributes?.activityType?.name);
+  const activities = (await historyEvents(env.c, job)).filter((e) => eventTypeName(e) === 'EVENT_TYPE_ACTIVITY_TASK_SCHEDULED').map((e) => e.activityTaskScheduledEventAttributes?.activityType?.name);
   assert.deepEqual(activities.slice(0, 3), ['planCurriculum', 'inspectStage', 'convertInit']);
   assert.equal(activities.filter((a) => a === 'convertInit').length, 1);
 });
@@ -93,7 +75,7 @@ test('malformed CogVideoX weights fail the job at once with a clear, non-retryab
     prepare(from);
     const t0 = Date.now();
     const job = `bad-weights-${name}`;
-    const h = await startJob(c, { jobName: job, curriculum: 'configs/curriculum/tiny.toml', until: '3s', set: { ...base, 'checkpoint.init_state_dir': from } }, { taskQueue: queue });
+    const h = await startJob(env.c, { jobName: job, curriculum: 'configs/curriculum/tiny.toml', until: '3s', set: { ...base, 'checkpoint.init_state_dir': from } }, { taskQueue: queue });
     const err = await h.result().then(
       () => assert.fail(`${name}: the job should fail`),
       (e: unknown) => e,
@@ -105,7 +87,7 @@ test('malformed CogVideoX weights fail the job at once with a clear, non-retryab
     assert.equal(app.nonRetryable, true, `${name}: non-retryable`);
     assert.equal(app.type, type, name);
     assert.match(app.message, pattern, `${name}: ${app.message}`);
-    const starts = (await historyEvents(c, job)).filter((e) => eventTypeName(e) === 'EVENT_TYPE_ACTIVITY_TASK_STARTED');
+    const starts = (await historyEvents(env.c, job)).filter((e) => eventTypeName(e) === 'EVENT_TYPE_ACTIVITY_TASK_STARTED');
     assert.ok(starts.every((s) => s.activityTaskStartedEventAttributes?.attempt === 1), `${name}: never retried`);
     assert.ok(Date.now() - t0 < 15_000, `${name}: failed fast (${Date.now() - t0} ms)`);
     assert.equal(fs.existsSync(path.join(runs, job, '3s')), false, `${name}: no training`);

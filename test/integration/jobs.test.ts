@@ -6,40 +6,22 @@
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { after, before, test } from 'node:test';
-import { WorkflowFailedError, type Client } from '@temporalio/client';
+import { test } from 'node:test';
+import { WorkflowFailedError } from '@temporalio/client';
 import { ActivityFailure, ApplicationFailure } from '@temporalio/common';
 import { pauseSignal, progressQuery, resumeSignal, setUntilUpdate, startJob } from '../../src/client';
 import { latestCompleteCheckpoint } from '../../src/checkpoint/store';
-import type { DevServer } from '../../src/temporal/devserver';
 import type { CurriculumResult } from '../../src/types';
-import { client, eventTypeName, historyEvents, metricSteps, server, spawnWorker, tmpDir, waitFor, type WorkerProc } from '../helpers';
+import { eventTypeName, historyEvents, metricSteps, sharedServer, waitFor } from '../helpers';
 
-let srv: DevServer;
-let worker: WorkerProc;
-let c: Client;
-const dir = tmpDir('jobs');
-const runs = path.join(dir, 'runs');
-const queue = 'jobs';
-
-before(async () => {
-  srv = await server(path.join(dir, 'temporal.sqlite'));
-  worker = spawnWorker(srv.address, queue);
-  await worker.ready;
-  c = await client(srv.address);
-});
-
-after(async () => {
-  await c?.connection.close();
-  await worker?.kill('SIGTERM');
-  await srv?.stop();
-});
+const env = sharedServer('jobs', 'jobs');
+const { runs, queue } = env;
 
 const base = { 'job.dump_folder': runs, 'training.global_batch_size': 1 };
 
 /** Starts `job` on the tiny curriculum and waits until its 3s stage has trained 3 steps. */
 async function startAndTrain3Steps(job: string, set: Record<string, unknown>) {
-  const h = await startJob(c, { jobName: job, curriculum: 'configs/curriculum/tiny.toml', set: { ...base, ...set } }, { taskQueue: queue });
+  const h = await startJob(env.c, { jobName: job, curriculum: 'configs/curriculum/tiny.toml', set: { ...base, ...set } }, { taskQueue: queue });
   const stageDir = path.join(runs, job, '3s');
   await waitFor('3s step 3', () => (metricSteps(stageDir).length >= 3 ? true : undefined), 120_000, 50);
   return { h, stageDir };
@@ -48,8 +30,8 @@ async function startAndTrain3Steps(job: string, set: Record<string, unknown>) {
 test('starting the same job name twice gives one execution; starting it after termination resumes', async () => {
   const job = 'names-job';
   const input = { jobName: job, curriculum: 'configs/curriculum/tiny.toml', until: '9s', set: { ...base, 'training.steps': 16, 'checkpoint.interval': 4 } };
-  const h1 = await startJob(c, input, { taskQueue: queue });
-  const h2 = await startJob(c, input, { taskQueue: queue });
+  const h1 = await startJob(env.c, input, { taskQueue: queue });
+  const h2 = await startJob(env.c, input, { taskQueue: queue });
   const r1 = (await h1.describe()).runId;
   assert.equal((await h2.describe()).runId, r1, 'the second start attached to the running execution');
   // Terminate once stage 1 is final and stage 2 has a checkpoint past step 0.
@@ -61,7 +43,7 @@ test('starting the same job name twice gives one execution; starting it after te
   const final3s = path.join(runs, job, '3s', 'final', 'model.safetensors');
   const mtime = fs.statSync(final3s).mtimeMs;
   const before9s = metricSteps(path.join(runs, job, '9s')).length;
-  const h3 = await startJob(c, input, { taskQueue: queue });
+  const h3 = await startJob(env.c, input, { taskQueue: queue });
   const r3 = (await h3.describe()).runId;
   assert.notEqual(r3, r1, 'a new run after termination');
   const result = (await h3.result()) as CurriculumResult;
@@ -113,7 +95,7 @@ test('bad configs fail fast with a non-retryable error that names the field', as
   ];
   for (const [name, set, pattern] of cases) {
     const t0 = Date.now();
-    const h = await startJob(c, { jobName: `bad-${name}`, curriculum: 'configs/curriculum/tiny.toml', set: { ...base, ...set } }, { taskQueue: queue });
+    const h = await startJob(env.c, { jobName: `bad-${name}`, curriculum: 'configs/curriculum/tiny.toml', set: { ...base, ...set } }, { taskQueue: queue });
     const err = await h.result().then(
       () => assert.fail(`${name}: the job should fail`),
       (e: unknown) => e,
@@ -126,7 +108,7 @@ test('bad configs fail fast with a non-retryable error that names the field', as
     assert.equal(app.nonRetryable, true, `${name}: non-retryable`);
     assert.equal(app.type, 'ConfigError');
     assert.match(app.message, pattern, `${name}: message names the field`);
-    const starts = (await historyEvents(c, `bad-${name}`)).filter((e) => eventTypeName(e) === 'EVENT_TYPE_ACTIVITY_TASK_STARTED');
+    const starts = (await historyEvents(env.c, `bad-${name}`)).filter((e) => eventTypeName(e) === 'EVENT_TYPE_ACTIVITY_TASK_STARTED');
     assert.equal(starts.length, 1);
     assert.equal(starts[0]!.activityTaskStartedEventAttributes?.attempt, 1, `${name}: never retried`);
     assert.ok(Date.now() - t0 < 15_000, `${name}: failed fast (${Date.now() - t0} ms)`);
@@ -134,15 +116,15 @@ test('bad configs fail fast with a non-retryable error that names the field', as
 });
 
 test('an invalid job name is refused before any path is built from it', async () => {
-  await assert.rejects(startJob(c, { jobName: '../escape', curriculum: 'configs/curriculum/tiny.toml' }), /invalid job name/);
+  await assert.rejects(startJob(env.c, { jobName: '../escape', curriculum: 'configs/curriculum/tiny.toml' }), /invalid job name/);
 });
 
 test('watch shows the stage and step advance; status --json gives the same information once', async () => {
   const job = 'watch-job';
-  const h = await startJob(c, { jobName: job, curriculum: 'configs/curriculum/tiny.toml', until: '3s', set: { ...base, 'training.steps': 30, 'checkpoint.interval': 10 } }, { taskQueue: queue });
+  const h = await startJob(env.c, { jobName: job, curriculum: 'configs/curriculum/tiny.toml', until: '3s', set: { ...base, 'training.steps': 30, 'checkpoint.interval': 10 } }, { taskQueue: queue });
   const { spawn } = await import('node:child_process');
   const { CLI, ROOT } = await import('../helpers');
-  const watch = spawn(process.execPath, [CLI, 'watch', job, '--no-tty', '--interval', '200', '--address', srv.address], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, TTT_LOG_LEVEL: 'warn' } });
+  const watch = spawn(process.execPath, [CLI, 'watch', job, '--no-tty', '--interval', '200', '--address', env.srv.address], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, TTT_LOG_LEVEL: 'warn' } });
   let out = '';
   watch.stdout.on('data', (b: Buffer) => (out += b.toString()));
   const code = await new Promise<number | null>((resolve) => watch.once('exit', (c) => resolve(c)));
@@ -154,7 +136,7 @@ test('watch shows the stage and step advance; status --json gives the same infor
   assert.match(out, /stage 3s, step 30\/30, loss \d\.\d{4} \[completed\]/);
   const json = JSON.parse(
     (await new Promise<string>((resolve) => {
-      const p = spawn(process.execPath, [CLI, 'status', job, '--json', '--address', srv.address], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
+      const p = spawn(process.execPath, [CLI, 'status', job, '--json', '--address', env.srv.address], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
       let s = '';
       p.stdout.on('data', (b: Buffer) => (s += b.toString()));
       p.once('exit', () => resolve(s));
