@@ -7,29 +7,16 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { paramSpecs, type ParamDims } from '../model/params';
+import { paramDims } from '../model/dims';
+import { paramSpecs } from '../model/params';
 import { readHeader, SafetensorsError, type SafetensorsHeader, type TensorInfo } from '../checkpoint/safetensors';
 import { ConvertError, DIFFUSERS_CONFIG, DIFFUSERS_INDEX, DIFFUSERS_SINGLE, readDiffusersConfig, type DiffusersConfig } from './config';
 import { splitSpecs, tttName } from './keymap';
 
 export { ConvertError, DIFFUSERS_CONFIG, DIFFUSERS_INDEX, DIFFUSERS_SINGLE, isDiffusersFolder, readDiffusersConfig, type DiffusersConfig } from './config';
+export { paramDims } from '../model/dims';
 export const SOURCE_DTYPES = ['BF16', 'F16', 'F32'];
 
-
-export function paramDims(c: DiffusersConfig, ssmLayer: 'ttt_mlp' | 'ttt_linear'): ParamDims {
-  return {
-    layers: c.num_layers,
-    heads: c.num_attention_heads,
-    headDim: c.attention_head_dim,
-    width: c.num_attention_heads * c.attention_head_dim,
-    inChannels: c.in_channels,
-    outChannels: c.out_channels,
-    patch: c.patch_size,
-    textDim: c.text_embed_dim,
-    timeEmbedDim: c.time_embed_dim,
-    ssmLayer,
-  };
-}
 
 export interface SourceTensor {
   /** diffusers name. */

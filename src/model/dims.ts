@@ -33,6 +33,36 @@ export interface ModelDims {
   remat: RematConfig;
 }
 
+/** The sizes that fix the parameter shapes, under CogVideoX's names: `[model]` and diffusers' config.json both use them. */
+export interface SizeFields {
+  num_layers: number;
+  num_attention_heads: number;
+  attention_head_dim: number;
+  in_channels: number;
+  out_channels: number;
+  patch_size: number;
+  text_embed_dim: number;
+  time_embed_dim: number;
+}
+
+export type ParamDims = Pick<ModelDims, 'layers' | 'heads' | 'headDim' | 'width' | 'inChannels' | 'outChannels' | 'patch' | 'textDim' | 'timeEmbedDim' | 'ssmLayer'>;
+
+/** The dimensions of the parameters (paramSpecs) from a config's sizes. */
+export function paramDims(c: SizeFields, ssmLayer: 'ttt_mlp' | 'ttt_linear'): ParamDims {
+  return {
+    layers: c.num_layers,
+    heads: c.num_attention_heads,
+    headDim: c.attention_head_dim,
+    width: c.num_attention_heads * c.attention_head_dim,
+    inChannels: c.in_channels,
+    outChannels: c.out_channels,
+    patch: c.patch_size,
+    textDim: c.text_embed_dim,
+    timeEmbedDim: c.time_embed_dim,
+    ssmLayer,
+  };
+}
+
 export function modelDims(c: StageConfig): ModelDims {
   const m = c.model;
   const v = videoLengthInfo(m.video_length);
@@ -40,15 +70,7 @@ export function modelDims(c: StageConfig): ModelDims {
   const gridW = m.latent_width / m.patch_size;
   const tokensPerFrame = gridH * gridW;
   return {
-    layers: m.num_layers,
-    heads: m.num_attention_heads,
-    headDim: m.attention_head_dim,
-    width: m.num_attention_heads * m.attention_head_dim,
-    inChannels: m.in_channels,
-    outChannels: m.out_channels,
-    patch: m.patch_size,
-    textDim: m.text_embed_dim,
-    timeEmbedDim: m.time_embed_dim,
+    ...paramDims(m, m.ssm_layer),
     latentHeight: m.latent_height,
     latentWidth: m.latent_width,
     gridH,
@@ -58,7 +80,6 @@ export function modelDims(c: StageConfig): ModelDims {
     segments: v.segments,
     textLength: m.text_length,
     miniBatch: m.mini_batch_size,
-    ssmLayer: m.ssm_layer,
     tttBaseLr: m.ttt_base_lr,
     ropeTheta: m.rope_theta,
     seqLen: v.segments * m.text_length + v.latentFrames * tokensPerFrame,

@@ -6,7 +6,7 @@
 import { tf } from '../backend';
 import type { FloatTensor } from '../checkpoint/safetensors';
 import { normals, rngFor, STREAM, hash32 } from '../rng';
-import type { ModelDims } from './dims';
+import type { ModelDims, ParamDims } from './dims';
 
 /** How the PyTorch tensor maps to ours: same layout, linear [out,in] -> [in,out], conv [D,C,p,p] -> [C*p*p, D]. */
 export type Layout = 'same' | 'linear' | 'conv';
@@ -34,7 +34,7 @@ const N002: Init = { kind: 'normal', std: 0.02 };
 const ZERO: Init = { kind: 'const', value: 0 };
 
 /** The sizes that decide the parameter set (a converter knows these from a diffusers config.json alone). */
-export type ParamDims = Pick<ModelDims, 'layers' | 'heads' | 'headDim' | 'width' | 'inChannels' | 'outChannels' | 'patch' | 'textDim' | 'timeEmbedDim' | 'ssmLayer'>;
+export type { ParamDims };
 
 /** Every parameter of the model, in a stable order. */
 export function paramSpecs(d: ParamDims): ParamSpec[] {
