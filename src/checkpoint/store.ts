@@ -223,15 +223,23 @@ export function latestCompleteCheckpoint(checkpointsDir: string, onSkip: (dir: s
 export function pruneCheckpoints(checkpointsDir: string, keep: number): void {
   const all = listCheckpoints(checkpointsDir);
   for (const c of all.slice(keep)) fs.rmSync(c.dir, { recursive: true, force: true });
+  removeDeadWritersFolders(checkpointsDir, (n) => /^\.tmp-.*-(\d+)-[0-9a-f]{8}$/.exec(n)?.[1]);
+}
+
+/**
+ * Removes the entries of `dir` left by writers that are gone: `writerPid` gives the pid in an
+ * entry's name (undefined = not a temporary entry); entries of live processes stay.
+ */
+export function removeDeadWritersFolders(dir: string, writerPid: (name: string) => string | undefined): void {
   let names: string[] = [];
   try {
-    names = fs.readdirSync(checkpointsDir);
+    names = fs.readdirSync(dir);
   } catch {
     return;
   }
   for (const n of names) {
-    const m = /^\.tmp-.*-(\d+)-[0-9a-f]{8}$/.exec(n);
-    if (m && !processAlive(Number(m[1]))) fs.rmSync(path.join(checkpointsDir, n), { recursive: true, force: true });
+    const pid = writerPid(n);
+    if (pid !== undefined && !processAlive(Number(pid))) fs.rmSync(path.join(dir, n), { recursive: true, force: true });
   }
 }
 

@@ -19,7 +19,7 @@ import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { DTYPE_BYTES, encodeHeader, fromFloat32, toFloat32 } from '../checkpoint/safetensors';
-import { fsyncDir, processAlive, verifyFiles, writeFileSynced, type FileEntry } from '../checkpoint/store';
+import { fsyncDir, removeDeadWritersFolders, verifyFiles, writeFileSynced, type FileEntry } from '../checkpoint/store';
 import { logger } from '../log';
 import { initialValue, paramSpecs, type ParamSpec } from '../model/params';
 import { ConvertError, paramDims, readDiffusersSource, type DiffusersConfig, type DiffusersSource } from './diffusers';
@@ -202,18 +202,8 @@ async function hashInputs(src: DiffusersSource, opts: ConvertOptions): Promise<R
 }
 
 function removeStaleTemporaries(out: string): void {
-  const parent = path.dirname(out);
   const prefix = `.${path.basename(out)}.`;
-  let names: string[] = [];
-  try {
-    names = fs.readdirSync(parent);
-  } catch {
-    return;
-  }
-  for (const n of names) {
-    const m = /\.(?:tmp|old)-(\d+)-[0-9a-f]{8}$/.exec(n);
-    if (n.startsWith(prefix) && m && !processAlive(Number(m[1]))) fs.rmSync(path.join(parent, n), { recursive: true, force: true });
-  }
+  removeDeadWritersFolders(path.dirname(out), (n) => (n.startsWith(prefix) ? /\.(?:tmp|old)-(\d+)-[0-9a-f]{8}$/.exec(n)?.[1] : undefined));
 }
 
 /** Converts a CogVideoX diffusers transformer folder into TTT-Video-DiT weights (see the file comment). */
