@@ -11,9 +11,18 @@ import { trainingMetrics } from '../src/metrics';
 import { superviseShard } from '../src/train/supervise';
 import type { ShardProgress } from '../src/train/trainer';
 import { convertDiffusers } from '../src/convert/convert';
-import type { ConvertInitInput, ConvertInitResult, CurriculumInput, Plan, ShardProgressReport, ShardSummary, StageFinal, StageStatus, TrainShardInput } from '../src/types';
+import type {
+  ConvertInitInput,
+  ConvertInitResult,
+  CurriculumInput,
+  Plan,
+  ShardProgressReport,
+  ShardSummary,
+  StageFinal,
+  StageStatus,
+  TrainShardInput,
+} from '../src/types';
 import { shardProgressSignal } from '../workflows/definitions';
-
 
 export { NON_RETRYABLE as NON_RETRYABLE_TYPES } from '../workflows/nonretryable';
 
@@ -56,7 +65,11 @@ export function createActivities() {
      */
     async convertInit(input: ConvertInitInput): Promise<ConvertInitResult> {
       const ctx = Context.current();
-      const log = logger.child({ job: ctx.info.workflowExecution?.workflowId, activity: 'convertInit', attempt: ctx.info.attempt });
+      const log = logger.child({
+        job: ctx.info.workflowExecution?.workflowId,
+        activity: 'convertInit',
+        attempt: ctx.info.attempt,
+      });
       let last = { phase: 'reading', bytesDone: 0, bytesTotal: 0 };
       ctx.heartbeat(last);
       const beat = setInterval(() => ctx.heartbeat(last), 2000);
@@ -74,7 +87,10 @@ export function createActivities() {
             },
           }),
         );
-        log.info({ out: r.out, reused: r.reused, seconds: r.seconds }, r.reused ? 'init weights: kept the earlier conversion' : 'init weights converted from CogVideoX');
+        log.info(
+          { out: r.out, reused: r.reused, seconds: r.seconds },
+          r.reused ? 'init weights: kept the earlier conversion' : 'init weights converted from CogVideoX',
+        );
         return { out: r.out, reused: r.reused, inputHash: r.inputHash, seconds: r.seconds };
       } finally {
         clearInterval(beat);
@@ -93,7 +109,13 @@ export function createActivities() {
       const job = wf?.workflowId ?? input.jobDir.split(/[\\/]/).pop() ?? '';
       const log = logger.child({ job, stage: input.stage.name, attempt: info.attempt });
       const metrics = trainingMetrics(ctx.metricMeter, { job, stage: input.stage.name });
-      let last: HeartbeatDetails = { stage: input.stage.name, step: 0, totalSteps: input.stage.steps, loss: null, stepSeconds: null };
+      let last: HeartbeatDetails = {
+        stage: input.stage.name,
+        step: 0,
+        totalSteps: input.stage.steps,
+        loss: null,
+        stepSeconds: null,
+      };
       ctx.heartbeat(last);
       const beat = setInterval(() => ctx.heartbeat(last), 2000);
       // Progress reports to the workflow (signal shardProgress): at the first step, then at most every
@@ -128,7 +150,13 @@ export function createActivities() {
             {
               signal: ctx.cancellationSignal,
               onProgress: (p: ShardProgress) => {
-                last = { stage: p.stage, step: p.step, totalSteps: p.totalSteps, loss: p.loss, stepSeconds: p.stepSeconds };
+                last = {
+                  stage: p.stage,
+                  step: p.step,
+                  totalSteps: p.totalSteps,
+                  loss: p.loss,
+                  stepSeconds: p.stepSeconds,
+                };
                 ctx.heartbeat(last);
                 metrics.step(p);
                 report({ stage: p.stage, step: p.step, totalSteps: p.totalSteps, loss: p.loss });
@@ -140,7 +168,10 @@ export function createActivities() {
             },
           ),
         );
-        log.info({ step: result.step, stepsRun: result.stepsRun, reason: result.reason, seconds: result.seconds }, 'shard finished');
+        log.info(
+          { step: result.step, stepsRun: result.stepsRun, reason: result.reason, seconds: result.seconds },
+          'shard finished',
+        );
         if (ctx.cancellationSignal.aborted) {
           // The child saved a checkpoint on the way out; now report the cancellation itself.
           await ctx.cancelled;

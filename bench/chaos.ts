@@ -27,7 +27,15 @@ import { checkpointsDir, finalDir, metricsFile, stageDir } from '../src/paths';
 import { rngFor } from '../src/rng';
 import { startDevServer, type DevServer } from '../src/temporal/devserver';
 import type { CurriculumResult } from '../src/types';
-import { client as connect, server as startServer, spawnWorker, tmpDir, TINY, trainingChildren, type WorkerProc } from '../test/helpers';
+import {
+  client as connect,
+  server as startServer,
+  spawnWorker,
+  tmpDir,
+  TINY,
+  trainingChildren,
+  type WorkerProc,
+} from '../test/helpers';
 
 export interface ChaosOptions {
   seed: number;
@@ -142,7 +150,12 @@ function sha256(file: string): string {
  * Seeded kill moments, in curriculum order: `writeKills` distinct checkpoint steps and the rest
  * distinct other steps (never a stage's last step: a kill there would land on the promotion).
  */
-export function planKills(stages: { name: string; steps: number; interval: number }[], kills: number, writeKills: number, seed: number): PlannedKill[] {
+export function planKills(
+  stages: { name: string; steps: number; interval: number }[],
+  kills: number,
+  writeKills: number,
+  seed: number,
+): PlannedKill[] {
   const rand = rngFor(seed, 0xc4a05);
   const pick = <T>(xs: T[], n: number): T[] => {
     const pool = [...xs];
@@ -160,9 +173,14 @@ export function planKills(stages: { name: string; steps: number; interval: numbe
     }
   });
   if (writeKills > writes.length || kills - writeKills > others.length) {
-    throw new Error(`cannot place ${kills} kills (${writeKills} on checkpoint writes) in ${others.length + writes.length} steps`);
+    throw new Error(
+      `cannot place ${kills} kills (${writeKills} on checkpoint writes) in ${others.length + writes.length} steps`,
+    );
   }
-  const chosen = [...pick(writes, writeKills), ...pick(others, kills - writeKills).map((k) => ({ ...k, frac: rand() * 0.8 }))];
+  const chosen = [
+    ...pick(writes, writeKills),
+    ...pick(others, kills - writeKills).map((k) => ({ ...k, frac: rand() * 0.8 })),
+  ];
   return chosen.sort((a, b) => a.stageIndex - b.stageIndex || a.step - b.step);
 }
 
@@ -180,10 +198,15 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
     'shard.heartbeat_timeout_seconds': opts.heartbeatTimeoutSeconds ?? 5,
   };
   const loaded = loadCurriculum(curriculum, set);
-  const all = loaded.stages.map((s) => ({ name: s.video.stage, steps: s.config.training.steps, interval: s.config.checkpoint.interval }));
+  const all = loaded.stages.map((s) => ({
+    name: s.video.stage,
+    steps: s.config.training.steps,
+    interval: s.config.checkpoint.interval,
+  }));
   const untilName = opts.until ? normaliseStageName(opts.until) : all[all.length - 1]!.name;
   const last = all.findIndex((s) => s.name === untilName);
-  if (last < 0) throw new Error(`--until ${opts.until}: not a stage of ${curriculum} (${all.map((s) => s.name).join(', ')})`);
+  if (last < 0)
+    throw new Error(`--until ${opts.until}: not a stage of ${curriculum} (${all.map((s) => s.name).join(', ')})`);
   const stages = all.slice(0, last + 1);
   const writeKills = Math.min(opts.kills, opts.writeKills ?? Math.max(1, Math.ceil(opts.kills / 3)));
   const plan = planKills(stages, opts.kills, writeKills, opts.seed);
@@ -194,7 +217,9 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
   while (restartAfter.size < restarts) restartAfter.add(Math.floor(restartRand() * (opts.kills - 1)));
   const queue = 'chaos';
   const input = (jobName: string) => ({ jobName, curriculum, until: untilName, set });
-  log(`chaos: seed ${opts.seed}, ${opts.kills} kills (${writeKills} on checkpoint writes), ${restarts} server restart(s), stages ${stages.map((s) => s.name).join(' ')}, backend ${backend}, folder ${dir}`);
+  log(
+    `chaos: seed ${opts.seed}, ${opts.kills} kills (${writeKills} on checkpoint writes), ${restarts} server restart(s), stages ${stages.map((s) => s.name).join(' ')}, backend ${backend}, folder ${dir}`,
+  );
   log(`chaos: kill plan ${plan.map((k) => `${k.stage}@${k.step}${k.kind === 'write' ? '(write)' : ''}`).join(' ')}`);
 
   let srv: DevServer = await startServer(db);
@@ -233,7 +258,9 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
       rec.at = since();
       rec.lastReported = lines(k.stage).at(-1) ?? 0;
       records.push(rec);
-      log(`chaos: kill ${i + 1}/${plan.length} at ${rec.at.toFixed(1)} s: ${k.kind} ${k.stage} step ${rec.step}${rec.duringWrite !== undefined ? (rec.duringWrite ? ', inside the checkpoint write' : ', after the write had finished') : ''}${rec.note ? ` (${rec.note})` : ''}`);
+      log(
+        `chaos: kill ${i + 1}/${plan.length} at ${rec.at.toFixed(1)} s: ${k.kind} ${k.stage} step ${rec.step}${rec.duringWrite !== undefined ? (rec.duringWrite ? ', inside the checkpoint write' : ', after the write had finished') : ''}${rec.note ? ` (${rec.note})` : ''}`,
+      );
       const killedAt = Date.now();
       await waitUntil('the orphaned training child to exit', () => trainingChildren(marker).length === 0, 15_000);
       w = await newWorker();
@@ -298,9 +325,22 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
 }
 
 /** Waits until a new metrics line of the kill's stage reaches its step, then a seeded fraction of a step, then SIGKILLs the worker. */
-async function killAfterStep(k: PlannedKill, w: WorkerProc, jobDir: string, lines: (stage: string) => number[]): Promise<void> {
+async function killAfterStep(
+  k: PlannedKill,
+  w: WorkerProc,
+  jobDir: string,
+  lines: (stage: string) => number[],
+): Promise<void> {
   const seen = lines(k.stage).length;
-  await waitUntil(`${k.stage} step ${k.step}`, () => lines(k.stage).slice(seen).some((s) => s >= k.step), 600_000, 20);
+  await waitUntil(
+    `${k.stage} step ${k.step}`,
+    () =>
+      lines(k.stage)
+        .slice(seen)
+        .some((s) => s >= k.step),
+    600_000,
+    20,
+  );
   // A fraction of a step: of the fastest step so far (a stage's first step includes warm-up).
   const stepSeconds = Math.min(0.5, fastestStepSeconds(metricsFile(stageDir(jobDir, k.stage))) ?? 0.2);
   await sleep(k.frac * stepSeconds * 1000);
@@ -327,7 +367,15 @@ function fastestStepSeconds(file: string): number | undefined {
  * previous kill), it aims at the stage's next checkpoint instead; if
  * there is none, or the write completes unseen, the kill happens anyway and is reported as such.
  */
-async function killDuringWrite(k: PlannedKill, stage: { steps: number; interval: number }, w: WorkerProc, jobDir: string, marker: string, lines: (stage: string) => number[], rec: KillRecord): Promise<void> {
+async function killDuringWrite(
+  k: PlannedKill,
+  stage: { steps: number; interval: number },
+  w: WorkerProc,
+  jobDir: string,
+  marker: string,
+  lines: (stage: string) => number[],
+  rec: KillRecord,
+): Promise<void> {
   const ck = checkpointsDir(stageDir(jobDir, k.stage));
   await waitUntil(`${k.stage} checkpoints folder`, () => fs.existsSync(ck), 600_000, 20);
   const saved = (step: number): boolean => fs.existsSync(path.join(ck, stepDirName(step)));
@@ -356,7 +404,9 @@ async function killDuringWrite(k: PlannedKill, stage: { steps: number; interval:
   const live = (n: string): boolean => {
     const pid = Number(/-(\d+)-[0-9a-f]{8}$/.exec(n)?.[1]);
     try {
-      return pid > 0 && (process.kill(pid, 0), true);
+      if (!(pid > 0)) return false;
+      process.kill(pid, 0);
+      return true;
     } catch {
       return false;
     }
@@ -425,21 +475,32 @@ async function waitUntil(what: string, fn: () => boolean, timeoutMs: number, eve
 export function formatReport(r: ChaosReport): string {
   const out: string[] = [];
   out.push(`Chaos run, seed ${r.seed}, backend ${r.backend} (${r.dir})`);
-  out.push(`kills survived:         ${r.killsSurvived} of ${r.killsPlanned} (${r.writeKillsLanded} inside a checkpoint write)`);
+  out.push(
+    `kills survived:         ${r.killsSurvived} of ${r.killsPlanned} (${r.writeKillsLanded} inside a checkpoint write)`,
+  );
   out.push(`server restarts:        ${r.serverRestarts}`);
   out.push(`steps redone:           ${r.stepsRedone}`);
   out.push(`stage  final model.safetensors vs uninterrupted run   steps redone  steps missing`);
   for (const v of r.stages) {
-    out.push(`${v.stage.padEnd(6)} ${(v.identical ? 'identical' : 'DIFFERENT').padEnd(10)} ${v.chaosSha256.slice(0, 16)} / ${v.referenceSha256.slice(0, 16)}   ${String(v.stepsRedone).padStart(12)}  ${v.stepsMissing.length ? v.stepsMissing.join(',') : 'none'}`);
+    out.push(
+      `${v.stage.padEnd(6)} ${(v.identical ? 'identical' : 'DIFFERENT').padEnd(10)} ${v.chaosSha256.slice(0, 16)} / ${v.referenceSha256.slice(0, 16)}   ${String(v.stepsRedone).padStart(12)}  ${v.stepsMissing.length ? v.stepsMissing.join(',') : 'none'}`,
+    );
   }
   for (const [i, k] of r.kills.entries()) {
-    const where = k.duringWrite === undefined ? '' : k.duringWrite ? ', inside the checkpoint write' : ', after the write';
-    out.push(`  kill ${String(i + 1).padStart(2)} at ${k.at.toFixed(1).padStart(6)} s: ${k.kind.padEnd(5)} ${k.stage} step ${k.step}${where} (last step reported ${k.lastReported ?? '?'}); fresh worker polling ${k.workerStartSeconds?.toFixed(1) ?? '?'} s later${k.note ? ` (${k.note})` : ''}`);
+    const where =
+      k.duringWrite === undefined ? '' : k.duringWrite ? ', inside the checkpoint write' : ', after the write';
+    out.push(
+      `  kill ${String(i + 1).padStart(2)} at ${k.at.toFixed(1).padStart(6)} s: ${k.kind.padEnd(5)} ${k.stage} step ${k.step}${where} (last step reported ${k.lastReported ?? '?'}); fresh worker polling ${k.workerStartSeconds?.toFixed(1) ?? '?'} s later${k.note ? ` (${k.note})` : ''}`,
+    );
   }
-  out.push(`equality:               ${r.equal ? 'EQUAL: every stage final is byte-identical to the uninterrupted run' : 'NOT EQUAL'}`);
+  out.push(
+    `equality:               ${r.equal ? 'EQUAL: every stage final is byte-identical to the uninterrupted run' : 'NOT EQUAL'}`,
+  );
   out.push(`uninterrupted run:      ${r.referenceSeconds.toFixed(1)} s`);
   out.push(`chaos run:              ${r.chaosSeconds.toFixed(1)} s`);
-  out.push(`time lost per kill:     ${r.lostPerKillSeconds.toFixed(1)} s ((chaos - uninterrupted) / kills, server restart included)`);
+  out.push(
+    `time lost per kill:     ${r.lostPerKillSeconds.toFixed(1)} s ((chaos - uninterrupted) / kills, server restart included)`,
+  );
   return out.join('\n');
 }
 
@@ -453,7 +514,8 @@ function flag(args: string[], name: string): string | undefined {
 function intArg(v: string | undefined, what: string, dflt: number): number {
   if (v === undefined || v === '') return dflt;
   const n = Number(v);
-  if (!Number.isInteger(n) || n < 0) throw new Error(`${what} must be a non-negative integer, got ${JSON.stringify(v)}`);
+  if (!Number.isInteger(n) || n < 0)
+    throw new Error(`${what} must be a non-negative integer, got ${JSON.stringify(v)}`);
   return n;
 }
 
@@ -473,7 +535,10 @@ async function main(): Promise<void> {
     heartbeatTimeoutSeconds: Number(flag(args, 'heartbeat-timeout') ?? env.CHAOS_HEARTBEAT_TIMEOUT ?? 5),
   });
   process.stdout.write(`${formatReport(report)}\n`);
-  const ok = report.equal && report.killsSurvived === report.killsPlanned && report.stages.every((v) => v.stepsMissing.length === 0);
+  const ok =
+    report.equal &&
+    report.killsSurvived === report.killsPlanned &&
+    report.stages.every((v) => v.stepsMissing.length === 0);
   if (!ok) process.exitCode = 1;
   else if (!keep) fs.rmSync(report.dir, { recursive: true, force: true });
 }

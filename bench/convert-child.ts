@@ -9,7 +9,7 @@ async function main(): Promise<void> {
   const [from, out, dtype] = process.argv.slice(2) as [string, string, OutputDtype];
   const rssBefore = process.memoryUsage().rss;
   const r = await convertDiffusers({ from, out, dtype });
-  process.stdout.write(JSON.stringify({ result: r, rssBefore, peakRss: process.resourceUsage().maxRSS * 1024 }) + '\n');
+  process.stdout.write(`${JSON.stringify({ result: r, rssBefore, peakRss: process.resourceUsage().maxRSS * 1024 })}\n`);
 }
 
 main().then(

@@ -27,20 +27,52 @@ export interface ConvertBenchResult {
   targetRss: number;
 }
 
-function runChild(from: string, out: string, dtype: string): { result: ConvertResult; rssBefore: number; peakRss: number; wall: number } {
+function runChild(
+  from: string,
+  out: string,
+  dtype: string,
+): { result: ConvertResult; rssBefore: number; peakRss: number; wall: number } {
   const t0 = Date.now();
-  const r = spawnSync(process.execPath, [path.join(__dirname, 'convert-child.js'), from, out, dtype], { encoding: 'utf8', env: { ...process.env, TTT_LOG_LEVEL: 'warn' }, maxBuffer: 16 << 20 });
+  const r = spawnSync(process.execPath, [path.join(__dirname, 'convert-child.js'), from, out, dtype], {
+    encoding: 'utf8',
+    env: { ...process.env, TTT_LOG_LEVEL: 'warn' },
+    maxBuffer: 16 << 20,
+  });
   if (r.status !== 0) throw new Error(`conversion child failed (${r.status}): ${r.stderr}`);
-  return { ...(JSON.parse(r.stdout.trim().split('\n').pop()!) as { result: ConvertResult; rssBefore: number; peakRss: number }), wall: (Date.now() - t0) / 1000 };
+  return {
+    ...(JSON.parse(r.stdout.trim().split('\n').pop()!) as {
+      result: ConvertResult;
+      rssBefore: number;
+      peakRss: number;
+    }),
+    wall: (Date.now() - t0) / 1000,
+  };
 }
 
-export function convertBench(opts: { layers: number; shards: number; dtype: 'float32' | 'bfloat16' }): ConvertBenchResult {
+export function convertBench(opts: {
+  layers: number;
+  shards: number;
+  dtype: 'float32' | 'bfloat16';
+}): ConvertBenchResult {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ttt-bench-convert-'));
   try {
     const from = path.join(dir, 'cogvideox');
     let t = Date.now();
     // CogVideoX-5B's sizes (48 heads of 64, T5 4096, time 512, 16 channels, patch 2) with `layers` blocks.
-    const files = writeSyntheticDiffusers(from, { num_layers: opts.layers, num_attention_heads: 48, attention_head_dim: 64, in_channels: 16, out_channels: 16, patch_size: 2, text_embed_dim: 4096, time_embed_dim: 512 }, { dtype: 'BF16', shards: opts.shards });
+    const files = writeSyntheticDiffusers(
+      from,
+      {
+        num_layers: opts.layers,
+        num_attention_heads: 48,
+        attention_head_dim: 64,
+        in_channels: 16,
+        out_channels: 16,
+        patch_size: 2,
+        text_embed_dim: 4096,
+        time_embed_dim: 512,
+      },
+      { dtype: 'BF16', shards: opts.shards },
+    );
     const writeSeconds = (Date.now() - t) / 1000;
     const sizes = files.map((f) => fs.statSync(f).size);
     const out = path.join(dir, 'converted');

@@ -15,9 +15,20 @@ export async function dataBench(steps: number): Promise<{ dataSeconds: number; s
   const cfg = path.resolve(__dirname, '..', '..', 'configs/train/tiny/63s.toml');
   const st = loadStageConfig(cfg, {});
   writeSynthDataset(path.join(dir, 'data'), st.config, modelDims(st.config), 8);
-  const overrides = { 'training.dataset_path': path.join(dir, 'data'), 'training.jsonl_paths': ['63sec.jsonl'], 'training.steps': steps, 'checkpoint.interval': steps };
+  const overrides = {
+    'training.dataset_path': path.join(dir, 'data'),
+    'training.jsonl_paths': ['63sec.jsonl'],
+    'training.steps': steps,
+    'checkpoint.interval': steps,
+  };
   try {
-    await runShard({ configFile: cfg, overrides, jobDir: path.join(dir, 'job'), initFrom: null, maxSeconds: Number.POSITIVE_INFINITY });
+    await runShard({
+      configFile: cfg,
+      overrides,
+      jobDir: path.join(dir, 'job'),
+      initFrom: null,
+      maxSeconds: Number.POSITIVE_INFINITY,
+    });
     const rows = fs
       .readFileSync(path.join(dir, 'job', '63s', 'metrics.jsonl'), 'utf8')
       .trim()

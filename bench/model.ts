@@ -56,7 +56,12 @@ export function prepareStep(stage: string, overrides: Record<string, unknown>, r
       const seconds = Number(process.hrtime.bigint() - t) / 1e9;
       // Forward products as counted; the backward pass computes two products of the same size per
       // product. (Exact without remat, which re-runs forward products; (b) uses a run without it.)
-      return { seconds, flops: (matMulStats.flops - f0) * 3, peakBytes: m.peakBytes, videoTokens: d.latentFrames * d.tokensPerFrame };
+      return {
+        seconds,
+        flops: (matMulStats.flops - f0) * 3,
+        peakBytes: m.peakBytes,
+        videoTokens: d.latentFrames * d.tokensPerFrame,
+      };
     },
     dispose() {
       tf.dispose([video, text, ts, ...Object.values(P)]);
@@ -75,20 +80,32 @@ function median(xs: number[]): number {
  * configurations take turns within a round, so that a slow spell of the machine (other
  * processes) hits them alike and their ratios stay fair.
  */
-export async function interleavedTimings(configs: { stage: string; overrides: Record<string, unknown>; remat: RematConfig }[], reps: number): Promise<StepTiming[]> {
+export async function interleavedTimings(
+  configs: { stage: string; overrides: Record<string, unknown>; remat: RematConfig }[],
+  reps: number,
+): Promise<StepTiming[]> {
   const steps = configs.map((c) => prepareStep(c.stage, c.overrides, c.remat));
   try {
     for (const s of steps) await s.run();
     const runs: StepTiming[][] = steps.map(() => []);
     for (let r = 0; r < reps; r++) for (let i = 0; i < steps.length; i++) runs[i]!.push(await steps[i]!.run());
-    return runs.map((rs) => ({ ...rs[0]!, seconds: median(rs.map((x) => x.seconds)), peakBytes: Math.max(...rs.map((x) => x.peakBytes)) }));
+    return runs.map((rs) => ({
+      ...rs[0]!,
+      seconds: median(rs.map((x) => x.seconds)),
+      peakBytes: Math.max(...rs.map((x) => x.peakBytes)),
+    }));
   } finally {
     steps.forEach((s) => s.dispose());
   }
 }
 
 /** Median time of `reps` training steps of one configuration after one warm-up. */
-export async function stepTiming(stage: string, overrides: Record<string, unknown>, remat: RematConfig, reps: number): Promise<StepTiming> {
+export async function stepTiming(
+  stage: string,
+  overrides: Record<string, unknown>,
+  remat: RematConfig,
+  reps: number,
+): Promise<StepTiming> {
   return (await interleavedTimings([{ stage, overrides, remat }], reps))[0]!;
 }
 
@@ -134,7 +151,13 @@ export async function modelBench(out: NodeJS.WritableStream): Promise<void> {
   // judged at a width with the paper's head size (64) and mini-batch (64): 16 heads of 64.
   // (The paper's model is 48 heads of 64; wider does not fit wasm's 4 GB heap.)
   const b1024 = { 'model.num_attention_heads': 16, 'model.attention_head_dim': 64 };
-  const b512 = { 'model.num_attention_heads': 8, 'model.attention_head_dim': 64, 'model.latent_height': 8, 'model.latent_width': 8, 'model.text_length': 48 };
+  const b512 = {
+    'model.num_attention_heads': 8,
+    'model.attention_head_dim': 64,
+    'model.latent_height': 8,
+    'model.latent_width': 8,
+    'model.text_length': 48,
+  };
   const peakBefore = largeMatmulFlops(1024);
   const [rb, rb512] = (await interleavedTimings(
     [
@@ -148,7 +171,9 @@ export async function modelBench(out: NodeJS.WritableStream): Promise<void> {
     const achieved = r.flops / r.seconds;
     return `| ${label} | ${(r.flops / 1e9).toFixed(2)} | ${r.seconds.toFixed(3)} | ${(achieved / 1e9).toFixed(2)} | ${(achieved / peak).toFixed(3)} |\n`;
   };
-  w(`(b) Achieved training FLOP/s (matmul FLOPs x 3 for forward + backward) / 1024^3 matmul FLOP/s (${(peak / 1e9).toFixed(2)} GFLOP/s, best of before/after)\n`);
+  w(
+    `(b) Achieved training FLOP/s (matmul FLOPs x 3 for forward + backward) / 1024^3 matmul FLOP/s (${(peak / 1e9).toFixed(2)} GFLOP/s, best of before/after)\n`,
+  );
   w('| model | GFLOP per step | step (s) | GFLOP/s | ratio |\n|---|---|---|---|---|\n');
   w(flopRow('3s, width 1024 (16 heads of 64)', rb));
   w(flopRow('3s, width 512 (8 heads of 64), 8x8 latents', rb512));
@@ -167,9 +192,13 @@ export async function modelBench(out: NodeJS.WritableStream): Promise<void> {
   w('| | peak tensor memory (MB) | step (s) |\n|---|---|---|\n');
   w(`| no remat | ${(plain.peakBytes / 1e6).toFixed(1)} | ${plain.seconds.toFixed(3)} |\n`);
   w(`| remat | ${(withRemat.peakBytes / 1e6).toFixed(1)} | ${withRemat.seconds.toFixed(3)} |\n`);
-  w(`ratio: memory ${(withRemat.peakBytes / plain.peakBytes).toFixed(2)}x (target <= 0.6), time ${(withRemat.seconds / plain.seconds).toFixed(2)}x (target <= 1.4)\n\n`);
+  w(
+    `ratio: memory ${(withRemat.peakBytes / plain.peakBytes).toFixed(2)}x (target <= 0.6), time ${(withRemat.seconds / plain.seconds).toFixed(2)}x (target <= 1.4)\n\n`,
+  );
   // (d) step time per available backend, tiny width.
-  w('(d) Step time per backend (tiny width 32, median of 3)\n| backend | 3s step (s) | 63s step (s) |\n|---|---|---|\n');
+  w(
+    '(d) Step time per backend (tiny width 32, median of 3)\n| backend | 3s step (s) | 63s step (s) |\n|---|---|---|\n',
+  );
   for (const b of ['tensorflow', 'wasm', 'cpu'] as const) {
     let name: string;
     try {

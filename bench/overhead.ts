@@ -11,7 +11,10 @@ import { startDevServer } from '../src/temporal/devserver';
 import { runShard } from '../src/train/trainer';
 import { createWorker } from '../src/worker';
 
-export async function overheadBench(opts: { steps: number; reps: number }): Promise<{ direct: number[]; temporal: number[]; ratio: number }> {
+export async function overheadBench(opts: {
+  steps: number;
+  reps: number;
+}): Promise<{ direct: number[]; temporal: number[]; ratio: number }> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ttt-bench-overhead-'));
   // shard.max_seconds stays at the tiny config's 60 s: a long stage runs as several shards, each
   // paying the per-shard costs (child process start, activity scheduling), as in real use.
@@ -25,16 +28,38 @@ export async function overheadBench(opts: { steps: number; reps: number }): Prom
   const temporal: number[] = [];
   try {
     // Warm-up (not timed): backend initialisation in this process, workflow bundle already built.
-    await runShard({ configFile: cfg, overrides: { ...set, 'training.steps': 2 }, jobDir: path.join(dir, 'warm'), initFrom: null });
+    await runShard({
+      configFile: cfg,
+      overrides: { ...set, 'training.steps': 2 },
+      jobDir: path.join(dir, 'warm'),
+      initFrom: null,
+    });
     for (let r = 0; r < opts.reps; r++) {
       let t = Date.now();
-      await runShard({ configFile: cfg, overrides: { ...set, 'job.dump_folder': path.join(dir, 'direct') }, jobDir: path.join(dir, 'direct', `d${r}`), initFrom: null, maxSeconds: Number.POSITIVE_INFINITY });
+      await runShard({
+        configFile: cfg,
+        overrides: { ...set, 'job.dump_folder': path.join(dir, 'direct') },
+        jobDir: path.join(dir, 'direct', `d${r}`),
+        initFrom: null,
+        maxSeconds: Number.POSITIVE_INFINITY,
+      });
       direct.push((Date.now() - t) / 1000);
       t = Date.now();
-      const h = await startJob(client, { jobName: `bench-${r}`, curriculum: 'configs/curriculum/tiny.toml', until: '3s', set: { ...set, 'job.dump_folder': path.join(dir, 'temporal') } }, { taskQueue: 'bench' });
+      const h = await startJob(
+        client,
+        {
+          jobName: `bench-${r}`,
+          curriculum: 'configs/curriculum/tiny.toml',
+          until: '3s',
+          set: { ...set, 'job.dump_folder': path.join(dir, 'temporal') },
+        },
+        { taskQueue: 'bench' },
+      );
       await h.result();
       temporal.push((Date.now() - t) / 1000);
-      process.stderr.write(`  rep ${r + 1}/${opts.reps}: direct ${direct[r]!.toFixed(2)} s, through Temporal ${temporal[r]!.toFixed(2)} s\n`);
+      process.stderr.write(
+        `  rep ${r + 1}/${opts.reps}: direct ${direct[r]!.toFixed(2)} s, through Temporal ${temporal[r]!.toFixed(2)} s\n`,
+      );
     }
   } finally {
     worker.shutdown();

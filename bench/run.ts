@@ -17,18 +17,24 @@ async function main(): Promise<void> {
   const names = process.argv.slice(2);
   const want = (n: string): boolean => names.length === 0 || names.includes(n);
   const backend = await initBackend('auto');
-  process.stdout.write(`ttt-curriculum benchmarks: node ${process.version}, ${os.cpus().length} cores (${os.cpus()[0]?.model ?? '?'}), backend ${backend}\n\n`);
+  process.stdout.write(
+    `ttt-curriculum benchmarks: node ${process.version}, ${os.cpus().length} cores (${os.cpus()[0]?.model ?? '?'}), backend ${backend}\n\n`,
+  );
   if (want('model')) await modelBench(process.stdout);
   if (want('data')) {
     const r = await dataBench(Number(process.env.BENCH_DATA_STEPS ?? 6));
-    process.stdout.write(`Data loading, tiny 63s stage from a file dataset: ${(r.dataSeconds * 1000).toFixed(1)} ms of a ${(r.stepSeconds * 1000).toFixed(0)} ms step = ${((100 * r.dataSeconds) / r.stepSeconds).toFixed(2)}% (target < 5%)\n\n`);
+    process.stdout.write(
+      `Data loading, tiny 63s stage from a file dataset: ${(r.dataSeconds * 1000).toFixed(1)} ms of a ${(r.stepSeconds * 1000).toFixed(0)} ms step = ${((100 * r.dataSeconds) / r.stepSeconds).toFixed(2)}% (target < 5%)\n\n`,
+    );
   }
   if (want('convert')) {
     const layers = Number(process.env.BENCH_CONVERT_LAYERS ?? 13);
     const shards = Number(process.env.BENCH_CONVERT_SHARDS ?? 3);
     const dtype = process.env.BENCH_CONVERT_DTYPE === 'bfloat16' ? 'bfloat16' : 'float32';
     const gb = (n: number): string => (n / 1e9).toFixed(2);
-    process.stdout.write(`CogVideoX conversion: synthetic ${layers}-layer CogVideoX-5B-width checkpoint, BF16 in ${shards} shards -> ${dtype}, in a child process\n`);
+    process.stdout.write(
+      `CogVideoX conversion: synthetic ${layers}-layer CogVideoX-5B-width checkpoint, BF16 in ${shards} shards -> ${dtype}, in a child process\n`,
+    );
     const r = convertBench({ layers, shards, dtype });
     process.stdout.write(
       `| input | largest input shard | output | convert (s) | s per GB in | s per GB out | peak RSS | RSS before converting | target RSS | reuse check (s) |\n|---|---|---|---|---|---|---|---|---|---|\n` +
@@ -39,7 +45,9 @@ async function main(): Promise<void> {
   if (want('overhead')) {
     const steps = Number(process.env.BENCH_OVERHEAD_STEPS ?? 600);
     const reps = Number(process.env.BENCH_OVERHEAD_REPS ?? 2);
-    process.stdout.write(`Orchestration overhead: tiny 3s stage, ${steps} steps (shards of at most 60 s), ${reps} alternating reps\n`);
+    process.stdout.write(
+      `Orchestration overhead: tiny 3s stage, ${steps} steps (shards of at most 60 s), ${reps} alternating reps\n`,
+    );
     const r = await overheadBench({ steps, reps });
     process.stdout.write(`| run | direct (s) | through Temporal (s) |\n|---|---|---|\n`);
     r.direct.forEach((d, i) => process.stdout.write(`| ${i + 1} | ${d.toFixed(2)} | ${r.temporal[i]!.toFixed(2)} |\n`));

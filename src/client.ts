@@ -15,7 +15,11 @@ export async function connectClient(opts: Partial<TemporalTarget> = {}): Promise
  * Starts a job, or attaches to it if a job of that name is running. A job that failed, was
  * cancelled or terminated starts a new run that resumes from its checkpoints.
  */
-export async function startJob(client: Client, input: CurriculumInput, opts: { taskQueue?: string } = {}): Promise<WorkflowHandle> {
+export async function startJob(
+  client: Client,
+  input: CurriculumInput,
+  opts: { taskQueue?: string } = {},
+): Promise<WorkflowHandle> {
   validateJobName(input.jobName);
   return client.workflow.start(WORKFLOW_TYPE, {
     taskQueue: opts.taskQueue ?? temporalTarget().taskQueue,
@@ -30,7 +34,11 @@ export function jobHandle(client: Client, jobName: string): WorkflowHandle {
   return client.workflow.getHandle(validateJobName(jobName));
 }
 
-export async function runJob(client: Client, input: CurriculumInput, opts: { taskQueue?: string } = {}): Promise<CurriculumResult> {
+export async function runJob(
+  client: Client,
+  input: CurriculumInput,
+  opts: { taskQueue?: string } = {},
+): Promise<CurriculumResult> {
   const handle = await startJob(client, input, opts);
   return (await handle.result()) as CurriculumResult;
 }

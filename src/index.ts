@@ -6,17 +6,54 @@ export { modelDims, type ModelDims } from './model/dims';
 export { paramSpecs, isTrainable, isTttParam, hasWeightDecay } from './model/params';
 export { TttCurriculumPlugin, WORKFLOWS_PATH } from './plugin';
 export { createActivities, type Activities } from '../activities';
-export { loadStageConfig, loadCurriculum, parseCliOverrides, resolveUntil, availableDevices, type LoadedStage, type LoadedCurriculum, type Overrides } from './config/load';
+export {
+  loadStageConfig,
+  loadCurriculum,
+  parseCliOverrides,
+  resolveUntil,
+  availableDevices,
+  type LoadedStage,
+  type LoadedCurriculum,
+  type Overrides,
+} from './config/load';
 export { stageConfigSchema, curriculumSchema, type StageConfig } from './config/schema';
 export { videoLengthInfo, normaliseStageName } from './config/video';
-export { connectClient, startJob, runJob, jobHandle, progressQuery, pauseSignal, resumeSignal, setUntilUpdate, WORKFLOW_TYPE } from './client';
-export { DEFAULT_TASK_QUEUE, SEARCH_ATTRIBUTES, TRAINING_JOB, TRAINING_STAGE, TRAINING_STEP } from '../workflows/definitions';
+export {
+  connectClient,
+  startJob,
+  runJob,
+  jobHandle,
+  progressQuery,
+  pauseSignal,
+  resumeSignal,
+  setUntilUpdate,
+  WORKFLOW_TYPE,
+} from './client';
+export {
+  DEFAULT_TASK_QUEUE,
+  SEARCH_ATTRIBUTES,
+  TRAINING_JOB,
+  TRAINING_STAGE,
+  TRAINING_STEP,
+} from '../workflows/definitions';
 export { currentDetails, stepText } from '../workflows/details';
 export { createWorker, runWorker } from './worker';
 export { runShard, type ShardRequest, type ShardResult } from './train/trainer';
 export { jobStatus, statusLine, type JobStatus, type StageStatusLine } from './status';
-export { readSafetensors, encodeSafetensors, decodeSafetensors, readHeader, SafetensorsError } from './checkpoint/safetensors';
-export { convertDiffusers, verifyConversion, type ConvertOptions, type ConvertResult, type ConvertProgress } from './convert/convert';
+export {
+  readSafetensors,
+  encodeSafetensors,
+  decodeSafetensors,
+  readHeader,
+  SafetensorsError,
+} from './checkpoint/safetensors';
+export {
+  convertDiffusers,
+  verifyConversion,
+  type ConvertOptions,
+  type ConvertResult,
+  type ConvertProgress,
+} from './convert/convert';
 export { ConvertError, isDiffusersFolder } from './convert/config';
 export { watchJob, type WatchOptions } from './cli/watch';
 export { plotJob, plotSpec, readJobMetrics, type MetricRow } from './plot/plot';
@@ -24,7 +61,14 @@ export { trainingMetrics } from './metrics';
 export { checkSearchAttributes, createSearchAttributeCommands } from './temporal/search-attributes';
 export { startDevServer, type DevServer } from './temporal/devserver';
 export { configReference } from './config/reference';
-export { saveCheckpoint, loadCheckpoint, latestCompleteCheckpoint, verifyCheckpoint, loadModelWeights, weightsHash } from './checkpoint/store';
+export {
+  saveCheckpoint,
+  loadCheckpoint,
+  latestCompleteCheckpoint,
+  verifyCheckpoint,
+  loadModelWeights,
+  weightsHash,
+} from './checkpoint/store';
 export { UserError, ConfigError } from './errors';
 export { validateJobName } from './jobname';
 export type * from './types';

@@ -4,7 +4,12 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { latestCompleteCheckpoint, promoteCheckpoint, verifyCheckpoint, type VerifiedCheckpoint } from './checkpoint/store';
+import {
+  latestCompleteCheckpoint,
+  promoteCheckpoint,
+  verifyCheckpoint,
+  type VerifiedCheckpoint,
+} from './checkpoint/store';
 import { loadCurriculum, resolveUntil, type Overrides } from './config/load';
 import { UserError } from './errors';
 import { validateJobName } from './jobname';
@@ -14,14 +19,26 @@ import type { CurriculumInput, Plan, StageFinal, StageStatus } from './types';
 
 /** Validates a job input and the curriculum it names; returns the plan (small JSON). */
 export function planCurriculum(input: CurriculumInput): Plan {
-  if (input === null || typeof input !== 'object') throw new UserError('workflow input must be a JSON object', { kind: 'InvalidInput', fix: 'pass {"jobName": "...", "curriculum": "configs/curriculum/tiny.toml"}' });
+  if (input === null || typeof input !== 'object')
+    throw new UserError('workflow input must be a JSON object', {
+      kind: 'InvalidInput',
+      fix: 'pass {"jobName": "...", "curriculum": "configs/curriculum/tiny.toml"}',
+    });
   const jobName = validateJobName(input.jobName);
   if (typeof input.curriculum !== 'string' || input.curriculum === '') {
-    throw new UserError('curriculum is missing', { where: 'curriculum', kind: 'InvalidInput', fix: 'name a curriculum file, e.g. "configs/curriculum/tiny.toml"' });
+    throw new UserError('curriculum is missing', {
+      where: 'curriculum',
+      kind: 'InvalidInput',
+      fix: 'name a curriculum file, e.g. "configs/curriculum/tiny.toml"',
+    });
   }
   const set = (input.set ?? {}) as Overrides;
   if (set === null || typeof set !== 'object' || Array.isArray(set)) {
-    throw new UserError('set must be an object of {"section.field": value}', { where: 'set', kind: 'InvalidInput', fix: 'e.g. {"job.dump_folder": "runs"}' });
+    throw new UserError('set must be an object of {"section.field": value}', {
+      where: 'set',
+      kind: 'InvalidInput',
+      fix: 'e.g. {"job.dump_folder": "runs"}',
+    });
   }
   const cur = loadCurriculum(input.curriculum, set, { overrideSource: 'input.set' });
   const until = resolveUntil(input.until, cur.stages);
@@ -33,7 +50,10 @@ export function planCurriculum(input: CurriculumInput): Plan {
     curriculumName: cur.name,
     until,
     stages: cur.stages.map((s, index) => {
-      const init = index === 0 && s.config.checkpoint.init_state_dir !== '' ? path.resolve(s.config.checkpoint.init_state_dir) : null;
+      const init =
+        index === 0 && s.config.checkpoint.init_state_dir !== ''
+          ? path.resolve(s.config.checkpoint.init_state_dir)
+          : null;
       const convertFrom = init && isDiffusersFolder(init) ? init : null;
       return {
         index,
@@ -92,7 +112,9 @@ export function promoteStage(jobDirPath: string, stage: string, steps: number): 
   if (!latest || latest.state.step !== steps) {
     const existing = existingFinal(sDir, stage, steps);
     if (existing) return existing;
-    throw new Error(`stage ${stage} has no complete checkpoint at step ${steps} (latest: ${latest?.state.step ?? 'none'})`);
+    throw new Error(
+      `stage ${stage} has no complete checkpoint at step ${steps} (latest: ${latest?.state.step ?? 'none'})`,
+    );
   }
   return stageFinal(stage, promoteCheckpoint(latest, finalDir(sDir)));
 }

@@ -13,7 +13,10 @@ function makeLogger(): pino.Logger {
       // pino-pretty is a dependency; synchronous stream so that lines are not lost at exit.
       // eslint-disable-next-line @typescript-eslint/no-require-imports
       const pinoPretty = require('pino-pretty') as (o: object) => NodeJS.WritableStream;
-      return pino({ level }, pinoPretty({ destination: 2, sync: true, ignore: 'pid,hostname' }) as pino.DestinationStream);
+      return pino(
+        { level },
+        pinoPretty({ destination: 2, sync: true, ignore: 'pid,hostname' }) as pino.DestinationStream,
+      );
     } catch {
       /* fall through to JSON */
     }

@@ -36,7 +36,12 @@ export function trainingMetrics(meter: MetricMeter, tags: { job: string; stage: 
   const gradNorm = m.createGauge('ttt_grad_norm', 'float', '', 'Gradient norm (before clipping) of the last step');
   const stepSeconds = m.createHistogram('ttt_step_seconds', 'float', 's', 'Time of one optimizer step');
   const checkpoints = m.createCounter('ttt_checkpoints', 'checkpoints', 'Checkpoints saved');
-  const saveSeconds = m.createHistogram('ttt_checkpoint_save_seconds', 'float', 's', 'Time to save one checkpoint (write, fsync, rename)');
+  const saveSeconds = m.createHistogram(
+    'ttt_checkpoint_save_seconds',
+    'float',
+    's',
+    'Time to save one checkpoint (write, fsync, rename)',
+  );
   const bytes = m.createCounter('ttt_checkpoint_bytes', 'bytes', 'Bytes written by checkpoint saves');
   const size = m.createGauge('ttt_checkpoint_size_bytes', 'int', 'bytes', 'Size of the last checkpoint');
   return {

@@ -66,7 +66,8 @@ export async function jobStatus(client: Client, job: string): Promise<JobStatus>
   const running = status === 'RUNNING';
   const progress = running ? await withTimeout(handle.query(progressQuery), 3000) : undefined;
   let result: CurriculumResult | null = null;
-  if (status === 'COMPLETED') result = ((await withTimeout(handle.result(), 3000)) as CurriculumResult | undefined) ?? null;
+  if (status === 'COMPLETED')
+    result = ((await withTimeout(handle.result(), 3000)) as CurriculumResult | undefined) ?? null;
   let hb: HeartbeatDetails | undefined;
   let attempt: number | null = null;
   let lastFailure: string | null = null;
@@ -121,10 +122,29 @@ export function summarise(
         }
       }
       const etaSeconds = stepsPerSecond ? (total - step) / stepsPerSecond : null;
-      stages.push({ stage: name, step, totalSteps: total, done: !!done, loss, stepsPerSecond, etaSeconds, finalCheckpoint: done?.finalCheckpoint ?? null });
+      stages.push({
+        stage: name,
+        step,
+        totalSteps: total,
+        done: !!done,
+        loss,
+        stepsPerSecond,
+        etaSeconds,
+        finalCheckpoint: done?.finalCheckpoint ?? null,
+      });
     });
   } else if (result) {
-    for (const s of result.stages) stages.push({ stage: s.stage, step: s.steps, totalSteps: s.steps, done: true, loss: s.lastLoss, stepsPerSecond: null, etaSeconds: null, finalCheckpoint: s.finalCheckpoint });
+    for (const s of result.stages)
+      stages.push({
+        stage: s.stage,
+        step: s.steps,
+        totalSteps: s.steps,
+        done: true,
+        loss: s.lastLoss,
+        stepsPerSecond: null,
+        etaSeconds: null,
+        finalCheckpoint: s.finalCheckpoint,
+      });
   }
   const current = stages.find((s) => !s.done && s.stage === progress?.stage) ?? stages[stages.length - 1];
   return {
@@ -138,7 +158,8 @@ export function summarise(
     stepsPerSecond: current?.stepsPerSecond ?? null,
     etaSeconds: current?.etaSeconds ?? null,
     lastCheckpoint: progress?.lastCheckpoint ?? current?.finalCheckpoint ?? null,
-    jobDir: progress?.jobDir ?? (result?.stages[0] ? path.dirname(path.dirname(result.stages[0].finalCheckpoint)) : null),
+    jobDir:
+      progress?.jobDir ?? (result?.stages[0] ? path.dirname(path.dirname(result.stages[0].finalCheckpoint)) : null),
     until: progress?.until ?? result?.until ?? null,
     worker,
     stages,
@@ -159,6 +180,13 @@ export function formatEta(seconds: number | null): string {
 /** One line: "job: stage 18s, step 420/1000, loss 0.1830" plus the state when not simply running. */
 export function statusLine(s: JobStatus): string {
   const loss = s.loss === null ? '-' : s.loss.toFixed(4);
-  const extra = s.status !== 'RUNNING' ? ` [${s.status.toLowerCase()}]` : s.worker === 'none' ? ' [waiting for a worker]' : s.state && s.state !== 'running' ? ` [${s.state}]` : '';
+  const extra =
+    s.status !== 'RUNNING'
+      ? ` [${s.status.toLowerCase()}]`
+      : s.worker === 'none'
+        ? ' [waiting for a worker]'
+        : s.state && s.state !== 'running'
+          ? ` [${s.state}]`
+          : '';
   return `${s.job}: stage ${s.stage ?? '-'}, step ${s.step}/${s.totalSteps}, loss ${loss}${extra}`;
 }

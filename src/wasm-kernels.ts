@@ -1,7 +1,7 @@
 /**
  * Replacements for a few tfjs-backend-wasm 4.22 kernels that copy more than they need to.
  *
- * Slicing. 
+ * Slicing.
  * tfjs-backend-wasm 4.22's Slice (and SplitV and Unpack, which call it once per piece) starts with
  * `backend.readSync(x)`, which copies the WHOLE input out of the wasm heap before copying the
  * slice: every slice costs the size of its input, and splitting a tensor into n pieces costs n
@@ -33,7 +33,13 @@ function share(x: tf.TensorInfo, backend: WasmBackend): tf.TensorInfo {
 }
 
 /** Copies the box [begin, begin+size) of x (shape `shape`) into out, one contiguous run at a time. */
-export function copyBox(x: ArrayLike<number> & { subarray(a: number, b: number): ArrayLike<number> }, shape: number[], begin: number[], size: number[], out: { set(a: ArrayLike<number>, offset: number): void }): void {
+export function copyBox(
+  x: ArrayLike<number> & { subarray(a: number, b: number): ArrayLike<number> },
+  shape: number[],
+  begin: number[],
+  size: number[],
+  out: { set(a: ArrayLike<number>, offset: number): void },
+): void {
   const rank = shape.length;
   const strides = new Array<number>(rank).fill(1);
   for (let i = rank - 2; i >= 0; i--) strides[i] = strides[i + 1]! * shape[i + 1]!;
@@ -127,7 +133,10 @@ export function patchWasmKernels(): void {
       backendName: 'wasm',
       kernelFunc: (args) => {
         const x = args.inputs[input] as tf.TensorInfo;
-        return (x.dtype === 'string' ? undefined : body(x, args.attrs as Attrs, args.backend as WasmBackend)) ?? original(args);
+        return (
+          (x.dtype === 'string' ? undefined : body(x, args.attrs as Attrs, args.backend as WasmBackend)) ??
+          original(args)
+        );
       },
     });
   }

@@ -16,8 +16,12 @@ export interface WorkerOptions extends Partial<TemporalTarget> {
   signal?: AbortSignal;
 }
 
-export async function createWorker(opts: WorkerOptions = {}): Promise<{ worker: Worker; connection: NativeConnection }> {
-  installTemporalRuntime(opts.metricsPort !== undefined ? { metricsAddress: `${opts.metricsHost ?? '0.0.0.0'}:${opts.metricsPort}` } : {});
+export async function createWorker(
+  opts: WorkerOptions = {},
+): Promise<{ worker: Worker; connection: NativeConnection }> {
+  installTemporalRuntime(
+    opts.metricsPort !== undefined ? { metricsAddress: `${opts.metricsHost ?? '0.0.0.0'}:${opts.metricsPort}` } : {},
+  );
   const target = temporalTarget(opts);
   const connection = await NativeConnection.connect({ address: target.address });
   try {
@@ -44,7 +48,17 @@ export async function createWorker(opts: WorkerOptions = {}): Promise<{ worker: 
 export async function runWorker(opts: WorkerOptions = {}): Promise<void> {
   const target = temporalTarget(opts);
   const { worker, connection } = await createWorker(opts);
-  logger.info({ address: target.address, namespace: target.namespace, taskQueue: target.taskQueue, ...(opts.metricsPort !== undefined ? { metrics: `http://${opts.metricsHost ?? '0.0.0.0'}:${opts.metricsPort}/metrics` } : {}) }, 'worker started');
+  logger.info(
+    {
+      address: target.address,
+      namespace: target.namespace,
+      taskQueue: target.taskQueue,
+      ...(opts.metricsPort !== undefined
+        ? { metrics: `http://${opts.metricsHost ?? '0.0.0.0'}:${opts.metricsPort}/metrics` }
+        : {}),
+    },
+    'worker started',
+  );
   const stop = (): void => worker.shutdown();
   opts.signal?.addEventListener('abort', stop, { once: true });
   try {

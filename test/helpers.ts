@@ -34,7 +34,12 @@ export interface WorkerProc {
 }
 
 /** Starts `ttt-curriculum worker` in its own process. */
-export function spawnWorker(address: string, taskQueue: string, env: NodeJS.ProcessEnv = {}, args: string[] = []): WorkerProc {
+export function spawnWorker(
+  address: string,
+  taskQueue: string,
+  env: NodeJS.ProcessEnv = {},
+  args: string[] = [],
+): WorkerProc {
   const proc = spawn(process.execPath, [CLI, 'worker', '--address', address, '--task-queue', taskQueue, ...args], {
     cwd: ROOT,
     env: { ...process.env, TTT_LOG_LEVEL: 'info', TTT_LOG_PRETTY: '0', ...env },
@@ -89,7 +94,12 @@ export function sharedServer(prefix: string, queue: string): SharedServer {
   return env;
 }
 
-export async function waitFor<T>(what: string, fn: () => Promise<T | undefined> | T | undefined, timeoutMs = 120_000, everyMs = 250): Promise<T> {
+export async function waitFor<T>(
+  what: string,
+  fn: () => Promise<T | undefined> | T | undefined,
+  timeoutMs = 120_000,
+  everyMs = 250,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const v = await fn();
@@ -125,7 +135,11 @@ export function trainingChildren(marker: string): number[] {
 }
 
 /** Events of a workflow's history by type name. */
-export async function historyEvents(c: Client, workflowId: string, runId?: string): Promise<temporal.api.history.v1.IHistoryEvent[]> {
+export async function historyEvents(
+  c: Client,
+  workflowId: string,
+  runId?: string,
+): Promise<temporal.api.history.v1.IHistoryEvent[]> {
   const h = await c.workflow.getHandle(workflowId, runId).fetchHistory();
   return h.events ?? [];
 }
@@ -141,13 +155,19 @@ export function eventTypeName(e: temporal.api.history.v1.IHistoryEvent): string 
 export function pythonWithSafetensors(): string {
   const py = process.env.TTT_PYTHON ?? path.join(ROOT, '.tools', 'venv', 'bin', 'python');
   const r = spawnSync(py, ['-c', 'import numpy, safetensors.numpy'], { encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`${py} cannot import numpy and safetensors (${r.error?.message ?? r.stderr.trim().split('\n').pop()}): run bash scripts/ensure-python.sh`);
+  if (r.status !== 0)
+    throw new Error(
+      `${py} cannot import numpy and safetensors (${r.error?.message ?? r.stderr.trim().split('\n').pop()}): run bash scripts/ensure-python.sh`,
+    );
   return py;
 }
 
 /** Runs a script of test/python with that Python; returns its JSON output. */
 export function runPython<T>(script: string, args: string[]): T {
-  const r = spawnSync(pythonWithSafetensors(), [path.join(ROOT, 'test', 'python', script), ...args], { encoding: 'utf8', maxBuffer: 64 << 20 });
+  const r = spawnSync(pythonWithSafetensors(), [path.join(ROOT, 'test', 'python', script), ...args], {
+    encoding: 'utf8',
+    maxBuffer: 64 << 20,
+  });
   if (r.status !== 0) throw new Error(`python ${script} failed (${r.status}): ${r.stderr}`);
   return JSON.parse(r.stdout) as T;
 }

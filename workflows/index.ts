@@ -25,8 +25,25 @@ import type { SearchAttributeUpdatePair } from '@temporalio/common';
 import type { Activities } from '../activities';
 import { NON_RETRYABLE } from './nonretryable';
 import { normaliseStageName } from '../src/config/video';
-import type { Carried, CurriculumInput, CurriculumResult, JobState, PlannedStage, Progress, StageResult } from '../src/types';
-import { pauseSignal, progressQuery, resumeSignal, setUntilUpdate, shardProgressSignal, TRAINING_JOB, TRAINING_STAGE, TRAINING_STEP } from './definitions';
+import type {
+  Carried,
+  CurriculumInput,
+  CurriculumResult,
+  JobState,
+  PlannedStage,
+  Progress,
+  StageResult,
+} from '../src/types';
+import {
+  pauseSignal,
+  progressQuery,
+  resumeSignal,
+  setUntilUpdate,
+  shardProgressSignal,
+  TRAINING_JOB,
+  TRAINING_STAGE,
+  TRAINING_STEP,
+} from './definitions';
 import { currentDetails, stepText } from './details';
 
 export * from './definitions';
@@ -42,7 +59,13 @@ const converter = proxyActivities<Activities>({
   startToCloseTimeout: '4 hours',
   heartbeatTimeout: '2 minutes',
   cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-  retry: { initialInterval: '5s', backoffCoefficient: 2, maximumInterval: '60s', maximumAttempts: 10, nonRetryableErrorTypes: NON_RETRYABLE },
+  retry: {
+    initialInterval: '5s',
+    backoffCoefficient: 2,
+    maximumInterval: '60s',
+    maximumAttempts: 10,
+    nonRetryableErrorTypes: NON_RETRYABLE,
+  },
 });
 
 /** Bookkeeping activities, each with a one-line summary for the UI ("promote stage 18s"). */
@@ -58,7 +81,13 @@ function trainer(stage: PlannedStage, summary: string): Activities {
     startToCloseTimeout: `${Math.ceil(stage.shardMaxSeconds * 3 + 600)}s`,
     heartbeatTimeout: `${stage.heartbeatTimeoutSeconds}s`,
     cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-    retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '60s', maximumAttempts: 50, nonRetryableErrorTypes: NON_RETRYABLE },
+    retry: {
+      initialInterval: '1s',
+      backoffCoefficient: 2,
+      maximumInterval: '60s',
+      maximumAttempts: 50,
+      nonRetryableErrorTypes: NON_RETRYABLE,
+    },
   });
 }
 
@@ -140,10 +169,15 @@ export async function trainCurriculum(input: CurriculumInput, carried?: Carried)
     {
       validator: (value: string) => {
         const norm = typeof value === 'string' ? normaliseStageName(value) : undefined;
-        if (norm === undefined || !names.includes(norm)) throw new Error(`setUntil: ${JSON.stringify(value)} is not a stage of this curriculum; use one of ${names.join(', ')}`);
+        if (norm === undefined || !names.includes(norm))
+          throw new Error(
+            `setUntil: ${JSON.stringify(value)} is not a stage of this curriculum; use one of ${names.join(', ')}`,
+          );
         const current = Math.max(results.length, progress.stageIndex);
         if (names.indexOf(norm) < current) {
-          throw new Error(`setUntil: stage ${norm} is already finished or running; use ${names.slice(current).join(', ') || '(none left)'}`);
+          throw new Error(
+            `setUntil: stage ${norm} is already finished or running; use ${names.slice(current).join(', ') || '(none left)'}`,
+          );
         }
       },
     },
@@ -157,11 +191,20 @@ export async function trainCurriculum(input: CurriculumInput, carried?: Carried)
     setState(paused ? 'paused' : 'running');
     const startedAt = carried?.stageStartedAt ?? Date.now();
     carried = undefined;
-    const status = await quick(`inspect stage ${stage.name}`).inspectStage({ jobDir: plan.jobDir, stage: stage.name, steps: stage.steps });
+    const status = await quick(`inspect stage ${stage.name}`).inspectStage({
+      jobDir: plan.jobDir,
+      stage: stage.name,
+      steps: stage.steps,
+    });
     progress.step = status.step;
     if (stage.convertFrom && initFrom && !status.final && status.step === 0) {
       // Stage 1 from CogVideoX diffusers weights: convert them first (kept if already converted).
-      await converter.convertInit({ from: stage.convertFrom, out: initFrom, ssmLayer: stage.ssmLayer, seed: stage.seed });
+      await converter.convertInit({
+        from: stage.convertFrom,
+        out: initFrom,
+        ssmLayer: stage.ssmLayer,
+        seed: stage.seed,
+      });
     }
     show();
     if (!status.final) {
@@ -174,7 +217,9 @@ export async function trainCurriculum(input: CurriculumInput, carried?: Carried)
         try {
           shardScope = new CancellationScope();
           const acts = trainer(stage, stepText(stage.name, progress.step, stage.steps, progress.lastLoss));
-          const r = await shardScope.run(() => acts.trainShard({ jobDir: plan.jobDir, stage, set: input.set ?? {}, initFrom }));
+          const r = await shardScope.run(() =>
+            acts.trainShard({ jobDir: plan.jobDir, stage, set: input.set ?? {}, initFrom }),
+          );
           Object.assign(progress, { step: r.step, lastLoss: r.lastLoss, lastCheckpoint: r.checkpoint });
           show();
           if (r.done) break;
@@ -189,7 +234,9 @@ export async function trainCurriculum(input: CurriculumInput, carried?: Carried)
         }
       }
     }
-    const { initHash: _initHash, ...final } = await quick(`promote stage ${stage.name} (${stage.steps} steps)`).promoteStage({ jobDir: plan.jobDir, stage: stage.name, steps: stage.steps });
+    const { initHash: _initHash, ...final } = await quick(
+      `promote stage ${stage.name} (${stage.steps} steps)`,
+    ).promoteStage({ jobDir: plan.jobDir, stage: stage.name, steps: stage.steps });
     results.push({ ...final, wallSeconds: (Date.now() - startedAt) / 1000 });
     Object.assign(progress, { step: final.steps, lastCheckpoint: final.finalCheckpoint, lastLoss: final.lastLoss });
     show();

@@ -65,12 +65,17 @@ export class Lease {
     for (;;) {
       const epoch = Math.max(0, ...epochs(dir)) + 1;
       try {
-        fs.writeFileSync(path.join(dir, fileName(epoch)), JSON.stringify({ epoch, ...owner, at: new Date().toISOString() }) + '\n', { flag: 'wx' });
+        fs.writeFileSync(
+          path.join(dir, fileName(epoch)),
+          `${JSON.stringify({ epoch, ...owner, at: new Date().toISOString() })}\n`,
+          { flag: 'wx' },
+        );
       } catch (e) {
         if ((e as NodeJS.ErrnoException).code === 'EEXIST') continue; // another writer took it first
         throw e;
       }
-      for (const old of epochs(dir).filter((x) => x <= epoch - KEEP_LEASES)) fs.rmSync(path.join(dir, fileName(old)), { force: true });
+      for (const old of epochs(dir).filter((x) => x <= epoch - KEEP_LEASES))
+        fs.rmSync(path.join(dir, fileName(old)), { force: true });
       return new Lease(dir, epoch);
     }
   }
@@ -86,6 +91,8 @@ export class Lease {
     } catch {
       /* the holder's description is only for the message */
     }
-    throw new FencedError(`fenced: lease ${this.epoch} on ${path.dirname(this.dir)} was superseded by lease ${newer}${holder}; this writer stops before ${what} and writes nothing more`);
+    throw new FencedError(
+      `fenced: lease ${this.epoch} on ${path.dirname(this.dir)} was superseded by lease ${newer}${holder}; this writer stops before ${what} and writes nothing more`,
+    );
   }
 }

@@ -17,12 +17,38 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import { UserError } from '../errors';
 
-export type DType = 'F64' | 'F32' | 'F16' | 'BF16' | 'F8_E4M3' | 'F8_E5M2' | 'I64' | 'I32' | 'I16' | 'I8' | 'U64' | 'U32' | 'U16' | 'U8' | 'BOOL';
+export type DType =
+  | 'F64'
+  | 'F32'
+  | 'F16'
+  | 'BF16'
+  | 'F8_E4M3'
+  | 'F8_E5M2'
+  | 'I64'
+  | 'I32'
+  | 'I16'
+  | 'I8'
+  | 'U64'
+  | 'U32'
+  | 'U16'
+  | 'U8'
+  | 'BOOL';
 export const DTYPE_BYTES: Record<DType, number> = {
-  F64: 8, I64: 8, U64: 8,
-  F32: 4, I32: 4, U32: 4,
-  F16: 2, BF16: 2, I16: 2, U16: 2,
-  F8_E4M3: 1, F8_E5M2: 1, I8: 1, U8: 1, BOOL: 1,
+  F64: 8,
+  I64: 8,
+  U64: 8,
+  F32: 4,
+  I32: 4,
+  U32: 4,
+  F16: 2,
+  BF16: 2,
+  I16: 2,
+  U16: 2,
+  F8_E4M3: 1,
+  F8_E5M2: 1,
+  I8: 1,
+  U8: 1,
+  BOOL: 1,
 };
 /** The reference implementation's limit: a longer header is refused before it is read. */
 export const MAX_HEADER_BYTES = 100 * 1024 * 1024;
@@ -54,7 +80,11 @@ export class SafetensorsError extends UserError {
   /** The problem alone, without the file and the fix. */
   readonly problem: string;
   constructor(file: string, message: string) {
-    super(message, { where: file, kind: 'SafetensorsError', fix: 'the file is malformed or truncated; restore it or delete it so that an earlier checkpoint is used' });
+    super(message, {
+      where: file,
+      kind: 'SafetensorsError',
+      fix: 'the file is malformed or truncated; restore it or delete it so that an earlier checkpoint is used',
+    });
     this.name = 'SafetensorsError';
     this.problem = message;
   }
@@ -115,7 +145,8 @@ export function parseHeader(file: string, headerBytes: Uint8Array, fileSize: num
   } catch (e) {
     throw new SafetensorsError(file, `header is not valid JSON (${(e as Error).message})`);
   }
-  if (json === null || typeof json !== 'object' || Array.isArray(json)) throw new SafetensorsError(file, 'header is not a JSON object');
+  if (json === null || typeof json !== 'object' || Array.isArray(json))
+    throw new SafetensorsError(file, 'header is not a JSON object');
   const dup = duplicateKey(text);
   if (dup !== undefined) throw new SafetensorsError(file, `header has the key ${JSON.stringify(dup)} twice`);
   const tensors = new Map<string, TensorInfo>();
@@ -124,32 +155,58 @@ export function parseHeader(file: string, headerBytes: Uint8Array, fileSize: num
   const ranges: [number, number, string][] = [];
   for (const [name, v] of Object.entries(json as Record<string, unknown>)) {
     if (name === '__metadata__') {
-      if (v === null || typeof v !== 'object' || Array.isArray(v) || Object.values(v).some((x) => typeof x !== 'string')) {
+      if (
+        v === null ||
+        typeof v !== 'object' ||
+        Array.isArray(v) ||
+        Object.values(v).some((x) => typeof x !== 'string')
+      ) {
         throw new SafetensorsError(file, '__metadata__ must map strings to strings');
       }
       metadata = v as Record<string, string>;
       continue;
     }
     const what = `tensor ${JSON.stringify(name)}`;
-    if (v === null || typeof v !== 'object' || Array.isArray(v)) throw new SafetensorsError(file, `${what}: entry is not an object`);
+    if (v === null || typeof v !== 'object' || Array.isArray(v))
+      throw new SafetensorsError(file, `${what}: entry is not an object`);
     const { dtype, shape, data_offsets: offs } = v as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
-    if (typeof dtype !== 'string' || !Object.prototype.hasOwnProperty.call(DTYPE_BYTES, dtype)) {
-      throw new SafetensorsError(file, `${what}: unknown dtype ${JSON.stringify(dtype)} (known: ${Object.keys(DTYPE_BYTES).join(', ')})`);
+    if (typeof dtype !== 'string' || !Object.hasOwn(DTYPE_BYTES, dtype)) {
+      throw new SafetensorsError(
+        file,
+        `${what}: unknown dtype ${JSON.stringify(dtype)} (known: ${Object.keys(DTYPE_BYTES).join(', ')})`,
+      );
     }
     if (!Array.isArray(shape) || shape.some((d) => !Number.isSafeInteger(d) || d < 0)) {
-      throw new SafetensorsError(file, `${what}: shape ${JSON.stringify(shape)} is not a list of non-negative integers`);
+      throw new SafetensorsError(
+        file,
+        `${what}: shape ${JSON.stringify(shape)} is not a list of non-negative integers`,
+      );
     }
-    if (!Array.isArray(offs) || offs.length !== 2 || offs.some((d) => !Number.isSafeInteger(d) || d < 0) || offs[0] > offs[1]) {
-      throw new SafetensorsError(file, `${what}: data_offsets ${JSON.stringify(offs)} is not [begin, end] with 0 <= begin <= end`);
+    if (
+      !Array.isArray(offs) ||
+      offs.length !== 2 ||
+      offs.some((d) => !Number.isSafeInteger(d) || d < 0) ||
+      offs[0] > offs[1]
+    ) {
+      throw new SafetensorsError(
+        file,
+        `${what}: data_offsets ${JSON.stringify(offs)} is not [begin, end] with 0 <= begin <= end`,
+      );
     }
     const [begin, end] = offs as [number, number];
     if (end > dataBytes) {
-      throw new SafetensorsError(file, `${what}: data_offsets [${begin}, ${end}] fall outside the ${Math.max(0, dataBytes)}-byte data section (file truncated?)`);
+      throw new SafetensorsError(
+        file,
+        `${what}: data_offsets [${begin}, ${end}] fall outside the ${Math.max(0, dataBytes)}-byte data section (file truncated?)`,
+      );
     }
     let expected = DTYPE_BYTES[dtype as DType];
     for (const d of shape as number[]) expected *= d;
     if (!Number.isSafeInteger(expected) || expected !== end - begin) {
-      throw new SafetensorsError(file, `${what}: shape ${JSON.stringify(shape)} of ${dtype} needs ${expected} bytes but data_offsets [${begin}, ${end}] span ${end - begin}`);
+      throw new SafetensorsError(
+        file,
+        `${what}: shape ${JSON.stringify(shape)} of ${dtype} needs ${expected} bytes but data_offsets [${begin}, ${end}] span ${end - begin}`,
+      );
     }
     tensors.set(name, { dtype: dtype as DType, shape: shape as number[], begin, end });
     ranges.push([begin, end, name]);
@@ -159,12 +216,24 @@ export function parseHeader(file: string, headerBytes: Uint8Array, fileSize: num
   let at = 0;
   let prev = '(start of the data section)';
   for (const [begin, end, name] of ranges) {
-    if (begin < at) throw new SafetensorsError(file, `tensors ${JSON.stringify(prev)} and ${JSON.stringify(name)} overlap (bytes ${begin}..${at})`);
-    if (begin > at) throw new SafetensorsError(file, `${begin - at} bytes between ${prev === '(start of the data section)' ? prev : JSON.stringify(prev)} and tensor ${JSON.stringify(name)} belong to no tensor`);
+    if (begin < at)
+      throw new SafetensorsError(
+        file,
+        `tensors ${JSON.stringify(prev)} and ${JSON.stringify(name)} overlap (bytes ${begin}..${at})`,
+      );
+    if (begin > at)
+      throw new SafetensorsError(
+        file,
+        `${begin - at} bytes between ${prev === '(start of the data section)' ? prev : JSON.stringify(prev)} and tensor ${JSON.stringify(name)} belong to no tensor`,
+      );
     at = end;
     prev = name;
   }
-  if (at !== dataBytes) throw new SafetensorsError(file, `the last ${dataBytes - at} bytes of the file belong to no tensor (the data section is ${dataBytes} bytes, the tensors end at ${at})`);
+  if (at !== dataBytes)
+    throw new SafetensorsError(
+      file,
+      `the last ${dataBytes - at} bytes of the file belong to no tensor (the data section is ${dataBytes} bytes, the tensors end at ${at})`,
+    );
   return { tensors, metadata, dataStart, dataBytes };
 }
 
@@ -173,7 +242,11 @@ export function readExactly(fd: number, file: string, buf: Uint8Array, position:
   let off = 0;
   while (off < buf.length) {
     const n = fs.readSync(fd, buf, off, Math.min(buf.length - off, 1 << 30), position + off);
-    if (n === 0) throw new SafetensorsError(file, `file ended at byte ${position + off} while reading ${buf.length} bytes at ${position} (truncated while reading?)`);
+    if (n === 0)
+      throw new SafetensorsError(
+        file,
+        `file ended at byte ${position + off} while reading ${buf.length} bytes at ${position} (truncated while reading?)`,
+      );
     off += n;
   }
 }
@@ -182,8 +255,10 @@ export function readExactly(fd: number, file: string, buf: Uint8Array, position:
 function headerLength(file: string, first8: Uint8Array, size: number): number {
   if (size < 8) throw new SafetensorsError(file, `file is ${size} bytes, shorter than the 8-byte header length`);
   const n = Buffer.from(first8.buffer, first8.byteOffset, 8).readBigUInt64LE(0);
-  if (n > BigInt(MAX_HEADER_BYTES)) throw new SafetensorsError(file, `header length ${n} exceeds the ${MAX_HEADER_BYTES}-byte limit`);
-  if (n > BigInt(size - 8)) throw new SafetensorsError(file, `header length ${n} runs past the end of the ${size}-byte file`);
+  if (n > BigInt(MAX_HEADER_BYTES))
+    throw new SafetensorsError(file, `header length ${n} exceeds the ${MAX_HEADER_BYTES}-byte limit`);
+  if (n > BigInt(size - 8))
+    throw new SafetensorsError(file, `header length ${n} runs past the end of the ${size}-byte file`);
   return Number(n);
 }
 
@@ -198,12 +273,23 @@ export function readHeaderFd(fd: number, file: string): SafetensorsHeader {
 }
 
 /** Decodes a whole safetensors file held in memory (every tensor as float32), with the same checks as reading a file. */
-export function decodeSafetensors(bytes: Uint8Array, file = '(buffer)'): { tensors: Map<string, FloatTensor>; metadata: Record<string, string> } {
+export function decodeSafetensors(
+  bytes: Uint8Array,
+  file = '(buffer)',
+): { tensors: Map<string, FloatTensor>; metadata: Record<string, string> } {
   const n = headerLength(file, bytes.subarray(0, 8), bytes.length);
   const header = parseHeader(file, bytes.subarray(8, 8 + n), bytes.length);
   const tensors = new Map<string, FloatTensor>();
   for (const [name, info] of header.tensors) {
-    tensors.set(name, { shape: info.shape, data: toFloat32(info.dtype, bytes.subarray(header.dataStart + info.begin, header.dataStart + info.end), file, name) });
+    tensors.set(name, {
+      shape: info.shape,
+      data: toFloat32(
+        info.dtype,
+        bytes.subarray(header.dataStart + info.begin, header.dataStart + info.end),
+        file,
+        name,
+      ),
+    });
   }
   return { tensors, metadata: header.metadata };
 }
@@ -249,7 +335,8 @@ function aligned(bytes: Uint8Array, align: number): Uint8Array {
  */
 export function toFloat32(dtype: DType, bytes: Uint8Array, file = '(buffer)', name = '', owned = false): Float32Array {
   const n = bytes.length / DTYPE_BYTES[dtype];
-  if (!LITTLE_ENDIAN) return toFloat32Portable(dtype, Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length), n, file, name);
+  if (!LITTLE_ENDIAN)
+    return toFloat32Portable(dtype, Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length), n, file, name);
   switch (dtype) {
     case 'F32': {
       const a = aligned(bytes, 4);
@@ -276,7 +363,10 @@ export function toFloat32(dtype: DType, bytes: Uint8Array, file = '(buffer)', na
       return Float32Array.from(new Float64Array(a.buffer, a.byteOffset, n));
     }
     default:
-      throw new SafetensorsError(file, `tensor ${JSON.stringify(name)} has dtype ${dtype}, expected a floating-point dtype (F32, BF16, F16, F64)`);
+      throw new SafetensorsError(
+        file,
+        `tensor ${JSON.stringify(name)} has dtype ${dtype}, expected a floating-point dtype (F32, BF16, F16, F64)`,
+      );
   }
 }
 
@@ -291,7 +381,11 @@ function toFloat32Portable(dtype: DType, bytes: Buffer, n: number, file: string,
     else if (dtype === 'BF16') {
       u32[0] = bytes.readUInt16LE(i * 2) << 16;
       out[i] = f32[0]!;
-    } else throw new SafetensorsError(file, `tensor ${JSON.stringify(name)} has dtype ${dtype}, expected a floating-point dtype (F32, BF16, F16, F64)`);
+    } else
+      throw new SafetensorsError(
+        file,
+        `tensor ${JSON.stringify(name)} has dtype ${dtype}, expected a floating-point dtype (F32, BF16, F16, F64)`,
+      );
   }
   return out;
 }
@@ -309,7 +403,8 @@ export function fromFloat32(dtype: 'F32' | 'BF16', data: Float32Array): Buffer {
   const out = LITTLE_ENDIAN ? new Uint16Array(b.buffer, b.byteOffset, data.length) : undefined;
   for (let i = 0; i < data.length; i++) {
     const u = bits[i]!;
-    const h = (u & 0x7fffffff) > 0x7f800000 ? ((u >>> 16) | 0x40) & 0xffff : ((u + 0x7fff + ((u >>> 16) & 1)) >>> 16) & 0xffff;
+    const h =
+      (u & 0x7fffffff) > 0x7f800000 ? ((u >>> 16) | 0x40) & 0xffff : ((u + 0x7fff + ((u >>> 16) & 1)) >>> 16) & 0xffff;
     if (out) out[i] = h;
     else b.writeUInt16LE(h, i * 2);
   }
@@ -330,7 +425,10 @@ export function readSafetensors(file: string): { tensors: Map<string, FloatTenso
     const header = readHeaderFd(fd, file);
     const tensors = new Map<string, FloatTensor>();
     for (const [name, info] of header.tensors) {
-      tensors.set(name, { shape: info.shape, data: toFloat32(info.dtype, readTensorBytes(fd, file, header, info), file, name, true) });
+      tensors.set(name, {
+        shape: info.shape,
+        data: toFloat32(info.dtype, readTensorBytes(fd, file, header, info), file, name, true),
+      });
     }
     return { tensors, metadata: header.metadata };
   } finally {
@@ -348,12 +446,16 @@ export interface HeaderEntry {
  * The 8-byte length and the JSON header (padded with spaces to a multiple of 8 bytes) of a
  * file whose tensors follow in the given order; also the data section's length.
  */
-export function encodeHeader(entries: HeaderEntry[], metadata: Record<string, string> = {}): { header: Buffer; dataBytes: number } {
+export function encodeHeader(
+  entries: HeaderEntry[],
+  metadata: Record<string, string> = {},
+): { header: Buffer; dataBytes: number } {
   const json: Record<string, unknown> = {};
   if (Object.keys(metadata).length > 0) json.__metadata__ = metadata;
   let offset = 0;
   for (const e of entries) {
-    if (e.name === '__metadata__' || Object.prototype.hasOwnProperty.call(json, e.name)) throw new Error(`tensor name ${JSON.stringify(e.name)} is reserved or repeated`);
+    if (e.name === '__metadata__' || Object.hasOwn(json, e.name))
+      throw new Error(`tensor name ${JSON.stringify(e.name)} is reserved or repeated`);
     const bytes = e.shape.reduce((a, b) => a * b, DTYPE_BYTES[e.dtype]);
     json[e.name] = { dtype: e.dtype, shape: e.shape, data_offsets: [offset, offset + bytes] };
     offset += bytes;
@@ -367,13 +469,23 @@ export function encodeHeader(entries: HeaderEntry[], metadata: Record<string, st
 }
 
 /** Serialises float32 tensors (sorted by name) as F32 (default) or BF16 into a list of buffers. */
-export function encodeSafetensors(tensors: Map<string, FloatTensor>, metadata: Record<string, string> = {}, dtype: 'F32' | 'BF16' = 'F32'): Buffer[] {
+export function encodeSafetensors(
+  tensors: Map<string, FloatTensor>,
+  metadata: Record<string, string> = {},
+  dtype: 'F32' | 'BF16' = 'F32',
+): Buffer[] {
   const names = [...tensors.keys()].sort();
   for (const name of names) {
     const t = tensors.get(name)!;
     const elements = t.shape.reduce((a, b) => a * b, 1);
-    if (elements !== t.data.length) throw new Error(`tensor ${name}: shape ${JSON.stringify(t.shape)} has ${elements} elements but data has ${t.data.length}`);
+    if (elements !== t.data.length)
+      throw new Error(
+        `tensor ${name}: shape ${JSON.stringify(t.shape)} has ${elements} elements but data has ${t.data.length}`,
+      );
   }
-  const { header } = encodeHeader(names.map((name) => ({ name, dtype, shape: tensors.get(name)!.shape })), metadata);
+  const { header } = encodeHeader(
+    names.map((name) => ({ name, dtype, shape: tensors.get(name)!.shape })),
+    metadata,
+  );
   return [header, ...names.map((name) => Buffer.from(fromFloat32(dtype, tensors.get(name)!.data)))];
 }

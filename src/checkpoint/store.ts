@@ -123,16 +123,30 @@ export interface SaveHooks {
 export function saveCheckpoint(checkpointsDir: string, content: CheckpointContent, hooks: SaveHooks = {}): string {
   fs.mkdirSync(checkpointsDir, { recursive: true });
   const finalDir = path.join(checkpointsDir, stepDirName(content.state.step));
-  const tmp = path.join(checkpointsDir, `.tmp-${stepDirName(content.state.step)}-${process.pid}-${crypto.randomBytes(4).toString('hex')}`);
+  const tmp = path.join(
+    checkpointsDir,
+    `.tmp-${stepDirName(content.state.step)}-${process.pid}-${crypto.randomBytes(4).toString('hex')}`,
+  );
   fs.mkdirSync(tmp);
   try {
     const files: Record<string, FileEntry> = {};
-    files['model.safetensors'] = writeFileSynced(path.join(tmp, 'model.safetensors'), encodeSafetensors(content.model, { format: 'pt' }));
+    files['model.safetensors'] = writeFileSynced(
+      path.join(tmp, 'model.safetensors'),
+      encodeSafetensors(content.model, { format: 'pt' }),
+    );
     if (content.optimizer) {
-      files['optimizer.safetensors'] = writeFileSynced(path.join(tmp, 'optimizer.safetensors'), encodeSafetensors(content.optimizer, { format: 'pt' }));
+      files['optimizer.safetensors'] = writeFileSynced(
+        path.join(tmp, 'optimizer.safetensors'),
+        encodeSafetensors(content.optimizer, { format: 'pt' }),
+      );
     }
-    const state: CheckpointState = { format: CHECKPOINT_FORMAT, ...content.state, files, createdAt: new Date().toISOString() };
-    writeFileSynced(path.join(tmp, 'state.json'), JSON.stringify(state, null, 2) + '\n');
+    const state: CheckpointState = {
+      format: CHECKPOINT_FORMAT,
+      ...content.state,
+      files,
+      createdAt: new Date().toISOString(),
+    };
+    writeFileSynced(path.join(tmp, 'state.json'), `${JSON.stringify(state, null, 2)}\n`);
     fsyncDir(tmp);
     hooks.beforeRename?.(tmp);
     try {
@@ -170,7 +184,12 @@ export function verifyCheckpoint(dir: string, opts: { checksums?: boolean } = {}
   } catch (e) {
     return { ok: false, reason: `state.json missing or unreadable (${(e as Error).message})` };
   }
-  if (state.format !== CHECKPOINT_FORMAT || typeof state.step !== 'number' || state.files === null || typeof state.files !== 'object') {
+  if (
+    state.format !== CHECKPOINT_FORMAT ||
+    typeof state.step !== 'number' ||
+    state.files === null ||
+    typeof state.files !== 'object'
+  ) {
     return { ok: false, reason: 'state.json is not a ttt-curriculum checkpoint state' };
   }
   if (!state.files['model.safetensors']) return { ok: false, reason: 'state.json lists no model.safetensors' };
@@ -179,7 +198,12 @@ export function verifyCheckpoint(dir: string, opts: { checksums?: boolean } = {}
 }
 
 /** Checks files against their recorded sizes (and sha256 unless checksums: false); returns what is wrong, or undefined. */
-export function verifyFiles(dir: string, files: Record<string, FileEntry>, listedIn: string, opts: { checksums?: boolean } = {}): string | undefined {
+export function verifyFiles(
+  dir: string,
+  files: Record<string, FileEntry>,
+  listedIn: string,
+  opts: { checksums?: boolean } = {},
+): string | undefined {
   for (const [name, entry] of Object.entries(files)) {
     const f = path.join(dir, name);
     let size: number;
@@ -189,7 +213,8 @@ export function verifyFiles(dir: string, files: Record<string, FileEntry>, liste
       return `${name} is missing`;
     }
     if (size !== entry.bytes) return `${name} has ${size} bytes, ${listedIn} says ${entry.bytes} (truncated?)`;
-    if (opts.checksums !== false && sha256File(f) !== entry.sha256) return `${name} fails its sha256 checksum (corrupted)`;
+    if (opts.checksums !== false && sha256File(f) !== entry.sha256)
+      return `${name} fails its sha256 checksum (corrupted)`;
   }
   return undefined;
 }
@@ -210,7 +235,10 @@ export function listCheckpoints(checkpointsDir: string): { step: number; dir: st
 }
 
 /** The newest complete checkpoint; invalid ones are skipped and reported through `onSkip`. */
-export function latestCompleteCheckpoint(checkpointsDir: string, onSkip: (dir: string, reason: string) => void = () => {}): VerifiedCheckpoint | undefined {
+export function latestCompleteCheckpoint(
+  checkpointsDir: string,
+  onSkip: (dir: string, reason: string) => void = () => {},
+): VerifiedCheckpoint | undefined {
   for (const c of listCheckpoints(checkpointsDir)) {
     const v = verifyCheckpoint(c.dir);
     if (v.ok) return { dir: c.dir, state: v.state };
@@ -266,10 +294,16 @@ function verified(dir: string): VerifiedCheckpoint {
 }
 
 /** Loads a complete checkpoint: a folder (verified here) or one already verified (e.g. by latestCompleteCheckpoint). */
-export function loadCheckpoint(ck: string | VerifiedCheckpoint): { model: Map<string, FloatTensor>; optimizer?: Map<string, FloatTensor>; state: CheckpointState } {
+export function loadCheckpoint(ck: string | VerifiedCheckpoint): {
+  model: Map<string, FloatTensor>;
+  optimizer?: Map<string, FloatTensor>;
+  state: CheckpointState;
+} {
   const { dir, state } = typeof ck === 'string' ? verified(ck) : ck;
   const model = readSafetensors(path.join(dir, 'model.safetensors')).tensors;
-  const optimizer = state.files['optimizer.safetensors'] ? readSafetensors(path.join(dir, 'optimizer.safetensors')).tensors : undefined;
+  const optimizer = state.files['optimizer.safetensors']
+    ? readSafetensors(path.join(dir, 'optimizer.safetensors')).tensors
+    : undefined;
   return optimizer ? { model, optimizer, state } : { model, state };
 }
 
@@ -281,7 +315,11 @@ export function modelFiles(dir: string): string[] {
     try {
       weightMap = (JSON.parse(fs.readFileSync(index, 'utf8')) as { weight_map: Record<string, string> }).weight_map;
     } catch (e) {
-      throw new UserError(`cannot read the shard index (${(e as Error).message})`, { where: index, kind: 'CheckpointError', fix: 'restore the index file' });
+      throw new UserError(`cannot read the shard index (${(e as Error).message})`, {
+        where: index,
+        kind: 'CheckpointError',
+        fix: 'restore the index file',
+      });
     }
     return [...new Set(Object.values(weightMap))].sort().map((f) => path.join(dir, f));
   }
@@ -302,16 +340,29 @@ export function modelFiles(dir: string): string[] {
 export function loadModelWeights(dir: string): Map<string, FloatTensor> {
   if (fs.existsSync(path.join(dir, 'state.json'))) {
     const v = verifyCheckpoint(dir);
-    if (!v.ok) throw new UserError(`weights folder is not usable: ${v.reason}`, { where: dir, kind: 'CheckpointError', fix: 'restore the folder or point at another checkpoint' });
+    if (!v.ok)
+      throw new UserError(`weights folder is not usable: ${v.reason}`, {
+        where: dir,
+        kind: 'CheckpointError',
+        fix: 'restore the folder or point at another checkpoint',
+      });
   } else if (fs.existsSync(path.join(dir, 'convert.json'))) {
     let files: Record<string, FileEntry> | undefined;
     try {
-      files = (JSON.parse(fs.readFileSync(path.join(dir, 'convert.json'), 'utf8')) as { files?: Record<string, FileEntry> }).files;
+      files = (
+        JSON.parse(fs.readFileSync(path.join(dir, 'convert.json'), 'utf8')) as { files?: Record<string, FileEntry> }
+      ).files;
     } catch {
       /* reported below */
     }
-    const bad = files && typeof files === 'object' ? verifyFiles(dir, files, 'convert.json') : 'convert.json is unreadable';
-    if (bad) throw new UserError(`converted weights are not usable: ${bad}`, { where: dir, kind: 'CheckpointError', fix: 'run `ttt-curriculum convert` again (it replaces the folder)' });
+    const bad =
+      files && typeof files === 'object' ? verifyFiles(dir, files, 'convert.json') : 'convert.json is unreadable';
+    if (bad)
+      throw new UserError(`converted weights are not usable: ${bad}`, {
+        where: dir,
+        kind: 'CheckpointError',
+        fix: 'run `ttt-curriculum convert` again (it replaces the folder)',
+      });
   }
   const out = new Map<string, FloatTensor>();
   for (const f of modelFiles(dir)) for (const [k, t] of readSafetensors(f).tensors) out.set(k, t);
@@ -323,7 +374,9 @@ export function tensorsHash(tensors: Map<string, FloatTensor>): string {
   const h = crypto.createHash('sha256');
   for (const name of [...tensors.keys()].sort()) {
     const t = tensors.get(name)!;
-    h.update(name).update(JSON.stringify(t.shape)).update(Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength));
+    h.update(name)
+      .update(JSON.stringify(t.shape))
+      .update(Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength));
   }
   return h.digest('hex');
 }

@@ -43,32 +43,49 @@ function overridesFrom(sets: string[], cli: Overrides): Overrides {
   return out;
 }
 
-const fmtBytes = (n: number): string => (n >= 1e9 ? `${(n / 1e9).toFixed(2)} GB` : n >= 1e6 ? `${(n / 1e6).toFixed(1)} MB` : `${(n / 1e3).toFixed(1)} kB`);
+const fmtBytes = (n: number): string =>
+  n >= 1e9 ? `${(n / 1e9).toFixed(2)} GB` : n >= 1e6 ? `${(n / 1e6).toFixed(1)} MB` : `${(n / 1e3).toFixed(1)} kB`;
 
 /** "5GB", "500MB", "1.5GiB" or a number of bytes. */
 export function parseSize(v: string): number {
   const m = /^(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|KiB|MiB|GiB)?$/i.exec(v.trim());
   const units: Record<string, number> = { b: 1, kb: 1e3, mb: 1e6, gb: 1e9, kib: 1024, mib: 1024 ** 2, gib: 1024 ** 3 };
   const n = m ? Math.floor(Number(m[1]) * units[(m[2] ?? 'b').toLowerCase()]!) : NaN;
-  if (!(n > 0)) throw new UserError(`size ${JSON.stringify(v)} is not a positive size`, { kind: 'InvalidInput', fix: 'write e.g. 5GB, 500MB or 1GiB' });
+  if (!(n > 0))
+    throw new UserError(`size ${JSON.stringify(v)} is not a positive size`, {
+      kind: 'InvalidInput',
+      fix: 'write e.g. 5GB, 500MB or 1GiB',
+    });
   return n;
 }
 
 export function printResult(r: CurriculumResult, out: NodeJS.WritableStream = process.stdout): void {
-  const rows = r.stages.map((s) => [s.stage, String(s.steps), s.firstLoss?.toFixed(4) ?? '-', s.lastLoss?.toFixed(4) ?? '-', s.wallSeconds.toFixed(1), s.finalCheckpoint]);
+  const rows = r.stages.map((s) => [
+    s.stage,
+    String(s.steps),
+    s.firstLoss?.toFixed(4) ?? '-',
+    s.lastLoss?.toFixed(4) ?? '-',
+    s.wallSeconds.toFixed(1),
+    s.finalCheckpoint,
+  ]);
   const head = ['stage', 'steps', 'first loss', 'last loss', 'wall s', 'final checkpoint'];
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
-  const fmt = (cells: string[]): string => cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]!))).join('  ');
-  out.write(`\nJob ${r.jobName} (${path.relative(process.cwd(), r.curriculum) || r.curriculum}) finished through stage ${r.until}:\n`);
-  out.write(fmt(head) + '\n');
-  for (const row of rows) out.write(fmt(row) + '\n');
+  const fmt = (cells: string[]): string =>
+    cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]!))).join('  ');
+  out.write(
+    `\nJob ${r.jobName} (${path.relative(process.cwd(), r.curriculum) || r.curriculum}) finished through stage ${r.until}:\n`,
+  );
+  out.write(`${fmt(head)}\n`);
+  for (const row of rows) out.write(`${fmt(row)}\n`);
 }
 
 async function ensureServer(): Promise<{ address: string; server: DevServer | null }> {
   const target = temporalTarget();
   if (target.external) return { address: target.address, server: null };
   if (await portOpen(7233)) return { address: 'localhost:7233', server: null };
-  process.stderr.write('Starting a local Temporal dev server (history in .temporal/dev.sqlite, UI on http://localhost:8233)...\n');
+  process.stderr.write(
+    'Starting a local Temporal dev server (history in .temporal/dev.sqlite, UI on http://localhost:8233)...\n',
+  );
   const server = await startDevServer({ port: 7233, uiPort: 8233, dbFile: path.resolve('.temporal', 'dev.sqlite') });
   return { address: server.address, server };
 }
@@ -86,27 +103,56 @@ async function jobFolder(job: string, o: { address?: string; namespace?: string 
     }
   } catch (e) {
     if (fs.existsSync(local)) return local;
-    throw new UserError(`cannot find the folder of job ${job}: ${(e as Error).message.split('\n')[0]}`, { kind: 'InvalidInput', fix: 'pass --dir <dump_folder>/<job>, or --address of the Temporal server that ran it' });
+    throw new UserError(`cannot find the folder of job ${job}: ${(e as Error).message.split('\n')[0]}`, {
+      kind: 'InvalidInput',
+      fix: 'pass --dir <dump_folder>/<job>, or --address of the Temporal server that ran it',
+    });
   }
   return local;
 }
 
 export function buildProgram(cliOverrides: Overrides): Command {
   const program = new Command();
-  program.name('ttt-curriculum').description('Durable five-stage TTT-Video-DiT training curriculum on Temporal').showHelpAfterError();
+  program
+    .name('ttt-curriculum')
+    .description('Durable five-stage TTT-Video-DiT training curriculum on Temporal')
+    .showHelpAfterError();
   const addr = (c: Command): Command =>
-    c.addOption(new Option('--address <host:port>', 'Temporal frontend').env('TEMPORAL_ADDRESS')).addOption(new Option('--namespace <ns>', 'Temporal namespace').env('TEMPORAL_NAMESPACE'));
+    c
+      .addOption(new Option('--address <host:port>', 'Temporal frontend').env('TEMPORAL_ADDRESS'))
+      .addOption(new Option('--namespace <ns>', 'Temporal namespace').env('TEMPORAL_NAMESPACE'));
 
   addr(program.command('worker').description('run a worker: trains shards of any job on its task queue'))
     .addOption(new Option('--task-queue <name>', 'task queue').env('TTT_TASK_QUEUE'))
     .option('--max-concurrent-activities <n>', 'activities at once (one training shard each)', (v) => Number(v), 2)
-    .addOption(new Option('--metrics-port <n>', 'serve Prometheus metrics (Temporal\'s and ours) on this port, GET /metrics').env('TTT_METRICS_PORT').argParser((v) => Number(v)))
+    .addOption(
+      new Option('--metrics-port <n>', "serve Prometheus metrics (Temporal's and ours) on this port, GET /metrics")
+        .env('TTT_METRICS_PORT')
+        .argParser((v) => Number(v)),
+    )
     .option('--metrics-host <host>', 'interface of the metrics endpoint', '0.0.0.0')
-    .action(async (o: { address?: string; namespace?: string; taskQueue?: string; maxConcurrentActivities: number; metricsPort?: number; metricsHost: string }) => {
-      const ac = new AbortController();
-      for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => ac.abort());
-      await runWorker({ address: o.address, namespace: o.namespace, taskQueue: o.taskQueue, maxConcurrentActivities: o.maxConcurrentActivities, metricsPort: o.metricsPort, metricsHost: o.metricsHost, signal: ac.signal });
-    });
+    .action(
+      async (o: {
+        address?: string;
+        namespace?: string;
+        taskQueue?: string;
+        maxConcurrentActivities: number;
+        metricsPort?: number;
+        metricsHost: string;
+      }) => {
+        const ac = new AbortController();
+        for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => ac.abort());
+        await runWorker({
+          address: o.address,
+          namespace: o.namespace,
+          taskQueue: o.taskQueue,
+          maxConcurrentActivities: o.maxConcurrentActivities,
+          metricsPort: o.metricsPort,
+          metricsHost: o.metricsHost,
+          signal: ac.signal,
+        });
+      },
+    );
 
   addr(program.command('start <job>').description('start a job (or attach to the running job of that name)'))
     .option('-c, --curriculum <file>', 'curriculum file', 'configs/curriculum/tiny.toml')
@@ -114,24 +160,50 @@ export function buildProgram(cliOverrides: Overrides): Command {
     .option('--until <stage>', 'last stage to run, e.g. 18s')
     .addOption(new Option('--task-queue <name>', 'task queue').env('TTT_TASK_QUEUE'))
     .option('--wait', 'wait for the result and print it')
-    .action(async (job: string, o: { curriculum: string; set: string[]; until?: string; taskQueue?: string; wait?: boolean; address?: string; namespace?: string }) => {
-      const client = await connectClient({ address: o.address, namespace: o.namespace });
-      const handle = await startJob(client, { jobName: job, curriculum: o.curriculum, set: overridesFrom(o.set, cliOverrides), ...(o.until ? { until: o.until } : {}) }, { taskQueue: o.taskQueue });
-      process.stdout.write(`job ${handle.workflowId} running (run ${(await handle.describe()).runId})\n`);
-      if (o.wait) printResult((await handle.result()) as CurriculumResult);
-    });
+    .action(
+      async (
+        job: string,
+        o: {
+          curriculum: string;
+          set: string[];
+          until?: string;
+          taskQueue?: string;
+          wait?: boolean;
+          address?: string;
+          namespace?: string;
+        },
+      ) => {
+        const client = await connectClient({ address: o.address, namespace: o.namespace });
+        const handle = await startJob(
+          client,
+          {
+            jobName: job,
+            curriculum: o.curriculum,
+            set: overridesFrom(o.set, cliOverrides),
+            ...(o.until ? { until: o.until } : {}),
+          },
+          { taskQueue: o.taskQueue },
+        );
+        process.stdout.write(`job ${handle.workflowId} running (run ${(await handle.describe()).runId})\n`);
+        if (o.wait) printResult((await handle.result()) as CurriculumResult);
+      },
+    );
 
   addr(program.command('status <job>').description('print where a job is, once'))
     .option('--json', 'machine-readable output')
     .action(async (job: string, o: { json?: boolean; address?: string; namespace?: string }) => {
       const client = await connectClient({ address: o.address, namespace: o.namespace });
       const s = await jobStatus(client, job);
-      if (o.json) process.stdout.write(JSON.stringify(s, null, 2) + '\n');
+      if (o.json) process.stdout.write(`${JSON.stringify(s, null, 2)}\n`);
       else {
-        process.stdout.write(statusLine(s) + '\n');
+        process.stdout.write(`${statusLine(s)}\n`);
         for (const st of s.stages) {
-          const speed = st.stepsPerSecond ? `  ${st.stepsPerSecond.toFixed(2)} steps/s  ETA ${formatEta(st.etaSeconds)}` : '';
-          process.stdout.write(`  ${st.stage.padEnd(4)} ${String(st.step).padStart(6)}/${st.totalSteps} ${st.done ? 'done' : '    '} ${st.loss === null ? '' : `loss ${st.loss.toFixed(4)}`}${speed}\n`);
+          const speed = st.stepsPerSecond
+            ? `  ${st.stepsPerSecond.toFixed(2)} steps/s  ETA ${formatEta(st.etaSeconds)}`
+            : '';
+          process.stdout.write(
+            `  ${st.stage.padEnd(4)} ${String(st.step).padStart(6)}/${st.totalSteps} ${st.done ? 'done' : '    '} ${st.loss === null ? '' : `loss ${st.loss.toFixed(4)}`}${speed}\n`,
+          );
         }
       }
     });
@@ -142,11 +214,17 @@ export function buildProgram(cliOverrides: Overrides): Command {
     .action(async (job: string, o: { tty: boolean; interval: number; address?: string; namespace?: string }) => {
       const client = await connectClient({ address: o.address, namespace: o.namespace });
       const s = await watchJob(client, job, { tty: o.tty === false ? false : undefined, intervalMs: o.interval });
-      process.stdout.write(statusLine(s) + '\n');
+      process.stdout.write(`${statusLine(s)}\n`);
       if (s.result) printResult(s.result);
     });
 
-  addr(program.command('plot <job>').description('draw loss (every stage on one time axis, boundaries marked), gradient norm and learning rates from the metrics files'))
+  addr(
+    program
+      .command('plot <job>')
+      .description(
+        'draw loss (every stage on one time axis, boundaries marked), gradient norm and learning rates from the metrics files',
+      ),
+  )
     .option('--out <file>', 'output picture, .svg or .png (default: <job>.svg)')
     .option('--dir <folder>', 'the job folder (dump_folder/<job>); default: asked from Temporal, else runs/<job>')
     .action(async (job: string, o: { out?: string; dir?: string; address?: string; namespace?: string }) => {
@@ -160,43 +238,67 @@ export function buildProgram(cliOverrides: Overrides): Command {
     ['resume', 'resume a paused job'],
     ['cancel', 'cancel a job: the running shard checkpoints, then the job stops'],
   ] as const) {
-    addr(program.command(`${name} <job>`).description(desc)).action(async (job: string, o: { address?: string; namespace?: string }) => {
-      const client = await connectClient({ address: o.address, namespace: o.namespace });
-      const h = jobHandle(client, job);
-      if (name === 'pause') await h.signal(pauseSignal);
-      else if (name === 'resume') await h.signal(resumeSignal);
-      else await h.cancel();
-      process.stdout.write(`${name} sent to ${job}\n`);
-    });
+    addr(program.command(`${name} <job>`).description(desc)).action(
+      async (job: string, o: { address?: string; namespace?: string }) => {
+        const client = await connectClient({ address: o.address, namespace: o.namespace });
+        const h = jobHandle(client, job);
+        if (name === 'pause') await h.signal(pauseSignal);
+        else if (name === 'resume') await h.signal(resumeSignal);
+        else await h.cancel();
+        process.stdout.write(`${name} sent to ${job}\n`);
+      },
+    );
   }
 
-  addr(program.command('until <job> <stage>').description('stop the job after <stage> (e.g. 18s)')).action(async (job: string, stage: string, o: { address?: string; namespace?: string }) => {
-    const client = await connectClient({ address: o.address, namespace: o.namespace });
-    const v = await jobHandle(client, job).executeUpdate(setUntilUpdate, { args: [stage] });
-    process.stdout.write(`${job} will stop after stage ${v}\n`);
-  });
+  addr(program.command('until <job> <stage>').description('stop the job after <stage> (e.g. 18s)')).action(
+    async (job: string, stage: string, o: { address?: string; namespace?: string }) => {
+      const client = await connectClient({ address: o.address, namespace: o.namespace });
+      const v = await jobHandle(client, job).executeUpdate(setUntilUpdate, { args: [stage] });
+      process.stdout.write(`${job} will stop after stage ${v}\n`);
+    },
+  );
 
   program
     .command('train <config>')
-    .description('train one stage locally, without Temporal; resumes from the latest checkpoint of job.exp_name under job.dump_folder')
+    .description(
+      'train one stage locally, without Temporal; resumes from the latest checkpoint of job.exp_name under job.dump_folder',
+    )
     .option('--init <dir>', 'initial weights folder (default: checkpoint.init_state_dir, else fresh)')
     .option('--max-steps <n>', 'stop after this many steps (the stage resumes next time)', (v) => Number(v))
     .action(async (config: string, o: { init?: string; maxSteps?: number }) => {
       const stage = loadStageConfig(config, cliOverrides, { overrideSource: 'command line' });
       const c = stage.config;
       const dir = jobDir(c.job.dump_folder, c.job.exp_name);
-      const bar = new cliProgress.SingleBar({ format: ` ${stage.video.stage} |{bar}| {value}/{total} steps | loss {loss} | {duration_formatted} (ETA {eta_formatted})`, hideCursor: true }, cliProgress.Presets.shades_classic);
+      const bar = new cliProgress.SingleBar(
+        {
+          format: ` ${stage.video.stage} |{bar}| {value}/{total} steps | loss {loss} | {duration_formatted} (ETA {eta_formatted})`,
+          hideCursor: true,
+        },
+        cliProgress.Presets.shades_classic,
+      );
       const tty = process.stderr.isTTY;
       let started = false;
       const ac = new AbortController();
       process.once('SIGINT', () => ac.abort());
-      let initFrom = o.init ? path.resolve(o.init) : c.checkpoint.init_state_dir ? path.resolve(c.checkpoint.init_state_dir) : null;
+      let initFrom = o.init
+        ? path.resolve(o.init)
+        : c.checkpoint.init_state_dir
+          ? path.resolve(c.checkpoint.init_state_dir)
+          : null;
       if (initFrom && isDiffusersFolder(initFrom)) {
         // CogVideoX in diffusers format: convert it into <job>/init first (kept if already converted), unless the stage already has a checkpoint.
         const out = convertedInitDir(dir);
         if (!latestCompleteCheckpoint(checkpointsDir(stageDir(dir, stage.video.stage)))) {
-          const cv = await convertDiffusers({ from: initFrom, out, ssmLayer: c.model.ssm_layer, seed: c.training.seed, signal: ac.signal });
-          process.stdout.write(`init weights: ${cv.reused ? 'kept the earlier conversion in' : 'converted CogVideoX weights into'} ${out}\n`);
+          const cv = await convertDiffusers({
+            from: initFrom,
+            out,
+            ssmLayer: c.model.ssm_layer,
+            seed: c.training.seed,
+            signal: ac.signal,
+          });
+          process.stdout.write(
+            `init weights: ${cv.reused ? 'kept the earlier conversion in' : 'converted CogVideoX weights into'} ${out}\n`,
+          );
         }
         initFrom = out;
       }
@@ -217,7 +319,8 @@ export function buildProgram(cliOverrides: Overrides): Command {
               if (!started) bar.start(p.totalSteps, p.step - 1, { loss: '-' });
               started = true;
               bar.update(p.step, { loss: p.loss.toFixed(4) });
-            } else process.stdout.write(`stage ${p.stage}, step ${p.step}/${p.totalSteps}, loss ${p.loss.toFixed(4)}\n`);
+            } else
+              process.stdout.write(`stage ${p.stage}, step ${p.step}/${p.totalSteps}, loss ${p.loss.toFixed(4)}\n`);
           },
         },
       );
@@ -229,66 +332,128 @@ export function buildProgram(cliOverrides: Overrides): Command {
 
   program
     .command('convert')
-    .description('convert a CogVideoX transformer in Hugging Face diffusers format into TTT-Video-DiT weights for checkpoint.init_state_dir')
-    .requiredOption('--from <dir>', 'the diffusers `transformer` folder: config.json and diffusion_pytorch_model*.safetensors (BF16, F16 or F32)')
-    .requiredOption('--out <dir>', 'output folder: model.safetensors (or shards and model.safetensors.index.json), config.json, convert.json')
-    .addOption(new Option('--ssm-layer <layer>', 'TTT layer whose parameters are added').choices(['ttt_mlp', 'ttt_linear']).default('ttt_mlp'))
+    .description(
+      'convert a CogVideoX transformer in Hugging Face diffusers format into TTT-Video-DiT weights for checkpoint.init_state_dir',
+    )
+    .requiredOption(
+      '--from <dir>',
+      'the diffusers `transformer` folder: config.json and diffusion_pytorch_model*.safetensors (BF16, F16 or F32)',
+    )
+    .requiredOption(
+      '--out <dir>',
+      'output folder: model.safetensors (or shards and model.safetensors.index.json), config.json, convert.json',
+    )
+    .addOption(
+      new Option('--ssm-layer <layer>', 'TTT layer whose parameters are added')
+        .choices(['ttt_mlp', 'ttt_linear'])
+        .default('ttt_mlp'),
+    )
     .addOption(new Option('--dtype <dtype>', 'output dtype').choices(['float32', 'bfloat16']).default('float32'))
-    .option('--seed <n>', 'seed of the added TTT parameters (the stage config\'s training.seed)', (v) => Number(v), 0)
+    .option('--seed <n>', "seed of the added TTT parameters (the stage config's training.seed)", (v) => Number(v), 0)
     .option('--max-shard-size <size>', 'largest output file, e.g. 5GB or 500MB', parseSize, DEFAULT_MAX_SHARD_BYTES)
-    .action(async (o: { from: string; out: string; ssmLayer: 'ttt_mlp' | 'ttt_linear'; dtype: OutputDtype; seed: number; maxShardSize: number }) => {
-      if (!Number.isSafeInteger(o.seed) || o.seed < 0) throw new UserError(`--seed ${o.seed} is not a non-negative integer`, { kind: 'InvalidInput', fix: 'e.g. --seed 0' });
-      const tty = process.stderr.isTTY;
-      const bar = new cliProgress.SingleBar({ format: ' {phase} |{bar}| {percentage}% | {doneGB}/{totalGB} GB | {duration_formatted} (ETA {eta_formatted})', hideCursor: true, stream: process.stderr }, cliProgress.Presets.shades_classic);
-      let phase = '';
-      const ac = new AbortController();
-      process.once('SIGINT', () => ac.abort(new UserError('conversion interrupted; nothing was written to --out', { kind: 'Interrupted', fix: 'run the command again' })));
-      const r = await convertDiffusers({
-        from: o.from,
-        out: o.out,
-        ssmLayer: o.ssmLayer,
-        dtype: o.dtype,
-        seed: o.seed,
-        maxShardBytes: o.maxShardSize,
-        signal: ac.signal,
-        onProgress: (p) => {
-          if (!tty) return; // the library logs one line per input and output file
-          const gb = { doneGB: (p.bytesDone / 1e9).toFixed(2), totalGB: (p.bytesTotal / 1e9).toFixed(2) };
-          if (p.phase !== phase) {
-            if (phase) bar.stop();
-            phase = p.phase;
-            bar.start(p.bytesTotal, 0, { phase: phase.padEnd(10), ...gb });
-          }
-          bar.update(p.bytesDone, gb);
-        },
-      });
-      if (phase) bar.stop();
-      const files = r.weightFiles.length === 1 ? r.weightFiles[0] : `${r.weightFiles.length} shards + model.safetensors.index.json`;
-      process.stdout.write(
-        r.reused
-          ? `${r.out} already holds this conversion (input sha256 ${r.inputHash.slice(0, 16)}..., same options): kept it (${r.seconds.toFixed(1)} s to check)\n`
-          : `converted ${r.tensors.mapped} tensors and added ${r.tensors.added} TTT parameters: ${fmtBytes(r.bytesIn)} -> ${fmtBytes(r.bytesOut)} (${o.dtype}) in ${r.seconds.toFixed(1)} s\n${r.out}: ${files}, config.json, convert.json\n`,
-      );
-      process.stdout.write(`use: --checkpoint.init_state_dir=${r.out} (model: ${Object.entries(r.model).map(([k, v]) => `${k}=${v}`).join(' ')})\n`);
-    });
+    .action(
+      async (o: {
+        from: string;
+        out: string;
+        ssmLayer: 'ttt_mlp' | 'ttt_linear';
+        dtype: OutputDtype;
+        seed: number;
+        maxShardSize: number;
+      }) => {
+        if (!Number.isSafeInteger(o.seed) || o.seed < 0)
+          throw new UserError(`--seed ${o.seed} is not a non-negative integer`, {
+            kind: 'InvalidInput',
+            fix: 'e.g. --seed 0',
+          });
+        const tty = process.stderr.isTTY;
+        const bar = new cliProgress.SingleBar(
+          {
+            format:
+              ' {phase} |{bar}| {percentage}% | {doneGB}/{totalGB} GB | {duration_formatted} (ETA {eta_formatted})',
+            hideCursor: true,
+            stream: process.stderr,
+          },
+          cliProgress.Presets.shades_classic,
+        );
+        let phase = '';
+        const ac = new AbortController();
+        process.once('SIGINT', () =>
+          ac.abort(
+            new UserError('conversion interrupted; nothing was written to --out', {
+              kind: 'Interrupted',
+              fix: 'run the command again',
+            }),
+          ),
+        );
+        const r = await convertDiffusers({
+          from: o.from,
+          out: o.out,
+          ssmLayer: o.ssmLayer,
+          dtype: o.dtype,
+          seed: o.seed,
+          maxShardBytes: o.maxShardSize,
+          signal: ac.signal,
+          onProgress: (p) => {
+            if (!tty) return; // the library logs one line per input and output file
+            const gb = { doneGB: (p.bytesDone / 1e9).toFixed(2), totalGB: (p.bytesTotal / 1e9).toFixed(2) };
+            if (p.phase !== phase) {
+              if (phase) bar.stop();
+              phase = p.phase;
+              bar.start(p.bytesTotal, 0, { phase: phase.padEnd(10), ...gb });
+            }
+            bar.update(p.bytesDone, gb);
+          },
+        });
+        if (phase) bar.stop();
+        const files =
+          r.weightFiles.length === 1
+            ? r.weightFiles[0]
+            : `${r.weightFiles.length} shards + model.safetensors.index.json`;
+        process.stdout.write(
+          r.reused
+            ? `${r.out} already holds this conversion (input sha256 ${r.inputHash.slice(0, 16)}..., same options): kept it (${r.seconds.toFixed(1)} s to check)\n`
+            : `converted ${r.tensors.mapped} tensors and added ${r.tensors.added} TTT parameters: ${fmtBytes(r.bytesIn)} -> ${fmtBytes(r.bytesOut)} (${o.dtype}) in ${r.seconds.toFixed(1)} s\n${r.out}: ${files}, config.json, convert.json\n`,
+        );
+        process.stdout.write(
+          `use: --checkpoint.init_state_dir=${r.out} (model: ${Object.entries(r.model)
+            .map(([k, v]) => `${k}=${v}`)
+            .join(' ')})\n`,
+        );
+      },
+    );
 
   program
     .command('dataset')
     .description('datasets of precomputed embeddings')
     .command('synth')
-    .description('write the synthetic source as a JSONL dataset (latents .npy, text chunks .safetensors) that the real reader takes')
+    .description(
+      'write the synthetic source as a JSONL dataset (latents .npy, text chunks .safetensors) that the real reader takes',
+    )
     .requiredOption('--out <dir>', 'output folder')
     .option('--video-length <len>', 'stage video length (3sec .. 63sec); picks configs/train/tiny/<stage>.toml')
     .option('--config <file>', 'stage config giving the sizes and seed (default: the tiny config of --video-length)')
     .option('--samples <n>', 'number of samples (default: training.synthetic_samples)', (v) => Number(v))
     .action((o: { out: string; videoLength?: string; config?: string; samples?: number }) => {
       const stageName = o.videoLength ? normaliseStageName(o.videoLength.replace(/sec$/, 's')) : undefined;
-      if (!o.config && !stageName) throw new UserError('give --video-length (3sec, 9sec, 18sec, 30sec, 63sec) or --config', { kind: 'InvalidInput' });
+      if (!o.config && !stageName)
+        throw new UserError('give --video-length (3sec, 9sec, 18sec, 30sec, 63sec) or --config', {
+          kind: 'InvalidInput',
+        });
       const file = o.config ?? `configs/train/tiny/${stageName}.toml`;
-      const stage = loadStageConfig(file, { ...cliOverrides, ...(o.videoLength ? { 'model.video_length': `${stageName!.replace(/s$/, 'sec')}` } : {}), 'training.dataset_path': 'synthetic' }, { overrideSource: 'command line' });
+      const stage = loadStageConfig(
+        file,
+        {
+          ...cliOverrides,
+          ...(o.videoLength ? { 'model.video_length': `${stageName!.replace(/s$/, 'sec')}` } : {}),
+          'training.dataset_path': 'synthetic',
+        },
+        { overrideSource: 'command line' },
+      );
       const n = o.samples ?? stage.config.training.synthetic_samples;
       const jsonl = writeSynthDataset(path.resolve(o.out), stage.config, modelDims(stage.config), n);
-      process.stdout.write(`wrote ${n} ${stage.config.model.video_length} samples: ${jsonl}\nuse: --training.dataset_path=${path.resolve(o.out)} --training.jsonl_paths='["${path.basename(jsonl)}"]'\n`);
+      process.stdout.write(
+        `wrote ${n} ${stage.config.model.video_length} samples: ${jsonl}\nuse: --training.dataset_path=${path.resolve(o.out)} --training.jsonl_paths='["${path.basename(jsonl)}"]'\n`,
+      );
     });
 
   program
@@ -310,17 +475,34 @@ export function buildProgram(cliOverrides: Overrides): Command {
       const running = worker.run();
       try {
         const client = await connectClient({ address });
-        const job = o.job ?? `tiny-demo-${new Date().toISOString().replace(/[-:]/g, '').replace(/\..*/, '').replace('T', '-')}`;
-        const handle = await startJob(client, { jobName: job, curriculum: o.curriculum, set: overridesFrom(o.set, cliOverrides), ...(o.until ? { until: o.until } : {}) }, { taskQueue });
+        const job =
+          o.job ?? `tiny-demo-${new Date().toISOString().replace(/[-:]/g, '').replace(/\..*/, '').replace('T', '-')}`;
+        const handle = await startJob(
+          client,
+          {
+            jobName: job,
+            curriculum: o.curriculum,
+            set: overridesFrom(o.set, cliOverrides),
+            ...(o.until ? { until: o.until } : {}),
+          },
+          { taskQueue },
+        );
         process.stdout.write(`Started job ${job} on ${address} (task queue ${taskQueue}).\n`);
-        if (!temporalTarget().external) process.stdout.write(`Temporal UI: http://localhost:8233/namespaces/default/workflows/${job}\n`);
+        if (!temporalTarget().external)
+          process.stdout.write(`Temporal UI: http://localhost:8233/namespaces/default/workflows/${job}\n`);
         await watchJob(client, job);
         const result = (await handle.result()) as CurriculumResult;
         printResult(result);
         const st = await jobStatus(client, job);
         if (st.jobDir) {
-          const pic = await plotJob(st.jobDir, path.join(st.jobDir, 'plot.svg'), `${job}: loss, gradient norm and learning rates`);
-          process.stdout.write(`\nLoss, gradient norm and learning rates: ${path.relative(process.cwd(), pic.file) || pic.file}\n`);
+          const pic = await plotJob(
+            st.jobDir,
+            path.join(st.jobDir, 'plot.svg'),
+            `${job}: loss, gradient norm and learning rates`,
+          );
+          process.stdout.write(
+            `\nLoss, gradient norm and learning rates: ${path.relative(process.cwd(), pic.file) || pic.file}\n`,
+          );
         }
       } finally {
         worker.shutdown();
@@ -339,7 +521,9 @@ export function buildProgram(cliOverrides: Overrides): Command {
     .action(async (o: { port: number; uiPort: number; dbFilename: string }) => {
       fs.mkdirSync(path.dirname(path.resolve(o.dbFilename)), { recursive: true });
       const server = await startDevServer({ port: o.port, uiPort: o.uiPort, dbFile: o.dbFilename });
-      process.stdout.write(`Temporal dev server on ${server.address}, UI http://localhost:${o.uiPort}, history in ${server.dbFile}. Ctrl-C stops it.\n`);
+      process.stdout.write(
+        `Temporal dev server on ${server.address}, UI http://localhost:${o.uiPort}, history in ${server.dbFile}. Ctrl-C stops it.\n`,
+      );
       await new Promise<void>((resolve) => {
         for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => resolve());
       });

@@ -32,7 +32,7 @@ export async function watchJob(client: Client, job: string, opts: WatchOptions =
         s = await jobStatus(client, job);
       } catch (e) {
         const line = `${job}: cannot read status (${(e as Error).message.split('\n')[0]}); retrying`;
-        if (line !== lastLine) out.write(line + '\n');
+        if (line !== lastLine) out.write(`${line}\n`);
         lastLine = line;
         await new Promise((r) => setTimeout(r, interval));
         continue;
@@ -60,12 +60,19 @@ export async function watchJob(client: Client, job: string, opts: WatchOptions =
       if (tty && s.stages.length === 0) {
         // Not planned yet (e.g. no worker has picked the job up): one line until there are stages to draw.
         const line = statusLine(s);
-        if (line !== lastLine) out.write(line + '\n');
+        if (line !== lastLine) out.write(`${line}\n`);
         lastLine = line;
       } else if (tty) {
         if (!multi) {
           multi = new cliProgress.MultiBar(
-            { format: ' {stage} |{bar}| {value}/{total} steps | loss {loss} | {rate} steps/s | ETA {etaText} {note}', hideCursor: true, clearOnComplete: false, stream: out as NodeJS.WriteStream, noTTYOutput: false, etaBuffer: 20 },
+            {
+              format: ' {stage} |{bar}| {value}/{total} steps | loss {loss} | {rate} steps/s | ETA {etaText} {note}',
+              hideCursor: true,
+              clearOnComplete: false,
+              stream: out as NodeJS.WriteStream,
+              noTTYOutput: false,
+              etaBuffer: 20,
+            },
             cliProgress.Presets.shades_classic,
           );
         }
@@ -76,7 +83,14 @@ export async function watchJob(client: Client, job: string, opts: WatchOptions =
             loss: st.loss === null ? '  -   ' : st.loss.toFixed(4),
             rate: r?.rate ? r.rate.toFixed(2) : '-',
             etaText: st.done ? 'done' : formatEta(r?.rate ? (st.totalSteps - st.step) / r.rate : null),
-            note: st.stage === s.stage && !st.done ? (s.worker === 'none' ? '(waiting for a worker)' : s.state && s.state !== 'running' ? `(${s.state})` : '') : '',
+            note:
+              st.stage === s.stage && !st.done
+                ? s.worker === 'none'
+                  ? '(waiting for a worker)'
+                  : s.state && s.state !== 'running'
+                    ? `(${s.state})`
+                    : ''
+                : '',
           };
           let bar = bars.get(st.stage);
           if (!bar) {
@@ -89,9 +103,12 @@ export async function watchJob(client: Client, job: string, opts: WatchOptions =
       } else {
         const r = s.stage ? rates.get(s.stage)?.rate : null;
         const cur = s.stages.find((x) => x.stage === s.stage);
-        const speed = r && cur && !cur.done && s.status === 'RUNNING' ? ` (${r.toFixed(2)} steps/s, ETA ${formatEta((cur.totalSteps - cur.step) / r)})` : '';
+        const speed =
+          r && cur && !cur.done && s.status === 'RUNNING'
+            ? ` (${r.toFixed(2)} steps/s, ETA ${formatEta((cur.totalSteps - cur.step) / r)})`
+            : '';
         const line = statusLine(s) + speed;
-        if (line !== lastLine) out.write(line + '\n');
+        if (line !== lastLine) out.write(`${line}\n`);
         lastLine = line;
       }
       if (TERMINAL.has(s.status) || opts.signal?.aborted) return s;

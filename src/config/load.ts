@@ -3,7 +3,13 @@ import * as path from 'node:path';
 import * as crypto from 'node:crypto';
 import { parse as parseToml, TomlError } from 'smol-toml';
 import type { z } from 'zod';
-import { CONFIG_FIELDS, ConvertError, isDiffusersFolder, readDiffusersConfig, type DiffusersConfig } from '../convert/config';
+import {
+  CONFIG_FIELDS,
+  ConvertError,
+  isDiffusersFolder,
+  readDiffusersConfig,
+  type DiffusersConfig,
+} from '../convert/config';
 import { ConfigError, type ConfigProblem, UserError } from '../errors';
 import { curriculumSchema, MOVED_FIELDS, stageConfigSchema, type StageConfig } from './schema';
 import { normaliseStageName, videoLengthInfo, type VideoLengthInfo } from './video';
@@ -66,7 +72,9 @@ function readToml(file: string): Record<string, unknown> {
     return parseToml(text) as Record<string, unknown>;
   } catch (e) {
     const msg = e instanceof TomlError ? `line ${e.line}, column ${e.column}: ${e.message.split('\n')[0]}` : String(e);
-    throw new ConfigError([{ file, field: '(file)', message: `not valid TOML: ${msg}`, fix: 'correct the TOML syntax' }]);
+    throw new ConfigError([
+      { file, field: '(file)', message: `not valid TOML: ${msg}`, fix: 'correct the TOML syntax' },
+    ]);
   }
 }
 
@@ -89,7 +97,7 @@ function setPath(obj: Record<string, unknown>, dotted: string, value: unknown): 
   if (parts.some((p) => PROTOTYPE_KEYS.has(p))) throw new Error(`setPath: refusing ${dotted}`);
   let cur = obj;
   for (const p of parts.slice(0, -1)) {
-    const next = Object.prototype.hasOwnProperty.call(cur, p) ? cur[p] : undefined;
+    const next = Object.hasOwn(cur, p) ? cur[p] : undefined;
     if (next === undefined || next === null || typeof next !== 'object' || Array.isArray(next)) cur[p] = {};
     cur = cur[p] as Record<string, unknown>;
   }
@@ -119,7 +127,8 @@ export function parseCliOverrides(args: readonly string[]): { overrides: Overrid
     let value = m[2];
     if (value === undefined) {
       const next = args[i + 1];
-      if (next === undefined || next.startsWith('--')) throw new UserError(`override ${a} has no value`, { fix: `write ${a}=VALUE` });
+      if (next === undefined || next.startsWith('--'))
+        throw new UserError(`override ${a} has no value`, { fix: `write ${a}=VALUE` });
       value = next;
       i++;
     }
@@ -143,7 +152,13 @@ function describeExpected(issue: z.core.$ZodIssue): string {
   }
 }
 
-function zodProblems(file: string, raw: unknown, error: z.ZodError, overridden: Set<string>, overrideSource: string): ConfigProblem[] {
+function zodProblems(
+  file: string,
+  raw: unknown,
+  error: z.ZodError,
+  overridden: Set<string>,
+  overrideSource: string,
+): ConfigProblem[] {
   const problems: ConfigProblem[] = [];
   for (const issue of error.issues) {
     if (issue.code === 'unrecognized_keys') {
@@ -155,7 +170,9 @@ function zodProblems(file: string, raw: unknown, error: z.ZodError, overridden: 
           field,
           value: getPath(raw, [...issue.path, key]),
           message: moved ? `this field lives in another section here` : 'unknown field',
-          fix: moved ? `move it to ${moved}` : `remove it or check its spelling (see the configuration reference in README.md)`,
+          fix: moved
+            ? `move it to ${moved}`
+            : `remove it or check its spelling (see the configuration reference in README.md)`,
         });
       }
       continue;
@@ -190,9 +207,18 @@ function semanticProblems(file: string, c: StageConfig, video: VideoLengthInfo, 
       fix: `choose factors whose product is ${devices}, e.g. --parallelism.dp_replicate=${devices} --parallelism.dp_sharding=1 --parallelism.tp_sharding=1 (or set TTT_DEVICES)`,
     });
   }
-  for (const [field, dim] of [['model.latent_height', m.latent_height], ['model.latent_width', m.latent_width]] as const) {
+  for (const [field, dim] of [
+    ['model.latent_height', m.latent_height],
+    ['model.latent_width', m.latent_width],
+  ] as const) {
     if (dim % m.patch_size !== 0) {
-      problems.push({ file, field, value: dim, message: `not a multiple of model.patch_size = ${m.patch_size}`, fix: `use a multiple of ${m.patch_size}` });
+      problems.push({
+        file,
+        field,
+        value: dim,
+        message: `not a multiple of model.patch_size = ${m.patch_size}`,
+        fix: `use a multiple of ${m.patch_size}`,
+      });
     }
   }
   const tokensPerFrame = Math.floor(m.latent_height / m.patch_size) * Math.floor(m.latent_width / m.patch_size);
@@ -209,7 +235,9 @@ function semanticProblems(file: string, c: StageConfig, video: VideoLengthInfo, 
     while (!fits(up) && up < m.text_length + span + 1) up++;
     let down = m.text_length - 1;
     while (down > 0 && !fits(down) && down > m.text_length - span - 1) down--;
-    const options = [down > 0 && fits(down) ? down : undefined, fits(up) ? up : undefined].filter((x): x is number => x !== undefined);
+    const options = [down > 0 && fits(down) ? down : undefined, fits(up) ? up : undefined].filter(
+      (x): x is number => x !== undefined,
+    );
     problems.push({
       file,
       field: 'model.text_length',
@@ -222,7 +250,14 @@ function semanticProblems(file: string, c: StageConfig, video: VideoLengthInfo, 
     });
   }
   if (m.attention_head_dim % 16 !== 0) {
-    problems.push({ file, field: 'model.attention_head_dim', value: m.attention_head_dim, message: '3D rotary embeddings split a head into t (1/4) and h, w (3/8 each) rotation pairs, which needs a multiple of 16', fix: 'use a multiple of 16 (CogVideoX uses 64)' });
+    problems.push({
+      file,
+      field: 'model.attention_head_dim',
+      value: m.attention_head_dim,
+      message:
+        '3D rotary embeddings split a head into t (1/4) and h, w (3/8 each) rotation pairs, which needs a multiple of 16',
+      fix: 'use a multiple of 16 (CogVideoX uses 64)',
+    });
   }
   const t = c.training;
   const dp = p.dp_replicate * p.dp_sharding;
@@ -239,22 +274,46 @@ function semanticProblems(file: string, c: StageConfig, video: VideoLengthInfo, 
     if (t.dataset_path !== 'synthetic') {
       const ds = path.resolve(t.dataset_path);
       if (!fs.existsSync(ds) || !fs.statSync(ds).isDirectory()) {
-        problems.push({ file, field: 'training.dataset_path', value: t.dataset_path, message: `no such directory (${ds})`, fix: 'point it at the folder of precomputed embeddings, or use "synthetic"' });
+        problems.push({
+          file,
+          field: 'training.dataset_path',
+          value: t.dataset_path,
+          message: `no such directory (${ds})`,
+          fix: 'point it at the folder of precomputed embeddings, or use "synthetic"',
+        });
       } else {
         for (const j of t.jsonl_paths) {
           if (!fs.existsSync(path.resolve(ds, j))) {
-            problems.push({ file, field: 'training.jsonl_paths', value: j, message: `no such file under ${ds}`, fix: 'list JSONL files relative to training.dataset_path' });
+            problems.push({
+              file,
+              field: 'training.jsonl_paths',
+              value: j,
+              message: `no such file under ${ds}`,
+              fix: 'list JSONL files relative to training.dataset_path',
+            });
           }
         }
         if (t.jsonl_paths.length === 0) {
-          problems.push({ file, field: 'training.jsonl_paths', value: [], message: 'no JSONL files listed', fix: 'list the JSONL files that describe the samples' });
+          problems.push({
+            file,
+            field: 'training.jsonl_paths',
+            value: [],
+            message: 'no JSONL files listed',
+            fix: 'list the JSONL files that describe the samples',
+          });
         }
       }
     }
     if (c.checkpoint.init_state_dir !== '') {
       const d = path.resolve(c.checkpoint.init_state_dir);
       if (!fs.existsSync(d)) {
-        problems.push({ file, field: 'checkpoint.init_state_dir', value: c.checkpoint.init_state_dir, message: `no such directory (${d})`, fix: 'point it at a folder holding model*.safetensors or a CogVideoX diffusers transformer folder, or set it to "" for a fresh initialisation' });
+        problems.push({
+          file,
+          field: 'checkpoint.init_state_dir',
+          value: c.checkpoint.init_state_dir,
+          message: `no such directory (${d})`,
+          fix: 'point it at a folder holding model*.safetensors or a CogVideoX diffusers transformer folder, or set it to "" for a fresh initialisation',
+        });
       } else if (isDiffusersFolder(d)) {
         problems.push(...diffusersProblems(file, c, d));
       }
@@ -270,7 +329,15 @@ function diffusersProblems(file: string, c: StageConfig, dir: string): ConfigPro
     weights = readDiffusersConfig(dir);
   } catch (e) {
     if (!(e instanceof ConvertError)) throw e;
-    return [{ file, field: 'checkpoint.init_state_dir', value: c.checkpoint.init_state_dir, message: e.message.replace(/\. Fix: .*$/s, ''), fix: e.fix ?? '' }];
+    return [
+      {
+        file,
+        field: 'checkpoint.init_state_dir',
+        value: c.checkpoint.init_state_dir,
+        message: e.message.replace(/\. Fix: .*$/s, ''),
+        fix: e.fix ?? '',
+      },
+    ];
   }
   return CONFIG_FIELDS.filter((f) => weights[f] !== c.model[f]).map((f) => ({
     file,
@@ -289,11 +356,27 @@ export function loadStageConfig(fileArg: string, overrides: Overrides = {}, opts
   const overridden = new Set(Object.keys(overrides));
   for (const [k, v] of Object.entries(overrides)) {
     if (!/^[a-z_]+(\.[a-z0-9_]+)+$/.test(k)) {
-      throw new ConfigError([{ file: overrideSource, field: k, value: v, message: 'not a dotted field name', fix: 'write overrides as section.field, e.g. training.steps' }]);
+      throw new ConfigError([
+        {
+          file: overrideSource,
+          field: k,
+          value: v,
+          message: 'not a dotted field name',
+          fix: 'write overrides as section.field, e.g. training.steps',
+        },
+      ]);
     }
     if (k.split('.').some((p) => PROTOTYPE_KEYS.has(p))) {
       // "__proto__.x" would write into Object.prototype (every object of the process) rather than the config.
-      throw new ConfigError([{ file: overrideSource, field: k, value: v, message: 'not a config field', fix: 'write overrides as section.field with the names in the configuration reference, e.g. training.steps' }]);
+      throw new ConfigError([
+        {
+          file: overrideSource,
+          field: k,
+          value: v,
+          message: 'not a config field',
+          fix: 'write overrides as section.field with the names in the configuration reference, e.g. training.steps',
+        },
+      ]);
     }
     setPath(raw, k, coerceOverride(v));
   }
@@ -303,7 +386,12 @@ export function loadStageConfig(fileArg: string, overrides: Overrides = {}, opts
     let changed = false;
     for (const issue of parsed.error.issues) {
       const key = issue.path.join('.');
-      if (issue.code === 'invalid_type' && issue.expected === 'string' && overridden.has(key) && typeof overrides[key] === 'string') {
+      if (
+        issue.code === 'invalid_type' &&
+        issue.expected === 'string' &&
+        overridden.has(key) &&
+        typeof overrides[key] === 'string'
+      ) {
         setPath(raw, key, overrides[key]);
         changed = true;
       }
@@ -336,7 +424,13 @@ export function loadCurriculum(fileArg: string, overrides: Overrides = {}, opts:
   for (const [i, rel] of parsed.data.stages.entries()) {
     const stageFile = path.resolve(path.dirname(file), rel);
     if (!fs.existsSync(stageFile) || !fs.statSync(stageFile).isFile()) {
-      problems.push({ file, field: `stages[${i}]`, value: rel, message: `no such file (${stageFile}${fs.existsSync(stageFile) ? ' is a directory' : ''})`, fix: 'list stage config files relative to the curriculum file' });
+      problems.push({
+        file,
+        field: `stages[${i}]`,
+        value: rel,
+        message: `no such file (${stageFile}${fs.existsSync(stageFile) ? ' is a directory' : ''})`,
+        fix: 'list stage config files relative to the curriculum file',
+      });
       continue;
     }
     try {
@@ -348,7 +442,13 @@ export function loadCurriculum(fileArg: string, overrides: Overrides = {}, opts:
   }
   for (let i = 1; i < stages.length; i++) {
     if (stages[i]!.video.latentFrames <= stages[i - 1]!.video.latentFrames) {
-      problems.push({ file, field: `stages[${i}]`, value: stages[i]!.video.videoLength, message: `stage ${i + 1} is not longer than stage ${i}`, fix: 'order stages from the shortest video to the longest' });
+      problems.push({
+        file,
+        field: `stages[${i}]`,
+        value: stages[i]!.video.videoLength,
+        message: `stage ${i + 1} is not longer than stage ${i}`,
+        fix: 'order stages from the shortest video to the longest',
+      });
     }
   }
   if (problems.length > 0) throw new ConfigError(problems);
@@ -356,12 +456,20 @@ export function loadCurriculum(fileArg: string, overrides: Overrides = {}, opts:
 }
 
 /** Validates `until` against a curriculum; returns the stage name. */
-export function resolveUntil(until: string | undefined, stages: readonly { video: VideoLengthInfo }[], where = 'until'): string {
+export function resolveUntil(
+  until: string | undefined,
+  stages: readonly { video: VideoLengthInfo }[],
+  where = 'until',
+): string {
   const names = stages.map((s) => s.video.stage);
   if (until === undefined || until === '') return names[names.length - 1]!;
   const norm = normaliseStageName(until);
   if (norm === undefined || !names.includes(norm)) {
-    throw new UserError(`${JSON.stringify(until)} is not a stage of this curriculum`, { where, kind: 'ConfigError', fix: `use one of ${names.join(', ')}` });
+    throw new UserError(`${JSON.stringify(until)} is not a stage of this curriculum`, {
+      where,
+      kind: 'ConfigError',
+      fix: `use one of ${names.join(', ')}`,
+    });
   }
   return norm;
 }

@@ -17,8 +17,20 @@ export type VideoLength = (typeof VIDEO_LENGTHS)[number];
 
 export const jobSchema = z
   .strictObject({
-    exp_name: z.string().min(1).default('ttt').describe('Experiment name; `train` keeps its checkpoints under dump_folder/exp_name (the workflow uses the job name instead)'),
-    dump_folder: z.string().min(1).default('runs').describe('Root folder for checkpoints, metrics and promoted stage weights (relative paths are relative to the working directory)'),
+    exp_name: z
+      .string()
+      .min(1)
+      .default('ttt')
+      .describe(
+        'Experiment name; `train` keeps its checkpoints under dump_folder/exp_name (the workflow uses the job name instead)',
+      ),
+    dump_folder: z
+      .string()
+      .min(1)
+      .default('runs')
+      .describe(
+        'Root folder for checkpoints, metrics and promoted stage weights (relative paths are relative to the working directory)',
+      ),
   })
   .describe('Job identity and output location');
 
@@ -26,11 +38,21 @@ export const modelSchema = z
   .strictObject({
     name: z.string().default('cogvideo').describe('Model family (informational)'),
     size: z.string().default('5B').describe('Model size label (informational; the dimensions below decide)'),
-    ssm_layer: z.enum(['ttt_mlp', 'ttt_linear']).default('ttt_mlp').describe('TTT layer: ttt_mlp (W1,b1,W2,b2) or ttt_linear (W1,b1)'),
-    ttt_base_lr: posNum.default(0.1).describe('Base inner learning rate of the TTT layer (eta = ttt_base_lr * sigmoid(...) / head_dim / mini_batch)'),
-    mini_batch_size: posInt.default(64).describe('TTT mini-batch size K; the sequence length per 3-second segment must be a multiple of it'),
+    ssm_layer: z
+      .enum(['ttt_mlp', 'ttt_linear'])
+      .default('ttt_mlp')
+      .describe('TTT layer: ttt_mlp (W1,b1,W2,b2) or ttt_linear (W1,b1)'),
+    ttt_base_lr: posNum
+      .default(0.1)
+      .describe('Base inner learning rate of the TTT layer (eta = ttt_base_lr * sigmoid(...) / head_dim / mini_batch)'),
+    mini_batch_size: posInt
+      .default(64)
+      .describe('TTT mini-batch size K; the sequence length per 3-second segment must be a multiple of it'),
     video_length: z.enum(VIDEO_LENGTHS).describe('Video length of this stage: 3sec, 9sec, 18sec, 30sec or 63sec'),
-    adapter_method: z.enum(['sft', 'qkvo']).default('sft').describe('Trainable set: sft = every parameter; qkvo = TTT parameters, gates, q/k/v/o and q/k norms'),
+    adapter_method: z
+      .enum(['sft', 'qkvo'])
+      .default('sft')
+      .describe('Trainable set: sft = every parameter; qkvo = TTT parameters, gates, q/k/v/o and q/k norms'),
     num_layers: posInt.default(42).describe('Number of transformer blocks'),
     num_attention_heads: posInt.default(48).describe('Attention (and TTT) heads'),
     attention_head_dim: posInt.default(64).describe('Width of one head; model width = heads * head_dim'),
@@ -51,13 +73,29 @@ export const trainingSchema = z
     steps: posInt.describe('Optimizer steps in this stage'),
     global_batch_size: posInt.default(1).describe('Samples per optimizer step across all data-parallel ranks'),
     grad_accum_steps: posInt.default(1).describe('Micro-batches accumulated per optimizer step'),
-    dataset_path: z.string().min(1).describe('Folder of precomputed embeddings, or "synthetic" for the built-in deterministic source'),
-    jsonl_paths: z.array(z.string().min(1)).default([]).describe('JSONL files listing samples, relative to dataset_path'),
+    dataset_path: z
+      .string()
+      .min(1)
+      .describe('Folder of precomputed embeddings, or "synthetic" for the built-in deterministic source'),
+    jsonl_paths: z
+      .array(z.string().min(1))
+      .default([])
+      .describe('JSONL files listing samples, relative to dataset_path'),
     seed: nonNegInt.default(0).describe('Seed of initialisation, data order and noise'),
     synthetic_samples: posInt.default(64).describe('Number of distinct samples of the synthetic source'),
-    max_bad_samples: nonNegInt.default(10).describe('Unreadable or mis-shaped samples skipped (with a warning) before the stage fails with the list of them'),
-    max_nonfinite_losses: nonNegInt.default(3).describe('Steps with a NaN/Inf loss or gradient that roll back to the last good checkpoint and skip the batch, before the stage fails naming the steps and samples'),
-    vae_scale_factor: posNum.default(1.0).describe('Latents are (mean + exp(logvar/2) * eps) * vae_scale_factor when vid_emb holds the VAE posterior'),
+    max_bad_samples: nonNegInt
+      .default(10)
+      .describe(
+        'Unreadable or mis-shaped samples skipped (with a warning) before the stage fails with the list of them',
+      ),
+    max_nonfinite_losses: nonNegInt
+      .default(3)
+      .describe(
+        'Steps with a NaN/Inf loss or gradient that roll back to the last good checkpoint and skip the batch, before the stage fails naming the steps and samples',
+      ),
+    vae_scale_factor: posNum
+      .default(1.0)
+      .describe('Latents are (mean + exp(logvar/2) * eps) * vae_scale_factor when vid_emb holds the VAE posterior'),
   })
   .describe('Training loop and data');
 
@@ -68,10 +106,17 @@ export const optimizerSchema = z
     lr_ssm: posNum.describe('Peak learning rate of TTT parameters (names containing "ttt" or "ssm")'),
     lr_end: z.number().nonnegative().default(1e-5).describe('Learning rate at the end of the decay'),
     lr_schedule: z.enum(['linear', 'cosine', 'constant']).default('linear').describe('Decay after warmup for lr'),
-    lr_ssm_schedule: z.enum(['linear', 'cosine', 'constant']).default('cosine').describe('Decay after warmup for lr_ssm'),
+    lr_ssm_schedule: z
+      .enum(['linear', 'cosine', 'constant'])
+      .default('cosine')
+      .describe('Decay after warmup for lr_ssm'),
     warmup_steps: nonNegInt.default(0).describe('Linear warmup steps'),
     gradient_clipping_norm: posNum.default(0.1).describe('Global gradient-norm clipping threshold'),
-    weight_decay: z.number().nonnegative().default(1e-4).describe('Decoupled weight decay (not applied to biases, norms, b1, b2)'),
+    weight_decay: z
+      .number()
+      .nonnegative()
+      .default(1e-4)
+      .describe('Decoupled weight decay (not applied to biases, norms, b1, b2)'),
     beta1: z.number().min(0).max(1).default(0.9).describe('AdamW beta1'),
     beta2: z.number().min(0).max(1).default(0.95).describe('AdamW beta2'),
     eps: posNum.default(1e-8).describe('AdamW epsilon'),
@@ -81,7 +126,12 @@ export const optimizerSchema = z
 export const checkpointSchema = z
   .strictObject({
     interval: posInt.describe('Save a checkpoint every this many steps (and at the end of every shard)'),
-    init_state_dir: z.string().default('').describe('Stage-1 initial weights: a folder holding model*.safetensors with TTT-Video-DiT names (a checkpoint, converted weights, a PyTorch state dict), or a CogVideoX transformer in diffusers format, which the job converts first; empty = fresh initialisation'),
+    init_state_dir: z
+      .string()
+      .default('')
+      .describe(
+        'Stage-1 initial weights: a folder holding model*.safetensors with TTT-Video-DiT names (a checkpoint, converted weights, a PyTorch state dict), or a CogVideoX transformer in diffusers format, which the job converts first; empty = fresh initialisation',
+      ),
     keep: posInt.default(3).describe('Complete checkpoints kept per stage (older ones are deleted)'),
   })
   .describe('Checkpointing');
@@ -91,20 +141,30 @@ export const parallelismSchema = z
     dp_replicate: posInt.default(1).describe('Data-parallel replicas'),
     dp_sharding: posInt.default(1).describe('FSDP shards'),
     tp_sharding: posInt.default(1).describe('Tensor-parallel shards'),
-    fsdp_unsharded_dtype: z.enum(['float32', 'bfloat16']).default('bfloat16').describe('Compute dtype (TensorFlow.js computes in float32; see README)'),
+    fsdp_unsharded_dtype: z
+      .enum(['float32', 'bfloat16'])
+      .default('bfloat16')
+      .describe('Compute dtype (TensorFlow.js computes in float32; see README)'),
   })
   .describe('Device mesh; dp_replicate * dp_sharding * tp_sharding must equal the devices available');
 
 export const rematSchema = z
   .strictObject({
-    transformer_checkpoint_layer_group_size: nonNegInt.default(0).describe('Recompute transformer blocks in groups of this many layers (0 = off)'),
-    scan_checkpoint_group_size: nonNegInt.default(0).describe('Recompute the TTT scan in groups of this many mini-batches (0 = off)'),
+    transformer_checkpoint_layer_group_size: nonNegInt
+      .default(0)
+      .describe('Recompute transformer blocks in groups of this many layers (0 = off)'),
+    scan_checkpoint_group_size: nonNegInt
+      .default(0)
+      .describe('Recompute the TTT scan in groups of this many mini-batches (0 = off)'),
     forward_ssm: z.boolean().default(false).describe('Recompute the forward TTT pass'),
     reverse_ssm: z.boolean().default(false).describe('Recompute the reverse TTT pass'),
     attention: z.boolean().default(false).describe('Recompute local attention'),
     mlp: z.boolean().default(false).describe('Recompute the MLP'),
     seq_modeling_block: z.boolean().default(false).describe('Recompute the whole sequence-modeling block'),
-    shard_transformer_inputs: z.boolean().default(false).describe('Shard transformer inputs across tensor-parallel ranks (no effect on one device)'),
+    shard_transformer_inputs: z
+      .boolean()
+      .default(false)
+      .describe('Shard transformer inputs across tensor-parallel ranks (no effect on one device)'),
   })
   .describe('Activation recomputation');
 
@@ -118,16 +178,29 @@ export const wandbSchema = z
 
 export const shardSchema = z
   .strictObject({
-    max_steps: nonNegInt.default(0).describe('Most steps one trainShard activity runs (0 = no step bound, only max_seconds)'),
-    max_seconds: posNum.default(180).describe('Wall-time bound of one trainShard activity; it checkpoints and returns after this'),
-    heartbeat_timeout_seconds: posNum.default(30).describe('Heartbeat timeout of trainShard; a silent worker is presumed dead after this'),
-    progress_seconds: posNum.default(10).describe('Seconds between the running shard\'s progress reports to the workflow (search attribute TrainingStep, current details); each report adds a few history events'),
+    max_steps: nonNegInt
+      .default(0)
+      .describe('Most steps one trainShard activity runs (0 = no step bound, only max_seconds)'),
+    max_seconds: posNum
+      .default(180)
+      .describe('Wall-time bound of one trainShard activity; it checkpoints and returns after this'),
+    heartbeat_timeout_seconds: posNum
+      .default(30)
+      .describe('Heartbeat timeout of trainShard; a silent worker is presumed dead after this'),
+    progress_seconds: posNum
+      .default(10)
+      .describe(
+        "Seconds between the running shard's progress reports to the workflow (search attribute TrainingStep, current details); each report adds a few history events",
+      ),
   })
   .describe('Ours: how training is cut into Temporal activities');
 
 export const runtimeSchema = z
   .strictObject({
-    backend: z.enum(['auto', 'tensorflow', 'wasm', 'cpu']).default('auto').describe('TensorFlow.js backend; auto tries tfjs-node-gpu, tfjs-node, wasm, cpu'),
+    backend: z
+      .enum(['auto', 'tensorflow', 'wasm', 'cpu'])
+      .default('auto')
+      .describe('TensorFlow.js backend; auto tries tfjs-node-gpu, tfjs-node, wasm, cpu'),
   })
   .describe('Ours: compute backend');
 

@@ -11,7 +11,16 @@ export const DIFFUSERS_CONFIG = 'config.json';
 export const DIFFUSERS_SINGLE = 'diffusion_pytorch_model.safetensors';
 export const DIFFUSERS_INDEX = 'diffusion_pytorch_model.safetensors.index.json';
 /** The hyperparameters read from config.json; the same names as the stage config's [model] fields. */
-export const CONFIG_FIELDS = ['num_layers', 'num_attention_heads', 'attention_head_dim', 'in_channels', 'out_channels', 'patch_size', 'text_embed_dim', 'time_embed_dim'] as const;
+export const CONFIG_FIELDS = [
+  'num_layers',
+  'num_attention_heads',
+  'attention_head_dim',
+  'in_channels',
+  'out_channels',
+  'patch_size',
+  'text_embed_dim',
+  'time_embed_dim',
+] as const;
 export type DiffusersConfig = Record<(typeof CONFIG_FIELDS)[number], number>;
 
 export class ConvertError extends UserError {
@@ -33,19 +42,33 @@ export function readDiffusersConfig(dir: string): DiffusersConfig {
   try {
     raw = JSON.parse(fs.readFileSync(file, 'utf8')) as Record<string, unknown>;
   } catch (e) {
-    throw new ConvertError(file, `cannot read the model config (${(e as Error).message})`, 'point --from (or checkpoint.init_state_dir) at the `transformer` folder of a CogVideoX diffusers checkpoint, which holds config.json');
+    throw new ConvertError(
+      file,
+      `cannot read the model config (${(e as Error).message})`,
+      'point --from (or checkpoint.init_state_dir) at the `transformer` folder of a CogVideoX diffusers checkpoint, which holds config.json',
+    );
   }
-  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw new ConvertError(file, 'is not a JSON object', 'restore config.json from the diffusers checkpoint');
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw))
+    throw new ConvertError(file, 'is not a JSON object', 'restore config.json from the diffusers checkpoint');
   const problems: string[] = [];
   const out: Partial<DiffusersConfig> = {};
   for (const f of CONFIG_FIELDS) {
     const v = raw[f];
-    if (!Number.isSafeInteger(v) || (v as number) <= 0) problems.push(`${f} = ${JSON.stringify(v)} (expected a positive integer)`);
+    if (!Number.isSafeInteger(v) || (v as number) <= 0)
+      problems.push(`${f} = ${JSON.stringify(v)} (expected a positive integer)`);
     else out[f] = v as number;
   }
-  if (raw._class_name !== undefined && raw._class_name !== 'CogVideoXTransformer3DModel') problems.push(`_class_name = ${JSON.stringify(raw._class_name)} (expected "CogVideoXTransformer3DModel")`);
-  if (raw.patch_size_t !== undefined && raw.patch_size_t !== null) problems.push(`patch_size_t = ${JSON.stringify(raw.patch_size_t)}: CogVideoX 1.5 (temporal patches) is not supported; TTT-Video-DiT starts from CogVideoX-5B (patch_size_t null)`);
-  if (problems.length > 0) throw new ConvertError(file, `not a CogVideoX transformer config: ${problems.join('; ')}`, 'use the config.json of CogVideoX-5B (the `transformer` folder of the diffusers checkpoint)');
+  if (raw._class_name !== undefined && raw._class_name !== 'CogVideoXTransformer3DModel')
+    problems.push(`_class_name = ${JSON.stringify(raw._class_name)} (expected "CogVideoXTransformer3DModel")`);
+  if (raw.patch_size_t !== undefined && raw.patch_size_t !== null)
+    problems.push(
+      `patch_size_t = ${JSON.stringify(raw.patch_size_t)}: CogVideoX 1.5 (temporal patches) is not supported; TTT-Video-DiT starts from CogVideoX-5B (patch_size_t null)`,
+    );
+  if (problems.length > 0)
+    throw new ConvertError(
+      file,
+      `not a CogVideoX transformer config: ${problems.join('; ')}`,
+      'use the config.json of CogVideoX-5B (the `transformer` folder of the diffusers checkpoint)',
+    );
   return out as DiffusersConfig;
 }
-

@@ -122,7 +122,12 @@ async function readFully(fh: fs.promises.FileHandle, buf: Buffer, position: numb
   let off = 0;
   while (off < buf.length) {
     const { bytesRead } = await fh.read(buf, off, Math.min(buf.length - off, 1 << 30), position + off);
-    if (bytesRead === 0) throw new ConvertError(file, `ended at byte ${position + off} (the file shrank while it was read)`, 'do not change the input while it is converted');
+    if (bytesRead === 0)
+      throw new ConvertError(
+        file,
+        `ended at byte ${position + off} (the file shrank while it was read)`,
+        'do not change the input while it is converted',
+      );
     off += bytesRead;
   }
 }
@@ -159,14 +164,19 @@ function planShards(entries: OutEntry[], maxBytes: number): OutShard[] {
 function readManifest(out: string): ConvertManifest | undefined {
   try {
     const m = JSON.parse(fs.readFileSync(path.join(out, MANIFEST), 'utf8')) as ConvertManifest;
-    return m.format === CONVERT_FORMAT && typeof m.inputHash === 'string' && m.files && typeof m.files === 'object' ? m : undefined;
+    return m.format === CONVERT_FORMAT && typeof m.inputHash === 'string' && m.files && typeof m.files === 'object'
+      ? m
+      : undefined;
   } catch {
     return undefined;
   }
 }
 
 /** Checks a conversion output folder: every file listed in convert.json has its size (and, with checksums, its sha256). */
-export function verifyConversion(out: string, opts: { checksums?: boolean } = {}): { ok: true; manifest: ConvertManifest } | { ok: false; reason: string } {
+export function verifyConversion(
+  out: string,
+  opts: { checksums?: boolean } = {},
+): { ok: true; manifest: ConvertManifest } | { ok: false; reason: string } {
   const m = readManifest(out);
   if (!m) return { ok: false, reason: `${MANIFEST} missing or unreadable` };
   const bad = verifyFiles(out, m.files, MANIFEST, opts);
@@ -203,7 +213,9 @@ async function hashInputs(src: DiffusersSource, opts: ConvertOptions): Promise<R
 
 function removeStaleTemporaries(out: string): void {
   const prefix = `.${path.basename(out)}.`;
-  removeDeadWritersFolders(path.dirname(out), (n) => (n.startsWith(prefix) ? /\.(?:tmp|old)-(\d+)-[0-9a-f]{8}$/.exec(n)?.[1] : undefined));
+  removeDeadWritersFolders(path.dirname(out), (n) =>
+    n.startsWith(prefix) ? /\.(?:tmp|old)-(\d+)-[0-9a-f]{8}$/.exec(n)?.[1] : undefined,
+  );
 }
 
 /** Converts a CogVideoX diffusers transformer folder into TTT-Video-DiT weights (see the file comment). */
@@ -215,19 +227,32 @@ export async function convertDiffusers(opts: ConvertOptions): Promise<ConvertRes
   const seed = opts.seed ?? 0;
   const maxShardBytes = opts.maxShardBytes ?? DEFAULT_MAX_SHARD_BYTES;
   const st = SAFETENSORS_DTYPE[dtype];
-  if (!st) throw new ConvertError('--dtype', `${JSON.stringify(dtype)} is not an output dtype`, 'use float32 or bfloat16');
-  if (ssmLayer !== 'ttt_mlp' && ssmLayer !== 'ttt_linear') throw new ConvertError('--ssm-layer', `${JSON.stringify(ssmLayer)} is not a TTT layer`, 'use ttt_mlp or ttt_linear');
+  if (!st)
+    throw new ConvertError('--dtype', `${JSON.stringify(dtype)} is not an output dtype`, 'use float32 or bfloat16');
+  if (ssmLayer !== 'ttt_mlp' && ssmLayer !== 'ttt_linear')
+    throw new ConvertError(
+      '--ssm-layer',
+      `${JSON.stringify(ssmLayer)} is not a TTT layer`,
+      'use ttt_mlp or ttt_linear',
+    );
   const log = logger.child({ convert: out });
   const src = readDiffusersSource(opts.from, ssmLayer);
-  if (path.resolve(src.dir) === out) throw new ConvertError(out, 'the output folder is the input folder', 'choose another --out');
+  if (path.resolve(src.dir) === out)
+    throw new ConvertError(out, 'the output folder is the input folder', 'choose another --out');
   const model: ModelConfig = { ...src.config, ssm_layer: ssmLayer };
   const options = { ssm_layer: ssmLayer, dtype, seed, max_shard_bytes: maxShardBytes };
   const bytesIn = src.inputFiles.reduce((a, f) => a + fs.statSync(f).size, 0);
 
   if (fs.existsSync(out)) {
-    if (!fs.statSync(out).isDirectory()) throw new ConvertError(out, 'exists and is not a folder', 'choose a new or empty output folder');
+    if (!fs.statSync(out).isDirectory())
+      throw new ConvertError(out, 'exists and is not a folder', 'choose a new or empty output folder');
     const prev = readManifest(out);
-    if (!prev && fs.readdirSync(out).length > 0) throw new ConvertError(out, `exists, is not empty and holds no ${MANIFEST} (not the output of an earlier conversion); it is left alone`, 'choose a new or empty output folder');
+    if (!prev && fs.readdirSync(out).length > 0)
+      throw new ConvertError(
+        out,
+        `exists, is not empty and holds no ${MANIFEST} (not the output of an earlier conversion); it is left alone`,
+        'choose a new or empty output folder',
+      );
     if (prev && JSON.stringify(prev.options) === JSON.stringify(options)) {
       const sizesOk = verifyConversion(out, { checksums: false });
       if (sizesOk.ok) {
@@ -235,18 +260,39 @@ export async function convertDiffusers(opts: ConvertOptions): Promise<ConvertRes
         const hash = inputHash(inputFiles);
         if (hash === prev.inputHash) {
           log.info({ inputHash: hash }, 'the output folder already holds this conversion; reusing it');
-          const weightFiles = Object.keys(prev.files).filter((f) => f.endsWith('.safetensors')).sort();
-          return { out, reused: true, inputHash: hash, weightFiles, tensors: prev.tensors, bytesIn, bytesOut: weightFiles.reduce((a, f) => a + prev.files[f]!.bytes, 0), seconds: (Date.now() - t0) / 1000, model: prev.model };
+          const weightFiles = Object.keys(prev.files)
+            .filter((f) => f.endsWith('.safetensors'))
+            .sort();
+          return {
+            out,
+            reused: true,
+            inputHash: hash,
+            weightFiles,
+            tensors: prev.tensors,
+            bytesIn,
+            bytesOut: weightFiles.reduce((a, f) => a + prev.files[f]!.bytes, 0),
+            seconds: (Date.now() - t0) / 1000,
+            model: prev.model,
+          };
         }
-        log.info({ was: prev.inputHash, now: hash }, 'the input changed since the earlier conversion; converting again');
+        log.info(
+          { was: prev.inputHash, now: hash },
+          'the input changed since the earlier conversion; converting again',
+        );
       } else log.info({ reason: sizesOk.reason }, 'the earlier conversion is incomplete; converting again');
-    } else if (prev) log.info({ was: prev.options, now: options }, 'the earlier conversion used other options; converting again');
+    } else if (prev)
+      log.info({ was: prev.options, now: options }, 'the earlier conversion used other options; converting again');
   }
 
   // Plan: source tensors in file and byte order, then the parameters TTT-Video-DiT adds.
   const specs = paramSpecs(paramDims(src.config, ssmLayer));
   const byName = new Map(specs.map((s) => [s.name, s]));
-  const entryOf = (spec: ParamSpec): OutEntry => ({ name: spec.name, shape: spec.torchShape, bytes: spec.torchShape.reduce((a, b) => a * b, DTYPE_BYTES[st]), spec });
+  const entryOf = (spec: ParamSpec): OutEntry => ({
+    name: spec.name,
+    shape: spec.torchShape,
+    bytes: spec.torchShape.reduce((a, b) => a * b, DTYPE_BYTES[st]),
+    spec,
+  });
   const entries: OutEntry[] = [];
   for (const f of src.files) for (const t of f.tensors) entries.push(entryOf(byName.get(tttName(t.name)!)!));
   const { added } = splitSpecs(specs);
@@ -254,7 +300,19 @@ export async function convertDiffusers(opts: ConvertOptions): Promise<ConvertRes
   const shards = planShards(entries, maxShardBytes);
   const bytesTotal = entries.reduce((a, e) => a + e.bytes, 0);
   const mapped = entries.length - added.length;
-  log.info({ from: src.dir, inputFiles: src.files.length, inputMB: mb(bytesIn), outputShards: shards.length, outputMB: mb(bytesTotal), mapped, added: added.length, dtype }, 'converting CogVideoX weights');
+  log.info(
+    {
+      from: src.dir,
+      inputFiles: src.files.length,
+      inputMB: mb(bytesIn),
+      outputShards: shards.length,
+      outputMB: mb(bytesTotal),
+      mapped,
+      added: added.length,
+      dtype,
+    },
+    'converting CogVideoX weights',
+  );
 
   removeStaleTemporaries(out);
   const tag = `${process.pid}-${crypto.randomBytes(4).toString('hex')}`;
@@ -265,7 +323,8 @@ export async function convertDiffusers(opts: ConvertOptions): Promise<ConvertRes
   try {
     const files: Record<string, FileEntry> = {};
     const inputFiles: Record<string, FileEntry> = {};
-    for (const f of src.inputFiles.filter((f) => !f.endsWith('.safetensors'))) inputFiles[path.basename(f)] = sha256Sync(f);
+    for (const f of src.inputFiles.filter((f) => !f.endsWith('.safetensors')))
+      inputFiles[path.basename(f)] = sha256Sync(f);
     let shardIdx = -1;
     let left = 0;
     let hash: crypto.Hash | undefined;
@@ -279,9 +338,13 @@ export async function convertDiffusers(opts: ConvertOptions): Promise<ConvertRes
       await fh.close();
       fh = undefined;
       const s = shards[shardIdx]!;
-      if (written !== expectedBytes) throw new Error(`internal: ${s.file} has ${written} bytes, its header plans ${expectedBytes}`);
+      if (written !== expectedBytes)
+        throw new Error(`internal: ${s.file} has ${written} bytes, its header plans ${expectedBytes}`);
       files[s.file] = { sha256: hash!.digest('hex'), bytes: written };
-      log.info({ shard: s.file, of: shards.length, tensors: s.entries.length, mb: mb(written) }, 'output shard written');
+      log.info(
+        { shard: s.file, of: shards.length, tensors: s.entries.length, mb: mb(written) },
+        'output shard written',
+      );
     };
     /** Runs an output step after the ones queued before it (writes stay in order while the next chunk is read). */
     const enqueue = (step: () => Promise<void>): Promise<void> => {
@@ -295,7 +358,10 @@ export async function convertDiffusers(opts: ConvertOptions): Promise<ConvertRes
         await closeShard();
         shardIdx++;
         const s = shards[shardIdx]!;
-        const { header, dataBytes } = encodeHeader(s.entries.map((x) => ({ name: x.name, dtype: st, shape: x.shape })), { format: 'pt' });
+        const { header, dataBytes } = encodeHeader(
+          s.entries.map((x) => ({ name: x.name, dtype: st, shape: x.shape })),
+          { format: 'pt' },
+        );
         expectedBytes = header.length + dataBytes;
         fh = await fs.promises.open(path.join(tmp, s.file), 'w');
         hash = crypto.createHash('sha256');
@@ -323,7 +389,16 @@ export async function convertDiffusers(opts: ConvertOptions): Promise<ConvertRes
     let c = 0;
     for (const [fi, f] of src.files.entries()) {
       currentFile = f.file;
-      log.info({ file: path.basename(f.file), index: fi + 1, of: src.files.length, tensors: f.tensors.length, mb: mb(f.bytes) }, 'reading input file');
+      log.info(
+        {
+          file: path.basename(f.file),
+          index: fi + 1,
+          of: src.files.length,
+          tensors: f.tensors.length,
+          mb: mb(f.bytes),
+        },
+        'reading input file',
+      );
       const h = crypto.createHash('sha256');
       const rh = await fs.promises.open(f.file, 'r');
       try {
@@ -340,7 +415,8 @@ export async function convertDiffusers(opts: ConvertOptions): Promise<ConvertRes
             const raw = chunks[c]!.subarray(0, Math.min(CHUNK_BYTES, t.info.end - at));
             await readFully(rh, raw, f.header.dataStart + at, f.file);
             h.update(raw);
-            const bytes = t.info.dtype === st ? raw : fromFloat32(st, toFloat32(t.info.dtype, raw, f.file, t.name, true));
+            const bytes =
+              t.info.dtype === st ? raw : fromFloat32(st, toFloat32(t.info.dtype, raw, f.file, t.name, true));
             inUse[c] = enqueue(() => writeData(bytes));
             c ^= 1;
           }
@@ -367,14 +443,27 @@ export async function convertDiffusers(opts: ConvertOptions): Promise<ConvertRes
     if (shards.length > 1) {
       const weightMap: Record<string, string> = {};
       for (const s of shards) for (const e of s.entries) weightMap[e.name] = s.file;
-      files['model.safetensors.index.json'] = writeFileSynced(path.join(tmp, 'model.safetensors.index.json'), JSON.stringify({ metadata: { total_size: bytesTotal }, weight_map: weightMap }, null, 2) + '\n');
+      files['model.safetensors.index.json'] = writeFileSynced(
+        path.join(tmp, 'model.safetensors.index.json'),
+        `${JSON.stringify({ metadata: { total_size: bytesTotal }, weight_map: weightMap }, null, 2)}\n`,
+      );
     }
-    files[MODEL_CONFIG] = writeFileSynced(path.join(tmp, MODEL_CONFIG), JSON.stringify(model, null, 2) + '\n');
+    files[MODEL_CONFIG] = writeFileSynced(path.join(tmp, MODEL_CONFIG), `${JSON.stringify(model, null, 2)}\n`);
     const ordered: Record<string, FileEntry> = {};
     for (const f of src.inputFiles) ordered[path.basename(f)] = inputFiles[path.basename(f)]!;
     const hashAll = inputHash(ordered);
-    const manifest: ConvertManifest = { format: CONVERT_FORMAT, source: src.dir, inputHash: hashAll, inputFiles: ordered, options, model, tensors: { mapped, added: added.length }, files, createdAt: new Date().toISOString() };
-    writeFileSynced(path.join(tmp, MANIFEST), JSON.stringify(manifest, null, 2) + '\n');
+    const manifest: ConvertManifest = {
+      format: CONVERT_FORMAT,
+      source: src.dir,
+      inputHash: hashAll,
+      inputFiles: ordered,
+      options,
+      model,
+      tensors: { mapped, added: added.length },
+      files,
+      createdAt: new Date().toISOString(),
+    };
+    writeFileSynced(path.join(tmp, MANIFEST), `${JSON.stringify(manifest, null, 2)}\n`);
     fsyncDir(tmp);
     if (fs.existsSync(out)) {
       const old = path.join(path.dirname(out), `.${path.basename(out)}.old-${tag}`);
@@ -387,7 +476,17 @@ export async function convertDiffusers(opts: ConvertOptions): Promise<ConvertRes
     fsyncDir(path.dirname(out));
     const seconds = (Date.now() - t0) / 1000;
     log.info({ seconds, inputHash: hashAll, files: weightFiles.length }, 'conversion done');
-    return { out, reused: false, inputHash: hashAll, weightFiles, tensors: { mapped, added: added.length }, bytesIn, bytesOut: weightFiles.reduce((a, f) => a + files[f]!.bytes, 0), seconds, model };
+    return {
+      out,
+      reused: false,
+      inputHash: hashAll,
+      weightFiles,
+      tensors: { mapped, added: added.length },
+      bytesIn,
+      bytesOut: weightFiles.reduce((a, f) => a + files[f]!.bytes, 0),
+      seconds,
+      model,
+    };
   } catch (e) {
     await queue.catch(() => undefined); // let a write in flight end before closing its file
     await fh?.close().catch(() => undefined);

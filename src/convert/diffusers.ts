@@ -10,13 +10,27 @@ import * as path from 'node:path';
 import { paramDims } from '../model/dims';
 import { paramSpecs } from '../model/params';
 import { readHeader, SafetensorsError, type SafetensorsHeader, type TensorInfo } from '../checkpoint/safetensors';
-import { ConvertError, DIFFUSERS_CONFIG, DIFFUSERS_INDEX, DIFFUSERS_SINGLE, readDiffusersConfig, type DiffusersConfig } from './config';
+import {
+  ConvertError,
+  DIFFUSERS_CONFIG,
+  DIFFUSERS_INDEX,
+  DIFFUSERS_SINGLE,
+  readDiffusersConfig,
+  type DiffusersConfig,
+} from './config';
 import { splitSpecs, tttName } from './keymap';
 
-export { ConvertError, DIFFUSERS_CONFIG, DIFFUSERS_INDEX, DIFFUSERS_SINGLE, isDiffusersFolder, readDiffusersConfig, type DiffusersConfig } from './config';
+export {
+  ConvertError,
+  DIFFUSERS_CONFIG,
+  DIFFUSERS_INDEX,
+  DIFFUSERS_SINGLE,
+  isDiffusersFolder,
+  readDiffusersConfig,
+  type DiffusersConfig,
+} from './config';
 export { paramDims } from '../model/dims';
 export const SOURCE_DTYPES = ['BF16', 'F16', 'F32'];
-
 
 export interface SourceTensor {
   /** diffusers name. */
@@ -50,24 +64,52 @@ function shardFiles(dir: string): { files: string[]; index: string | null; weigh
     try {
       weightMap = (JSON.parse(fs.readFileSync(index, 'utf8')) as { weight_map?: unknown }).weight_map;
     } catch (e) {
-      throw new ConvertError(index, `cannot read the shard index (${(e as Error).message})`, 'restore the index file from the diffusers checkpoint');
+      throw new ConvertError(
+        index,
+        `cannot read the shard index (${(e as Error).message})`,
+        'restore the index file from the diffusers checkpoint',
+      );
     }
-    if (weightMap === null || typeof weightMap !== 'object' || Array.isArray(weightMap) || Object.values(weightMap).some((f) => typeof f !== 'string')) {
-      throw new ConvertError(index, 'weight_map is not an object of {tensor name: file name}', 'restore the index file from the diffusers checkpoint');
+    if (
+      weightMap === null ||
+      typeof weightMap !== 'object' ||
+      Array.isArray(weightMap) ||
+      Object.values(weightMap).some((f) => typeof f !== 'string')
+    ) {
+      throw new ConvertError(
+        index,
+        'weight_map is not an object of {tensor name: file name}',
+        'restore the index file from the diffusers checkpoint',
+      );
     }
     const names = [...new Set(Object.values(weightMap as Record<string, string>))].sort();
     const outside = names.filter((f) => f !== path.basename(f) || f.startsWith('.'));
-    if (outside.length > 0) throw new ConvertError(index, `weight_map names files outside the folder: ${outside.join(', ')}`, 'shard files must sit next to the index');
+    if (outside.length > 0)
+      throw new ConvertError(
+        index,
+        `weight_map names files outside the folder: ${outside.join(', ')}`,
+        'shard files must sit next to the index',
+      );
     const missing = names.filter((f) => !fs.existsSync(path.join(dir, f)));
-    if (missing.length > 0) throw new ConvertError(index, `shard files listed in weight_map are missing: ${missing.join(', ')}`, 'download the missing shards, or restore the folder');
+    if (missing.length > 0)
+      throw new ConvertError(
+        index,
+        `shard files listed in weight_map are missing: ${missing.join(', ')}`,
+        'download the missing shards, or restore the folder',
+      );
     return { files: names.map((f) => path.join(dir, f)), index, weightMap: weightMap as Record<string, string> };
   }
   const single = path.join(dir, DIFFUSERS_SINGLE);
   if (fs.existsSync(single)) return { files: [single], index: null, weightMap: null };
-  throw new ConvertError(dir, `no ${DIFFUSERS_SINGLE} or ${DIFFUSERS_INDEX}`, 'point it at the `transformer` folder of a CogVideoX diffusers checkpoint');
+  throw new ConvertError(
+    dir,
+    `no ${DIFFUSERS_SINGLE} or ${DIFFUSERS_INDEX}`,
+    'point it at the `transformer` folder of a CogVideoX diffusers checkpoint',
+  );
 }
 
-const list = (xs: string[], n = 20): string => (xs.length <= n ? xs.join(', ') : `${xs.slice(0, n).join(', ')} and ${xs.length - n} more`);
+const list = (xs: string[], n = 20): string =>
+  xs.length <= n ? xs.join(', ') : `${xs.slice(0, n).join(', ')} and ${xs.length - n} more`;
 
 /**
  * Reads a diffusers folder's config and headers and checks them against the TTT-Video-DiT
@@ -77,7 +119,12 @@ const list = (xs: string[], n = 20): string => (xs.length <= n ? xs.join(', ') :
  */
 export function readDiffusersSource(dirArg: string, ssmLayer: 'ttt_mlp' | 'ttt_linear'): DiffusersSource {
   const dir = path.resolve(dirArg);
-  if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) throw new ConvertError(dir, 'no such directory', 'point it at the `transformer` folder of a CogVideoX diffusers checkpoint');
+  if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory())
+    throw new ConvertError(
+      dir,
+      'no such directory',
+      'point it at the `transformer` folder of a CogVideoX diffusers checkpoint',
+    );
   const config = readDiffusersConfig(dir);
   const { files: paths, index, weightMap } = shardFiles(dir);
   const files: SourceFile[] = [];
@@ -88,7 +135,8 @@ export function readDiffusersSource(dirArg: string, ssmLayer: 'ttt_mlp' | 'ttt_l
     try {
       header = readHeader(file);
     } catch (e) {
-      if (e instanceof SafetensorsError) throw new ConvertError(file, e.problem, 'the file is malformed or truncated; download it again');
+      if (e instanceof SafetensorsError)
+        throw new ConvertError(file, e.problem, 'the file is malformed or truncated; download it again');
       throw e;
     }
     const ts: SourceTensor[] = [];
@@ -103,8 +151,11 @@ export function readDiffusersSource(dirArg: string, ssmLayer: 'ttt_mlp' | 'ttt_l
     files.push({ file, bytes: header.dataStart + header.dataBytes, header, tensors: ts });
   }
   if (weightMap) {
-    const wrong = Object.entries(weightMap).filter(([name, f]) => tensors.get(name)?.file !== path.join(dir, f)).map(([name, f]) => `${name} (index: ${f})`);
-    if (wrong.length > 0) problems.push(`${DIFFUSERS_INDEX} lists tensors that are not in the file it names: ${list(wrong)}`);
+    const wrong = Object.entries(weightMap)
+      .filter(([name, f]) => tensors.get(name)?.file !== path.join(dir, f))
+      .map(([name, f]) => `${name} (index: ${f})`);
+    if (wrong.length > 0)
+      problems.push(`${DIFFUSERS_INDEX} lists tensors that are not in the file it names: ${list(wrong)}`);
     const unlisted = [...tensors.keys()].filter((n) => !(n in weightMap));
     if (unlisted.length > 0) problems.push(`tensors missing from ${DIFFUSERS_INDEX}: ${list(unlisted)}`);
   }
@@ -116,7 +167,9 @@ export function readDiffusersSource(dirArg: string, ssmLayer: 'ttt_mlp' | 'ttt_l
     const outOfRange = unknown.filter((n) => tttName(n) !== undefined);
     problems.push(
       `unknown tensors (no TTT-Video-DiT parameter of a ${config.num_layers}-layer model takes them): ${list(unknown)}` +
-        (outOfRange.length > 0 ? ` (${outOfRange.length} of them are blocks past num_layers = ${config.num_layers})` : ''),
+        (outOfRange.length > 0
+          ? ` (${outOfRange.length} of them are blocks past num_layers = ${config.num_layers})`
+          : ''),
     );
   }
   const missing = [...wanted.keys()].filter((n) => !tensors.has(n));
@@ -126,13 +179,24 @@ export function readDiffusersSource(dirArg: string, ssmLayer: 'ttt_mlp' | 'ttt_l
   for (const [name, spec] of wanted) {
     const t = tensors.get(name);
     if (!t) continue;
-    if (JSON.stringify(t.info.shape) !== JSON.stringify(spec.torchShape)) badShape.push(`${name} is ${JSON.stringify(t.info.shape)}, expected ${JSON.stringify(spec.torchShape)}`);
+    if (JSON.stringify(t.info.shape) !== JSON.stringify(spec.torchShape))
+      badShape.push(`${name} is ${JSON.stringify(t.info.shape)}, expected ${JSON.stringify(spec.torchShape)}`);
     if (!SOURCE_DTYPES.includes(t.info.dtype)) badDtype.push(`${name} (${t.info.dtype})`);
   }
   if (badShape.length > 0) problems.push(`shapes that disagree with config.json: ${list(badShape)}`);
   if (badDtype.length > 0) problems.push(`dtypes other than ${SOURCE_DTYPES.join(', ')}: ${list(badDtype)}`);
   if (problems.length > 0) {
-    throw new ConvertError(dir, `not a CogVideoX transformer this converter can map:\n  - ${problems.join('\n  - ')}\n`, 'use the `transformer` folder of an unmodified CogVideoX-5B diffusers checkpoint whose config.json matches its tensors');
+    throw new ConvertError(
+      dir,
+      `not a CogVideoX transformer this converter can map:\n  - ${problems.join('\n  - ')}\n`,
+      'use the `transformer` folder of an unmodified CogVideoX-5B diffusers checkpoint whose config.json matches its tensors',
+    );
   }
-  return { dir, config, inputFiles: [path.join(dir, DIFFUSERS_CONFIG), ...(index ? [index] : []), ...paths], files, tensors };
+  return {
+    dir,
+    config,
+    inputFiles: [path.join(dir, DIFFUSERS_CONFIG), ...(index ? [index] : []), ...paths],
+    files,
+    tensors,
+  };
 }

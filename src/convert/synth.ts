@@ -40,7 +40,10 @@ export function cogvideoxConfig(c: DiffusersConfig): Record<string, unknown> {
 
 /** The diffusers tensors of a CogVideoX transformer of these sizes, in state-dict order. */
 export function diffusersTensors(c: DiffusersConfig): { name: string; shape: number[] }[] {
-  return splitSpecs(paramSpecs(paramDims(c, 'ttt_mlp'))).mapped.map((m) => ({ name: m.source, shape: m.spec.torchShape }));
+  return splitSpecs(paramSpecs(paramDims(c, 'ttt_mlp'))).mapped.map((m) => ({
+    name: m.source,
+    shape: m.spec.torchShape,
+  }));
 }
 
 export interface SynthOptions {
@@ -73,7 +76,9 @@ function fillRandom(out: Buffer, dtype: DType, state: { s: number }): void {
       s ^= s << 5;
       const r = s >>> 0;
       const sign = (r >>> 31) << 15;
-      u[i] = bf ? sign | ((118 + (r % 10)) << 7) | ((r >>> 8) & 0x7f) : sign | ((6 + (r % 10)) << 10) | ((r >>> 8) & 0x3ff);
+      u[i] = bf
+        ? sign | ((118 + (r % 10)) << 7) | ((r >>> 8) & 0x7f)
+        : sign | ((6 + (r % 10)) << 10) | ((r >>> 8) & 0x3ff);
     }
   }
   state.s = s;
@@ -84,7 +89,11 @@ export function writeSyntheticDiffusers(dir: string, config: DiffusersConfig, op
   const dtype = opts.dtype ?? 'BF16';
   const shardCount = opts.shards ?? 1;
   const list = (opts.tensors ?? ((l) => l))(diffusersTensors(config));
-  const entries: (HeaderEntry & { bytes: number })[] = list.map((t) => ({ ...t, dtype, bytes: t.shape.reduce((a, b) => a * b, DTYPE_BYTES[dtype]) }));
+  const entries: (HeaderEntry & { bytes: number })[] = list.map((t) => ({
+    ...t,
+    dtype,
+    bytes: t.shape.reduce((a, b) => a * b, DTYPE_BYTES[dtype]),
+  }));
   const total = entries.reduce((a, e) => a + e.bytes, 0);
   const buckets: (typeof entries)[] = [];
   let acc = 0;
@@ -95,8 +104,14 @@ export function writeSyntheticDiffusers(dir: string, config: DiffusersConfig, op
   }
   const groups = buckets.filter((g) => g !== undefined);
   fs.mkdirSync(dir, { recursive: true });
-  fs.writeFileSync(path.join(dir, DIFFUSERS_CONFIG), JSON.stringify(cogvideoxConfig(config), null, 2) + '\n');
-  const names = shardCount === 1 ? [DIFFUSERS_SINGLE] : groups.map((_, i) => `diffusion_pytorch_model-${String(i + 1).padStart(5, '0')}-of-${String(groups.length).padStart(5, '0')}.safetensors`);
+  fs.writeFileSync(path.join(dir, DIFFUSERS_CONFIG), `${JSON.stringify(cogvideoxConfig(config), null, 2)}\n`);
+  const names =
+    shardCount === 1
+      ? [DIFFUSERS_SINGLE]
+      : groups.map(
+          (_, i) =>
+            `diffusion_pytorch_model-${String(i + 1).padStart(5, '0')}-of-${String(groups.length).padStart(5, '0')}.safetensors`,
+        );
   const state = { s: ((opts.seed ?? 1) * 2654435761) >>> 0 || 1 };
   const chunk = Buffer.allocUnsafeSlow(16 << 20);
   const weightMap: Record<string, string> = {};
@@ -119,6 +134,10 @@ export function writeSyntheticDiffusers(dir: string, config: DiffusersConfig, op
       fs.closeSync(fd);
     }
   });
-  if (shardCount > 1) fs.writeFileSync(path.join(dir, DIFFUSERS_INDEX), JSON.stringify({ metadata: { total_size: total }, weight_map: weightMap }, null, 2) + '\n');
+  if (shardCount > 1)
+    fs.writeFileSync(
+      path.join(dir, DIFFUSERS_INDEX),
+      `${JSON.stringify({ metadata: { total_size: total }, weight_map: weightMap }, null, 2)}\n`,
+    );
   return names.map((n) => path.join(dir, n));
 }

@@ -69,7 +69,17 @@ export function sampleAt(pos: number, size: number, seed: number, cache: Map<num
  * The micro-batch `micro` of optimizer step `step` (1-based): `size` samples starting at
  * stream position (step-1)*globalBatch + micro*size.
  */
-export function makeBatch(src: DataSource, d: ModelDims, seed: number, step: number, globalBatch: number, micro: number, size: number, cache?: Map<number, number[]>, skip?: SkipPolicy): Batch {
+export function makeBatch(
+  src: DataSource,
+  d: ModelDims,
+  seed: number,
+  step: number,
+  globalBatch: number,
+  micro: number,
+  size: number,
+  cache?: Map<number, number[]>,
+  skip?: SkipPolicy,
+): Batch {
   const F = d.latentFrames;
   const vidLen = F * d.inChannels * d.latentHeight * d.latentWidth;
   const txtLen = d.segments * d.textLength * d.textDim;
@@ -109,7 +119,13 @@ export function makeBatch(src: DataSource, d: ModelDims, seed: number, step: num
  * The sample at stream position `pos`; a bad one is replaced by the sample at the same position
  * of the next epoch's order (deterministic, so resumed runs skip identically).
  */
-function readSample(src: DataSource, pos: number, seed: number, cache: Map<number, number[]> | undefined, skip: SkipPolicy | undefined): { id: number; s: { video: Float32Array; text: Float32Array } } {
+function readSample(
+  src: DataSource,
+  pos: number,
+  seed: number,
+  cache: Map<number, number[]> | undefined,
+  skip: SkipPolicy | undefined,
+): { id: number; s: { video: Float32Array; text: Float32Array } } {
   for (let attempt = 0; ; attempt++) {
     const id = sampleAt(pos + attempt * src.size, src.size, seed, cache);
     try {
@@ -122,10 +138,13 @@ function readSample(src: DataSource, pos: number, seed: number, cache: Map<numbe
       }
       if (skip.bad.size > skip.maxBad || skip.bad.size >= src.size) {
         const list = [...skip.bad.values()].map((r) => `  - ${r}`).join('\n');
-        throw new UserError(`${skip.bad.size} bad samples, more than training.max_bad_samples = ${skip.maxBad}:\n${list}\n`, {
-          kind: 'DataError',
-          fix: 'repair or remove these samples, or raise training.max_bad_samples',
-        });
+        throw new UserError(
+          `${skip.bad.size} bad samples, more than training.max_bad_samples = ${skip.maxBad}:\n${list}\n`,
+          {
+            kind: 'DataError',
+            fix: 'repair or remove these samples, or raise training.max_bad_samples',
+          },
+        );
       }
     }
   }

@@ -10,7 +10,10 @@ export function readTensorFile(file: string): FloatTensor {
   if (ext === '.safetensors') {
     const { tensors } = readSafetensors(file);
     if (tensors.size !== 1) {
-      throw new UserError(`holds ${tensors.size} tensors (${[...tensors.keys()].slice(0, 5).join(', ')}); an embedding file holds exactly one`, { where: file, kind: 'DataError', fix: 'save one tensor per file' });
+      throw new UserError(
+        `holds ${tensors.size} tensors (${[...tensors.keys()].slice(0, 5).join(', ')}); an embedding file holds exactly one`,
+        { where: file, kind: 'DataError', fix: 'save one tensor per file' },
+      );
     }
     return [...tensors.values()][0]!;
   }
@@ -21,5 +24,9 @@ export function readTensorFile(file: string): FloatTensor {
       fix: `convert it: python -c "import torch, numpy; numpy.save('${file.replace(/\.[^.]+$/, '.npy')}', torch.load('${file}').float().numpy())" and list the .npy file instead`,
     });
   }
-  throw new UserError(`unsupported file type "${ext}"`, { where: file, kind: 'DataError', fix: 'use .safetensors or .npy embedding files' });
+  throw new UserError(`unsupported file type "${ext}"`, {
+    where: file,
+    kind: 'DataError',
+    fix: 'use .safetensors or .npy embedding files',
+  });
 }

@@ -35,7 +35,11 @@ export function readJsonlEntries(c: StageConfig, segments: number): Entry[] {
     try {
       text = fs.readFileSync(file, 'utf8');
     } catch (e) {
-      throw new UserError(`cannot read (${(e as NodeJS.ErrnoException).code ?? String(e)})`, { where: file, kind: 'DataError', fix: 'list JSONL files relative to training.dataset_path' });
+      throw new UserError(`cannot read (${(e as NodeJS.ErrnoException).code ?? String(e)})`, {
+        where: file,
+        kind: 'DataError',
+        fix: 'list JSONL files relative to training.dataset_path',
+      });
     }
     text.split('\n').forEach((raw, i) => {
       const line = i + 1;
@@ -48,15 +52,35 @@ export function readJsonlEntries(c: StageConfig, segments: number): Entry[] {
       }
       const { vid_emb: vid, text_chunk_emb: texts } = (o ?? {}) as { vid_emb?: unknown; text_chunk_emb?: unknown };
       if (typeof vid !== 'string' || !Array.isArray(texts) || texts.some((t) => typeof t !== 'string')) {
-        throw dataError(file, line, 'expected {"vid_emb": "<file>", "text_chunk_emb": ["<file>", ...]}', 'give the video embedding file and one text embedding file per 3-second segment');
+        throw dataError(
+          file,
+          line,
+          'expected {"vid_emb": "<file>", "text_chunk_emb": ["<file>", ...]}',
+          'give the video embedding file and one text embedding file per 3-second segment',
+        );
       }
       if (texts.length !== segments) {
-        throw dataError(file, line, `${texts.length} text chunks, but a ${c.model.video_length} video has ${segments} segments`, `list ${segments} text_chunk_emb files, one per 3-second segment`);
+        throw dataError(
+          file,
+          line,
+          `${texts.length} text chunks, but a ${c.model.video_length} video has ${segments} segments`,
+          `list ${segments} text_chunk_emb files, one per 3-second segment`,
+        );
       }
-      entries.push({ file, line, vid: path.resolve(root, vid), texts: (texts as string[]).map((t) => path.resolve(root, t)) });
+      entries.push({
+        file,
+        line,
+        vid: path.resolve(root, vid),
+        texts: (texts as string[]).map((t) => path.resolve(root, t)),
+      });
     });
   }
-  if (entries.length === 0) throw new UserError('the JSONL files list no samples', { where: 'training.jsonl_paths', kind: 'DataError', fix: 'add lines to the JSONL files' });
+  if (entries.length === 0)
+    throw new UserError('the JSONL files list no samples', {
+      where: 'training.jsonl_paths',
+      kind: 'DataError',
+      fix: 'add lines to the JSONL files',
+    });
   return entries;
 }
 
@@ -74,14 +98,24 @@ export function openJsonlDataset(c: StageConfig, d: ModelDims): DataSource {
         } catch (err) {
           const msg = (err as Error).message;
           const missing = (err as NodeJS.ErrnoException).code === 'ENOENT';
-          throw dataError(e.file, e.line, missing ? `${f} does not exist` : msg, missing ? 'fix the path (relative to training.dataset_path) or remove the line' : 'regenerate the file');
+          throw dataError(
+            e.file,
+            e.line,
+            missing ? `${f} does not exist` : msg,
+            missing ? 'fix the path (relative to training.dataset_path) or remove the line' : 'regenerate the file',
+          );
         }
       };
       const v = read(e.vid);
       const s = v.shape;
       const posterior = s.length === 4 && s[1] === 2 * C;
       if (s.length !== 4 || s[0] !== T || (s[1] !== C && !posterior) || s[2] !== H || s[3] !== W) {
-        throw dataError(e.file, e.line, `vid_emb ${e.vid} has shape [${s.join(', ')}], expected [${T}, ${C}, ${H}, ${W}] (a latent) or [${T}, ${2 * C}, ${H}, ${W}] (the VAE posterior) for ${c.model.video_length}`, 'precompute the embeddings for this stage\'s video length and resolution');
+        throw dataError(
+          e.file,
+          e.line,
+          `vid_emb ${e.vid} has shape [${s.join(', ')}], expected [${T}, ${C}, ${H}, ${W}] (a latent) or [${T}, ${2 * C}, ${H}, ${W}] (the VAE posterior) for ${c.model.video_length}`,
+          "precompute the embeddings for this stage's video length and resolution",
+        );
       }
       const video = new Float32Array(T * C * H * W);
       if (posterior) {
@@ -103,7 +137,12 @@ export function openJsonlDataset(c: StageConfig, d: ModelDims): DataSource {
       e.texts.forEach((f, i) => {
         const t = read(f);
         if (t.shape.length !== 2 || t.shape[0] !== L || t.shape[1] !== E) {
-          throw dataError(e.file, e.line, `text chunk ${i} (${f}) has shape [${t.shape.join(', ')}], expected [${L}, ${E}] (model.text_length x model.text_embed_dim)`, 'precompute the text embeddings with this text length');
+          throw dataError(
+            e.file,
+            e.line,
+            `text chunk ${i} (${f}) has shape [${t.shape.join(', ')}], expected [${L}, ${E}] (model.text_length x model.text_embed_dim)`,
+            'precompute the text embeddings with this text length',
+          );
         }
         text.set(t.data, i * L * E);
       });

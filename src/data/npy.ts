@@ -10,7 +10,11 @@ import { toFloat32, type FloatTensor } from '../checkpoint/safetensors';
 const MAGIC = Buffer.from([0x93, 0x4e, 0x55, 0x4d, 0x50, 0x59]); // \x93NUMPY
 
 function bad(file: string, msg: string): UserError {
-  return new UserError(msg, { where: file, kind: 'DataError', fix: 'rewrite the file with numpy.save(path, array.astype("float32"))' });
+  return new UserError(msg, {
+    where: file,
+    kind: 'DataError',
+    fix: 'rewrite the file with numpy.save(path, array.astype("float32"))',
+  });
 }
 
 export function readNpy(file: string): FloatTensor {
@@ -26,20 +30,26 @@ export function readNpy(file: string): FloatTensor {
   const descr = /'descr':\s*'([^']+)'/.exec(header)?.[1];
   const fortran = /'fortran_order':\s*(True|False)/.exec(header)?.[1];
   const shapeText = /'shape':\s*\(([^)]*)\)/.exec(header)?.[1];
-  if (!descr || !fortran || shapeText === undefined) throw bad(file, `unreadable header ${JSON.stringify(header.trim())}`);
+  if (!descr || !fortran || shapeText === undefined)
+    throw bad(file, `unreadable header ${JSON.stringify(header.trim())}`);
   if (fortran === 'True') throw bad(file, 'Fortran-ordered arrays are not supported');
   const shape = shapeText
     .split(',')
     .map((s) => s.trim())
     .filter(Boolean)
     .map(Number);
-  if (shape.some((d) => !Number.isSafeInteger(d) || d < 0)) throw bad(file, `unreadable shape (${shapeText}) in the header`);
+  if (shape.some((d) => !Number.isSafeInteger(d) || d < 0))
+    throw bad(file, `unreadable shape (${shapeText}) in the header`);
   const dtype = ({ '<f4': 'F32', '<f2': 'F16', '<f8': 'F64' } as const)[descr as '<f4'];
   if (!dtype) throw bad(file, `dtype ${descr} is not supported (float16, float32 or float64, little-endian)`);
   const bytesPer = dtype === 'F32' ? 4 : dtype === 'F16' ? 2 : 8;
   const n = shape.reduce((a, b) => a * b, 1);
   const data = buf.subarray(start + headerLen);
-  if (data.length !== n * bytesPer) throw bad(file, `shape (${shape.join(', ')}) of ${descr} needs ${n * bytesPer} bytes but the file holds ${data.length} (truncated?)`);
+  if (data.length !== n * bytesPer)
+    throw bad(
+      file,
+      `shape (${shape.join(', ')}) of ${descr} needs ${n * bytesPer} bytes but the file holds ${data.length} (truncated?)`,
+    );
   return { shape, data: toFloat32(dtype, Buffer.from(data), file) };
 }
 
@@ -47,7 +57,7 @@ export function writeNpy(file: string, t: FloatTensor): void {
   const shape = t.shape.length === 1 ? `(${t.shape[0]},)` : `(${t.shape.join(', ')})`;
   let header = `{'descr': '<f4', 'fortran_order': False, 'shape': ${shape}, }`;
   const total = 10 + header.length + 1;
-  header += ' '.repeat((64 - (total % 64)) % 64) + '\n';
+  header += `${' '.repeat((64 - (total % 64)) % 64)}\n`;
   const head = Buffer.alloc(10);
   MAGIC.copy(head, 0);
   head[6] = 1;

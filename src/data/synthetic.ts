@@ -30,7 +30,11 @@ export interface SynthSample {
 const PARAMS = 6;
 
 /** The parameters of sample n: per channel amplitude/frequency/phase, per segment speed. */
-function sampleParams(seed: number, n: number, dims: SynthDims): { amp: number[]; fh: number[]; fw: number[]; phase: number[]; speed: number[] } {
+function sampleParams(
+  seed: number,
+  n: number,
+  dims: SynthDims,
+): { amp: number[]; fh: number[]; fw: number[]; phase: number[]; speed: number[] } {
   const r = rngFor(seed, STREAM.data, n);
   const amp: number[] = [];
   const fh: number[] = [];
@@ -69,7 +73,14 @@ export function synthSample(seed: number, n: number, dims: SynthDims): SynthSamp
   const mean = (xs: number[]): number => xs.reduce((a, b) => a + b, 0) / xs.length;
   const text = new Float32Array(S * L * E);
   for (let s = 0; s < S; s++) {
-    const feat = [mean(p.amp) - 1, mean(p.fh) - 0.9, mean(p.fw) - 0.9, Math.sin(mean(p.phase)), p.speed[s]! * 2, s / Math.max(1, S - 1) - 0.5];
+    const feat = [
+      mean(p.amp) - 1,
+      mean(p.fh) - 0.9,
+      mean(p.fw) - 0.9,
+      Math.sin(mean(p.phase)),
+      p.speed[s]! * 2,
+      s / Math.max(1, S - 1) - 0.5,
+    ];
     for (let i = 0; i < L * E; i++) {
       let acc = 0;
       for (let k = 0; k < PARAMS; k++) acc += proj[i * PARAMS + k]! * feat[k]!;

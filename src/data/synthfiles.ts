@@ -21,17 +21,27 @@ export function writeSynthDataset(outDir: string, c: StageConfig, d: ModelDims, 
   for (let n = 0; n < samples; n++) {
     const s = synthSample(c.training.seed, n, dims);
     const vid = `latents/${v}-${n}.npy`;
-    writeNpy(path.join(outDir, vid), { shape: [d.latentFrames, d.inChannels, d.latentHeight, d.latentWidth], data: s.video });
+    writeNpy(path.join(outDir, vid), {
+      shape: [d.latentFrames, d.inChannels, d.latentHeight, d.latentWidth],
+      data: s.video,
+    });
     const texts: string[] = [];
     for (let i = 0; i < d.segments; i++) {
       const rel = `text/${v}-${n}-${i}.safetensors`;
       const chunk = s.text.subarray(i * d.textLength * d.textDim, (i + 1) * d.textLength * d.textDim);
-      fs.writeFileSync(path.join(outDir, rel), Buffer.concat(encodeSafetensors(new Map([['text_chunk_emb', { shape: [d.textLength, d.textDim], data: Float32Array.from(chunk) }]]))));
+      fs.writeFileSync(
+        path.join(outDir, rel),
+        Buffer.concat(
+          encodeSafetensors(
+            new Map([['text_chunk_emb', { shape: [d.textLength, d.textDim], data: Float32Array.from(chunk) }]]),
+          ),
+        ),
+      );
       texts.push(rel);
     }
     lines.push(JSON.stringify({ vid_emb: vid, text_chunk_emb: texts }));
   }
   const jsonl = path.join(outDir, `${v}.jsonl`);
-  fs.writeFileSync(jsonl, lines.join('\n') + '\n');
+  fs.writeFileSync(jsonl, `${lines.join('\n')}\n`);
   return jsonl;
 }

@@ -45,7 +45,19 @@ export interface SizeFields {
   time_embed_dim: number;
 }
 
-export type ParamDims = Pick<ModelDims, 'layers' | 'heads' | 'headDim' | 'width' | 'inChannels' | 'outChannels' | 'patch' | 'textDim' | 'timeEmbedDim' | 'ssmLayer'>;
+export type ParamDims = Pick<
+  ModelDims,
+  | 'layers'
+  | 'heads'
+  | 'headDim'
+  | 'width'
+  | 'inChannels'
+  | 'outChannels'
+  | 'patch'
+  | 'textDim'
+  | 'timeEmbedDim'
+  | 'ssmLayer'
+>;
 
 /** The dimensions of the parameters (paramSpecs) from a config's sizes. */
 export function paramDims(c: SizeFields, ssmLayer: 'ttt_mlp' | 'ttt_linear'): ParamDims {
@@ -96,7 +108,12 @@ export function modelDims(c: StageConfig): ModelDims {
 }
 
 /** Sequence length of the whole TTT scan for given sizes (used by config validation too). */
-export function sequenceLength(segments: number, textLength: number, latentFrames: number, tokensPerFrame: number): number {
+export function sequenceLength(
+  segments: number,
+  textLength: number,
+  latentFrames: number,
+  tokensPerFrame: number,
+): number {
   return segments * textLength + latentFrames * tokensPerFrame;
 }
 

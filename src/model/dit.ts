@@ -115,7 +115,14 @@ function sliceAxis(x: tf.Tensor, axis: number, begin: number, size: number): tf.
 }
 
 /** Local attention over each 3-second window: text chunk i + latent frames [12i, 12i+13). */
-function localAttention(P: Params, pre: string, vin: tf.Tensor, tin: tf.Tensor, d: ModelDims, rope: RopeTables): { vid: tf.Tensor; txt: tf.Tensor } {
+function localAttention(
+  P: Params,
+  pre: string,
+  vin: tf.Tensor,
+  tin: tf.Tensor,
+  d: ModelDims,
+  rope: RopeTables,
+): { vid: tf.Tensor; txt: tf.Tensor } {
   const B = vin.shape[0]!;
   const n = d.segments;
   const L = d.textLength;
@@ -135,11 +142,16 @@ function localAttention(P: Params, pre: string, vin: tf.Tensor, tin: tf.Tensor, 
   const q = qk('q');
   const k = qk('k');
   const v = toHeads(linear(seq, get(P, `${pre}.v.weight`), get(P, `${pre}.v.bias`)), d);
-  const att = matMul(q, k, false, true).mul(1 / Math.sqrt(d.headDim)).softmax();
+  const att = matMul(q, k, false, true)
+    .mul(1 / Math.sqrt(d.headDim))
+    .softmax();
   const o = linear(fromHeads(matMul(att, v), d), get(P, `${pre}.o.weight`), get(P, `${pre}.o.bias`));
   const o4 = o.reshape([n, B, Sw, d.width]);
   const outs = Array.from({ length: n }, (_, i) => sliceAxis(o4, 0, i, 1).reshape([B, Sw, d.width]));
-  const txt = tf.concat(outs.map((w) => sliceAxis(w, 1, 0, L)), 1);
+  const txt = tf.concat(
+    outs.map((w) => sliceAxis(w, 1, 0, L)),
+    1,
+  );
   // Consecutive windows share one frame: average the two outputs for it.
   const pieces: tf.Tensor[] = [];
   let prevLast: tf.Tensor | undefined;
@@ -208,7 +220,9 @@ export function tttLayer(P: Params, pre: string, x: tf.Tensor, d: ModelDims, rop
   // Inner learning rate per token and head, from the layer input x: lr = base * sigmoid(x.w_h + b_h) / hd.
   const lrW = get(P, `${pre}.learnable_ttt_lr_weight`).reshape([H, d.width]).transpose();
   const lrB = get(P, `${pre}.learnable_ttt_lr_bias`).reshape([H]);
-  const lr = linear(x, lrW, lrB).sigmoid().mul(d.tttBaseLr / hd); // [B,S,H]
+  const lr = linear(x, lrW, lrB)
+    .sigmoid()
+    .mul(d.tttBaseLr / hd); // [B,S,H]
   // eta[i, j] = lr_j / K over the keys j of the token's own (un-interleaved) mini-batch; rows move with tokens.
   const etaRows = lr
     .reshape([B, NB, K, H])
@@ -218,7 +232,8 @@ export function tttLayer(P: Params, pre: string, x: tf.Tensor, d: ModelDims, rop
     .reshape([B, S, H, K]);
   const xi = interleave(x, 1, d);
   const eta = interleave(etaRows, 1, d);
-  const heads = (w: string): tf.Tensor => linear(xi, get(P, `${pre}.${w}.weight`), get(P, `${pre}.${w}.bias`)).reshape([B, S, H, hd]);
+  const heads = (w: string): tf.Tensor =>
+    linear(xi, get(P, `${pre}.${w}.weight`), get(P, `${pre}.${w}.bias`)).reshape([B, S, H, hd]);
   const l2 = (t: tf.Tensor): tf.Tensor => t.div(t.square().sum(-1, true).sqrt().maximum(1e-12));
   const XQ = applyRope(l2(heads('wq')), rope.tttCos, rope.tttSin, rope.rot);
   const XK = applyRope(l2(heads('wk')), rope.tttCos, rope.tttSin, rope.rot);
@@ -228,7 +243,11 @@ export function tttLayer(P: Params, pre: string, x: tf.Tensor, d: ModelDims, rop
   // Reconstruction target: XV' = LN(XV - XK) + XK, LN with the unbiased std and eps added to the std.
   const diff = XVraw.sub(XK);
   const centred = diff.sub(diff.mean(-1, true));
-  const std = centred.square().sum(-1, true).div(hd - 1).sqrt();
+  const std = centred
+    .square()
+    .sum(-1, true)
+    .div(hd - 1)
+    .sqrt();
   const XV = centred.div(std.add(1e-8)).mul(lnW).add(lnB).add(XK);
   const mb = (t: tf.Tensor, last: number): tf.Tensor => t.transpose([0, 2, 1, 3]).reshape([B, H, NB, K, last]);
   const tileB = (t: tf.Tensor): tf.Tensor => (B === 1 ? t.expandDims(0) : t.expandDims(0).tile([B, 1, 1, 1]));
@@ -236,7 +255,16 @@ export function tttLayer(P: Params, pre: string, x: tf.Tensor, d: ModelDims, rop
   const common = { XQ: mb(XQ, hd), XK: mb(XK, hd), XV: mb(XV, hd), eta: mb(eta, K), lnWeight: lnW, lnBias: lnB };
   const out =
     d.ssmLayer === 'ttt_mlp'
-      ? tttMlp({ ...common, W1: tileB(get(P, `${pre}.W1`)), b1: tileB(get(P, `${pre}.b1`)), W2: tileB(get(P, `${pre}.W2`)), b2: tileB(get(P, `${pre}.b2`)) }, scanOpts)
+      ? tttMlp(
+          {
+            ...common,
+            W1: tileB(get(P, `${pre}.W1`)),
+            b1: tileB(get(P, `${pre}.b1`)),
+            W2: tileB(get(P, `${pre}.W2`)),
+            b2: tileB(get(P, `${pre}.b2`)),
+          },
+          scanOpts,
+        )
       : tttLinear({ ...common, W1: tileB(get(P, `${pre}.W1`)), b1: tileB(get(P, `${pre}.b1`)) }, scanOpts);
   const y = out.reshape([B, H, S, hd]).transpose([0, 2, 1, 3]).reshape([B, S, d.width]);
   const normed = layerNorm(y, get(P, `${pre}.post_norm.weight`), get(P, `${pre}.post_norm.bias`), LN_EPS);
@@ -260,9 +288,17 @@ function bidirectionalTtt(P: Params, pre: string, A: tf.Tensor, d: ModelDims, ro
   const nL = d.segments * d.textLength;
   const Nv = A.shape[1]! - nL;
   const gated = (Y: tf.Tensor, dir: 'forward' | 'backward'): tf.Tensor =>
-    tf.concat([sliceAxis(Y, 1, 0, nL).mul(gate(P, `${pre}.${dir}_ssm_gating_text.gating_alpha`)), sliceAxis(Y, 1, nL, Nv).mul(gate(P, `${pre}.${dir}_ssm_gating_video.gating_alpha`))], 1);
+    tf.concat(
+      [
+        sliceAxis(Y, 1, 0, nL).mul(gate(P, `${pre}.${dir}_ssm_gating_text.gating_alpha`)),
+        sliceAxis(Y, 1, nL, Nv).mul(gate(P, `${pre}.${dir}_ssm_gating_video.gating_alpha`)),
+      ],
+      1,
+    );
   const ttt = (x: tf.Tensor, remat: boolean): tf.Tensor =>
-    remat ? recomputed(P, [`${pre}.ssm.ttt.`], [x], (Q, [xx]) => tttLayer(Q, `${pre}.ssm.ttt`, xx!, d, rope)) : tttLayer(P, `${pre}.ssm.ttt`, x, d, rope);
+    remat
+      ? recomputed(P, [`${pre}.ssm.ttt.`], [x], (Q, [xx]) => tttLayer(Q, `${pre}.ssm.ttt`, xx!, d, rope))
+      : tttLayer(P, `${pre}.ssm.ttt`, x, d, rope);
   const Y = ttt(A, d.remat.forwardSsm);
   const Z = A.add(gated(Y, 'forward'));
   // reverseSequence is its own inverse.
@@ -276,11 +312,26 @@ function adaLN(P: Params, name: string, temb: tf.Tensor, chunks: number, D: numb
 }
 
 /** One transformer block; returns the new (video, text) streams. */
-export function ditBlock(P: Params, i: number, vid: tf.Tensor, txt: tf.Tensor, temb: tf.Tensor, d: ModelDims, rope: RopeTables): { vid: tf.Tensor; txt: tf.Tensor } {
+export function ditBlock(
+  P: Params,
+  i: number,
+  vid: tf.Tensor,
+  txt: tf.Tensor,
+  temb: tf.Tensor,
+  d: ModelDims,
+  rope: RopeTables,
+): { vid: tf.Tensor; txt: tf.Tensor } {
   const p = `dit.layers.${i}`;
   const D = d.width;
   const nL = d.segments * d.textLength;
-  const [shift, scale, g, tShift, tScale, tGate] = adaLN(P, `${p}.pre_seq_adaLN_modulation.1`, temb, 6, D) as [tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor];
+  const [shift, scale, g, tShift, tScale, tGate] = adaLN(P, `${p}.pre_seq_adaLN_modulation.1`, temb, 6, D) as [
+    tf.Tensor,
+    tf.Tensor,
+    tf.Tensor,
+    tf.Tensor,
+    tf.Tensor,
+    tf.Tensor,
+  ];
   const lnW = get(P, `${p}.pre_seq_layernorm.weight`);
   const lnB = get(P, `${p}.pre_seq_layernorm.bias`);
   const vin = layerNorm(vid, lnW, lnB, LN_EPS).mul(scale.add(1)).add(shift);
@@ -293,18 +344,35 @@ export function ditBlock(P: Params, i: number, vid: tf.Tensor, txt: tf.Tensor, t
   };
   const attnPrefixes = ['q', 'k', 'v', 'o', 'q_norm', 'k_norm'].map((x) => `${sb}.${x}.`);
   const seqBlock = (Q: Params, v: tf.Tensor, t: tf.Tensor): tf.Tensor => {
-    const A = d.remat.attention && !d.remat.seqBlock ? recomputed(Q, attnPrefixes, [v, t], (R, [vv, tt]) => attention(R, vv!, tt!)) : attention(Q, v, t);
+    const A =
+      d.remat.attention && !d.remat.seqBlock
+        ? recomputed(Q, attnPrefixes, [v, t], (R, [vv, tt]) => attention(R, vv!, tt!))
+        : attention(Q, v, t);
     return bidirectionalTtt(Q, sb, A, d, rope);
   };
-  const seqOut = d.remat.seqBlock ? recomputed(P, [`${sb}.`], [vin, tin], (Q, [v, t]) => seqBlock(Q, v!, t!)) : seqBlock(P, vin, tin);
+  const seqOut = d.remat.seqBlock
+    ? recomputed(P, [`${sb}.`], [vin, tin], (Q, [v, t]) => seqBlock(Q, v!, t!))
+    : seqBlock(P, vin, tin);
   vid = vid.add(sliceAxis(seqOut, 1, nL, vid.shape[1]!).mul(g));
   txt = txt.add(sliceAxis(seqOut, 1, 0, nL).mul(tGate));
-  const [mShift, mScale, mGate, mtShift, mtScale, mtGate] = adaLN(P, `${p}.pre_mlp_adaLN_modulation.1`, temb, 6, D) as [tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor];
+  const [mShift, mScale, mGate, mtShift, mtScale, mtGate] = adaLN(P, `${p}.pre_mlp_adaLN_modulation.1`, temb, 6, D) as [
+    tf.Tensor,
+    tf.Tensor,
+    tf.Tensor,
+    tf.Tensor,
+    tf.Tensor,
+    tf.Tensor,
+  ];
   const mW = get(P, `${p}.pre_mlp_layernorm.weight`);
   const mB = get(P, `${p}.pre_mlp_layernorm.bias`);
   const vin2 = layerNorm(vid, mW, mB, LN_EPS).mul(mScale.add(1)).add(mShift);
   const tin2 = layerNorm(txt, mW, mB, LN_EPS).mul(mtScale.add(1)).add(mtShift);
-  const mlp = (Q: Params, x: tf.Tensor): tf.Tensor => linear(geluTanh(linear(x, get(Q, `${p}.mlp.layer1.weight`), get(Q, `${p}.mlp.layer1.bias`))), get(Q, `${p}.mlp.layer2.weight`), get(Q, `${p}.mlp.layer2.bias`));
+  const mlp = (Q: Params, x: tf.Tensor): tf.Tensor =>
+    linear(
+      geluTanh(linear(x, get(Q, `${p}.mlp.layer1.weight`), get(Q, `${p}.mlp.layer1.bias`))),
+      get(Q, `${p}.mlp.layer2.weight`),
+      get(Q, `${p}.mlp.layer2.bias`),
+    );
   const mlpIn = tf.concat([tin2, vin2], 1);
   const h = d.remat.mlp ? recomputed(P, [`${p}.mlp.`], [mlpIn], (Q, [x]) => mlp(Q, x!)) : mlp(P, mlpIn);
   vid = vid.add(sliceAxis(h, 1, nL, vid.shape[1]!).mul(mGate));
@@ -315,17 +383,34 @@ export function ditBlock(P: Params, i: number, vid: tf.Tensor, txt: tf.Tensor, t
 /** The whole DiT: v prediction [B, F, Cout, H, W]. */
 export function ditForward(P: Params, d: ModelDims, inp: DitInputs, rope: RopeTables): tf.Tensor {
   return tf.tidy(() => {
-    const [B, F, , , ] = inp.video.shape as number[];
+    const [B, F, , ,] = inp.video.shape as number[];
     if (F !== d.latentFrames) throw new Error(`video has ${F} latent frames, the stage expects ${d.latentFrames}`);
     const [, n, L] = inp.text.shape as number[];
-    if (n !== d.segments || L !== d.textLength) throw new Error(`text is [${inp.text.shape.join(',')}], the stage expects [B, ${d.segments}, ${d.textLength}, ${d.textDim}]`);
+    if (n !== d.segments || L !== d.textLength)
+      throw new Error(
+        `text is [${inp.text.shape.join(',')}], the stage expects [B, ${d.segments}, ${d.textLength}, ${d.textDim}]`,
+      );
     const temb = linear(
-      silu(linear(timestepEmbedding(inp.timesteps, d.width), get(P, 'dit.time_embed.0.weight'), get(P, 'dit.time_embed.0.bias'))),
+      silu(
+        linear(
+          timestepEmbedding(inp.timesteps, d.width),
+          get(P, 'dit.time_embed.0.weight'),
+          get(P, 'dit.time_embed.0.bias'),
+        ),
+      ),
       get(P, 'dit.time_embed.2.weight'),
       get(P, 'dit.time_embed.2.bias'),
     );
-    let vid = linear(patchify(inp.video, d), get(P, 'dit.patch_embedding.vid_proj.weight'), get(P, 'dit.patch_embedding.vid_proj.bias'));
-    let txt = linear(inp.text.reshape([B!, n! * L!, d.textDim]), get(P, 'dit.patch_embedding.text_proj.weight'), get(P, 'dit.patch_embedding.text_proj.bias'));
+    let vid = linear(
+      patchify(inp.video, d),
+      get(P, 'dit.patch_embedding.vid_proj.weight'),
+      get(P, 'dit.patch_embedding.vid_proj.bias'),
+    );
+    let txt = linear(
+      inp.text.reshape([B!, n! * L!, d.textDim]),
+      get(P, 'dit.patch_embedding.text_proj.weight'),
+      get(P, 'dit.patch_embedding.text_proj.bias'),
+    );
     const g = d.remat.layerGroup;
     for (let i = 0; i < d.layers; i += Math.max(1, g)) {
       if (g > 0) {
@@ -333,18 +418,25 @@ export function ditForward(P: Params, d: ModelDims, inp: DitInputs, rope: RopeTa
         const layers = Array.from({ length: Math.min(g, d.layers - i) }, (_, j) => i + j);
         const nL = txt.shape[1]!;
         const Nv = vid.shape[1]!;
-        const both = recomputed(P, layers.map((l) => `dit.layers.${l}.`), [vid, txt, temb], (Q, [v, t, e]) => {
-          let s = { vid: v!, txt: t! };
-          for (const l of layers) s = ditBlock(Q, l, s.vid, s.txt, e!, d, rope);
-          return tf.concat([s.txt, s.vid], 1);
-        });
+        const both = recomputed(
+          P,
+          layers.map((l) => `dit.layers.${l}.`),
+          [vid, txt, temb],
+          (Q, [v, t, e]) => {
+            let s = { vid: v!, txt: t! };
+            for (const l of layers) s = ditBlock(Q, l, s.vid, s.txt, e!, d, rope);
+            return tf.concat([s.txt, s.vid], 1);
+          },
+        );
         txt = sliceAxis(both, 1, 0, nL);
         vid = sliceAxis(both, 1, nL, Nv);
       } else ({ vid, txt } = ditBlock(P, i, vid, txt, temb, d, rope));
     }
     vid = layerNorm(vid, get(P, 'dit.transformer_norm.weight'), get(P, 'dit.transformer_norm.bias'), LN_EPS);
     const [shift, scale] = adaLN(P, 'dit.final_layer.adaLN_modulation.1', temb, 2, d.width) as [tf.Tensor, tf.Tensor];
-    vid = layerNorm(vid, get(P, 'dit.final_layer.norm.weight'), get(P, 'dit.final_layer.norm.bias'), LN_EPS).mul(scale.add(1)).add(shift);
+    vid = layerNorm(vid, get(P, 'dit.final_layer.norm.weight'), get(P, 'dit.final_layer.norm.bias'), LN_EPS)
+      .mul(scale.add(1))
+      .add(shift);
     const out = linear(vid, get(P, 'dit.final_layer.linear.weight'), get(P, 'dit.final_layer.linear.bias'));
     return unpatchify(out, d, B!, F!);
   });

@@ -52,13 +52,19 @@ function wasmMatMul(a: tf.Tensor, b: tf.Tensor, transA: boolean, transB: boolean
     save([x, y]);
     const A = transA ? swapLast(x) : x;
     return {
-      value: transB && x.rank === 2 && !transA ? timesTransposed(x as tf.Tensor2D, y as tf.Tensor2D) : fastProduct(A, transB ? swapLast(y) : y),
+      value:
+        transB && x.rank === 2 && !transA
+          ? timesTransposed(x as tf.Tensor2D, y as tf.Tensor2D)
+          : fastProduct(A, transB ? swapLast(y) : y),
       gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
         const [sx, sy] = saved as [tf.Tensor, tf.Tensor];
         // Aᵀ and Bᵀ straight from the saved operands (an operand saved transposed is already it).
         const At = transA ? sx : swapLast(sx);
         // dL/dA = dY·Bᵀ
-        const dA = !transB && sy.rank === 2 ? timesTransposed(dy as tf.Tensor2D, sy as tf.Tensor2D) : fastProduct(dy, transB ? sy : swapLast(sy));
+        const dA =
+          !transB && sy.rank === 2
+            ? timesTransposed(dy as tf.Tensor2D, sy as tf.Tensor2D)
+            : fastProduct(dy, transB ? sy : swapLast(sy));
         const dB = fastProduct(At, dy); // dL/dB = Aᵀ·dY
         return [transA ? swapLast(dA) : dA, transB ? swapLast(dB) : dB];
       },

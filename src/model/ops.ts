@@ -22,7 +22,11 @@ function twiceInner(x: tf.Tensor): tf.Tensor {
 export function geluTanhGrad(x: tf.Tensor): tf.Tensor {
   return tf.tidy(() => {
     const s = twiceInner(x).sigmoid();
-    const dInner = x.square().mul(3 * 0.044715).add(1).mul(SQRT_2_OVER_PI);
+    const dInner = x
+      .square()
+      .mul(3 * 0.044715)
+      .add(1)
+      .mul(SQRT_2_OVER_PI);
     return s.add(x.mul(2).mul(s).mul(tf.scalar(1).sub(s)).mul(dInner));
   });
 }

@@ -10,7 +10,10 @@ import type { ModelDims, ParamDims } from './dims';
 
 /** How the PyTorch tensor maps to ours: same layout, linear [out,in] -> [in,out], conv [D,C,p,p] -> [C*p*p, D]. */
 export type Layout = 'same' | 'linear' | 'conv';
-export type Init = { kind: 'normal'; std: number } | { kind: 'uniform'; bound: number } | { kind: 'const'; value: number };
+export type Init =
+  | { kind: 'normal'; std: number }
+  | { kind: 'uniform'; bound: number }
+  | { kind: 'const'; value: number };
 
 export interface ParamSpec {
   name: string;
@@ -19,10 +22,27 @@ export interface ParamSpec {
   init: Init;
 }
 
-function lin(specs: ParamSpec[], name: string, inDim: number, outDim: number, weightInit?: Init, biasInit?: Init): void {
+function lin(
+  specs: ParamSpec[],
+  name: string,
+  inDim: number,
+  outDim: number,
+  weightInit?: Init,
+  biasInit?: Init,
+): void {
   const bound = 1 / Math.sqrt(inDim);
-  specs.push({ name: `${name}.weight`, torchShape: [outDim, inDim], layout: 'linear', init: weightInit ?? { kind: 'uniform', bound } });
-  specs.push({ name: `${name}.bias`, torchShape: [outDim], layout: 'same', init: biasInit ?? { kind: 'uniform', bound } });
+  specs.push({
+    name: `${name}.weight`,
+    torchShape: [outDim, inDim],
+    layout: 'linear',
+    init: weightInit ?? { kind: 'uniform', bound },
+  });
+  specs.push({
+    name: `${name}.bias`,
+    torchShape: [outDim],
+    layout: 'same',
+    init: biasInit ?? { kind: 'uniform', bound },
+  });
 }
 
 function norm(specs: ParamSpec[], name: string, dim: number): void {
@@ -45,8 +65,18 @@ export function paramSpecs(d: ParamDims): ParamSpec[] {
   lin(s, 'dit.time_embed.0', D, d.timeEmbedDim);
   lin(s, 'dit.time_embed.2', d.timeEmbedDim, d.timeEmbedDim);
   const pp = d.inChannels * d.patch * d.patch;
-  s.push({ name: 'dit.patch_embedding.vid_proj.weight', torchShape: [D, d.inChannels, d.patch, d.patch], layout: 'conv', init: { kind: 'uniform', bound: 1 / Math.sqrt(pp) } });
-  s.push({ name: 'dit.patch_embedding.vid_proj.bias', torchShape: [D], layout: 'same', init: { kind: 'uniform', bound: 1 / Math.sqrt(pp) } });
+  s.push({
+    name: 'dit.patch_embedding.vid_proj.weight',
+    torchShape: [D, d.inChannels, d.patch, d.patch],
+    layout: 'conv',
+    init: { kind: 'uniform', bound: 1 / Math.sqrt(pp) },
+  });
+  s.push({
+    name: 'dit.patch_embedding.vid_proj.bias',
+    torchShape: [D],
+    layout: 'same',
+    init: { kind: 'uniform', bound: 1 / Math.sqrt(pp) },
+  });
   lin(s, 'dit.patch_embedding.text_proj', d.textDim, D);
   for (let i = 0; i < d.layers; i++) {
     const p = `dit.layers.${i}`;
@@ -60,14 +90,24 @@ export function paramSpecs(d: ParamDims): ParamSpec[] {
     norm(s, `${b}.q_norm`, hd);
     norm(s, `${b}.k_norm`, hd);
     for (const x of ['q', 'k', 'v', 'o']) lin(s, `${b}.${x}`, D, D);
-    for (const g of ['forward_ssm_gating_video', 'forward_ssm_gating_text', 'backward_ssm_gating_video', 'backward_ssm_gating_text']) {
+    for (const g of [
+      'forward_ssm_gating_video',
+      'forward_ssm_gating_text',
+      'backward_ssm_gating_video',
+      'backward_ssm_gating_text',
+    ]) {
       s.push({ name: `${b}.${g}.gating_alpha`, torchShape: [D], layout: 'same', init: { kind: 'const', value: 0.1 } });
     }
     const t = `${b}.ssm.ttt`;
     for (const x of ['wq', 'wk', 'wv', 'wo']) lin(s, `${t}.${x}`, D, D, N002, ZERO);
     s.push({ name: `${t}.learnable_ttt_lr_weight`, torchShape: [d.heads, 1, D], layout: 'same', init: N002 });
     s.push({ name: `${t}.learnable_ttt_lr_bias`, torchShape: [d.heads, 1], layout: 'same', init: ZERO });
-    s.push({ name: `${t}.ttt_norm_weight`, torchShape: [d.heads, hd], layout: 'same', init: { kind: 'const', value: 1 } });
+    s.push({
+      name: `${t}.ttt_norm_weight`,
+      torchShape: [d.heads, hd],
+      layout: 'same',
+      init: { kind: 'const', value: 1 },
+    });
     s.push({ name: `${t}.ttt_norm_bias`, torchShape: [d.heads, hd], layout: 'same', init: ZERO });
     norm(s, `${t}.post_norm`, D);
     s.push({ name: `${t}.W1`, torchShape: [d.heads, hd, Fi], layout: 'same', init: N002 });

@@ -20,7 +20,15 @@ export interface RematConfig {
   scanGroup: number;
 }
 
-export const NO_REMAT: RematConfig = { layerGroup: 0, attention: false, mlp: false, forwardSsm: false, reverseSsm: false, seqBlock: false, scanGroup: 0 };
+export const NO_REMAT: RematConfig = {
+  layerGroup: 0,
+  attention: false,
+  mlp: false,
+  forwardSsm: false,
+  reverseSsm: false,
+  seqBlock: false,
+  scanGroup: 0,
+};
 
 interface EngineState {
   state: { activeTape: unknown[] | null };
@@ -45,7 +53,12 @@ function nestedGrads(f: (...xs: tf.Tensor[]) => tf.Scalar, xs: tf.Tensor[]): tf.
  * f(Q, xs) computed with recomputation. `paramPrefixes` name the parameters f reads from Q:
  * they become inputs of the recomputed piece so that their gradients flow.
  */
-export function recomputed(P: Params, paramPrefixes: string[], inputs: tf.Tensor[], f: (Q: Params, xs: tf.Tensor[]) => tf.Tensor): tf.Tensor {
+export function recomputed(
+  P: Params,
+  paramPrefixes: string[],
+  inputs: tf.Tensor[],
+  f: (Q: Params, xs: tf.Tensor[]) => tf.Tensor,
+): tf.Tensor {
   const names = Object.keys(P).filter((n) => paramPrefixes.some((p) => n.startsWith(p)));
   const k = inputs.length;
   const run = (all: tf.Tensor[]): tf.Tensor => {
@@ -59,7 +72,8 @@ export function recomputed(P: Params, paramPrefixes: string[], inputs: tf.Tensor
     save(all);
     return {
       value: tf.tidy(() => run(all)),
-      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => nestedGrads((...xs: tf.Tensor[]) => run(xs).mul(dy).sum() as tf.Scalar, saved),
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) =>
+        nestedGrads((...xs: tf.Tensor[]) => run(xs).mul(dy).sum() as tf.Scalar, saved),
     };
   }) as unknown as Parameters<typeof tf.customGrad>[0]);
   return op(...inputs, ...names.map((n) => P[n]!));

@@ -52,7 +52,11 @@ export function ropeTables(frames: number, gridH: number, gridW: number, headDim
     rot[(2 * m + 1) * headDim + 2 * m] = -1;
     rot[2 * m * headDim + 2 * m + 1] = 1;
   }
-  return { cos: tf.tensor2d(cos, [n, headDim]), sin: tf.tensor2d(sin, [n, headDim]), rot: tf.tensor2d(rot, [headDim, headDim]) };
+  return {
+    cos: tf.tensor2d(cos, [n, headDim]),
+    sin: tf.tensor2d(sin, [n, headDim]),
+    rot: tf.tensor2d(rot, [headDim, headDim]),
+  };
 }
 
 /**

@@ -70,17 +70,24 @@ function miniBatches(x: tf.Tensor): tf.Tensor[] {
 
 /** Stacks NC tensors [B,H,K,X] into [B,H,NC,K,X]. */
 function joinMiniBatches(xs: tf.Tensor[]): tf.Tensor {
-  return tf.concat(xs.map((x) => x.expandDims(0)), 0).transpose([1, 2, 0, 3, 4]);
+  return tf
+    .concat(
+      xs.map((x) => x.expandDims(0)),
+      0,
+    )
+    .transpose([1, 2, 0, 3, 4]);
 }
 
 function checkShapes(name: string, x: TttMlpInputs | TttLinearInputs): void {
   const q = x.XQ.shape;
   if (q.length !== 5) throw new Error(`${name}: XQ must be [B,H,NC,K,D], got [${q.join(',')}]`);
   for (const k of ['XK', 'XV'] as const) {
-    if (x[k].shape.join(',') !== q.join(',')) throw new Error(`${name}: ${k} shape [${x[k].shape.join(',')}] differs from XQ [${q.join(',')}]`);
+    if (x[k].shape.join(',') !== q.join(','))
+      throw new Error(`${name}: ${k} shape [${x[k].shape.join(',')}] differs from XQ [${q.join(',')}]`);
   }
   const [B, H, NC, K] = q as [number, number, number, number, number];
-  if (x.eta.shape.join(',') !== [B, H, NC, K, K].join(',')) throw new Error(`${name}: eta must be [${[B, H, NC, K, K].join(',')}], got [${x.eta.shape.join(',')}]`);
+  if (x.eta.shape.join(',') !== [B, H, NC, K, K].join(','))
+    throw new Error(`${name}: eta must be [${[B, H, NC, K, K].join(',')}], got [${x.eta.shape.join(',')}]`);
 }
 
 /** One mini-batch [B,H,K,D] (eta [B,H,K,K]) and the layer norm of the inner model. */
@@ -111,14 +118,27 @@ export interface ScanOptions {
  * Runs `step` over the mini-batches in order, carrying the inner weights from one to the next;
  * `step` returns the mini-batch's output and the updated weights.
  */
-function scan<S extends State>(inp: TttLinearInputs, state: S, step: (mb: MiniBatch, state: S) => { out: tf.Tensor; state: S }, opts: ScanOptions = {}): tf.Tensor {
+function scan<S extends State>(
+  inp: TttLinearInputs,
+  state: S,
+  step: (mb: MiniBatch, state: S) => { out: tf.Tensor; state: S },
+  opts: ScanOptions = {},
+): tf.Tensor {
   const [B, H, NC, K, D] = inp.XQ.shape as number[];
   const XQs = miniBatches(inp.XQ);
   const XKs = miniBatches(inp.XK);
   const XVs = miniBatches(inp.XV);
   const etas = miniBatches(inp.eta);
   /** Mini-batches [i0, i1) from `st`, with the per-mini-batch tensors and norms given. */
-  const run = (xq: tf.Tensor[], xk: tf.Tensor[], xv: tf.Tensor[], et: tf.Tensor[], lnWeight: tf.Tensor, lnBias: tf.Tensor, st: S): { outs: tf.Tensor[]; state: S } => {
+  const run = (
+    xq: tf.Tensor[],
+    xk: tf.Tensor[],
+    xv: tf.Tensor[],
+    et: tf.Tensor[],
+    lnWeight: tf.Tensor,
+    lnBias: tf.Tensor,
+    st: S,
+  ): { outs: tf.Tensor[]; state: S } => {
     const lnW = lnWeight.reshape([1, H!, 1, D!]);
     const lnB = lnBias.reshape([1, H!, 1, D!]);
     const outs: tf.Tensor[] = [];
@@ -141,12 +161,17 @@ function scan<S extends State>(inp: TttLinearInputs, state: S, step: (mb: MiniBa
     const n = Math.min(G, NC! - i0);
     const pieces = [XQs, XKs, XVs, etas].map((xs) => xs.slice(i0, i0 + n));
     const shapes = [...Array.from({ length: n }, () => [B!, H!, K!, D!]), ...keys.map((k) => state[k]!.shape)];
-    const packed = recomputed({}, [], [...pieces.flat(), inp.lnWeight, inp.lnBias, ...keys.map((k) => state[k]!)], (_, xs) => {
-      const at = (j: number): tf.Tensor[] => xs.slice(j * n, (j + 1) * n);
-      const st = Object.fromEntries(keys.map((k, j) => [k, xs[4 * n + 2 + j]!])) as S;
-      const r = run(at(0), at(1), at(2), at(3), xs[4 * n]!, xs[4 * n + 1]!, st);
-      return tf.concat([...r.outs, ...keys.map((k) => r.state[k]!)].map((t) => t.reshape([-1])));
-    });
+    const packed = recomputed(
+      {},
+      [],
+      [...pieces.flat(), inp.lnWeight, inp.lnBias, ...keys.map((k) => state[k]!)],
+      (_, xs) => {
+        const at = (j: number): tf.Tensor[] => xs.slice(j * n, (j + 1) * n);
+        const st = Object.fromEntries(keys.map((k, j) => [k, xs[4 * n + 2 + j]!])) as S;
+        const r = run(at(0), at(1), at(2), at(3), xs[4 * n]!, xs[4 * n + 1]!, st);
+        return tf.concat([...r.outs, ...keys.map((k) => r.state[k]!)].map((t) => t.reshape([-1])));
+      },
+    );
     const sizes = shapes.map((sh) => sh.reduce((a, b) => a * b, 1));
     const parts = tf.split(packed, sizes).map((t, j) => t.reshape(shapes[j]!));
     outs.push(...parts.slice(0, n));
@@ -177,31 +202,38 @@ function etaAttn(eta: tf.Tensor, A: tf.Tensor, B: tf.Tensor): tf.Tensor {
 export function tttMlp(inp: TttMlpInputs, opts: ScanOptions = {}): tf.Tensor {
   checkShapes('tttMlp', inp);
   return tf.tidy(() =>
-    scan(inp, { W1: inp.W1, b1: inp.b1, W2: inp.W2, b2: inp.b2 }, ({ XQ, X1, XV, eta, e, lnW, lnB }, { W1, b1, W2, b2 }) => {
-      // Inner forward (X1·W1, with the query path's XQ·W1 in the same product).
-      const [X1W1, XQW1] = sharedProduct(X1, XQ, W1);
-      const Z1 = X1W1.add(b1);
-      const X2 = geluTanh(Z1);
-      const Z2 = matMul(X2, W2).add(b2);
-      // Inner gradients.
-      const G2 = lnFusedL2Grad(Z2, XV.sub(X1), lnW, lnB);
-      const G1 = matMul(G2, W2, false, true).mul(geluTanhGrad(Z1));
-      // Query path (dual form).
-      // (eta ⊙ XQ·X1ᵀ)·G1 + eta·G1 as one product: (eta ⊙ (XQ·X1ᵀ + 1))·G1.
-      const Z1bar = XQW1.sub(matMul(etaAttn(eta, XQ, X1), G1)).add(b1);
-      const X2bar = geluTanh(Z1bar);
-      const Z2bar = matMul(X2bar, W2).sub(matMul(etaAttn(eta, X2bar, X2), G2)).add(b2);
-      // Carried state.
-      return {
-        out: XQ.add(lnApply(Z2bar, lnW, lnB)),
-        state: {
-          W1: W1.sub(matMul(e.mul(X1), G1, true, false)),
-          b1: b1.sub(e.mul(G1).sum(2, true)),
-          W2: W2.sub(matMul(e.mul(X2), G2, true, false)),
-          b2: b2.sub(e.mul(G2).sum(2, true)),
-        },
-      };
-    }, opts),
+    scan(
+      inp,
+      { W1: inp.W1, b1: inp.b1, W2: inp.W2, b2: inp.b2 },
+      ({ XQ, X1, XV, eta, e, lnW, lnB }, { W1, b1, W2, b2 }) => {
+        // Inner forward (X1·W1, with the query path's XQ·W1 in the same product).
+        const [X1W1, XQW1] = sharedProduct(X1, XQ, W1);
+        const Z1 = X1W1.add(b1);
+        const X2 = geluTanh(Z1);
+        const Z2 = matMul(X2, W2).add(b2);
+        // Inner gradients.
+        const G2 = lnFusedL2Grad(Z2, XV.sub(X1), lnW, lnB);
+        const G1 = matMul(G2, W2, false, true).mul(geluTanhGrad(Z1));
+        // Query path (dual form).
+        // (eta ⊙ XQ·X1ᵀ)·G1 + eta·G1 as one product: (eta ⊙ (XQ·X1ᵀ + 1))·G1.
+        const Z1bar = XQW1.sub(matMul(etaAttn(eta, XQ, X1), G1)).add(b1);
+        const X2bar = geluTanh(Z1bar);
+        const Z2bar = matMul(X2bar, W2)
+          .sub(matMul(etaAttn(eta, X2bar, X2), G2))
+          .add(b2);
+        // Carried state.
+        return {
+          out: XQ.add(lnApply(Z2bar, lnW, lnB)),
+          state: {
+            W1: W1.sub(matMul(e.mul(X1), G1, true, false)),
+            b1: b1.sub(e.mul(G1).sum(2, true)),
+            W2: W2.sub(matMul(e.mul(X2), G2, true, false)),
+            b2: b2.sub(e.mul(G2).sum(2, true)),
+          },
+        };
+      },
+      opts,
+    ),
   );
 }
 
@@ -209,15 +241,20 @@ export function tttMlp(inp: TttMlpInputs, opts: ScanOptions = {}): tf.Tensor {
 export function tttLinear(inp: TttLinearInputs, opts: ScanOptions = {}): tf.Tensor {
   checkShapes('tttLinear', inp);
   return tf.tidy(() =>
-    scan(inp, { W1: inp.W1, b1: inp.b1 }, ({ XQ, X1, XV, eta, e, lnW, lnB }, { W1, b1 }) => {
-      const [X1W1, XQW1] = sharedProduct(X1, XQ, W1);
-      const Z1 = X1W1.add(b1);
-      const G1 = lnFusedL2Grad(Z1, XV.sub(X1), lnW, lnB);
-      const Z1bar = XQW1.sub(matMul(etaAttn(eta, XQ, X1), G1)).add(b1);
-      return {
-        out: XQ.add(lnApply(Z1bar, lnW, lnB)),
-        state: { W1: W1.sub(matMul(e.mul(X1), G1, true, false)), b1: b1.sub(e.mul(G1).sum(2, true)) },
-      };
-    }, opts),
+    scan(
+      inp,
+      { W1: inp.W1, b1: inp.b1 },
+      ({ XQ, X1, XV, eta, e, lnW, lnB }, { W1, b1 }) => {
+        const [X1W1, XQW1] = sharedProduct(X1, XQ, W1);
+        const Z1 = X1W1.add(b1);
+        const G1 = lnFusedL2Grad(Z1, XV.sub(X1), lnW, lnB);
+        const Z1bar = XQW1.sub(matMul(etaAttn(eta, XQ, X1), G1)).add(b1);
+        return {
+          out: XQ.add(lnApply(Z1bar, lnW, lnB)),
+          state: { W1: W1.sub(matMul(e.mul(X1), G1, true, false)), b1: b1.sub(e.mul(G1).sum(2, true)) },
+        };
+      },
+      opts,
+    ),
   );
 }

@@ -6,7 +6,10 @@ export type DecayKind = 'linear' | 'cosine' | 'constant';
  * i < warmup, then with p = (i - warmup)/(total - warmup) linear decay peak - p*(peak - end) or
  * cosine decay end + (peak - end)*(1 + cos(pi p))/2.
  */
-export function learningRate(step: number, opts: { peak: number; end: number; warmup: number; total: number; decay: DecayKind }): number {
+export function learningRate(
+  step: number,
+  opts: { peak: number; end: number; warmup: number; total: number; decay: DecayKind },
+): number {
   const { peak, end, warmup, total, decay } = opts;
   const i = step - 1;
   if (i < warmup) return (peak * (i + 1)) / warmup;

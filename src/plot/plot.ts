@@ -49,7 +49,11 @@ export function readJobMetrics(jobDirPath: string): MetricRow[] {
       } catch {
         // A line cut short by a crash in the middle of a write is the only expected damage: skip the last one.
         if (i >= lines.length - 2) return;
-        throw new UserError(`line ${i + 1} is not JSON`, { where: file, kind: 'DataError', fix: 'remove or repair the line' });
+        throw new UserError(`line ${i + 1} is not JSON`, {
+          where: file,
+          kind: 'DataError',
+          fix: 'remove or repair the line',
+        });
       }
       rows.push({ ...r, stage: r.stage ?? stage });
     });
@@ -78,32 +82,85 @@ export function plotSpec(rows: MetricRow[], title: string): Record<string, unkno
   }));
   const stages = [...new Set(rows.map((r) => r.stage))];
   const boundaries = stages.map((s) => ({ stage: s, time: elapsed(rows.find((r) => r.stage === s)!) }));
-  const x = { field: 'time', type: 'quantitative', title: `time since the first step (${unit})`, scale: { nice: false } };
+  const x = {
+    field: 'time',
+    type: 'quantitative',
+    title: `time since the first step (${unit})`,
+    scale: { nice: false },
+  };
   const color = { field: 'stage', type: 'nominal', sort: stages, title: 'stage' };
   const boundaryLayers = (labels: boolean): unknown[] => [
     { data: { values: boundaries }, mark: { type: 'rule', strokeDash: [4, 4], color: '#888' }, encoding: { x } },
-    ...(labels ? [{ data: { values: boundaries }, mark: { type: 'text', align: 'left', dx: 3, dy: -4, baseline: 'bottom', y: 0, color: '#444' }, encoding: { x, text: { field: 'stage' } } }] : []),
+    ...(labels
+      ? [
+          {
+            data: { values: boundaries },
+            mark: { type: 'text', align: 'left', dx: 3, dy: -4, baseline: 'bottom', y: 0, color: '#444' },
+            encoding: { x, text: { field: 'stage' } },
+          },
+        ]
+      : []),
   ];
   const series = (field: string, titleY: string, scale: Record<string, unknown>, labels: boolean) => ({
     width: 900,
     height: 220,
     layer: [
-      { mark: { type: 'line', point: false }, encoding: { x, y: { field, type: 'quantitative', title: titleY, scale }, color } },
-      ...(points ? [{ mark: { type: 'point', filled: true, size: 12 }, encoding: { x, y: { field, type: 'quantitative', scale }, color, description: { field: `d_${field}` } } }] : []),
+      {
+        mark: { type: 'line', point: false },
+        encoding: { x, y: { field, type: 'quantitative', title: titleY, scale }, color },
+      },
+      ...(points
+        ? [
+            {
+              mark: { type: 'point', filled: true, size: 12 },
+              encoding: { x, y: { field, type: 'quantitative', scale }, color, description: { field: `d_${field}` } },
+            },
+          ]
+        : []),
       ...boundaryLayers(labels),
     ],
   });
   const lrValues = rows.flatMap((r) => [
-    { stage: r.stage, step: r.step, time: elapsed(r), group: 'lr', value: r.lr, d: `lr stage ${r.stage} step ${r.step} = ${r.lr}` },
-    { stage: r.stage, step: r.step, time: elapsed(r), group: 'lr_ssm', value: r.lr_ssm, d: `lr_ssm stage ${r.stage} step ${r.step} = ${r.lr_ssm}` },
+    {
+      stage: r.stage,
+      step: r.step,
+      time: elapsed(r),
+      group: 'lr',
+      value: r.lr,
+      d: `lr stage ${r.stage} step ${r.step} = ${r.lr}`,
+    },
+    {
+      stage: r.stage,
+      step: r.step,
+      time: elapsed(r),
+      group: 'lr_ssm',
+      value: r.lr_ssm,
+      d: `lr_ssm stage ${r.stage} step ${r.step} = ${r.lr_ssm}`,
+    },
   ]);
   const lr = {
     width: 900,
     height: 160,
     data: { values: lrValues },
     layer: [
-      { mark: 'line', encoding: { x, y: { field: 'value', type: 'quantitative', title: 'learning rate' }, strokeDash: { field: 'group', type: 'nominal', title: 'learning rate' }, detail: { field: 'stage' }, color } },
-      ...(points ? [{ mark: { type: 'point', filled: true, size: 8 }, encoding: { x, y: { field: 'value', type: 'quantitative' }, color, description: { field: 'd' } } }] : []),
+      {
+        mark: 'line',
+        encoding: {
+          x,
+          y: { field: 'value', type: 'quantitative', title: 'learning rate' },
+          strokeDash: { field: 'group', type: 'nominal', title: 'learning rate' },
+          detail: { field: 'stage' },
+          color,
+        },
+      },
+      ...(points
+        ? [
+            {
+              mark: { type: 'point', filled: true, size: 8 },
+              encoding: { x, y: { field: 'value', type: 'quantitative' }, color, description: { field: 'd' } },
+            },
+          ]
+        : []),
       ...boundaryLayers(false),
     ],
   };
@@ -112,7 +169,11 @@ export function plotSpec(rows: MetricRow[], title: string): Record<string, unkno
     title,
     background: 'white',
     data: { values },
-    vconcat: [series('loss', 'loss', { type: 'log' }, true), series('grad_norm', 'gradient norm', { zero: false }, false), lr],
+    vconcat: [
+      series('loss', 'loss', { type: 'log' }, true),
+      series('grad_norm', 'gradient norm', { zero: false }, false),
+      lr,
+    ],
     resolve: { scale: { x: 'shared', color: 'shared' } },
   };
 }
@@ -148,12 +209,23 @@ export function svgToPng(svg: string, scale = 2): Buffer {
 }
 
 /** Writes the plot of a job to `out` (.svg or .png); returns the number of steps drawn. */
-export async function plotJob(jobDirPath: string, out: string, title = path.basename(jobDirPath)): Promise<{ file: string; rows: number; stages: string[] }> {
+export async function plotJob(
+  jobDirPath: string,
+  out: string,
+  title = path.basename(jobDirPath),
+): Promise<{ file: string; rows: number; stages: string[] }> {
   const ext = path.extname(out).toLowerCase();
-  if (ext !== '.svg' && ext !== '.png') throw new UserError(`cannot write ${out}: the picture is .svg or .png`, { kind: 'InvalidInput', fix: 'name the output file *.svg or *.png' });
+  if (ext !== '.svg' && ext !== '.png')
+    throw new UserError(`cannot write ${out}: the picture is .svg or .png`, {
+      kind: 'InvalidInput',
+      fix: 'name the output file *.svg or *.png',
+    });
   const rows = readJobMetrics(jobDirPath);
   if (rows.length === 0) {
-    throw new UserError(`no metrics under ${jobDirPath}`, { kind: 'InvalidInput', fix: 'plot a job that has trained at least one step (its <stage>/metrics.jsonl files), or pass --dir <job folder>' });
+    throw new UserError(`no metrics under ${jobDirPath}`, {
+      kind: 'InvalidInput',
+      fix: 'plot a job that has trained at least one step (its <stage>/metrics.jsonl files), or pass --dir <job folder>',
+    });
   }
   const svg = await renderSvg(plotSpec(rows, title));
   fs.mkdirSync(path.dirname(path.resolve(out)), { recursive: true });

@@ -13,7 +13,9 @@ import { logger } from '../log';
 import { SEARCH_ATTRIBUTES } from '../../workflows/definitions';
 
 /** `temporal server start-dev --search-attribute` values: TrainingJob=Keyword, TrainingStage=Keyword, TrainingStep=Int. */
-export const SEARCH_ATTRIBUTE_FLAGS: string[] = SEARCH_ATTRIBUTES.map((k) => `${k.name}=${k.type === 'INT' ? 'Int' : 'Keyword'}`);
+export const SEARCH_ATTRIBUTE_FLAGS: string[] = SEARCH_ATTRIBUTES.map(
+  (k) => `${k.name}=${k.type === 'INT' ? 'Int' : 'Keyword'}`,
+);
 
 /** Path of the temporal CLI, installing it into .tools/ if needed. */
 export function temporalCli(): string {
@@ -91,11 +93,23 @@ export async function startDevServer(opts: DevServerOptions): Promise<DevServer>
   const port = opts.port ?? (await freePort());
   const uiPort = opts.headless ? null : (opts.uiPort ?? port + 1000);
   fs.mkdirSync(path.dirname(path.resolve(opts.dbFile)), { recursive: true });
-  const args = ['server', 'start-dev', '--ip', '127.0.0.1', '--port', String(port), '--db-filename', path.resolve(opts.dbFile), '--log-level', 'error'];
+  const args = [
+    'server',
+    'start-dev',
+    '--ip',
+    '127.0.0.1',
+    '--port',
+    String(port),
+    '--db-filename',
+    path.resolve(opts.dbFile),
+    '--log-level',
+    'error',
+  ];
   if (uiPort === null) args.push('--headless');
   else args.push('--ui-port', String(uiPort));
   if (opts.namespace && opts.namespace !== 'default') args.push('--namespace', opts.namespace);
-  for (const [k, v] of Object.entries(opts.dynamicConfig ?? {})) args.push('--dynamic-config-value', `${k}=${JSON.stringify(v)}`);
+  for (const [k, v] of Object.entries(opts.dynamicConfig ?? {}))
+    args.push('--dynamic-config-value', `${k}=${JSON.stringify(v)}`);
   if (opts.searchAttributes !== false) for (const sa of SEARCH_ATTRIBUTE_FLAGS) args.push('--search-attribute', sa);
   const child = spawn(cli, args, { stdio: ['ignore', 'ignore', 'pipe'], detached: false });
   let stderr = '';
@@ -103,7 +117,9 @@ export async function startDevServer(opts: DevServerOptions): Promise<DevServer>
     stderr = (stderr + b.toString()).slice(-4000);
   });
   const address = `127.0.0.1:${port}`;
-  const exited = new Promise<never>((_, reject) => child.once('exit', (code) => reject(new Error(`temporal server exited with code ${code}: ${stderr}`))));
+  const exited = new Promise<never>((_, reject) =>
+    child.once('exit', (code) => reject(new Error(`temporal server exited with code ${code}: ${stderr}`))),
+  );
   exited.catch(() => {});
   await Promise.race([waitForServer(address), exited]);
   logger.debug({ address, dbFile: opts.dbFile }, 'Temporal dev server ready');

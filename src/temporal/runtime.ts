@@ -21,7 +21,9 @@ export function installTemporalRuntime(setup: RuntimeSetup = {}): void {
   const metricsAddress = setup.metricsAddress ?? null;
   if (installed) {
     if (metricsAddress !== null && installed.metricsAddress !== metricsAddress) {
-      throw new Error(`the Temporal runtime of this process is already installed ${installed.metricsAddress ? `with metrics on ${installed.metricsAddress}` : 'without metrics'}; start the worker with --metrics-port in its own process`);
+      throw new Error(
+        `the Temporal runtime of this process is already installed ${installed.metricsAddress ? `with metrics on ${installed.metricsAddress}` : 'without metrics'}; start the worker with --metrics-port in its own process`,
+      );
     }
     return;
   }
@@ -32,7 +34,16 @@ export function installTemporalRuntime(setup: RuntimeSetup = {}): void {
   const min = verbose ? 'DEBUG' : 'WARN';
   const log = (level: LogLevel, message: string, meta?: LogMetadata): void => {
     if (order[level] < order[min]) return;
-    const fn = level === 'ERROR' ? 'error' : level === 'WARN' ? 'warn' : level === 'INFO' ? 'info' : level === 'DEBUG' ? 'debug' : 'trace';
+    const fn =
+      level === 'ERROR'
+        ? 'error'
+        : level === 'WARN'
+          ? 'warn'
+          : level === 'INFO'
+            ? 'info'
+            : level === 'DEBUG'
+              ? 'debug'
+              : 'trace';
     sdk[fn](meta ?? {}, message);
   };
   Runtime.install({
@@ -40,7 +51,12 @@ export function installTemporalRuntime(setup: RuntimeSetup = {}): void {
       ? {
           telemetryOptions: {
             metrics: {
-              prometheus: { bindAddress: metricsAddress, countersTotalSuffix: true, useSecondsForDurations: true, histogramBucketOverrides: HISTOGRAM_BUCKETS },
+              prometheus: {
+                bindAddress: metricsAddress,
+                countersTotalSuffix: true,
+                useSecondsForDurations: true,
+                histogramBucketOverrides: HISTOGRAM_BUCKETS,
+              },
             },
           },
         }

@@ -17,7 +17,10 @@ const IVT = temporal.api.enums.v1.IndexedValueType;
  */
 export function createSearchAttributeCommands(namespace: string): string[] {
   const ns = namespace === 'default' ? '' : ` --namespace ${namespace}`;
-  return SEARCH_ATTRIBUTES.map((k) => `temporal operator search-attribute create${ns} --name ${k.name} --type ${k.type === 'INT' ? 'Int' : 'Keyword'}`);
+  return SEARCH_ATTRIBUTES.map(
+    (k) =>
+      `temporal operator search-attribute create${ns} --name ${k.name} --type ${k.type === 'INT' ? 'Int' : 'Keyword'}`,
+  );
 }
 
 /** Throws a UserError naming the missing (or mistyped) attributes and the commands that create them. */
@@ -28,11 +31,18 @@ export async function checkSearchAttributes(connection: NativeConnection, namesp
     custom = (res.customAttributes ?? {}) as Record<string, temporal.api.enums.v1.IndexedValueType>;
   } catch (e) {
     // Some hosted setups do not let workers list search attributes; the workflow then fails loudly if they are missing.
-    logger.warn({ err: e, namespace }, 'cannot list search attributes; assuming TrainingJob, TrainingStage and TrainingStep exist');
+    logger.warn(
+      { err: e, namespace },
+      'cannot list search attributes; assuming TrainingJob, TrainingStage and TrainingStep exist',
+    );
     return;
   }
-  const problems = SEARCH_ATTRIBUTES.filter((k) => custom[k.name] !== (k.type === 'INT' ? IVT.INDEXED_VALUE_TYPE_INT : IVT.INDEXED_VALUE_TYPE_KEYWORD)).map((k) =>
-    custom[k.name] === undefined ? `${k.name} (${k.type}) is missing` : `${k.name} has type ${IVT[custom[k.name]!]}, expected ${k.type}`,
+  const problems = SEARCH_ATTRIBUTES.filter(
+    (k) => custom[k.name] !== (k.type === 'INT' ? IVT.INDEXED_VALUE_TYPE_INT : IVT.INDEXED_VALUE_TYPE_KEYWORD),
+  ).map((k) =>
+    custom[k.name] === undefined
+      ? `${k.name} (${k.type}) is missing`
+      : `${k.name} has type ${IVT[custom[k.name]!]}, expected ${k.type}`,
   );
   if (problems.length > 0) {
     throw new UserError(`the job search attributes are not set up in namespace ${namespace}: ${problems.join(', ')}`, {

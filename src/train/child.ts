@@ -70,7 +70,14 @@ main().then(
   () => process.stdout.write('', () => process.exit(0)),
   (e: unknown) => {
     const err = e as Error & { kind?: string };
-    send(encode({ ttt: 'error', message: err.message ?? String(e), userError: isUserError(e), kind: isUserError(e) ? err.kind ?? 'UserError' : err.name ?? 'Error' }));
+    send(
+      encode({
+        ttt: 'error',
+        message: err.message ?? String(e),
+        userError: isUserError(e),
+        kind: isUserError(e) ? (err.kind ?? 'UserError') : (err.name ?? 'Error'),
+      }),
+    );
     process.stdout.write('', () => process.exit(1));
   },
 );

@@ -15,7 +15,7 @@ export type ChildMessage =
 export type { ShardRequest };
 
 export function encode(m: ChildMessage): string {
-  return JSON.stringify(m) + '\n';
+  return `${JSON.stringify(m)}\n`;
 }
 
 export function decode(line: string): ChildMessage | undefined {

@@ -48,10 +48,13 @@ export function superviseShard(req: ShardRequest, opts: SuperviseOptions = {}): 
     const onAbort = (): void => {
       log.info('asking the training child to checkpoint and stop');
       child.stdin.write('stop\n');
-      killTimer = setTimeout(() => {
-        log.warn('training child did not stop in time; killing it');
-        child.kill('SIGKILL');
-      }, (opts.stopGraceSeconds ?? 120) * 1000);
+      killTimer = setTimeout(
+        () => {
+          log.warn('training child did not stop in time; killing it');
+          child.kill('SIGKILL');
+        },
+        (opts.stopGraceSeconds ?? 120) * 1000,
+      );
     };
     if (opts.signal?.aborted) onAbort();
     else opts.signal?.addEventListener('abort', onAbort, { once: true });
@@ -91,7 +94,9 @@ export function superviseShard(req: ShardRequest, opts: SuperviseOptions = {}): 
       if (result) return resolve(result);
       if (failure?.userError) return reject(new UserError(failure.message, { kind: failure.kind }));
       if (failure) return reject(new ChildFailedError(`training child failed: ${failure.message}`));
-      reject(new ChildFailedError(`training child exited (${sig ? `signal ${sig}` : `code ${code}`}) without a result`));
+      reject(
+        new ChildFailedError(`training child exited (${sig ? `signal ${sig}` : `code ${code}`}) without a result`),
+      );
     });
     child.on('error', (e) => reject(new ChildFailedError(`cannot start the training child: ${e.message}`)));
   });

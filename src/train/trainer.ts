@@ -8,7 +8,17 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { initBackend, tf } from '../backend';
 import { Lease } from '../checkpoint/lease';
-import { latestCompleteCheckpoint, loadCheckpoint, loadModelWeights, pruneCheckpoints, saveCheckpoint, tensorsHash, type NonFiniteEvent, type SaveHooks, type VerifiedCheckpoint } from '../checkpoint/store';
+import {
+  latestCompleteCheckpoint,
+  loadCheckpoint,
+  loadModelWeights,
+  pruneCheckpoints,
+  saveCheckpoint,
+  tensorsHash,
+  type NonFiniteEvent,
+  type SaveHooks,
+  type VerifiedCheckpoint,
+} from '../checkpoint/store';
 import type { FloatTensor } from '../checkpoint/safetensors';
 import { loadStageConfig, type LoadedStage, type Overrides } from '../config/load';
 import { UserError } from '../errors';
@@ -16,7 +26,16 @@ import { disposeBatch, makeBatch, openDataSource } from '../data/batch';
 import { logger } from '../log';
 import { modelDims, type ModelDims } from '../model/dims';
 import { disposeRopeTables, ditForward, ropeForModel, type Params } from '../model/dit';
-import { hasWeightDecay, initialValue, isTrainable, isTttParam, paramSpecs, toInternal, toTorch, type ParamSpec } from '../model/params';
+import {
+  hasWeightDecay,
+  initialValue,
+  isTrainable,
+  isTttParam,
+  paramSpecs,
+  toInternal,
+  toTorch,
+  type ParamSpec,
+} from '../model/params';
 import { AdamW, clipGlobalNorm } from '../optim/adamw';
 import { learningRate } from '../optim/schedule';
 import { checkpointsDir, metricsFile, stageDir } from '../paths';
@@ -82,12 +101,23 @@ export function checkWeights(specs: ParamSpec[], weights: Map<string, FloatTenso
     .filter(([k, t]) => expected.has(k) && JSON.stringify(t.shape) !== JSON.stringify(expected.get(k)))
     .map(([k, t]) => `${k} is [${t.shape.join(',')}], expected [${expected.get(k)!.join(',')}]`);
   if (missing.length + unexpected.length + misshaped.length > 0) {
-    const list = (title: string, xs: string[]): string => (xs.length ? `${title} (${xs.length}): ${xs.slice(0, 20).join(', ')}${xs.length > 20 ? ', ...' : ''}` : '');
-    throw new UserError(['weights do not match the model config', list('missing', missing), list('unexpected', unexpected), list('wrong shape', misshaped)].filter(Boolean).join('; '), {
-      where,
-      kind: 'CheckpointError',
-      fix: 'use weights converted for this model size (model.* dimensions and model.ssm_layer must match)',
-    });
+    const list = (title: string, xs: string[]): string =>
+      xs.length ? `${title} (${xs.length}): ${xs.slice(0, 20).join(', ')}${xs.length > 20 ? ', ...' : ''}` : '';
+    throw new UserError(
+      [
+        'weights do not match the model config',
+        list('missing', missing),
+        list('unexpected', unexpected),
+        list('wrong shape', misshaped),
+      ]
+        .filter(Boolean)
+        .join('; '),
+      {
+        where,
+        kind: 'CheckpointError',
+        fix: 'use weights converted for this model size (model.* dimensions and model.ssm_layer must match)',
+      },
+    );
   }
 }
 
@@ -108,12 +138,15 @@ class ModelState {
     const adapter = stage.config.model.adapter_method;
     this.trainable = this.specs.filter((s) => isTrainable(s.name, adapter)).map((s) => s.name);
     const o = stage.config.optimizer;
-    this.optimizer = new AdamW(new Map(this.trainable.map((n) => [n, { group: isTttParam(n) ? 'ttt' : 'base', decay: hasWeightDecay(n) }])), {
-      beta1: o.beta1,
-      beta2: o.beta2,
-      eps: o.eps,
-      weightDecay: o.weight_decay,
-    });
+    this.optimizer = new AdamW(
+      new Map(this.trainable.map((n) => [n, { group: isTttParam(n) ? 'ttt' : 'base', decay: hasWeightDecay(n) }])),
+      {
+        beta1: o.beta1,
+        beta2: o.beta2,
+        eps: o.eps,
+        weightDecay: o.weight_decay,
+      },
+    );
   }
 
   loadWeights(weights: Map<string, FloatTensor>, where: string): void {
@@ -151,7 +184,8 @@ class ModelState {
     for (const n of this.trainable) {
       const s = this.bySpec.get(n)!;
       // A moment the optimizer has not created yet (no step taken) is zero.
-      const moment = (t: tf.Tensor | undefined): FloatTensor => (t ? toTorch(s, t) : { shape: s.torchShape, data: new Float32Array(s.torchShape.reduce((a, b) => a * b, 1)) });
+      const moment = (t: tf.Tensor | undefined): FloatTensor =>
+        t ? toTorch(s, t) : { shape: s.torchShape, data: new Float32Array(s.torchShape.reduce((a, b) => a * b, 1)) };
       out.set(`${n}.exp_avg`, moment(this.optimizer.m.get(n)));
       out.set(`${n}.exp_avg_sq`, moment(this.optimizer.v.get(n)));
     }
@@ -216,7 +250,11 @@ async function runShardUnguarded(req: ShardRequest, ctl: ShardControl): Promise<
   const sDir = stageDir(req.jobDir, name);
   const ckDir = checkpointsDir(sDir);
   fs.mkdirSync(ckDir, { recursive: true });
-  const log = logger.child({ job: req.logContext?.job ?? path.basename(req.jobDir), stage: name, ...(req.logContext?.attempt ? { attempt: req.logContext.attempt } : {}) });
+  const log = logger.child({
+    job: req.logContext?.job ?? path.basename(req.jobDir),
+    stage: name,
+    ...(req.logContext?.attempt ? { attempt: req.logContext.attempt } : {}),
+  });
   const total = c.training.steps;
   const model = new ModelState(stage, dims);
   const rope = ropeForModel(dims);
@@ -244,7 +282,9 @@ async function runShardUnguarded(req: ShardRequest, ctl: ShardControl): Promise<
       checkpoint = ck.dir;
     };
     const latestValid = (): VerifiedCheckpoint | undefined =>
-      latestCompleteCheckpoint(ckDir, (dir, reason) => log.warn({ dir, reason }, 'skipping unusable checkpoint (falling back to an earlier one)'));
+      latestCompleteCheckpoint(ckDir, (dir, reason) =>
+        log.warn({ dir, reason }, 'skipping unusable checkpoint (falling back to an earlier one)'),
+      );
     const latest = latestValid();
     if (latest) {
       restore(latest);
@@ -341,14 +381,29 @@ async function runShardUnguarded(req: ShardRequest, ctl: ShardControl): Promise<
         const gradSum = new Map<string, tf.Tensor>();
         for (let a = 0; a < accum; a++) {
           const td = Date.now();
-          const batch = makeBatch(src, dims, c.training.seed, d, c.training.global_batch_size, a, micro, permCache, skip);
+          const batch = makeBatch(
+            src,
+            dims,
+            c.training.seed,
+            d,
+            c.training.global_batch_size,
+            a,
+            micro,
+            permCache,
+            skip,
+          );
           samples.push(...batch.sampleIds);
           dataMs += Date.now() - td;
           const names = model.trainable;
           const f = (...xs: tf.Tensor[]): tf.Scalar => {
             const P: Params = { ...frozen };
             names.forEach((n, i) => (P[n] = xs[i]!));
-            const pred = ditForward(P, dims, { video: batch.noisy, text: batch.text, timesteps: batch.timesteps }, rope);
+            const pred = ditForward(
+              P,
+              dims,
+              { video: batch.noisy, text: batch.text, timesteps: batch.timesteps },
+              rope,
+            );
             return pred.sub(batch.target).square().mean() as tf.Scalar;
           };
           const { value, grads } = tf.valueAndGrads(f)(names.map((n) => model.params.get(n)!));
@@ -371,28 +426,56 @@ async function runShardUnguarded(req: ShardRequest, ctl: ShardControl): Promise<
         if (!Number.isFinite(lossSum) || !Number.isFinite(gradNorm)) {
           for (const g of gradSum.values()) g.dispose();
           lease.check(`rolling back step ${s}`);
-          const event: NonFiniteEvent = { step: s, dataStep: d, samples, loss: String(lossSum), gradNorm: String(gradNorm) };
+          const event: NonFiniteEvent = {
+            step: s,
+            dataStep: d,
+            samples,
+            loss: String(lossSum),
+            gradNorm: String(gradNorm),
+          };
           const events = [...nonFinite, event];
           if (events.length > c.training.max_nonfinite_losses) {
             throw new UserError(
               `non-finite loss or gradient ${events.length} times in stage ${name}, more than training.max_nonfinite_losses = ${c.training.max_nonfinite_losses}: ${events.map((e) => `step ${e.step} (loss ${e.loss}, grad norm ${e.gradNorm}, samples ${e.samples.join(', ')})`).join('; ')}`,
-              { kind: 'NonFiniteLoss', where: `stage ${name}`, fix: 'check those samples for NaN/Inf values, lower the learning rate or the gradient clipping norm, or resume from an earlier checkpoint' },
+              {
+                kind: 'NonFiniteLoss',
+                where: `stage ${name}`,
+                fix: 'check those samples for NaN/Inf values, lower the learning rate or the gradient clipping norm, or resume from an earlier checkpoint',
+              },
             );
           }
           // Roll back to the last good checkpoint and step over this batch from now on.
           const good = latestValid();
-          if (!good) throw new Error(`non-finite loss at step ${s} of stage ${name}, and no checkpoint to roll back to`);
+          if (!good)
+            throw new Error(`non-finite loss at step ${s} of stage ${name}, and no checkpoint to roll back to`);
           const skipped = [...skippedBatches, d];
           restore(good);
           frozen = frozenParams();
           nonFinite = events;
           skippedBatches = skipped;
-          log.warn({ step: s, dataStep: d, samples, loss: event.loss, gradNorm: event.gradNorm, rolledBackTo: step, events: events.length }, 'non-finite loss: rolled back to the last good checkpoint; this batch is skipped');
+          log.warn(
+            {
+              step: s,
+              dataStep: d,
+              samples,
+              loss: event.loss,
+              gradNorm: event.gradNorm,
+              rolledBackTo: step,
+              events: events.length,
+            },
+            'non-finite loss: rolled back to the last good checkpoint; this batch is skipped',
+          );
           continue;
         }
         const lr = {
           base: learningRate(s, { peak: o.lr, end: o.lr_end, warmup: o.warmup_steps, total, decay: o.lr_schedule }),
-          ttt: learningRate(s, { peak: o.lr_ssm, end: o.lr_end, warmup: o.warmup_steps, total, decay: o.lr_ssm_schedule }),
+          ttt: learningRate(s, {
+            peak: o.lr_ssm,
+            end: o.lr_end,
+            warmup: o.warmup_steps,
+            total,
+            decay: o.lr_ssm_schedule,
+          }),
         };
         model.optimizer.apply(model.params, gradSum, lr);
         for (const g of gradSum.values()) g.dispose();
@@ -405,7 +488,18 @@ async function runShardUnguarded(req: ShardRequest, ctl: ShardControl): Promise<
         const tokens = c.training.global_batch_size * dims.seqLen;
         fs.writeSync(
           metrics,
-          JSON.stringify({ stage: name, step, loss: lossSum, grad_norm: gradNorm, lr: lr.base, lr_ssm: lr.ttt, step_time: stepSeconds, data_time: dataMs / 1000, tokens_per_s: tokens / stepSeconds, time: new Date().toISOString() }) + '\n',
+          `${JSON.stringify({
+            stage: name,
+            step,
+            loss: lossSum,
+            grad_norm: gradNorm,
+            lr: lr.base,
+            lr_ssm: lr.ttt,
+            step_time: stepSeconds,
+            data_time: dataMs / 1000,
+            tokens_per_s: tokens / stepSeconds,
+            time: new Date().toISOString(),
+          })}\n`,
         );
         ctl.onProgress?.({ stage: name, step, totalSteps: total, loss: lossSum, gradNorm, stepSeconds });
         if (step % c.checkpoint.interval === 0 || step === total) {

@@ -24,7 +24,10 @@ test('chaos: 3 SIGKILLed workers (at least one inside a checkpoint write) and a 
   assert.equal(r.killsSurvived, 3, text);
   assert.equal(r.serverRestarts, 1, text);
   assert.ok(r.writeKillsLanded >= 1, `no kill landed inside a checkpoint write\n${text}`);
-  assert.deepEqual(r.stages.map((s) => s.stage), ['3s', '9s']);
+  assert.deepEqual(
+    r.stages.map((s) => s.stage),
+    ['3s', '9s'],
+  );
   for (const s of r.stages) {
     assert.ok(s.identical, `${s.stage}: final model differs from the uninterrupted run\n${text}`);
     assert.deepEqual(s.stepsMissing, [], `${s.stage}: steps never trained\n${text}`);

@@ -21,27 +21,47 @@ import { TINY } from '../unit/fixtures';
 const env = sharedServer('convert-job', 'convert');
 const { dir, runs, queue } = env;
 
-const base = { 'job.dump_folder': runs, 'training.global_batch_size': 1, 'training.steps': 4, 'checkpoint.interval': 4 };
+const base = {
+  'job.dump_folder': runs,
+  'training.global_batch_size': 1,
+  'training.steps': 4,
+  'checkpoint.interval': 4,
+};
 
 test('stage 1 of the tiny curriculum starts from the converted CogVideoX weights', async () => {
   const from = path.join(dir, 'cogvideox');
   writeSyntheticDiffusers(from, TINY, { dtype: 'BF16', shards: 2, seed: 21 });
   const job = 'from-cogvideox';
-  const h = await startJob(env.c, { jobName: job, curriculum: 'configs/curriculum/tiny.toml', until: '3s', set: { ...base, 'checkpoint.init_state_dir': from } }, { taskQueue: queue });
+  const h = await startJob(
+    env.c,
+    {
+      jobName: job,
+      curriculum: 'configs/curriculum/tiny.toml',
+      until: '3s',
+      set: { ...base, 'checkpoint.init_state_dir': from },
+    },
+    { taskQueue: queue },
+  );
   const result = (await h.result()) as CurriculumResult;
-  assert.deepEqual(result.stages.map((s) => [s.stage, s.steps]), [['3s', 4]]);
+  assert.deepEqual(
+    result.stages.map((s) => [s.stage, s.steps]),
+    [['3s', 4]],
+  );
   const init = path.join(runs, job, 'init');
   assert.ok(fs.existsSync(path.join(init, 'convert.json')), 'converted into <job>/init');
   const converted = loadModelWeights(init);
   // The converted weights are the source's values under TTT-Video-DiT names...
   const src = new Map<string, FloatTensor>();
-  for (const f of fs.readdirSync(from).filter((f) => f.endsWith('.safetensors'))) for (const [k, v] of readSafetensors(path.join(from, f)).tensors) src.set(k, v);
+  for (const f of fs.readdirSync(from).filter((f) => f.endsWith('.safetensors')))
+    for (const [k, v] of readSafetensors(path.join(from, f)).tensors) src.set(k, v);
   for (const [name, t] of src) assert.deepEqual(converted.get(tttName(name)!)!.data, t.data, name);
   // ...and stage 1 started from them.
   const final = verifyCheckpoint(result.stages[0]!.finalCheckpoint);
   assert.ok(final.ok);
   assert.equal(final.state.initHash, tensorsHash(converted), 'stage 1 init = the converted weights');
-  const activities = (await historyEvents(env.c, job)).filter((e) => eventTypeName(e) === 'EVENT_TYPE_ACTIVITY_TASK_SCHEDULED').map((e) => e.activityTaskScheduledEventAttributes?.activityType?.name);
+  const activities = (await historyEvents(env.c, job))
+    .filter((e) => eventTypeName(e) === 'EVENT_TYPE_ACTIVITY_TASK_SCHEDULED')
+    .map((e) => e.activityTaskScheduledEventAttributes?.activityType?.name);
   assert.deepEqual(activities.slice(0, 3), ['planCurriculum', 'inspectStage', 'convertInit']);
   assert.equal(activities.filter((a) => a === 'convertInit').length, 1);
 });
@@ -50,7 +70,11 @@ test('malformed CogVideoX weights fail the job at once with a clear, non-retryab
   const cases: [string, (from: string) => void, string, RegExp][] = [
     [
       'unknown-key',
-      (from) => void writeSyntheticDiffusers(from, TINY, { shards: 2, tensors: (l) => [...l, { name: 'transformer_blocks.0.attn1.to_k.lora_A.weight', shape: [4, 32] }] }),
+      (from) =>
+        void writeSyntheticDiffusers(from, TINY, {
+          shards: 2,
+          tensors: (l) => [...l, { name: 'transformer_blocks.0.attn1.to_k.lora_A.weight', shape: [4, 32] }],
+        }),
       'ConvertError',
       /unknown tensors .*: transformer_blocks\.0\.attn1\.to_k\.lora_A\.weight[\s\S]*Fix: /,
     ],
@@ -75,7 +99,16 @@ test('malformed CogVideoX weights fail the job at once with a clear, non-retryab
     prepare(from);
     const t0 = Date.now();
     const job = `bad-weights-${name}`;
-    const h = await startJob(env.c, { jobName: job, curriculum: 'configs/curriculum/tiny.toml', until: '3s', set: { ...base, 'checkpoint.init_state_dir': from } }, { taskQueue: queue });
+    const h = await startJob(
+      env.c,
+      {
+        jobName: job,
+        curriculum: 'configs/curriculum/tiny.toml',
+        until: '3s',
+        set: { ...base, 'checkpoint.init_state_dir': from },
+      },
+      { taskQueue: queue },
+    );
     const err = await h.result().then(
       () => assert.fail(`${name}: the job should fail`),
       (e: unknown) => e,
@@ -87,8 +120,13 @@ test('malformed CogVideoX weights fail the job at once with a clear, non-retryab
     assert.equal(app.nonRetryable, true, `${name}: non-retryable`);
     assert.equal(app.type, type, name);
     assert.match(app.message, pattern, `${name}: ${app.message}`);
-    const starts = (await historyEvents(env.c, job)).filter((e) => eventTypeName(e) === 'EVENT_TYPE_ACTIVITY_TASK_STARTED');
-    assert.ok(starts.every((s) => s.activityTaskStartedEventAttributes?.attempt === 1), `${name}: never retried`);
+    const starts = (await historyEvents(env.c, job)).filter(
+      (e) => eventTypeName(e) === 'EVENT_TYPE_ACTIVITY_TASK_STARTED',
+    );
+    assert.ok(
+      starts.every((s) => s.activityTaskStartedEventAttributes?.attempt === 1),
+      `${name}: never retried`,
+    );
     assert.ok(Date.now() - t0 < 15_000, `${name}: failed fast (${Date.now() - t0} ms)`);
     assert.equal(fs.existsSync(path.join(runs, job, '3s')), false, `${name}: no training`);
   }

@@ -19,18 +19,30 @@ function input(job: string, runs: string) {
     jobName: job,
     curriculum: 'configs/curriculum/tiny.toml',
     until: '9s',
-    set: { 'job.dump_folder': runs, 'training.steps': STEPS, 'checkpoint.interval': INTERVAL, 'training.global_batch_size': 1 },
+    set: {
+      'job.dump_folder': runs,
+      'training.steps': STEPS,
+      'checkpoint.interval': INTERVAL,
+      'training.global_batch_size': 1,
+    },
   };
 }
 
 function assertExact(result: CurriculumResult, runs: string, job: string): void {
-  assert.deepEqual(result.stages.map((s) => s.stage), ['3s', '9s']);
+  assert.deepEqual(
+    result.stages.map((s) => s.stage),
+    ['3s', '9s'],
+  );
   for (const s of result.stages) {
     assert.equal(s.steps, STEPS);
     const v = verifyCheckpoint(s.finalCheckpoint);
     assert.ok(v.ok && v.state.step === STEPS);
     const steps = metricSteps(path.join(runs, job, s.stage));
-    assert.deepEqual([...new Set(steps)].sort((a, b) => a - b), Array.from({ length: STEPS }, (_, i) => i + 1), `${s.stage}: every step 1..${STEPS} trained`);
+    assert.deepEqual(
+      [...new Set(steps)].sort((a, b) => a - b),
+      Array.from({ length: STEPS }, (_, i) => i + 1),
+      `${s.stage}: every step 1..${STEPS} trained`,
+    );
   }
 }
 
@@ -40,29 +52,41 @@ test('a worker killed with SIGKILL mid-shard: a new worker finishes, at most che
   const srv = await server(path.join(dir, 'temporal.sqlite'));
   const queue = 'crash';
   const job = 'crash-job';
-  let a = spawnWorker(srv.address, queue);
+  const a = spawnWorker(srv.address, queue);
   let b: ReturnType<typeof spawnWorker> | undefined;
   try {
     await a.ready;
     const c = await client(srv.address);
     const handle = await startJob(c, input(job, runs), { taskQueue: queue });
     // Kill between two checkpoints: 3s has trained past step 6 (checkpoints at 5, 10, ...).
-    const killedAt = await waitFor('3s step 7', () => {
-      const s = metricSteps(path.join(runs, job, '3s'));
-      const last = s[s.length - 1] ?? 0;
-      return last >= 7 && last % INTERVAL !== 0 ? last : undefined;
-    }, 120_000, 20);
+    const killedAt = await waitFor(
+      '3s step 7',
+      () => {
+        const s = metricSteps(path.join(runs, job, '3s'));
+        const last = s[s.length - 1] ?? 0;
+        return last >= 7 && last % INTERVAL !== 0 ? last : undefined;
+      },
+      120_000,
+      20,
+    );
     const children = trainingChildren(runs);
     assert.equal(children.length, 1, 'one training child is running');
     await a.kill('SIGKILL');
-    await waitFor('the orphaned training child to exit', () => (trainingChildren(runs).length === 0 ? true : undefined), 15_000);
+    await waitFor(
+      'the orphaned training child to exit',
+      () => (trainingChildren(runs).length === 0 ? true : undefined),
+      15_000,
+    );
     b = spawnWorker(srv.address, queue);
     await b.ready;
     const result = (await handle.result()) as CurriculumResult;
     assertExact(result, runs, job);
     const s3 = metricSteps(path.join(runs, job, '3s'));
     const redone = s3.length - STEPS;
-    assert.ok(redone >= 1 && redone <= INTERVAL, `redone ${redone} steps after a kill at step ${killedAt}; at most ${INTERVAL}`);
+    assert.ok(
+      redone >= 1 && redone <= INTERVAL,
+      `redone ${redone} steps after a kill at step ${killedAt}; at most ${INTERVAL}`,
+    );
     await c.connection.close();
   } finally {
     await a.kill();
@@ -84,7 +108,12 @@ test('the Temporal server restarted mid-run on the same SQLite file: the job com
     await w.ready;
     const c1 = await client(srv.address);
     await startJob(c1, input(job, runs), { taskQueue: queue });
-    await waitFor('3s step 3', () => (metricSteps(path.join(runs, job, '3s')).length >= 3 ? true : undefined), 120_000, 50);
+    await waitFor(
+      '3s step 3',
+      () => (metricSteps(path.join(runs, job, '3s')).length >= 3 ? true : undefined),
+      120_000,
+      50,
+    );
     await c1.connection.close();
     await srv.stop();
     await new Promise((r) => setTimeout(r, 1000));

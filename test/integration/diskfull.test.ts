@@ -34,7 +34,17 @@ test('disk full during a save: previous checkpoint intact, clear failure in stat
     const c = await client(srv.address);
     const handle = await startJob(
       c,
-      { jobName: job, curriculum: 'configs/curriculum/tiny.toml', until: '3s', set: { 'job.dump_folder': runs, 'training.steps': 16, 'checkpoint.interval': 4, 'training.global_batch_size': 1 } },
+      {
+        jobName: job,
+        curriculum: 'configs/curriculum/tiny.toml',
+        until: '3s',
+        set: {
+          'job.dump_folder': runs,
+          'training.steps': 16,
+          'checkpoint.interval': 4,
+          'training.global_batch_size': 1,
+        },
+      },
       { taskQueue: queue },
     );
     const ck = path.join(runs, job, '3s', 'checkpoints');
@@ -49,7 +59,12 @@ test('disk full during a save: previous checkpoint intact, clear failure in stat
       fs.closeSync(fd);
     }
     fs.truncateSync(ballast, fs.statSync(ballast).size - 64 * 1024);
-    const failure = await waitFor('the shard to fail on the full disk', async () => (await jobStatus(c, job)).lastFailure ?? undefined, 120_000, 200);
+    const failure = await waitFor(
+      'the shard to fail on the full disk',
+      async () => (await jobStatus(c, job)).lastFailure ?? undefined,
+      120_000,
+      200,
+    );
     assert.match(failure, /disk full: ENOSPC: no space left on device/);
     assert.match(failure, /previous ones are intact/);
     const intact = listCheckpoints(ck)[0]!;

@@ -35,22 +35,53 @@ after(async () => {
 });
 
 const model = (dir: string): Map<string, FloatTensor> => readSafetensors(path.join(dir, 'model.safetensors')).tensors;
-const same = (a: FloatTensor, b: FloatTensor): boolean => a.data.length === b.data.length && a.data.every((x, i) => x === b.data[i]);
+const same = (a: FloatTensor, b: FloatTensor): boolean =>
+  a.data.length === b.data.length && a.data.every((x, i) => x === b.data[i]);
 
 test('the tiny curriculum completes all five stages, each from the previous final weights', async () => {
   const job = 'full-run-job';
-  const input = { jobName: job, curriculum: 'configs/curriculum/tiny.toml', set: { 'job.dump_folder': path.join(dir, 'runs') }, until: '63s' };
+  const input = {
+    jobName: job,
+    curriculum: 'configs/curriculum/tiny.toml',
+    set: { 'job.dump_folder': path.join(dir, 'runs') },
+    until: '63s',
+  };
   // Started with the temporal CLI, as in the README.
-  execFileSync(temporalCli(), ['workflow', 'start', '--address', srv.address, '--type', 'trainCurriculum', '--task-queue', queue, '--workflow-id', job, '--input', JSON.stringify(input)], { cwd: ROOT, stdio: 'pipe' });
+  execFileSync(
+    temporalCli(),
+    [
+      'workflow',
+      'start',
+      '--address',
+      srv.address,
+      '--type',
+      'trainCurriculum',
+      '--task-queue',
+      queue,
+      '--workflow-id',
+      job,
+      '--input',
+      JSON.stringify(input),
+    ],
+    { cwd: ROOT, stdio: 'pipe' },
+  );
   const c = await client(srv.address);
   const handle = c.workflow.getHandle(job);
   const result = (await handle.result()) as CurriculumResult;
 
-  const expected = ['3s', '9s', '18s', '30s', '63s'].map((s) => loadStageConfig(path.join(ROOT, `configs/train/tiny/${s}.toml`)));
-  assert.deepEqual(result.stages.map((s) => s.stage), ['3s', '9s', '18s', '30s', '63s']);
+  const expected = ['3s', '9s', '18s', '30s', '63s'].map((s) =>
+    loadStageConfig(path.join(ROOT, `configs/train/tiny/${s}.toml`)),
+  );
+  assert.deepEqual(
+    result.stages.map((s) => s.stage),
+    ['3s', '9s', '18s', '30s', '63s'],
+  );
   for (const [i, st] of result.stages.entries()) {
     assert.equal(st.steps, expected[i]!.config.training.steps, `${st.stage}: step count`);
-    assert.ok(fs.existsSync(path.join(st.finalCheckpoint, 'model.safetensors')), `${st.stage}: final holds model.safetensors`);
+    assert.ok(
+      fs.existsSync(path.join(st.finalCheckpoint, 'model.safetensors')),
+      `${st.stage}: final holds model.safetensors`,
+    );
     const v = verifyCheckpoint(st.finalCheckpoint);
     assert.ok(v.ok && v.state.step === st.steps, `${st.stage}: final checkpoint is complete at its last step`);
     assert.ok(typeof st.firstLoss === 'number' && typeof st.lastLoss === 'number' && st.wallSeconds > 0);
@@ -59,11 +90,16 @@ test('the tiny curriculum completes all five stages, each from the previous fina
   // Stage 1 starts from a fresh initialisation and changes every parameter.
   const d0 = modelDims(expected[0]!.config);
   const specs = paramSpecs(d0);
-  const fresh = new Map(specs.map((s) => [s.name, { shape: s.torchShape, data: initialValue(s, expected[0]!.config.training.seed) }]));
+  const fresh = new Map(
+    specs.map((s) => [s.name, { shape: s.torchShape, data: initialValue(s, expected[0]!.config.training.seed) }]),
+  );
   const finals = result.stages.map((s) => model(s.finalCheckpoint));
   const unchanged1 = specs.filter((s) => same(fresh.get(s.name)!, finals[0]!.get(s.name)!)).map((s) => s.name);
   assert.deepEqual(unchanged1, [], 'stage 1 (sft) changes every parameter');
-  assert.equal((verifyCheckpoint(result.stages[0]!.finalCheckpoint) as { state: { initHash: string } }).state.initHash, tensorsHash(fresh));
+  assert.equal(
+    (verifyCheckpoint(result.stages[0]!.finalCheckpoint) as { state: { initHash: string } }).state.initHash,
+    tensorsHash(fresh),
+  );
 
   // Stages 2-5: init = previous final (content hash), and only TTT, gates, q/k/v/o (and q/k norms) change.
   for (let k = 1; k < 5; k++) {
@@ -71,12 +107,20 @@ test('the tiny curriculum completes all five stages, each from the previous fina
     const cur = finals[k]!;
     const state = verifyCheckpoint(result.stages[k]!.finalCheckpoint);
     assert.ok(state.ok);
-    assert.equal(state.state.initHash, tensorsHash(prev), `stage ${result.stages[k]!.stage} started from stage ${result.stages[k - 1]!.stage}'s final weights`);
+    assert.equal(
+      state.state.initHash,
+      tensorsHash(prev),
+      `stage ${result.stages[k]!.stage} started from stage ${result.stages[k - 1]!.stage}'s final weights`,
+    );
     const changed = specs.filter((s) => !same(prev.get(s.name)!, cur.get(s.name)!)).map((s) => s.name);
     const wrong = changed.filter((n) => !isTrainable(n, 'qkvo'));
     assert.deepEqual(wrong, [], `stage ${result.stages[k]!.stage} changed only qkvo-trainable parameters`);
     const trainable = specs.filter((s) => isTrainable(s.name, 'qkvo')).map((s) => s.name);
-    assert.deepEqual(changed.sort(), trainable.sort(), `stage ${result.stages[k]!.stage} changed every qkvo-trainable parameter`);
+    assert.deepEqual(
+      changed.sort(),
+      trainable.sort(),
+      `stage ${result.stages[k]!.stage} changed every qkvo-trainable parameter`,
+    );
   }
 
   const progress = await handle.query(progressQuery);

@@ -21,7 +21,11 @@ const base = { 'job.dump_folder': runs, 'training.global_batch_size': 1 };
 
 /** Starts `job` on the tiny curriculum and waits until its 3s stage has trained 3 steps. */
 async function startAndTrain3Steps(job: string, set: Record<string, unknown>) {
-  const h = await startJob(env.c, { jobName: job, curriculum: 'configs/curriculum/tiny.toml', set: { ...base, ...set } }, { taskQueue: queue });
+  const h = await startJob(
+    env.c,
+    { jobName: job, curriculum: 'configs/curriculum/tiny.toml', set: { ...base, ...set } },
+    { taskQueue: queue },
+  );
   const stageDir = path.join(runs, job, '3s');
   await waitFor('3s step 3', () => (metricSteps(stageDir).length >= 3 ? true : undefined), 120_000, 50);
   return { h, stageDir };
@@ -29,16 +33,26 @@ async function startAndTrain3Steps(job: string, set: Record<string, unknown>) {
 
 test('starting the same job name twice gives one execution; starting it after termination resumes', async () => {
   const job = 'names-job';
-  const input = { jobName: job, curriculum: 'configs/curriculum/tiny.toml', until: '9s', set: { ...base, 'training.steps': 16, 'checkpoint.interval': 4 } };
+  const input = {
+    jobName: job,
+    curriculum: 'configs/curriculum/tiny.toml',
+    until: '9s',
+    set: { ...base, 'training.steps': 16, 'checkpoint.interval': 4 },
+  };
   const h1 = await startJob(env.c, input, { taskQueue: queue });
   const h2 = await startJob(env.c, input, { taskQueue: queue });
   const r1 = (await h1.describe()).runId;
   assert.equal((await h2.describe()).runId, r1, 'the second start attached to the running execution');
   // Terminate once stage 1 is final and stage 2 has a checkpoint past step 0.
-  await waitFor('9s checkpoint at step >= 4', () => {
-    const l = latestCompleteCheckpoint(path.join(runs, job, '9s', 'checkpoints'));
-    return l && l.state.step >= 4 ? true : undefined;
-  }, 120_000, 50);
+  await waitFor(
+    '9s checkpoint at step >= 4',
+    () => {
+      const l = latestCompleteCheckpoint(path.join(runs, job, '9s', 'checkpoints'));
+      return l && l.state.step >= 4 ? true : undefined;
+    },
+    120_000,
+    50,
+  );
   await h1.terminate('test: simulate an operator terminating the job');
   const final3s = path.join(runs, job, '3s', 'final', 'model.safetensors');
   const mtime = fs.statSync(final3s).mtimeMs;
@@ -47,11 +61,20 @@ test('starting the same job name twice gives one execution; starting it after te
   const r3 = (await h3.describe()).runId;
   assert.notEqual(r3, r1, 'a new run after termination');
   const result = (await h3.result()) as CurriculumResult;
-  assert.deepEqual(result.stages.map((s) => [s.stage, s.steps]), [['3s', 16], ['9s', 16]]);
+  assert.deepEqual(
+    result.stages.map((s) => [s.stage, s.steps]),
+    [
+      ['3s', 16],
+      ['9s', 16],
+    ],
+  );
   assert.equal(metricSteps(path.join(runs, job, '3s')).length, 16, 'stage 1 was not trained again');
   assert.equal(fs.statSync(final3s).mtimeMs, mtime, 'stage 1 final weights were not rewritten');
   const s9 = metricSteps(path.join(runs, job, '9s'));
-  assert.ok(s9.length - 16 <= 4, `9s resumed from its checkpoint: ${s9.length - before9s} steps after the restart, ${s9.length - 16} redone`);
+  assert.ok(
+    s9.length - 16 <= 4,
+    `9s resumed from its checkpoint: ${s9.length - before9s} steps after the restart, ${s9.length - 16} redone`,
+  );
 });
 
 test('pause takes effect with a checkpoint, resume continues, setUntil validates and stops after the stage', async () => {
@@ -62,22 +85,39 @@ test('pause takes effect with a checkpoint, resume continues, setUntil validates
   const trained = metricSteps(stageDir);
   const last = trained[trained.length - 1]!;
   const ck = latestCompleteCheckpoint(path.join(stageDir, 'checkpoints'));
-  assert.equal(ck?.state.step, last, 'pausing saved a checkpoint at the last trained step (not a multiple of the interval)');
+  assert.equal(
+    ck?.state.step,
+    last,
+    'pausing saved a checkpoint at the last trained step (not a multiple of the interval)',
+  );
   await new Promise((r) => setTimeout(r, 1500));
   assert.equal(metricSteps(stageDir).length, trained.length, 'no training while paused');
-  await assert.rejects(h.executeUpdate(setUntilUpdate, { args: ['12s'] }), (e: unknown) => /not a stage of this curriculum; use one of 3s, 9s, 18s, 30s, 63s/.test(String((e as Error).cause && ((e as Error).cause as Error).message)));
+  await assert.rejects(h.executeUpdate(setUntilUpdate, { args: ['12s'] }), (e: unknown) =>
+    /not a stage of this curriculum; use one of 3s, 9s, 18s, 30s, 63s/.test(
+      String((e as Error).cause && ((e as Error).cause as Error).message),
+    ),
+  );
   assert.equal(await h.executeUpdate(setUntilUpdate, { args: ['3sec'] }), '3s');
   await h.signal(resumeSignal);
   const result = (await h.result()) as CurriculumResult;
-  assert.deepEqual(result.stages.map((s) => [s.stage, s.steps]), [['3s', 60]]);
+  assert.deepEqual(
+    result.stages.map((s) => [s.stage, s.steps]),
+    [['3s', 60]],
+  );
   assert.equal(result.until, '3s');
   assert.equal(fs.existsSync(path.join(runs, job, '9s')), false, 'no stage after until ran');
 });
 
 test('cancelling saves a checkpoint, then stops', async () => {
-  const { h, stageDir } = await startAndTrain3Steps('cancel-job', { 'training.steps': 200, 'checkpoint.interval': 100 });
+  const { h, stageDir } = await startAndTrain3Steps('cancel-job', {
+    'training.steps': 200,
+    'checkpoint.interval': 100,
+  });
   await h.cancel();
-  await assert.rejects(h.result(), (e: unknown) => e instanceof WorkflowFailedError && /cancel/i.test(String(e.cause?.message ?? e.message)));
+  await assert.rejects(
+    h.result(),
+    (e: unknown) => e instanceof WorkflowFailedError && /cancel/i.test(String(e.cause?.message ?? e.message)),
+  );
   assert.equal((await h.describe()).status.name, 'CANCELLED');
   const trained = metricSteps(stageDir);
   const ck = latestCompleteCheckpoint(path.join(stageDir, 'checkpoints'));
@@ -90,12 +130,24 @@ test('bad configs fail fast with a non-retryable error that names the field', as
     ['unknown-field', { 'training.bogus': 1 }, /training\.bogus = 1: unknown field/],
     ['wrong-type', { 'training.steps': 'ten' }, /training\.steps = "ten": .*expected number/],
     ['mesh', { 'parallelism.dp_sharding': 2 }, /parallelism\.dp_replicate\*dp_sharding\*tp_sharding = "1\*2\*1 = 2"/],
-    ['mini-batch', { 'model.text_length': 13 }, /model\.text_length = 13: .*not a multiple of .*mini_batch_size = 64.*Fix: set model\.text_length = /],
-    ['dataset', { 'training.dataset_path': '/nonexistent/precomp' }, /training\.dataset_path = "\/nonexistent\/precomp": no such directory/],
+    [
+      'mini-batch',
+      { 'model.text_length': 13 },
+      /model\.text_length = 13: .*not a multiple of .*mini_batch_size = 64.*Fix: set model\.text_length = /,
+    ],
+    [
+      'dataset',
+      { 'training.dataset_path': '/nonexistent/precomp' },
+      /training\.dataset_path = "\/nonexistent\/precomp": no such directory/,
+    ],
   ];
   for (const [name, set, pattern] of cases) {
     const t0 = Date.now();
-    const h = await startJob(env.c, { jobName: `bad-${name}`, curriculum: 'configs/curriculum/tiny.toml', set: { ...base, ...set } }, { taskQueue: queue });
+    const h = await startJob(
+      env.c,
+      { jobName: `bad-${name}`, curriculum: 'configs/curriculum/tiny.toml', set: { ...base, ...set } },
+      { taskQueue: queue },
+    );
     const err = await h.result().then(
       () => assert.fail(`${name}: the job should fail`),
       (e: unknown) => e,
@@ -108,7 +160,9 @@ test('bad configs fail fast with a non-retryable error that names the field', as
     assert.equal(app.nonRetryable, true, `${name}: non-retryable`);
     assert.equal(app.type, 'ConfigError');
     assert.match(app.message, pattern, `${name}: message names the field`);
-    const starts = (await historyEvents(env.c, `bad-${name}`)).filter((e) => eventTypeName(e) === 'EVENT_TYPE_ACTIVITY_TASK_STARTED');
+    const starts = (await historyEvents(env.c, `bad-${name}`)).filter(
+      (e) => eventTypeName(e) === 'EVENT_TYPE_ACTIVITY_TASK_STARTED',
+    );
     assert.equal(starts.length, 1);
     assert.equal(starts[0]!.activityTaskStartedEventAttributes?.attempt, 1, `${name}: never retried`);
     assert.ok(Date.now() - t0 < 15_000, `${name}: failed fast (${Date.now() - t0} ms)`);
@@ -116,32 +170,61 @@ test('bad configs fail fast with a non-retryable error that names the field', as
 });
 
 test('an invalid job name is refused before any path is built from it', async () => {
-  await assert.rejects(startJob(env.c, { jobName: '../escape', curriculum: 'configs/curriculum/tiny.toml' }), /invalid job name/);
+  await assert.rejects(
+    startJob(env.c, { jobName: '../escape', curriculum: 'configs/curriculum/tiny.toml' }),
+    /invalid job name/,
+  );
 });
 
 test('watch shows the stage and step advance; status --json gives the same information once', async () => {
   const job = 'watch-job';
-  const h = await startJob(env.c, { jobName: job, curriculum: 'configs/curriculum/tiny.toml', until: '3s', set: { ...base, 'training.steps': 30, 'checkpoint.interval': 10 } }, { taskQueue: queue });
+  const h = await startJob(
+    env.c,
+    {
+      jobName: job,
+      curriculum: 'configs/curriculum/tiny.toml',
+      until: '3s',
+      set: { ...base, 'training.steps': 30, 'checkpoint.interval': 10 },
+    },
+    { taskQueue: queue },
+  );
   const { spawn } = await import('node:child_process');
   const { CLI, ROOT } = await import('../helpers');
-  const watch = spawn(process.execPath, [CLI, 'watch', job, '--no-tty', '--interval', '200', '--address', env.srv.address], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, TTT_LOG_LEVEL: 'warn' } });
+  const watch = spawn(
+    process.execPath,
+    [CLI, 'watch', job, '--no-tty', '--interval', '200', '--address', env.srv.address],
+    { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, TTT_LOG_LEVEL: 'warn' } },
+  );
   let out = '';
   watch.stdout.on('data', (b: Buffer) => (out += b.toString()));
   const code = await new Promise<number | null>((resolve) => watch.once('exit', (c) => resolve(c)));
   assert.equal(code, 0);
   await h.result();
   const steps = [...out.matchAll(/stage 3s, step (\d+)\/30/g)].map((m) => Number(m[1]));
-  assert.ok(new Set(steps.filter((s) => s > 0 && s < 30)).size >= 2, `watch saw intermediate steps: ${steps.join(',')}`);
-  assert.deepEqual(steps, [...steps].sort((a, b) => a - b), 'steps only go forward');
+  assert.ok(
+    new Set(steps.filter((s) => s > 0 && s < 30)).size >= 2,
+    `watch saw intermediate steps: ${steps.join(',')}`,
+  );
+  assert.deepEqual(
+    steps,
+    [...steps].sort((a, b) => a - b),
+    'steps only go forward',
+  );
   assert.match(out, /stage 3s, step 30\/30, loss \d\.\d{4} \[completed\]/);
   const json = JSON.parse(
-    (await new Promise<string>((resolve) => {
-      const p = spawn(process.execPath, [CLI, 'status', job, '--json', '--address', env.srv.address], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
+    await new Promise<string>((resolve) => {
+      const p = spawn(process.execPath, [CLI, 'status', job, '--json', '--address', env.srv.address], {
+        cwd: ROOT,
+        stdio: ['ignore', 'pipe', 'inherit'],
+      });
       let s = '';
       p.stdout.on('data', (b: Buffer) => (s += b.toString()));
       p.once('exit', () => resolve(s));
-    })),
+    }),
   ) as { status: string; stages: { stage: string; step: number; totalSteps: number; done: boolean }[] };
   assert.equal(json.status, 'COMPLETED');
-  assert.deepEqual(json.stages.map((s) => [s.stage, s.step, s.totalSteps, s.done]), [['3s', 30, 30, true]]);
+  assert.deepEqual(
+    json.stages.map((s) => [s.stage, s.step, s.totalSteps, s.done]),
+    [['3s', 30, 30, true]],
+  );
 });

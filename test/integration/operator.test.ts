@@ -21,7 +21,18 @@ import { createSearchAttributeCommands } from '../../src/temporal/search-attribu
 import type { MetricRow } from '../../src/plot/plot';
 import type { CurriculumResult } from '../../src/types';
 import { TRAINING_JOB, TRAINING_STAGE, TRAINING_STEP } from '../../workflows/definitions';
-import { CLI, client, eventTypeName, historyEvents, ROOT, server, spawnWorker, tmpDir, waitFor, type WorkerProc } from '../helpers';
+import {
+  CLI,
+  client,
+  eventTypeName,
+  historyEvents,
+  ROOT,
+  server,
+  spawnWorker,
+  tmpDir,
+  waitFor,
+  type WorkerProc,
+} from '../helpers';
 
 let srv: DevServer;
 let worker: WorkerProc | undefined;
@@ -43,10 +54,15 @@ after(async () => {
 });
 
 function cli(args: string[]): string {
-  return execFileSync(process.execPath, [CLI, ...args, '--address', srv.address], { cwd: ROOT, encoding: 'utf8', env: { ...process.env, TTT_LOG_LEVEL: 'warn' } });
+  return execFileSync(process.execPath, [CLI, ...args, '--address', srv.address], {
+    cwd: ROOT,
+    encoding: 'utf8',
+    env: { ...process.env, TTT_LOG_LEVEL: 'warn' },
+  });
 }
 
-const metadata = async (id: string): Promise<temporal.api.sdk.v1.IWorkflowMetadata> => c.workflow.getHandle(id).query<temporal.api.sdk.v1.IWorkflowMetadata>('__temporal_workflow_metadata');
+const metadata = async (id: string): Promise<temporal.api.sdk.v1.IWorkflowMetadata> =>
+  c.workflow.getHandle(id).query<temporal.api.sdk.v1.IWorkflowMetadata>('__temporal_workflow_metadata');
 
 function metricRows(stage: string): MetricRow[] {
   return fs
@@ -69,26 +85,66 @@ function assertWellFormed(svg: string): void {
 test('a running job: waiting for a worker, watch, search attributes, current details, summaries, Prometheus, logs, plot', async () => {
   const t0 = Date.now();
   // Started with the `start` command, until 3s; `until` below extends it to 9s.
-  const set = { 'job.dump_folder': runs, 'training.global_batch_size': 1, 'training.steps': 30, 'checkpoint.interval': 10, 'shard.progress_seconds': 1 };
-  assert.match(cli(['start', job, '--until', '3s', '--task-queue', queue, ...Object.entries(set).flatMap(([k, v]) => ['--set', `${k}=${v}`])]), /^job ops-job running \(run [\w-]+\)/);
+  const set = {
+    'job.dump_folder': runs,
+    'training.global_batch_size': 1,
+    'training.steps': 30,
+    'checkpoint.interval': 10,
+    'shard.progress_seconds': 1,
+  };
+  assert.match(
+    cli([
+      'start',
+      job,
+      '--until',
+      '3s',
+      '--task-queue',
+      queue,
+      ...Object.entries(set).flatMap(([k, v]) => ['--set', `${k}=${v}`]),
+    ]),
+    /^job ops-job running \(run [\w-]+\)/,
+  );
   const h = c.workflow.getHandle(job);
   // watch before any worker polls the task queue.
-  const watch = spawn(process.execPath, [CLI, 'watch', job, '--no-tty', '--interval', '300', '--address', srv.address], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, TTT_LOG_LEVEL: 'warn' } });
+  const watch = spawn(
+    process.execPath,
+    [CLI, 'watch', job, '--no-tty', '--interval', '300', '--address', srv.address],
+    { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, TTT_LOG_LEVEL: 'warn' } },
+  );
   let out = '';
   watch.stdout.on('data', (b: Buffer) => (out += b.toString()));
   const watchExit = new Promise<number | null>((resolve) => watch.once('exit', (code) => resolve(code)));
-  await waitFor('watch says "waiting for a worker"', () => (/\[waiting for a worker\]/.test(out) ? true : undefined), 30_000);
+  await waitFor(
+    'watch says "waiting for a worker"',
+    () => (/\[waiting for a worker\]/.test(out) ? true : undefined),
+    30_000,
+  );
 
   // The same in a pseudo-terminal (util-linux `script`, where available): progress bars.
   const hasScript = fs.existsSync('/usr/bin/script');
   let ttyOut = '';
   const ttyWatch = hasScript
-    ? spawn('/usr/bin/script', ['-qfec', `${JSON.stringify(process.execPath)} ${JSON.stringify(CLI)} watch ${job} --interval 300 --address ${srv.address}`, '/dev/null'], { cwd: ROOT, stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, TTT_LOG_LEVEL: 'warn', COLUMNS: '160' } })
+    ? spawn(
+        '/usr/bin/script',
+        [
+          '-qfec',
+          `${JSON.stringify(process.execPath)} ${JSON.stringify(CLI)} watch ${job} --interval 300 --address ${srv.address}`,
+          '/dev/null',
+        ],
+        { cwd: ROOT, stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, TTT_LOG_LEVEL: 'warn', COLUMNS: '160' } },
+      )
     : undefined;
-  ttyWatch?.stdout!.on('data', (b: Buffer) => (ttyOut += b.toString()));
-  const ttyExit = ttyWatch ? new Promise<number | null>((resolve) => ttyWatch.once('exit', (code) => resolve(code))) : Promise.resolve(0);
+  ttyWatch?.stdout?.on('data', (b: Buffer) => (ttyOut += b.toString()));
+  const ttyExit = ttyWatch
+    ? new Promise<number | null>((resolve) => ttyWatch.once('exit', (code) => resolve(code)))
+    : Promise.resolve(0);
 
-  if (ttyWatch) await waitFor('the pseudo-terminal watch says "waiting for a worker"', () => (ttyOut.includes('[waiting for a worker]') ? true : undefined), 30_000);
+  if (ttyWatch)
+    await waitFor(
+      'the pseudo-terminal watch says "waiting for a worker"',
+      () => (ttyOut.includes('[waiting for a worker]') ? true : undefined),
+      30_000,
+    );
 
   const metricsPort = await freePort();
   worker = spawnWorker(srv.address, queue, {}, ['--metrics-port', String(metricsPort), '--metrics-host', '127.0.0.1']);
@@ -98,7 +154,8 @@ test('a running job: waiting for a worker, watch, search attributes, current det
   const listed = await waitFor(
     'the job listed by TrainingStage="3s"',
     async () => {
-      for await (const w of c.workflow.list({ query: `TrainingStage = "3s" AND ExecutionStatus = "Running"` })) if (w.workflowId === job) return w;
+      for await (const w of c.workflow.list({ query: `TrainingStage = "3s" AND ExecutionStatus = "Running"` }))
+        if (w.workflowId === job) return w;
       return undefined;
     },
     60_000,
@@ -123,7 +180,8 @@ test('a running job: waiting for a worker, watch, search attributes, current det
   const stepAttr = await waitFor(
     'TrainingStep > 0 in visibility',
     async () => {
-      for await (const w of c.workflow.list({ query: `WorkflowId = "${job}" AND TrainingStep > 0` })) return w.typedSearchAttributes.get(TRAINING_STEP);
+      for await (const w of c.workflow.list({ query: `WorkflowId = "${job}" AND TrainingStep > 0` }))
+        return w.typedSearchAttributes.get(TRAINING_STEP);
       return undefined;
     },
     30_000,
@@ -135,27 +193,50 @@ test('a running job: waiting for a worker, watch, search attributes, current det
   const scrape = await waitFor(
     'ttt_* metrics of the running job on the worker endpoint',
     async () => {
-      const text = await fetch(`http://127.0.0.1:${metricsPort}/metrics`).then((r) => r.text(), () => '');
-      return /ttt_checkpoint_bytes_total\{[^}]*job="ops-job"/.test(text) && /ttt_steps_total\{[^}]*job="ops-job"[^}]*stage="3s"[^}]*\} [1-9]/.test(text) ? text : undefined;
+      const text = await fetch(`http://127.0.0.1:${metricsPort}/metrics`).then(
+        (r) => r.text(),
+        () => '',
+      );
+      return /ttt_checkpoint_bytes_total\{[^}]*job="ops-job"/.test(text) &&
+        /ttt_steps_total\{[^}]*job="ops-job"[^}]*stage="3s"[^}]*\} [1-9]/.test(text)
+        ? text
+        : undefined;
     },
     60_000,
     300,
   );
-  for (const name of ['ttt_steps_total', 'ttt_step', 'ttt_loss', 'ttt_grad_norm', 'ttt_step_seconds_bucket', 'ttt_step_seconds_count', 'ttt_checkpoints_total', 'ttt_checkpoint_save_seconds_count', 'ttt_checkpoint_bytes_total', 'ttt_checkpoint_size_bytes']) {
+  for (const name of [
+    'ttt_steps_total',
+    'ttt_step',
+    'ttt_loss',
+    'ttt_grad_norm',
+    'ttt_step_seconds_bucket',
+    'ttt_step_seconds_count',
+    'ttt_checkpoints_total',
+    'ttt_checkpoint_save_seconds_count',
+    'ttt_checkpoint_bytes_total',
+    'ttt_checkpoint_size_bytes',
+  ]) {
     assert.match(scrape, new RegExp(`^${name}\\{[^}]*job="ops-job"[^}]*\\} \\d`, 'm'), `${name} in the scrape`);
   }
   assert.match(scrape, /^temporal_\w+/m, "Temporal's own metrics on the same endpoint");
   const bytes = Number(/^ttt_checkpoint_size_bytes\{[^}]*job="ops-job"[^}]*\} (\d+)/m.exec(scrape)![1]);
   const ck = path.join(runs, job, '3s', 'checkpoints');
   const someCk = fs.readdirSync(ck).find((d) => d.startsWith('step-'))!;
-  const ckBytes = fs.readdirSync(path.join(ck, someCk)).reduce((n, f) => n + fs.statSync(path.join(ck, someCk, f)).size, 0);
+  const ckBytes = fs
+    .readdirSync(path.join(ck, someCk))
+    .reduce((n, f) => n + fs.statSync(path.join(ck, someCk, f)).size, 0);
   assert.equal(bytes, ckBytes, 'checkpoint size is the bytes on disk');
 
   // `temporal workflow list --query 'TrainingStage="9s"'`, as in the README, once stage 9s runs.
   const listedByCli = await waitFor(
     'temporal workflow list --query TrainingStage="9s"',
     () => {
-      const text = execFileSync(temporalCli(), ['workflow', 'list', '--address', srv.address, '--query', 'TrainingStage="9s"'], { encoding: 'utf8' });
+      const text = execFileSync(
+        temporalCli(),
+        ['workflow', 'list', '--address', srv.address, '--query', 'TrainingStage="9s"'],
+        { encoding: 'utf8' },
+      );
       return text.includes(job) ? text : undefined;
     },
     90_000,
@@ -164,18 +245,58 @@ test('a running job: waiting for a worker, watch, search attributes, current det
   assert.match(listedByCli, /Running\s+ops-job\s+trainCurriculum/);
   // pause and resume with the commands, in stage 9s.
   assert.match(cli(['pause', job]), /pause sent to ops-job/);
-  await waitFor('paused', () => ((JSON.parse(cli(['status', job, '--json'])) as { state: string }).state === 'paused' ? true : undefined), 60_000, 300);
-  assert.match(cli(['status', job]), /^ops-job: stage 9s, step \d+\/30, loss [\d.]+ \[paused\]\n  3s +30\/30 done loss /);
+  await waitFor(
+    'paused',
+    () => ((JSON.parse(cli(['status', job, '--json'])) as { state: string }).state === 'paused' ? true : undefined),
+    60_000,
+    300,
+  );
+  assert.match(
+    cli(['status', job]),
+    /^ops-job: stage 9s, step \d+\/30, loss [\d.]+ \[paused\]\n {2}3s +30\/30 done loss /,
+  );
   assert.match((await metadata(job)).currentDetails ?? '', /^stage 9s, step \d+\/30, loss .* \[paused\]$/);
   assert.match(cli(['resume', job]), /resume sent to ops-job/);
-  const status = JSON.parse(cli(['status', job, '--json'])) as Record<string, unknown> & { stages: Record<string, unknown>[] };
-  assert.deepEqual(Object.keys(status).sort(), ['attempt', 'etaSeconds', 'job', 'jobDir', 'lastCheckpoint', 'lastFailure', 'loss', 'result', 'stage', 'stages', 'state', 'status', 'step', 'stepsPerSecond', 'totalSteps', 'until', 'worker'].sort());
-  assert.deepEqual(Object.keys(status.stages[0]!).sort(), ['done', 'etaSeconds', 'finalCheckpoint', 'loss', 'stage', 'step', 'stepsPerSecond', 'totalSteps'].sort());
+  const status = JSON.parse(cli(['status', job, '--json'])) as Record<string, unknown> & {
+    stages: Record<string, unknown>[];
+  };
+  assert.deepEqual(
+    Object.keys(status).sort(),
+    [
+      'attempt',
+      'etaSeconds',
+      'job',
+      'jobDir',
+      'lastCheckpoint',
+      'lastFailure',
+      'loss',
+      'result',
+      'stage',
+      'stages',
+      'state',
+      'status',
+      'step',
+      'stepsPerSecond',
+      'totalSteps',
+      'until',
+      'worker',
+    ].sort(),
+  );
+  assert.deepEqual(
+    Object.keys(status.stages[0]!).sort(),
+    ['done', 'etaSeconds', 'finalCheckpoint', 'loss', 'stage', 'step', 'stepsPerSecond', 'totalSteps'].sort(),
+  );
   assert.equal(status.worker, 'polling');
   assert.equal(status.jobDir, path.join(runs, job));
 
   const result = (await h.result()) as CurriculumResult;
-  assert.deepEqual(result.stages.map((s) => [s.stage, s.steps]), [['3s', 30], ['9s', 30]]);
+  assert.deepEqual(
+    result.stages.map((s) => [s.stage, s.steps]),
+    [
+      ['3s', 30],
+      ['9s', 30],
+    ],
+  );
   assert.equal(await watchExit, 0);
   assert.equal(await ttyExit, 0);
   if (hasScript) {
@@ -183,8 +304,13 @@ test('a running job: waiting for a worker, watch, search attributes, current det
     const bars = ttyOut.replace(/\x1b\[[0-9;?]*[A-Za-z]/g, '\n');
     assert.match(bars, /ops-job: stage -, step 0\/0, loss - \[waiting for a worker\]/, 'a line while no worker polls');
     assert.match(bars, / 3s \|[█░]+\| 30\/30 steps \| loss \d\.\d{4} \| [\d.-]+ steps\/s \| ETA done/);
-    const partial = [...bars.matchAll(/ 9s \|[█░]+\| (\d+)\/30 steps \| loss [\d.]+ \| ([\d.]+) steps\/s \| ETA (\d+s)/g)].map((m) => Number(m[1]));
-    assert.ok(partial.some((n) => n > 0 && n < 30), `the 9s bar moved: ${partial.join(',')}`);
+    const partial = [
+      ...bars.matchAll(/ 9s \|[█░]+\| (\d+)\/30 steps \| loss [\d.]+ \| ([\d.]+) steps\/s \| ETA (\d+s)/g),
+    ].map((m) => Number(m[1]));
+    assert.ok(
+      partial.some((n) => n > 0 && n < 30),
+      `the 9s bar moved: ${partial.join(',')}`,
+    );
   }
 
   // watch: waited, then saw both stages advance, never backwards, to the end.
@@ -192,7 +318,11 @@ test('a running job: waiting for a worker, watch, search attributes, current det
   for (const s of ['3s', '9s']) {
     const steps = seen.filter(([st]) => st === s).map(([, n]) => n);
     assert.ok(new Set(steps.filter((n) => n > 0 && n < 30)).size >= 2, `watch saw ${s} advance: ${steps.join(',')}`);
-    assert.deepEqual(steps, [...steps].sort((a, b) => a - b), `${s}: steps only go forward`);
+    assert.deepEqual(
+      steps,
+      [...steps].sort((a, b) => a - b),
+      `${s}: steps only go forward`,
+    );
   }
   assert.ok(out.indexOf('waiting for a worker') < out.indexOf('stage 3s, step 1'), 'waiting came before training');
   assert.match(out, /steps\/s, ETA \d+s\)/, 'watch shows steps/s and ETA');
@@ -202,12 +332,20 @@ test('a running job: waiting for a worker, watch, search attributes, current det
   assert.match((await metadata(job)).currentDetails ?? '', /^completed 2 stages through 9s, last loss \d/);
   const summaries = (await historyEvents(c, job))
     .filter((e) => eventTypeName(e) === 'EVENT_TYPE_ACTIVITY_TASK_SCHEDULED')
-    .map((e) => [e.activityTaskScheduledEventAttributes?.activityType?.name, e.userMetadata?.summary ? defaultPayloadConverter.fromPayload<string>(e.userMetadata.summary as never) : undefined]);
+    .map((e) => [
+      e.activityTaskScheduledEventAttributes?.activityType?.name,
+      e.userMetadata?.summary
+        ? defaultPayloadConverter.fromPayload<string>(e.userMetadata.summary as never)
+        : undefined,
+    ]);
   const shardSummaries = summaries.filter(([t]) => t === 'trainShard').map(([, s]) => s!);
   assert.deepEqual(shardSummaries.slice(0, 2), ['stage 3s, step 0/30, loss -', 'stage 9s, step 0/30, loss -']);
   assert.equal(shardSummaries.length, 3, 'the shard after resume');
   assert.match(shardSummaries[2]!, /^stage 9s, step [1-9]\d*\/30, loss \d[\d.]*$/, 'its summary says where it resumes');
-  assert.deepEqual(summaries.filter(([t]) => t === 'promoteStage').map(([, s]) => s), ['promote stage 3s (30 steps)', 'promote stage 9s (30 steps)']);
+  assert.deepEqual(
+    summaries.filter(([t]) => t === 'promoteStage').map(([, s]) => s),
+    ['promote stage 3s (30 steps)', 'promote stage 9s (30 steps)'],
+  );
 
   // Log lines: one JSON object per line, job, stage, step and attempt bound (worker and training child).
   const lines = worker
@@ -218,7 +356,10 @@ test('a running job: waiting for a worker, watch, search attributes, current det
   for (const msg of ['checkpoint saved', 'shard finished']) {
     const l = lines.find((x) => x.msg === msg && x.job === job);
     assert.ok(l, `a "${msg}" line of the job`);
-    assert.ok(['3s', '9s'].includes(l.stage as string) && typeof l.step === 'number' && l.attempt === 1, `"${msg}" binds stage, step, attempt: ${JSON.stringify(l)}`);
+    assert.ok(
+      ['3s', '9s'].includes(l.stage as string) && typeof l.step === 'number' && l.attempt === 1,
+      `"${msg}" binds stage, step, attempt: ${JSON.stringify(l)}`,
+    );
   }
 
   // plot: SVG whose points are exactly the metrics files' values, placed in order; PNG valid.
@@ -229,7 +370,11 @@ test('a running job: waiting for a worker, watch, search attributes, current det
   const svg = fs.readFileSync(svgFile, 'utf8');
   assert.match(svg, /^<svg [^>]*xmlns="http:\/\/www\.w3\.org\/2000\/svg"[^>]*width="(\d+)" height="(\d+)"/);
   assertWellFormed(svg);
-  const points = [...svg.matchAll(/<path aria-label="(\w+) stage (\w+) step (\d+) = ([^"]+)" role="graphics-symbol" aria-roledescription="point" transform="translate\(([-\d.e]+),([-\d.e]+)\)"/g)].map((m) => ({
+  const points = [
+    ...svg.matchAll(
+      /<path aria-label="(\w+) stage (\w+) step (\d+) = ([^"]+)" role="graphics-symbol" aria-roledescription="point" transform="translate\(([-\d.e]+),([-\d.e]+)\)"/g,
+    ),
+  ].map((m) => ({
     series: m[1]!,
     key: `${m[2]}/${m[3]}`,
     value: Number(m[4]),
@@ -240,36 +385,89 @@ test('a running job: waiting for a worker, watch, search attributes, current det
   for (const series of ['loss', 'grad_norm', 'lr', 'lr_ssm'] as const) {
     const drawn = points.filter((p) => p.series === series);
     const expected = rows.map((r) => `${r.stage}/${r.step}=${r[series]}`).sort();
-    assert.deepEqual(drawn.map((p) => `${p.key}=${p.value}`).sort(), expected, `${series}: one point per metrics line, same values`);
+    assert.deepEqual(
+      drawn.map((p) => `${p.key}=${p.value}`).sort(),
+      expected,
+      `${series}: one point per metrics line, same values`,
+    );
   }
   const loss = points.filter((p) => p.series === 'loss');
   const byLoss = [...loss].sort((a, b) => a.value - b.value);
-  for (let i = 1; i < byLoss.length; i++) assert.ok(byLoss[i]!.y <= byLoss[i - 1]!.y + 1e-9, 'a higher loss is drawn higher');
+  for (let i = 1; i < byLoss.length; i++)
+    assert.ok(byLoss[i]!.y <= byLoss[i - 1]!.y + 1e-9, 'a higher loss is drawn higher');
   const byTime = rows.map((r) => loss.find((p) => p.key === `${r.stage}/${r.step}`)!);
-  for (let i = 1; i < byTime.length; i++) assert.ok(byTime[i]!.x >= byTime[i - 1]!.x, 'later steps are drawn to the right, across stages');
+  for (let i = 1; i < byTime.length; i++)
+    assert.ok(byTime[i]!.x >= byTime[i - 1]!.x, 'later steps are drawn to the right, across stages');
   assert.match(svg, /aria-roledescription="rule mark"/, 'stage boundaries are marked');
   assert.ok(svg.includes('>9s</text>'), 'the 9s boundary is labelled');
   const png = fs.readFileSync(pngFile);
   assert.deepEqual([...png.subarray(0, 8)], [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a], 'PNG signature');
   const [, w, hgt] = /width="(\d+)" height="(\d+)"/.exec(svg)!.map(Number);
-  assert.deepEqual([png.readUInt32BE(16), png.readUInt32BE(20)], [w! * 2, hgt! * 2], 'PNG is the SVG at twice the size');
+  assert.deepEqual(
+    [png.readUInt32BE(16), png.readUInt32BE(20)],
+    [w! * 2, hgt! * 2],
+    'PNG is the SVG at twice the size',
+  );
   process.stderr.write(`# operator test: ${((Date.now() - t0) / 1000).toFixed(1)} s\n`);
 });
 
 test('cancel with the command; demo on an existing server ends with its plot; server registers the search attributes', async () => {
   const cancelJob = 'ops-cancel';
-  cli(['start', cancelJob, '--until', '3s', '--task-queue', queue, '--set', `job.dump_folder=${runs}`, '--set', 'training.steps=200', '--set', 'training.global_batch_size=1']);
-  await waitFor('ops-cancel training', () => ((JSON.parse(cli(['status', cancelJob, '--json'])) as { step: number }).step > 0 ? true : undefined), 60_000, 300);
+  cli([
+    'start',
+    cancelJob,
+    '--until',
+    '3s',
+    '--task-queue',
+    queue,
+    '--set',
+    `job.dump_folder=${runs}`,
+    '--set',
+    'training.steps=200',
+    '--set',
+    'training.global_batch_size=1',
+  ]);
+  await waitFor(
+    'ops-cancel training',
+    () => ((JSON.parse(cli(['status', cancelJob, '--json'])) as { step: number }).step > 0 ? true : undefined),
+    60_000,
+    300,
+  );
   assert.match(cli(['cancel', cancelJob]), /cancel sent to ops-cancel/);
-  await waitFor('ops-cancel cancelled', () => ((JSON.parse(cli(['status', cancelJob, '--json'])) as { status: string }).status === 'CANCELLED' ? true : undefined), 60_000, 300);
+  await waitFor(
+    'ops-cancel cancelled',
+    () =>
+      (JSON.parse(cli(['status', cancelJob, '--json'])) as { status: string }).status === 'CANCELLED'
+        ? true
+        : undefined,
+    60_000,
+    300,
+  );
 
   // The demo against this server (TEMPORAL_ADDRESS set: it starts none), with its own worker.
   const demoRuns = path.join(dir, 'demo-runs');
-  const demo = execFileSync(process.execPath, [CLI, 'demo', '--job', 'ops-demo', '--until', '3s', '--set', `job.dump_folder=${demoRuns}`, '--set', 'training.steps=6', '--set', 'training.global_batch_size=1'], {
-    cwd: ROOT,
-    encoding: 'utf8',
-    env: { ...process.env, TEMPORAL_ADDRESS: srv.address, TTT_TASK_QUEUE: 'ops-demo', TTT_LOG_LEVEL: 'warn' },
-  });
+  const demo = execFileSync(
+    process.execPath,
+    [
+      CLI,
+      'demo',
+      '--job',
+      'ops-demo',
+      '--until',
+      '3s',
+      '--set',
+      `job.dump_folder=${demoRuns}`,
+      '--set',
+      'training.steps=6',
+      '--set',
+      'training.global_batch_size=1',
+    ],
+    {
+      cwd: ROOT,
+      encoding: 'utf8',
+      env: { ...process.env, TEMPORAL_ADDRESS: srv.address, TTT_TASK_QUEUE: 'ops-demo', TTT_LOG_LEVEL: 'warn' },
+    },
+  );
   assert.match(demo, /Job ops-demo \(configs\/curriculum\/tiny\.toml\) finished through stage 3s:/);
   assert.match(demo, /Loss, gradient norm and learning rates: .*ops-demo\/plot\.svg/);
   const pic = fs.readFileSync(path.join(demoRuns, 'ops-demo', 'plot.svg'), 'utf8');
@@ -277,14 +475,27 @@ test('cancel with the command; demo on an existing server ends with its plot; se
 
   // `server`: a dev server in the foreground with the search attributes registered.
   const [port, uiPort] = [await freePort(), await freePort()];
-  const srvProc = spawn(process.execPath, [CLI, 'server', '--port', String(port), '--ui-port', String(uiPort), '--db-filename', path.join(dir, 'fg.sqlite')], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+  const srvProc = spawn(
+    process.execPath,
+    [CLI, 'server', '--port', String(port), '--ui-port', String(uiPort), '--db-filename', path.join(dir, 'fg.sqlite')],
+    { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] },
+  );
   let fg = '';
   srvProc.stdout.on('data', (b: Buffer) => (fg += b.toString()));
   const exited = new Promise<number | null>((resolve) => srvProc.once('exit', (code) => resolve(code)));
   try {
     await waitFor('server ready', () => (fg.includes('Ctrl-C stops it') ? true : undefined), 60_000);
-    const list = execFileSync(temporalCli(), ['operator', 'search-attribute', 'list', '--address', `127.0.0.1:${port}`], { encoding: 'utf8' });
-    for (const [name, type] of [['TrainingJob', 'Keyword'], ['TrainingStage', 'Keyword'], ['TrainingStep', 'Int']]) assert.match(list, new RegExp(`${name}\\s+${type}`));
+    const list = execFileSync(
+      temporalCli(),
+      ['operator', 'search-attribute', 'list', '--address', `127.0.0.1:${port}`],
+      { encoding: 'utf8' },
+    );
+    for (const [name, type] of [
+      ['TrainingJob', 'Keyword'],
+      ['TrainingStage', 'Keyword'],
+      ['TrainingStep', 'Int'],
+    ])
+      assert.match(list, new RegExp(`${name}\\s+${type}`));
   } finally {
     srvProc.kill('SIGINT');
   }
@@ -303,8 +514,12 @@ test('a worker refuses a server without the search attributes, naming the comman
       'temporal operator search-attribute create --name TrainingStage --type Keyword',
       'temporal operator search-attribute create --name TrainingStep --type Int',
     ]);
-    assert.match(w.stderr(), /TrainingJob \(KEYWORD\) is missing, TrainingStage \(KEYWORD\) is missing, TrainingStep \(INT\) is missing\. Fix: create them once per namespace: temporal operator search-attribute create/);
-    for (const cmd of cmds) execFileSync(temporalCli(), [...cmd.split(' ').slice(1), '--address', bare.address], { stdio: 'pipe' });
+    assert.match(
+      w.stderr(),
+      /TrainingJob \(KEYWORD\) is missing, TrainingStage \(KEYWORD\) is missing, TrainingStep \(INT\) is missing\. Fix: create them once per namespace: temporal operator search-attribute create/,
+    );
+    for (const cmd of cmds)
+      execFileSync(temporalCli(), [...cmd.split(' ').slice(1), '--address', bare.address], { stdio: 'pipe' });
     const ok = spawnWorker(bare.address, 'bare');
     await ok.ready;
     await ok.kill('SIGTERM');

@@ -18,11 +18,16 @@ test('the kill plan is seeded, in curriculum order, distinct, with write kills o
     assert.equal(plan.length, 10);
     assert.equal(plan.filter((k) => k.kind === 'write').length, 4);
     const pos = plan.map((k) => k.stageIndex * 1000 + k.step);
-    assert.deepEqual(pos, [...pos].sort((a, b) => a - b), 'in curriculum order');
+    assert.deepEqual(
+      pos,
+      [...pos].sort((a, b) => a - b),
+      'in curriculum order',
+    );
     assert.equal(new Set(pos).size, pos.length, 'distinct moments');
     for (const k of plan) {
       const s = TINY[k.stageIndex]!;
-      if (k.kind === 'write') assert.ok(k.step % s.interval === 0 || k.step === s.steps, `${k.stage}@${k.step} is a checkpoint step`);
+      if (k.kind === 'write')
+        assert.ok(k.step % s.interval === 0 || k.step === s.steps, `${k.stage}@${k.step} is a checkpoint step`);
       else assert.ok(k.step < s.steps && k.step % s.interval !== 0 && k.frac >= 0 && k.frac < 1);
     }
   }

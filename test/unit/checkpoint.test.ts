@@ -2,8 +2,20 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { test } from 'node:test';
-import { encodeSafetensors, readSafetensors, SafetensorsError, type FloatTensor } from '../../src/checkpoint/safetensors';
-import { latestCompleteCheckpoint, listCheckpoints, loadCheckpoint, pruneCheckpoints, saveCheckpoint, verifyCheckpoint } from '../../src/checkpoint/store';
+import {
+  encodeSafetensors,
+  readSafetensors,
+  SafetensorsError,
+  type FloatTensor,
+} from '../../src/checkpoint/safetensors';
+import {
+  latestCompleteCheckpoint,
+  listCheckpoints,
+  loadCheckpoint,
+  pruneCheckpoints,
+  saveCheckpoint,
+  verifyCheckpoint,
+} from '../../src/checkpoint/store';
 import { tmpDir } from '../helpers';
 
 function tensors(seed: number): Map<string, FloatTensor> {
@@ -14,7 +26,17 @@ function tensors(seed: number): Map<string, FloatTensor> {
 }
 
 function state(step: number) {
-  return { step, stage: '3s', totalSteps: 40, samplesSeen: step, seed: 0, firstLoss: 1, lastLoss: 0.5, initHash: 'x', configHash: 'y' };
+  return {
+    step,
+    stage: '3s',
+    totalSteps: 40,
+    samplesSeen: step,
+    seed: 0,
+    firstLoss: 1,
+    lastLoss: 0.5,
+    initHash: 'x',
+    configHash: 'y',
+  };
 }
 
 test('safetensors round-trips float32 tensors exactly and rejects malformed files', () => {
@@ -28,7 +50,10 @@ test('safetensors round-trips float32 tensors exactly and rejects malformed file
   assert.equal(back.metadata.format, 'pt');
   const bytes = fs.readFileSync(f);
   fs.writeFileSync(f, bytes.subarray(0, bytes.length - 4));
-  assert.throws(() => readSafetensors(f), (e: unknown) => e instanceof SafetensorsError && /fall outside/.test((e as Error).message));
+  assert.throws(
+    () => readSafetensors(f),
+    (e: unknown) => e instanceof SafetensorsError && /fall outside/.test((e as Error).message),
+  );
   const huge = Buffer.alloc(16);
   huge.writeBigUInt64LE(BigInt(1000));
   fs.writeFileSync(f, huge);
@@ -60,12 +85,16 @@ test('a torn save is never picked for resume: temporary folders and half-written
   saveCheckpoint(dir, { model: tensors(1), state: state(10) });
   // 1. A crash during the save of step 20: the temporary folder stays behind.
   assert.throws(() =>
-    saveCheckpoint(dir, { model: tensors(2), state: state(20) }, {
-      beforeRename: (tmp) => {
-        fs.cpSync(tmp, path.join(dir, '.tmp-step-00000020-999999-deadbeef'), { recursive: true });
-        throw new Error('simulated crash');
+    saveCheckpoint(
+      dir,
+      { model: tensors(2), state: state(20) },
+      {
+        beforeRename: (tmp) => {
+          fs.cpSync(tmp, path.join(dir, '.tmp-step-00000020-999999-deadbeef'), { recursive: true });
+          throw new Error('simulated crash');
+        },
       },
-    }),
+    ),
   );
   // 2. A step folder whose model file was cut short (as by a crash of a non-atomic writer).
   const d30 = saveCheckpoint(dir, { model: tensors(3), state: state(30) });
@@ -77,7 +106,10 @@ test('a torn save is never picked for resume: temporary folders and half-written
   const skipped: string[] = [];
   const latest = latestCompleteCheckpoint(dir, (d, reason) => skipped.push(`${path.basename(d)}: ${reason}`));
   assert.equal(latest?.state.step, 10);
-  assert.deepEqual(listCheckpoints(dir).map((c) => c.step), [40, 30, 10]);
+  assert.deepEqual(
+    listCheckpoints(dir).map((c) => c.step),
+    [40, 30, 10],
+  );
   assert.equal(skipped.length, 2);
   assert.match(skipped[0]!, /step-00000040: state\.json missing/);
   assert.match(skipped[1]!, /step-00000030: model\.safetensors has \d+ bytes, state\.json says \d+ \(truncated\?\)/);
@@ -90,7 +122,10 @@ test('pruning keeps the newest complete checkpoints and removes temporary folder
   const mine = path.join(dir, `.tmp-step-00000030-${process.pid}-cafebabe`);
   fs.mkdirSync(mine);
   pruneCheckpoints(dir, 2);
-  assert.deepEqual(listCheckpoints(dir).map((c) => c.step), [20, 15]);
+  assert.deepEqual(
+    listCheckpoints(dir).map((c) => c.step),
+    [20, 15],
+  );
   assert.equal(fs.existsSync(path.join(dir, '.tmp-step-00000025-999999-deadbeef')), false);
   assert.equal(fs.existsSync(mine), true, 'a live writer keeps its temporary folder');
 });

@@ -22,24 +22,55 @@ function problems(fn: () => unknown): ConfigError {
 test('the shipped paper configs carry the paper values', () => {
   const one = { 'parallelism.dp_replicate': 1, 'parallelism.dp_sharding': 1, 'parallelism.tp_sharding': 1 };
   const cur = loadCurriculum(PAPER, one, { checkPaths: false });
-  assert.deepEqual(cur.stages.map((s) => s.video.stage), ['3s', '9s', '18s', '30s', '63s']);
-  assert.deepEqual(cur.stages.map((s) => s.config.training.steps), [5000, 5000, 1000, 1000, 250]);
-  assert.deepEqual(cur.stages.map((s) => s.config.optimizer.lr), [1e-5, 1e-5, 1e-5, 1e-5, 1e-5]);
-  assert.deepEqual(cur.stages.map((s) => s.config.optimizer.lr_ssm), [1e-4, 1e-5, 1e-5, 1e-5, 1e-5]);
-  assert.deepEqual(cur.stages.map((s) => s.config.model.mini_batch_size), [64, 64, 64, 64, 64]);
-  assert.deepEqual(cur.stages.map((s) => s.config.checkpoint.interval), [500, 500, 500, 25, 25]);
-  assert.deepEqual(cur.stages.map((s) => s.config.model.adapter_method), ['sft', 'qkvo', 'qkvo', 'qkvo', 'qkvo']);
+  assert.deepEqual(
+    cur.stages.map((s) => s.video.stage),
+    ['3s', '9s', '18s', '30s', '63s'],
+  );
+  assert.deepEqual(
+    cur.stages.map((s) => s.config.training.steps),
+    [5000, 5000, 1000, 1000, 250],
+  );
+  assert.deepEqual(
+    cur.stages.map((s) => s.config.optimizer.lr),
+    [1e-5, 1e-5, 1e-5, 1e-5, 1e-5],
+  );
+  assert.deepEqual(
+    cur.stages.map((s) => s.config.optimizer.lr_ssm),
+    [1e-4, 1e-5, 1e-5, 1e-5, 1e-5],
+  );
+  assert.deepEqual(
+    cur.stages.map((s) => s.config.model.mini_batch_size),
+    [64, 64, 64, 64, 64],
+  );
+  assert.deepEqual(
+    cur.stages.map((s) => s.config.checkpoint.interval),
+    [500, 500, 500, 25, 25],
+  );
+  assert.deepEqual(
+    cur.stages.map((s) => s.config.model.adapter_method),
+    ['sft', 'qkvo', 'qkvo', 'qkvo', 'qkvo'],
+  );
   // The mesh as shipped (before the overrides above): 8x8x1, 8x8x1, 8x8x1, 16x4x2, 16x4x4.
   const meshes = ['3s', '9s', '18s', '30s', '63s'].map((s) => {
-    const e = problems(() => loadStageConfig(path.join(ROOT, `configs/train/ttt-mlp/${s}.toml`), {}, { checkPaths: false }));
+    const e = problems(() =>
+      loadStageConfig(path.join(ROOT, `configs/train/ttt-mlp/${s}.toml`), {}, { checkPaths: false }),
+    );
     return e.problems[0]!.value;
   });
   assert.deepEqual(meshes, ['8*8*1 = 64', '8*8*1 = 64', '8*8*1 = 64', '16*4*2 = 128', '16*4*4 = 256']);
 });
 
 test('the paper configs validate on a 64/128/256-device mesh', () => {
-  for (const [s, n] of [['3s', 64], ['30s', 128], ['63s', 256]] as const) {
-    const st = loadStageConfig(path.join(ROOT, `configs/train/ttt-mlp/${s}.toml`), {}, { checkPaths: false, devices: n });
+  for (const [s, n] of [
+    ['3s', 64],
+    ['30s', 128],
+    ['63s', 256],
+  ] as const) {
+    const st = loadStageConfig(
+      path.join(ROOT, `configs/train/ttt-mlp/${s}.toml`),
+      {},
+      { checkPaths: false, devices: n },
+    );
     assert.equal(st.video.stage, s);
   }
 });
@@ -56,7 +87,10 @@ test('a field that TTT-Video-DiT keeps elsewhere says where it lives here', () =
   const f = path.join(dir, 'moved.toml');
   fs.writeFileSync(f, fs.readFileSync(TINY_3S, 'utf8').replace('[training]', '[training]\nadapter_method = "sft"'));
   const e = problems(() => loadStageConfig(f));
-  assert.match(e.message, /training\.adapter_method = "sft": this field lives in another section here\. Fix: move it to model\.adapter_method/);
+  assert.match(
+    e.message,
+    /training\.adapter_method = "sft": this field lives in another section here\. Fix: move it to model\.adapter_method/,
+  );
 });
 
 test('a wrong type names the field, the value and the expected type', () => {
@@ -68,7 +102,12 @@ test('a wrong type names the field, the value and the expected type', () => {
 });
 
 test('string overrides are read as TOML values, and strings stay strings where strings are expected', () => {
-  const st = loadStageConfig(TINY_3S, { 'training.steps': '7', 'optimizer.lr': '2e-4', 'job.exp_name': '123', 'remat.mlp': 'true' });
+  const st = loadStageConfig(TINY_3S, {
+    'training.steps': '7',
+    'optimizer.lr': '2e-4',
+    'job.exp_name': '123',
+    'remat.mlp': 'true',
+  });
   assert.equal(st.config.training.steps, 7);
   assert.equal(st.config.optimizer.lr, 2e-4);
   assert.equal(st.config.job.exp_name, '123');
@@ -108,7 +147,15 @@ test('invalid TOML reports the line', () => {
 });
 
 test('command-line overrides parse --section.field=value and --section.field value', () => {
-  const { overrides, rest } = parseCliOverrides(['train', 'x.toml', '--training.steps=5', '--optimizer.lr', '1e-3', '--max-steps', '2']);
+  const { overrides, rest } = parseCliOverrides([
+    'train',
+    'x.toml',
+    '--training.steps=5',
+    '--optimizer.lr',
+    '1e-3',
+    '--max-steps',
+    '2',
+  ]);
   assert.deepEqual(overrides, { 'training.steps': '5', 'optimizer.lr': '1e-3' });
   assert.deepEqual(rest, ['train', 'x.toml', '--max-steps', '2']);
 });

@@ -27,11 +27,17 @@ const specs = paramSpecs(modelDims(stage.config));
 /** Every tensor of the diffusers folder, as float32 (BF16 and F16 convert exactly). */
 function sourceTensors(dir: string): Map<string, FloatTensor> {
   const out = new Map<string, FloatTensor>();
-  for (const f of fs.readdirSync(dir).filter((f) => f.endsWith('.safetensors'))) for (const [k, v] of readSafetensors(path.join(dir, f)).tensors) out.set(k, v);
+  for (const f of fs.readdirSync(dir).filter((f) => f.endsWith('.safetensors')))
+    for (const [k, v] of readSafetensors(path.join(dir, f)).tensors) out.set(k, v);
   return out;
 }
 
-const equal = (a: Float32Array, b: Float32Array): boolean => a.length === b.length && Buffer.compare(Buffer.from(a.buffer, a.byteOffset, a.byteLength), Buffer.from(b.buffer, b.byteOffset, b.byteLength)) === 0;
+const equal = (a: Float32Array, b: Float32Array): boolean =>
+  a.length === b.length &&
+  Buffer.compare(
+    Buffer.from(a.buffer, a.byteOffset, a.byteLength),
+    Buffer.from(b.buffer, b.byteOffset, b.byteLength),
+  ) === 0;
 
 test('the key map is the issue table, both ways, and covers every parameter but the TTT layer and its gates', () => {
   assert.equal(TOP_LEVEL.length, 8);
@@ -60,7 +66,11 @@ test('a BF16 fixture in two shards converts exactly: every mapped tensor equals 
   assert.deepEqual(r.weightFiles, ['model.safetensors']);
   assert.deepEqual(r.tensors, { mapped: 64, added: 44 });
   const header = readHeader(path.join(out, 'model.safetensors'));
-  assert.deepEqual([...header.tensors.keys()].sort(), specs.map((s) => s.name).sort(), 'exactly the TTT-Video-DiT keys');
+  assert.deepEqual(
+    [...header.tensors.keys()].sort(),
+    specs.map((s) => s.name).sort(),
+    'exactly the TTT-Video-DiT keys',
+  );
   for (const s of specs) {
     assert.deepEqual(header.tensors.get(s.name)!.shape, s.torchShape, `${s.name}: PyTorch shape`);
     assert.equal(header.tensors.get(s.name)!.dtype, 'F32');
@@ -79,27 +89,49 @@ test('a BF16 fixture in two shards converts exactly: every mapped tensor equals 
   // Added parameters: initialised as TTT-Video-DiT does (W ~ N(0, 0.02), b 0, norms 1/0, gates 0.1), from the seed.
   const l0 = 'dit.layers.0.seq_modeling_block';
   const all = (name: string, v: number): boolean => got.get(name)!.data.every((x) => x === v);
-  for (const g of ['forward_ssm_gating_video', 'forward_ssm_gating_text', 'backward_ssm_gating_video', 'backward_ssm_gating_text']) assert.ok(got.get(`${l0}.${g}.gating_alpha`)!.data.every((x) => Math.abs(x - 0.1) < 1e-7));
-  for (const n of ['b1', 'b2', 'learnable_ttt_lr_bias', 'ttt_norm_bias', 'post_norm.bias', 'wq.bias', 'wo.bias']) assert.ok(all(`${l0}.ssm.ttt.${n}`, 0), `${n} = 0`);
+  for (const g of [
+    'forward_ssm_gating_video',
+    'forward_ssm_gating_text',
+    'backward_ssm_gating_video',
+    'backward_ssm_gating_text',
+  ])
+    assert.ok(got.get(`${l0}.${g}.gating_alpha`)!.data.every((x) => Math.abs(x - 0.1) < 1e-7));
+  for (const n of ['b1', 'b2', 'learnable_ttt_lr_bias', 'ttt_norm_bias', 'post_norm.bias', 'wq.bias', 'wo.bias'])
+    assert.ok(all(`${l0}.ssm.ttt.${n}`, 0), `${n} = 0`);
   for (const n of ['ttt_norm_weight', 'post_norm.weight']) assert.ok(all(`${l0}.ssm.ttt.${n}`, 1), `${n} = 1`);
   assert.deepEqual(got.get(`${l0}.ssm.ttt.W1`)!.shape, [2, 16, 64]);
   assert.deepEqual(got.get(`${l0}.ssm.ttt.b1`)!.shape, [2, 1, 64]);
-  const w = [...got.get(`${l0}.ssm.ttt.W1`)!.data, ...got.get(`${l0}.ssm.ttt.W2`)!.data, ...got.get(`${l0}.ssm.ttt.wq.weight`)!.data];
+  const w = [
+    ...got.get(`${l0}.ssm.ttt.W1`)!.data,
+    ...got.get(`${l0}.ssm.ttt.W2`)!.data,
+    ...got.get(`${l0}.ssm.ttt.wq.weight`)!.data,
+  ];
   const std = Math.sqrt(w.reduce((a, x) => a + x * x, 0) / w.length);
   assert.ok(Math.abs(std - 0.02) < 0.002, `std of W1, W2, wq = ${std}`);
-  for (const s of specs.filter((s) => !diffusersName(s.name))) assert.ok(equal(got.get(s.name)!.data, initialValue(s, 3)), `${s.name}: initialValue(seed 3)`);
+  for (const s of specs.filter((s) => !diffusersName(s.name)))
+    assert.ok(equal(got.get(s.name)!.data, initialValue(s, 3)), `${s.name}: initialValue(seed 3)`);
   // The manifest and the model config.
   const manifest = JSON.parse(fs.readFileSync(path.join(out, MANIFEST), 'utf8')) as ConvertManifest;
   assert.equal(manifest.inputHash, r.inputHash);
-  assert.deepEqual(Object.keys(manifest.inputFiles), ['config.json', DIFFUSERS_INDEX, ...shards.map((f) => path.basename(f))]);
-  assert.deepEqual(JSON.parse(fs.readFileSync(path.join(out, 'config.json'), 'utf8')), { ...TINY, ssm_layer: 'ttt_mlp' });
+  assert.deepEqual(Object.keys(manifest.inputFiles), [
+    'config.json',
+    DIFFUSERS_INDEX,
+    ...shards.map((f) => path.basename(f)),
+  ]);
+  assert.deepEqual(JSON.parse(fs.readFileSync(path.join(out, 'config.json'), 'utf8')), {
+    ...TINY,
+    ssm_layer: 'ttt_mlp',
+  });
   // loadModelWeights (what init_state_dir uses) verifies the manifest's checksums and returns the same tensors.
   assert.equal(tensorsHash(loadModelWeights(out)), tensorsHash(got));
   const f = path.join(out, 'model.safetensors');
   const b = fs.readFileSync(f);
   b[b.length - 1]! ^= 1;
   fs.writeFileSync(f, b);
-  assert.throws(() => loadModelWeights(out), /converted weights are not usable: model.safetensors fails its sha256 checksum/);
+  assert.throws(
+    () => loadModelWeights(out),
+    /converted weights are not usable: model.safetensors fails its sha256 checksum/,
+  );
 });
 
 test('bfloat16 output keeps the BF16 bytes; F16 and F32 inputs convert exactly; sharded output loads the same; ttt_linear adds W1/b1 only', async () => {
@@ -114,7 +146,12 @@ test('bfloat16 output keeps the BF16 bytes; F16 and F32 inputs convert exactly; 
   const outBytes = fs.readFileSync(path.join(dir, 'o-bf16', 'model.safetensors'));
   for (const [name, t] of srcHeader.tensors) {
     const o = outHeader.tensors.get(tttName(name)!)!;
-    assert.ok(srcBytes.subarray(srcHeader.dataStart + t.begin, srcHeader.dataStart + t.end).equals(outBytes.subarray(outHeader.dataStart + o.begin, outHeader.dataStart + o.end)), name);
+    assert.ok(
+      srcBytes
+        .subarray(srcHeader.dataStart + t.begin, srcHeader.dataStart + t.end)
+        .equals(outBytes.subarray(outHeader.dataStart + o.begin, outHeader.dataStart + o.end)),
+      name,
+    );
   }
   for (const dtype of ['F16', 'F32'] as const) {
     const from = path.join(dir, dtype);
@@ -128,8 +165,17 @@ test('bfloat16 output keeps the BF16 bytes; F16 and F32 inputs convert exactly; 
     const sharded = path.join(dir, `o-${dtype}-sharded`);
     const r = await convertDiffusers({ from, out: sharded, maxShardBytes: 40_000 });
     assert.ok(r.weightFiles.length >= 3, `${r.weightFiles.length} shards`);
-    assert.deepEqual(r.weightFiles, fs.readdirSync(sharded).filter((f) => /^model-\d{5}-of-\d{5}\.safetensors$/.test(f)).sort());
-    const index = JSON.parse(fs.readFileSync(path.join(sharded, 'model.safetensors.index.json'), 'utf8')) as { weight_map: Record<string, string>; metadata: { total_size: number } };
+    assert.deepEqual(
+      r.weightFiles,
+      fs
+        .readdirSync(sharded)
+        .filter((f) => /^model-\d{5}-of-\d{5}\.safetensors$/.test(f))
+        .sort(),
+    );
+    const index = JSON.parse(fs.readFileSync(path.join(sharded, 'model.safetensors.index.json'), 'utf8')) as {
+      weight_map: Record<string, string>;
+      metadata: { total_size: number };
+    };
     assert.deepEqual(Object.keys(index.weight_map).sort(), specs.map((s) => s.name).sort());
     assert.equal(tensorsHash(loadModelWeights(sharded)), tensorsHash(got));
   }
@@ -183,20 +229,37 @@ test('bad inputs fail with a ConvertError that lists the problems, and write not
     });
     assert.equal(fs.existsSync(out), false, `case ${n}: no output`);
   };
-  const synth = (opts: Parameters<typeof writeSyntheticDiffusers>[2]) => (from: string) => void writeSyntheticDiffusers(from, TINY, { dtype: 'BF16', shards: 2, ...opts });
+  const synth = (opts: Parameters<typeof writeSyntheticDiffusers>[2]) => (from: string) =>
+    void writeSyntheticDiffusers(from, TINY, { dtype: 'BF16', shards: 2, ...opts });
   // Unknown and missing keys, all listed.
   await expectFailure(
-    synth({ tensors: (l) => [...l.filter((t) => !t.name.startsWith('transformer_blocks.1.ff.')), { name: 'pos_embedding', shape: [4] }, { name: 'transformer_blocks.5.attn1.to_q.weight', shape: [32, 32] }] }),
+    synth({
+      tensors: (l) => [
+        ...l.filter((t) => !t.name.startsWith('transformer_blocks.1.ff.')),
+        { name: 'pos_embedding', shape: [4] },
+        { name: 'transformer_blocks.5.attn1.to_q.weight', shape: [32, 32] },
+      ],
+    }),
     /unknown tensors .*: pos_embedding, transformer_blocks\.5\.attn1\.to_q\.weight \(1 of them are blocks past num_layers = 2\)[\s\S]*missing tensors: transformer_blocks\.1\.ff\.net\.0\.proj\.weight, transformer_blocks\.1\.ff\.net\.0\.proj\.bias, transformer_blocks\.1\.ff\.net\.2\.weight, transformer_blocks\.1\.ff\.net\.2\.bias/,
   );
   // A shape that disagrees with config.json.
-  await expectFailure(synth({ tensors: (l) => l.map((t) => (t.name === 'proj_out.weight' ? { ...t, shape: [15, 32] } : t)) }), /proj_out\.weight is \[15,32\], expected \[16,32\]/);
+  await expectFailure(
+    synth({ tensors: (l) => l.map((t) => (t.name === 'proj_out.weight' ? { ...t, shape: [15, 32] } : t)) }),
+    /proj_out\.weight is \[15,32\], expected \[16,32\]/,
+  );
   // A dtype other than BF16/F16/F32.
   await expectFailure((from) => {
     writeSyntheticDiffusers(from, TINY, { dtype: 'BF16', shards: 1 });
     const f = path.join(from, 'diffusion_pytorch_model.safetensors');
     const t = readSafetensors(f).tensors;
-    fs.writeFileSync(f, Buffer.concat(encodeSafetensors(t).map((b, i) => (i === 0 ? Buffer.from(b.toString('latin1').replace('"F32","shape":[32]', '"I32","shape":[32]'), 'latin1') : b))));
+    fs.writeFileSync(
+      f,
+      Buffer.concat(
+        encodeSafetensors(t).map((b, i) =>
+          i === 0 ? Buffer.from(b.toString('latin1').replace('"F32","shape":[32]', '"I32","shape":[32]'), 'latin1') : b,
+        ),
+      ),
+    );
   }, /dtypes other than BF16, F16, F32: .*\(I32\)/);
   // A truncated shard.
   await expectFailure((from) => {
@@ -233,7 +296,10 @@ test('bad inputs fail with a ConvertError that lists the problems, and write not
   const busy = path.join(dir, 'busy');
   fs.mkdirSync(busy);
   fs.writeFileSync(path.join(busy, 'notes.txt'), 'mine');
-  await assert.rejects(convertDiffusers({ from, out: busy }), /is not empty and holds no convert\.json .* it is left alone/);
+  await assert.rejects(
+    convertDiffusers({ from, out: busy }),
+    /is not empty and holds no convert\.json .* it is left alone/,
+  );
   assert.deepEqual(fs.readdirSync(busy), ['notes.txt']);
 });
 
@@ -241,7 +307,12 @@ test('the convert command prints what it did, and a bad input exits 1 with the e
   const dir = tmpDir('cv-cli');
   const from = path.join(dir, 'cogvideox');
   writeSyntheticDiffusers(from, TINY, { dtype: 'BF16', shards: 2 });
-  const run = (...args: string[]) => spawnSync(process.execPath, [CLI, 'convert', ...args], { cwd: ROOT, encoding: 'utf8', env: { ...process.env, TTT_LOG_PRETTY: '0' } });
+  const run = (...args: string[]) =>
+    spawnSync(process.execPath, [CLI, 'convert', ...args], {
+      cwd: ROOT,
+      encoding: 'utf8',
+      env: { ...process.env, TTT_LOG_PRETTY: '0' },
+    });
   const ok = run('--from', from, '--out', path.join(dir, 'out'), '--max-shard-size', '50KB');
   assert.equal(ok.status, 0, ok.stderr);
   assert.match(ok.stdout, /converted 64 tensors and added 44 TTT parameters: .* \(float32\) in /);
@@ -261,7 +332,12 @@ test('a cancelled conversion stops between chunks and leaves nothing behind', as
   const ac = new AbortController();
   let calls = 0;
   await assert.rejects(
-    convertDiffusers({ from, out: path.join(dir, 'out'), signal: ac.signal, onProgress: () => void (++calls === 5 && ac.abort(new Error('test: cancelled'))) }),
+    convertDiffusers({
+      from,
+      out: path.join(dir, 'out'),
+      signal: ac.signal,
+      onProgress: () => void (++calls === 5 && ac.abort(new Error('test: cancelled'))),
+    }),
     /test: cancelled/,
   );
   assert.ok(calls >= 5);

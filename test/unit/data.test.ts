@@ -54,7 +54,11 @@ test('a VAE posterior [T, 2C, H, W] is sampled as (mean + exp(logvar/2) eps) * v
 });
 
 function expectDataError(fn: () => unknown, pattern: RegExp): void {
-  assert.throws(fn, (e: unknown) => e instanceof UserError && e.kind === 'DataError' && pattern.test(e.message), `expected a DataError matching ${pattern}`);
+  assert.throws(
+    fn,
+    (e: unknown) => e instanceof UserError && e.kind === 'DataError' && pattern.test(e.message),
+    `expected a DataError matching ${pattern}`,
+  );
 }
 
 test('bad data names the JSONL file and line: missing file, wrong shape, wrong segment count, truncated file, pickles', () => {
@@ -71,8 +75,14 @@ test('bad data names the JSONL file and line: missing file, wrong shape, wrong s
   // Wrong shape (line 3): 36 latent frames instead of 37.
   const v = readNpy(path.join(dir, 'latents/9sec-2.npy'));
   const per = v.data.length / 37;
-  writeNpy(path.join(dir, 'latents/9sec-2.npy'), { shape: [36, ...v.shape.slice(1)], data: v.data.subarray(0, 36 * per) });
-  expectDataError(() => open().sample(2), /9sec\.jsonl:3: vid_emb .* has shape \[36, 4, 4, 4\], expected \[37, 4, 4, 4\]/);
+  writeNpy(path.join(dir, 'latents/9sec-2.npy'), {
+    shape: [36, ...v.shape.slice(1)],
+    data: v.data.subarray(0, 36 * per),
+  });
+  expectDataError(
+    () => open().sample(2),
+    /9sec\.jsonl:3: vid_emb .* has shape \[36, 4, 4, 4\], expected \[37, 4, 4, 4\]/,
+  );
   // Truncated file (line 1).
   const f0 = path.join(dir, 'latents/9sec-0.npy');
   fs.truncateSync(f0, fs.statSync(f0).size - 10);
@@ -80,15 +90,36 @@ test('bad data names the JSONL file and line: missing file, wrong shape, wrong s
   // Wrong segment count (line 2), found when the JSONL is read.
   const two = JSON.parse(lines[1]!) as { vid_emb: string; text_chunk_emb: string[] };
   two.text_chunk_emb.pop();
-  fs.writeFileSync(jsonl, [lines[0], JSON.stringify(two), lines[2]].join('\n') + '\n');
+  fs.writeFileSync(jsonl, `${[lines[0], JSON.stringify(two), lines[2]].join('\n')}\n`);
   expectDataError(open, /9sec\.jsonl:2: 2 text chunks, but a 9sec video has 3 segments/);
   // A PyTorch pickle gets the conversion command.
   fs.writeFileSync(path.join(dir, 'latents/x.pt'), 'not read');
-  fs.writeFileSync(jsonl, JSON.stringify({ vid_emb: 'latents/x.pt', text_chunk_emb: two.text_chunk_emb.concat([two.text_chunk_emb[0]!]) }) + '\n');
-  expectDataError(() => open().sample(0), /9sec\.jsonl:1: .*\.pt files are Python pickles.*Fix: convert it: python -c "import torch, numpy; numpy\.save/);
+  fs.writeFileSync(
+    jsonl,
+    JSON.stringify({ vid_emb: 'latents/x.pt', text_chunk_emb: two.text_chunk_emb.concat([two.text_chunk_emb[0]!]) }) +
+      '\n',
+  );
+  expectDataError(
+    () => open().sample(0),
+    /9sec\.jsonl:1: .*\.pt files are Python pickles.*Fix: convert it: python -c "import torch, numpy; numpy\.save/,
+  );
   // A text chunk of the wrong length.
-  fs.writeFileSync(path.join(dir, 'text/short.safetensors'), Buffer.concat(encodeSafetensors(new Map([['t', { shape: [3, d.textDim], data: new Float32Array(3 * d.textDim) }]]))));
-  fs.writeFileSync(jsonl, lines[0] + '\n' + JSON.stringify({ vid_emb: JSON.parse(lines[2]!).vid_emb, text_chunk_emb: ['text/short.safetensors', 'text/short.safetensors', 'text/short.safetensors'] }) + '\n');
+  fs.writeFileSync(
+    path.join(dir, 'text/short.safetensors'),
+    Buffer.concat(
+      encodeSafetensors(new Map([['t', { shape: [3, d.textDim], data: new Float32Array(3 * d.textDim) }]])),
+    ),
+  );
+  fs.writeFileSync(
+    jsonl,
+    lines[0] +
+      '\n' +
+      JSON.stringify({
+        vid_emb: JSON.parse(lines[2]!).vid_emb,
+        text_chunk_emb: ['text/short.safetensors', 'text/short.safetensors', 'text/short.safetensors'],
+      }) +
+      '\n',
+  );
   writeNpy(path.join(dir, 'latents/9sec-2.npy'), v);
   expectDataError(() => open().sample(1), /9sec\.jsonl:2: text chunk 0 .* has shape \[3, 16\], expected \[36, 16\]/);
 });
@@ -111,11 +142,32 @@ test('bad samples are skipped with a warning up to training.max_bad_samples, the
   writeSynthDataset(dir, st.config, modelDims(st.config), 4);
   fs.rmSync(path.join(dir, 'latents/9sec-1.npy'));
   fs.rmSync(path.join(dir, 'latents/9sec-3.npy'));
-  const overrides = { 'training.dataset_path': dir, 'training.jsonl_paths': ['9sec.jsonl'], 'training.steps': 4, 'checkpoint.interval': 4, 'training.global_batch_size': 1 };
-  const ok = await runShard({ configFile: CFG, overrides: { ...overrides, 'training.max_bad_samples': 2 }, jobDir: path.join(dir, 'ok'), initFrom: null });
+  const overrides = {
+    'training.dataset_path': dir,
+    'training.jsonl_paths': ['9sec.jsonl'],
+    'training.steps': 4,
+    'checkpoint.interval': 4,
+    'training.global_batch_size': 1,
+  };
+  const ok = await runShard({
+    configFile: CFG,
+    overrides: { ...overrides, 'training.max_bad_samples': 2 },
+    jobDir: path.join(dir, 'ok'),
+    initFrom: null,
+  });
   assert.equal(ok.step, 4, 'trained past the two bad samples');
   await assert.rejects(
-    runShard({ configFile: CFG, overrides: { ...overrides, 'training.max_bad_samples': 1 }, jobDir: path.join(dir, 'fail'), initFrom: null }),
-    (e: unknown) => e instanceof UserError && e.kind === 'DataError' && /2 bad samples, more than training\.max_bad_samples = 1/.test(e.message) && /9sec\.jsonl:2: .*9sec-1\.npy does not exist/.test(e.message) && /9sec\.jsonl:4: .*9sec-3\.npy does not exist/.test(e.message),
+    runShard({
+      configFile: CFG,
+      overrides: { ...overrides, 'training.max_bad_samples': 1 },
+      jobDir: path.join(dir, 'fail'),
+      initFrom: null,
+    }),
+    (e: unknown) =>
+      e instanceof UserError &&
+      e.kind === 'DataError' &&
+      /2 bad samples, more than training\.max_bad_samples = 1/.test(e.message) &&
+      /9sec\.jsonl:2: .*9sec-1\.npy does not exist/.test(e.message) &&
+      /9sec\.jsonl:4: .*9sec-3\.npy does not exist/.test(e.message),
   );
 });

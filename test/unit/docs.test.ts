@@ -12,11 +12,23 @@ import { createSearchAttributeCommands } from '../../src/temporal/search-attribu
 import { ROOT } from '../helpers';
 
 const README = fs.readFileSync(path.join(ROOT, 'README.md'), 'utf8');
-const source = (f: string): string => fs.readFileSync(path.join(ROOT, f), 'utf8');
+const readSource = (f: string): string => fs.readFileSync(path.join(ROOT, f), 'utf8');
+/** Test source with white space folded (the formatter may wrap a call's arguments over several lines). */
+const source = (f: string): string =>
+  readSource(f)
+    .replace(/\s+/g, ' ')
+    .replace(/([[(]) /g, '$1')
+    .replace(/,\s*([\])])/g, '$1');
 
 test('the configuration reference in the README is the one generated from the schema (npm run docs:config)', () => {
   assert.equal(referenceInReadme(README), configReference(), 'README.md is stale: run `npm run docs:config`');
-  for (const field of ['training.steps', 'shard.progress_seconds', 'parallelism.fsdp_unsharded_dtype', 'remat.attention']) assert.ok(README.includes(`| \`${field}\` |`), field);
+  for (const field of [
+    'training.steps',
+    'shard.progress_seconds',
+    'parallelism.fsdp_unsharded_dtype',
+    'remat.attention',
+  ])
+    assert.ok(README.includes(`| \`${field}\` |`), field);
 });
 
 /** Commands of the README's ```sh blocks: continuation lines joined, comments and leading VAR=value dropped. */
@@ -25,7 +37,10 @@ function shellCommands(md: string): string[] {
   for (const block of md.matchAll(/^```sh\n([\s\S]*?)^```/gm)) {
     const joined = block[1]!.replace(/\\\n\s*/g, '');
     for (const line of joined.split('\n')) {
-      const cmd = line.replace(/\s+#.*$/, '').replace(/^(\w+=\S+\s+)+/, '').trim();
+      const cmd = line
+        .replace(/\s+#.*$/, '')
+        .replace(/^(\w+=\S+\s+)+/, '')
+        .trim();
       if (cmd) out.push(cmd);
     }
   }
@@ -48,15 +63,40 @@ const OPS = 'test/integration/operator.test.ts';
 const COVERAGE: { command: RegExp; file: string; evidence: RegExp }[] = [
   { command: /^npm run demo$/, file: OPS, evidence: /\[CLI, 'demo'/ }, // npm run demo = scripts/setup.sh, then the demo command
   { command: /^npm test$/, file: 'package.json', evidence: /"test": "bash scripts\/setup\.sh && node --test/ }, // the command running this test
-  { command: /^temporal workflow start --type trainCurriculum --task-queue ttt-curriculum --workflow-id my-job --input '\{.*\}'$/, file: 'test/integration/full-run.test.ts', evidence: /\['workflow', 'start', '--address', srv\.address, '--type', 'trainCurriculum'/ },
+  {
+    command:
+      /^temporal workflow start --type trainCurriculum --task-queue ttt-curriculum --workflow-id my-job --input '\{.*\}'$/,
+    file: 'test/integration/full-run.test.ts',
+    evidence: /\['workflow', 'start', '--address', srv\.address, '--type', 'trainCurriculum'/,
+  },
   { command: /^npm run cli -- watch my-job$/, file: OPS, evidence: /\[CLI, 'watch', job/ },
   { command: /^npm run cli -- status my-job --json$/, file: OPS, evidence: /cli\(\['status', job, '--json'\]\)/ },
-  { command: /^npm run cli -- plot my-job --out my-job\.png$/, file: OPS, evidence: /cli\(\['plot', job, '--out', pngFile\]\)/ },
-  { command: /^temporal workflow list --query 'TrainingStage="18s"'$/, file: OPS, evidence: /\['workflow', 'list', '--address', srv\.address, '--query', 'TrainingStage="9s"'\]/ },
-  { command: /^temporal operator search-attribute create --name \w+ --type \w+$/, file: OPS, evidence: /for \(const cmd of cmds\) execFileSync\(temporalCli\(\)/ },
-  { command: /^npm run cli -- worker --metrics-port 9464$/, file: OPS, evidence: /'--metrics-port', String\(metricsPort\)/ },
+  {
+    command: /^npm run cli -- plot my-job --out my-job\.png$/,
+    file: OPS,
+    evidence: /cli\(\['plot', job, '--out', pngFile\]\)/,
+  },
+  {
+    command: /^temporal workflow list --query 'TrainingStage="18s"'$/,
+    file: OPS,
+    evidence: /\['workflow', 'list', '--address', srv\.address, '--query', 'TrainingStage="9s"'\]/,
+  },
+  {
+    command: /^temporal operator search-attribute create --name \w+ --type \w+$/,
+    file: OPS,
+    evidence: /for \(const cmd of cmds\) execFileSync\(temporalCli\(\)/,
+  },
+  {
+    command: /^npm run cli -- worker --metrics-port 9464$/,
+    file: OPS,
+    evidence: /'--metrics-port', String\(metricsPort\)/,
+  },
   // On synthetic weights in CogVideoX's diffusers layout: the real 5B checkpoint is not downloaded in tests.
-  { command: /^npm run cli -- convert --from \S+ --out \S+ --ssm-layer ttt_mlp$/, file: 'test/unit/convert.test.ts', evidence: /\[CLI, 'convert', \.\.\.args\]/ },
+  {
+    command: /^npm run cli -- convert --from \S+ --out \S+ --ssm-layer ttt_mlp$/,
+    file: 'test/unit/convert.test.ts',
+    evidence: /\[CLI, 'convert', \.\.\.args\]/,
+  },
 ];
 
 test('every command in the README shell blocks is run by a test', () => {
@@ -74,10 +114,38 @@ test('every command in the README shell blocks is run by a test', () => {
 
 test('every command of the README command table is run through the CLI by a test', () => {
   const names = tableCommands(README);
-  assert.deepEqual(names, ['worker', 'start', 'status', 'watch', 'plot', 'pause', 'resume', 'cancel', 'until', 'train', 'dataset synth', 'convert', 'demo', 'server']);
-  const tests = ['test/helpers.ts', ...['unit', 'integration'].flatMap((d) => fs.readdirSync(path.join(ROOT, 'test', d)).filter((f) => f !== 'docs.test.ts').map((f) => `test/${d}/${f}`))].map(source).join('\n');
+  assert.deepEqual(names, [
+    'worker',
+    'start',
+    'status',
+    'watch',
+    'plot',
+    'pause',
+    'resume',
+    'cancel',
+    'until',
+    'train',
+    'dataset synth',
+    'convert',
+    'demo',
+    'server',
+  ]);
+  const tests = [
+    'test/helpers.ts',
+    ...['unit', 'integration'].flatMap((d) =>
+      fs
+        .readdirSync(path.join(ROOT, 'test', d))
+        .filter((f) => f !== 'docs.test.ts')
+        .map((f) => `test/${d}/${f}`),
+    ),
+  ]
+    .map(source)
+    .join('\n');
   for (const name of names) {
-    const words = name.split(' ').map((w) => `'${w}'`).join(', ');
+    const words = name
+      .split(' ')
+      .map((w) => `'${w}'`)
+      .join(', ');
     const runs = new RegExp(`\\[CLI, ${words}|cli\\(\\[${words}`);
     assert.match(tests, runs, `no test runs \`${name}\``);
   }

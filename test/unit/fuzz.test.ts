@@ -36,10 +36,14 @@ function clearOrOk(fn: () => unknown, where: string[]): void {
     fn();
   } catch (e) {
     if (!(e instanceof UserError)) throw new Error(`not a clear error: ${(e as Error)?.stack ?? String(e)}`);
-    assert.ok(where.some((w) => e.message.includes(w)), `the error names none of ${where.join(', ')}: ${e.message}`);
+    assert.ok(
+      where.some((w) => e.message.includes(w)),
+      `the error names none of ${where.join(', ')}: ${e.message}`,
+    );
     if (e instanceof ConfigError) {
       assert.ok(e.problems.length > 0);
-      for (const p of e.problems) assert.ok(p.file && p.field && p.message && p.fix, `incomplete problem ${JSON.stringify(p)}`);
+      for (const p of e.problems)
+        assert.ok(p.file && p.field && p.message && p.fix, `incomplete problem ${JSON.stringify(p)}`);
     }
   } finally {
     const ms = Date.now() - t0;
@@ -52,7 +56,9 @@ function clearOrOk(fn: () => unknown, where: string[]): void {
 
 const FIELDS: Record<string, string[]> = (() => {
   const out: Record<string, string[]> = {};
-  for (const f of TINY) for (const [sec, v] of Object.entries(parseToml(fs.readFileSync(f, 'utf8')))) out[sec] = [...new Set([...(out[sec] ?? []), ...Object.keys(v as object)])];
+  for (const f of TINY)
+    for (const [sec, v] of Object.entries(parseToml(fs.readFileSync(f, 'utf8'))))
+      out[sec] = [...new Set([...(out[sec] ?? []), ...Object.keys(v as object)])];
   out.remat = ['transformer_checkpoint_layer_group_size', 'attention', 'mlp'];
   out.runtime = ['backend'];
   return out;
@@ -71,11 +77,20 @@ const tomlValue: fc.Arbitrary<unknown> = fc.oneof(
   fc.dictionary(fc.string({ maxLength: 4 }), fc.integer(), { maxKeys: 2 }),
 );
 const fieldName = fc.oneof(
-  fc.constantFrom(...SECTIONS).chain((s) => fc.constantFrom(...(Object.prototype.hasOwnProperty.call(FIELDS, s) ? FIELDS[s]! : ['x', '__proto__', 'polluted'])).map((f) => [s, f] as const)),
+  fc
+    .constantFrom(...SECTIONS)
+    .chain((s) =>
+      fc
+        .constantFrom(...(Object.hasOwn(FIELDS, s) ? FIELDS[s]! : ['x', '__proto__', 'polluted']))
+        .map((f) => [s, f] as const),
+    ),
   fc.tuple(fc.constantFrom(...SECTIONS), fc.stringMatching(/^[a-z_][a-z0-9_]{0,10}$/)),
 );
 
-type Mutation = { kind: 'set'; key: readonly [string, string]; value: unknown } | { kind: 'delete'; key: readonly [string, string] } | { kind: 'dropSection'; section: string };
+type Mutation =
+  | { kind: 'set'; key: readonly [string, string]; value: unknown }
+  | { kind: 'delete'; key: readonly [string, string] }
+  | { kind: 'dropSection'; section: string };
 const mutation: fc.Arbitrary<Mutation> = fc.oneof(
   fc.record({ kind: fc.constant('set' as const), key: fieldName, value: tomlValue }),
   fc.record({ kind: fc.constant('delete' as const), key: fieldName }),
@@ -88,7 +103,8 @@ function mutate(raw: Record<string, Record<string, unknown>>, ms: Mutation[]): R
     if (m.kind === 'dropSection') delete out[m.section];
     else {
       const [s, f] = m.key;
-      if (!Object.prototype.hasOwnProperty.call(out, s)) Object.defineProperty(out, s, { value: {}, enumerable: true, writable: true, configurable: true });
+      if (!Object.hasOwn(out, s))
+        Object.defineProperty(out, s, { value: {}, enumerable: true, writable: true, configurable: true });
       const sec = out[s]!;
       if (m.kind === 'delete') delete sec[f];
       else Object.defineProperty(sec, f, { value: m.value, enumerable: true, writable: true, configurable: true });
@@ -102,16 +118,20 @@ test('fuzz: random mutations of the shipped tiny configs load or fail with a Con
   const bases = TINY.map((f) => parseToml(fs.readFileSync(f, 'utf8')) as Record<string, Record<string, unknown>>);
   const file = path.join(dir, 'stage.toml');
   fc.assert(
-    fc.property(fc.integer({ min: 0, max: bases.length - 1 }), fc.array(mutation, { minLength: 1, maxLength: 4 }), (b, ms) => {
-      let text: string;
-      try {
-        text = stringifyToml(mutate(bases[b]!, ms));
-      } catch {
-        return; // a value TOML cannot hold (e.g. a non-finite float in some writers): nothing to load
-      }
-      fs.writeFileSync(file, text);
-      clearOrOk(() => loadStageConfig(file, {}, { checkPaths: false }), [file]);
-    }),
+    fc.property(
+      fc.integer({ min: 0, max: bases.length - 1 }),
+      fc.array(mutation, { minLength: 1, maxLength: 4 }),
+      (b, ms) => {
+        let text: string;
+        try {
+          text = stringifyToml(mutate(bases[b]!, ms));
+        } catch {
+          return; // a value TOML cannot hold (e.g. a non-finite float in some writers): nothing to load
+        }
+        fs.writeFileSync(file, text);
+        clearOrOk(() => loadStageConfig(file, {}, { checkPaths: false }), [file]);
+      },
+    ),
     { seed: 6001, numRuns: runs(400) },
   );
 });
@@ -120,17 +140,28 @@ test('fuzz: random edits of the config text (deleted, inserted, duplicated chara
   const dir = tmpDir('fuzz-toml');
   const texts = TINY.map((f) => fs.readFileSync(f, 'utf8'));
   const file = path.join(dir, 'stage.toml');
-  const edit = fc.record({ at: fc.nat(), len: fc.nat({ max: 40 }), insert: fc.oneof(fc.string({ maxLength: 10 }), fc.constantFrom('[', ']', '=', '"', "'''", '\n', '[[x]]\n', 'a.b.c = 1\n', '\\u0000', '#')) });
+  const edit = fc.record({
+    at: fc.nat(),
+    len: fc.nat({ max: 40 }),
+    insert: fc.oneof(
+      fc.string({ maxLength: 10 }),
+      fc.constantFrom('[', ']', '=', '"', "'''", '\n', '[[x]]\n', 'a.b.c = 1\n', '\\u0000', '#'),
+    ),
+  });
   fc.assert(
-    fc.property(fc.integer({ min: 0, max: texts.length - 1 }), fc.array(edit, { minLength: 1, maxLength: 5 }), (b, edits) => {
-      let t = texts[b]!;
-      for (const e of edits) {
-        const at = e.at % (t.length + 1);
-        t = t.slice(0, at) + e.insert + t.slice(at + e.len);
-      }
-      fs.writeFileSync(file, t);
-      clearOrOk(() => loadStageConfig(file, {}, { checkPaths: false }), [file]);
-    }),
+    fc.property(
+      fc.integer({ min: 0, max: texts.length - 1 }),
+      fc.array(edit, { minLength: 1, maxLength: 5 }),
+      (b, edits) => {
+        let t = texts[b]!;
+        for (const e of edits) {
+          const at = e.at % (t.length + 1);
+          t = t.slice(0, at) + e.insert + t.slice(at + e.len);
+        }
+        fs.writeFileSync(file, t);
+        clearOrOk(() => loadStageConfig(file, {}, { checkPaths: false }), [file]);
+      },
+    ),
     { seed: 6002, numRuns: runs(400) },
   );
 });
@@ -139,7 +170,10 @@ test('fuzz: arbitrary text as a stage config or a curriculum never crashes', () 
   const dir = tmpDir('fuzz-text');
   const stage = path.join(dir, 'stage.toml');
   const curriculum = path.join(dir, 'curriculum.toml');
-  const stagesList = fc.array(fc.oneof(fc.constantFrom(...TINY, '../nope.toml', dir, '', '\u0000'), fc.string({ maxLength: 8 })), { maxLength: 6 });
+  const stagesList = fc.array(
+    fc.oneof(fc.constantFrom(...TINY, '../nope.toml', dir, '', '\u0000'), fc.string({ maxLength: 8 })),
+    { maxLength: 6 },
+  );
   const curriculumText = fc.oneof(
     fc.string({ maxLength: 200 }),
     fc.tuple(fc.string({ maxLength: 6 }), stagesList).map(([name, stages]) => {
@@ -164,10 +198,21 @@ test('fuzz: arbitrary text as a stage config or a curriculum never crashes', () 
 test('fuzz: random command-line overrides parse and load, or fail with a clear error naming the override; no prototype pollution', () => {
   const key = fc.oneof(
     fieldName.map(([s, f]) => `${s}.${f}`),
-    fc.constantFrom('__proto__.polluted', 'remat.__proto__.polluted', 'wandb.__proto__.x', 'constructor.prototype.polluted', 'training.constructor.x', 'model.a.b.c'),
+    fc.constantFrom(
+      '__proto__.polluted',
+      'remat.__proto__.polluted',
+      'wandb.__proto__.x',
+      'constructor.prototype.polluted',
+      'training.constructor.x',
+      'model.a.b.c',
+    ),
     fc.string({ maxLength: 12 }),
   );
-  const value = fc.oneof(fc.string({ maxLength: 12 }), tomlValue.map((v) => (typeof v === 'string' ? v : JSON.stringify(v) ?? '')), fc.constantFrom('1e9', '2147483648', '[1,2]', '{a=1}', 'inf', 'nan', '"x"', '0x10', '1\nx = 2'));
+  const value = fc.oneof(
+    fc.string({ maxLength: 12 }),
+    tomlValue.map((v) => (typeof v === 'string' ? v : (JSON.stringify(v) ?? ''))),
+    fc.constantFrom('1e9', '2147483648', '[1,2]', '{a=1}', 'inf', 'nan', '"x"', '0x10', '1\nx = 2'),
+  );
   const arg = fc.oneof(
     fc.tuple(key, value).map(([k, v]) => [`--${k}=${v}`]),
     fc.tuple(key, value).map(([k, v]) => [`--${k}`, v]),
@@ -182,7 +227,10 @@ test('fuzz: random command-line overrides parse and load, or fail with a clear e
       try {
         overrides = parseCliOverrides(args).overrides;
       } catch (e) {
-        assert.ok(e instanceof UserError && /override --\S+ has no value/.test(e.message), `parseCliOverrides: ${(e as Error).message}`);
+        assert.ok(
+          e instanceof UserError && /override --\S+ has no value/.test(e.message),
+          `parseCliOverrides: ${(e as Error).message}`,
+        );
         return;
       }
       assert.ok(Date.now() - t0 < CASE_MS);
@@ -194,10 +242,17 @@ test('fuzz: random command-line overrides parse and load, or fail with a clear e
 });
 
 test('regression: an override through __proto__ is refused and does not pollute Object.prototype', () => {
-  for (const k of ['__proto__.polluted', 'remat.__proto__.polluted', 'wandb.__proto__.polluted', 'training.__proto__.polluted', 'constructor.prototype.polluted']) {
+  for (const k of [
+    '__proto__.polluted',
+    'remat.__proto__.polluted',
+    'wandb.__proto__.polluted',
+    'training.__proto__.polluted',
+    'constructor.prototype.polluted',
+  ]) {
     assert.throws(
       () => loadStageConfig(TINY[0]!, { [k]: 'yes' }),
-      (e: unknown) => e instanceof ConfigError && e.problems.some((p) => p.field === k && /not a config field/.test(p.message)),
+      (e: unknown) =>
+        e instanceof ConfigError && e.problems.some((p) => p.field === k && /not a config field/.test(p.message)),
       k,
     );
     assert.equal(({} as Record<string, unknown>).polluted, undefined, `${k} polluted Object.prototype`);
@@ -211,12 +266,17 @@ test('regression: a huge model.mini_batch_size is reported at once (the text_len
     const t0 = Date.now();
     assert.throws(
       () => loadStageConfig(TINY[0]!, { 'model.mini_batch_size': k }),
-      (e: unknown) => e instanceof ConfigError && e.problems.some((p) => p.field === 'model.text_length' && p.message.includes(`model.mini_batch_size = ${k}`)),
+      (e: unknown) =>
+        e instanceof ConfigError &&
+        e.problems.some((p) => p.field === 'model.text_length' && p.message.includes(`model.mini_batch_size = ${k}`)),
     );
     assert.ok(Date.now() - t0 < 500, `mini_batch_size ${k}: ${Date.now() - t0} ms`);
   }
   // Ordinary sizes still get the nearest text lengths that fit: 1 x 13 + 13 x 4 = 65 -> 12 (64) or 76 (128).
-  assert.throws(() => loadStageConfig(TINY[0]!, { 'model.text_length': 13 }), /set model\.text_length = 12 \(64 tokens = 1 x 64\) or 76 \(128 tokens = 2 x 64\)/);
+  assert.throws(
+    () => loadStageConfig(TINY[0]!, { 'model.text_length': 13 }),
+    /set model\.text_length = 12 \(64 tokens = 1 x 64\) or 76 \(128 tokens = 2 x 64\)/,
+  );
 });
 
 test('regression: a curriculum stage that names a directory is a problem of that stages[i] entry', () => {
@@ -225,7 +285,9 @@ test('regression: a curriculum stage that names a directory is a problem of that
   fs.writeFileSync(file, `name = "c"\nstages = ["${TINY[0]}", "."]\n`);
   assert.throws(
     () => loadCurriculum(file),
-    (e: unknown) => e instanceof ConfigError && e.problems.some((p) => p.file === file && p.field === 'stages[1]' && /is a directory/.test(p.message)),
+    (e: unknown) =>
+      e instanceof ConfigError &&
+      e.problems.some((p) => p.file === file && p.field === 'stages[1]' && /is a directory/.test(p.message)),
   );
 });
 
@@ -247,8 +309,35 @@ test('fuzz: mutated JSONL lines give errors naming the JSONL file and line', () 
   const lineMutation = fc.oneof(
     fc.string({ maxLength: 40 }),
     fc.jsonValue({ maxDepth: 2 }).map((v) => JSON.stringify(v)),
-    fc.record({ vid_emb: fc.oneof(fc.string({ maxLength: 20 }), fc.constantFrom('latents/9sec-0.npy', 'text/9sec-0-0.safetensors', 'latents', '/', '../x.npy', 'a\u0000b.npy', 'x.pt'), fc.jsonValue({ maxDepth: 1 })), text_chunk_emb: fc.oneof(fc.array(fc.oneof(fc.string({ maxLength: 10 }), fc.constantFrom('text/9sec-0-0.safetensors', 'latents/9sec-1.npy')), { maxLength: 4 }), fc.jsonValue({ maxDepth: 1 })) }).map((o) => JSON.stringify(o)),
-    fc.tuple(fc.nat(), fc.nat({ max: 30 })).map(([a, n]) => (l: string) => l.slice(0, a % (l.length + 1)) + l.slice((a % (l.length + 1)) + n)),
+    fc
+      .record({
+        vid_emb: fc.oneof(
+          fc.string({ maxLength: 20 }),
+          fc.constantFrom(
+            'latents/9sec-0.npy',
+            'text/9sec-0-0.safetensors',
+            'latents',
+            '/',
+            '../x.npy',
+            'a\u0000b.npy',
+            'x.pt',
+          ),
+          fc.jsonValue({ maxDepth: 1 }),
+        ),
+        text_chunk_emb: fc.oneof(
+          fc.array(
+            fc.oneof(fc.string({ maxLength: 10 }), fc.constantFrom('text/9sec-0-0.safetensors', 'latents/9sec-1.npy')),
+            { maxLength: 4 },
+          ),
+          fc.jsonValue({ maxDepth: 1 }),
+        ),
+      })
+      .map((o) => JSON.stringify(o)),
+    fc.tuple(fc.nat(), fc.nat({ max: 30 })).map(
+      ([a, n]) =>
+        (l: string) =>
+          l.slice(0, a % (l.length + 1)) + l.slice((a % (l.length + 1)) + n),
+    ),
     fc.tuple(fc.nat(), fc.integer({ min: 0, max: 6 })).map(([a, bit]) => (l: string) => {
       const i = a % l.length;
       return l.slice(0, i) + String.fromCharCode(l.charCodeAt(i) ^ (1 << bit)) + l.slice(i + 1);
@@ -258,7 +347,7 @@ test('fuzz: mutated JSONL lines give errors naming the JSONL file and line', () 
     fc.property(fc.integer({ min: 0, max: lines.length - 1 }), lineMutation, (i, m) => {
       const next = [...lines];
       next[i] = typeof m === 'function' ? m(lines[i]!) : m;
-      fs.writeFileSync(ds.jsonl, next.join('\n') + '\n');
+      fs.writeFileSync(ds.jsonl, `${next.join('\n')}\n`);
       const mentions = [`${ds.jsonl}:${i + 1}`, 'training.jsonl_paths'];
       clearOrOk(() => {
         const src = ds.open();
@@ -276,17 +365,25 @@ test('fuzz: truncated and bit-flipped .npy files give errors naming the file (an
   const original = fs.readFileSync(npy);
   const corruption = fc.oneof(
     fc.nat().map((n) => (b: Buffer) => b.subarray(0, n % (b.length + 1))),
-    fc.array(fc.tuple(fc.nat(), fc.integer({ min: 0, max: 7 })), { minLength: 1, maxLength: 4 }).map((flips) => (b: Buffer) => {
-      const c = Buffer.from(b);
-      for (const [at, bit] of flips) c[at % c.length]! ^= 1 << bit;
-      return c;
-    }),
+    fc
+      .array(fc.tuple(fc.nat(), fc.integer({ min: 0, max: 7 })), { minLength: 1, maxLength: 4 })
+      .map((flips) => (b: Buffer) => {
+        const c = Buffer.from(b);
+        for (const [at, bit] of flips) c[at % c.length]! ^= 1 << bit;
+        return c;
+      }),
     // Flips inside the 10-byte preamble and the header only, then maybe a cut: the paths a reader gets wrong.
-    fc.tuple(fc.integer({ min: 6, max: 127 }), fc.integer({ min: 0, max: 7 }), fc.option(fc.integer({ min: 0, max: 140 }))).map(([at, bit, cut]) => (b: Buffer) => {
-      const c = Buffer.from(b);
-      c[at]! ^= 1 << bit;
-      return cut === null ? c : c.subarray(0, cut);
-    }),
+    fc
+      .tuple(
+        fc.integer({ min: 6, max: 127 }),
+        fc.integer({ min: 0, max: 7 }),
+        fc.option(fc.integer({ min: 0, max: 140 })),
+      )
+      .map(([at, bit, cut]) => (b: Buffer) => {
+        const c = Buffer.from(b);
+        c[at]! ^= 1 << bit;
+        return cut === null ? c : c.subarray(0, cut);
+      }),
   );
   fc.assert(
     fc.property(corruption, (corrupt) => {
@@ -303,7 +400,10 @@ test('regression: a .npy file cut inside its version-2 preamble is a clear error
   const dir = tmpDir('npy-v2');
   const f = path.join(dir, 'a.npy');
   fs.writeFileSync(f, Buffer.from([0x93, 0x4e, 0x55, 0x4d, 0x50, 0x59, 2, 0, 0x10, 0]));
-  assert.throws(() => readNpy(f), (e: unknown) => e instanceof UserError && e.message.includes(f) && /truncated|header/.test(e.message));
+  assert.throws(
+    () => readNpy(f),
+    (e: unknown) => e instanceof UserError && e.message.includes(f) && /truncated|header/.test(e.message),
+  );
 });
 
 test('regression: a .npy header whose shape is not a list of sizes is a clear error', () => {
@@ -311,11 +411,15 @@ test('regression: a .npy header whose shape is not a list of sizes is a clear er
   const f = path.join(dir, 'a.npy');
   for (const shape of ['(-2, -2)', '(2, x)', '(2.5, 2)']) {
     let header = `{'descr': '<f4', 'fortran_order': False, 'shape': ${shape}, }`;
-    header += ' '.repeat((64 - ((10 + header.length + 1) % 64)) % 64) + '\n';
+    header += `${' '.repeat((64 - ((10 + header.length + 1) % 64)) % 64)}\n`;
     const head = Buffer.from([0x93, 0x4e, 0x55, 0x4d, 0x50, 0x59, 1, 0, 0, 0]);
     head.writeUInt16LE(header.length, 8);
     fs.writeFileSync(f, Buffer.concat([head, Buffer.from(header, 'latin1'), Buffer.alloc(16)]));
-    assert.throws(() => readNpy(f), (e: unknown) => e instanceof UserError && e.message.includes(f) && /unreadable shape/.test(e.message), shape);
+    assert.throws(
+      () => readNpy(f),
+      (e: unknown) => e instanceof UserError && e.message.includes(f) && /unreadable shape/.test(e.message),
+      shape,
+    );
   }
 });
 
@@ -323,15 +427,50 @@ test('regression: a .npy header whose shape is not a list of sizes is a clear er
 
 test('fuzz: job names: whatever is accepted is a safe folder name and round-trips; the rest is refused clearly', () => {
   const dump = tmpDir('fuzz-jobs');
-  const risky = fc.string({ unit: fc.constantFrom('a', 'Z', '0', '.', '-', '_', '/', '\\', '\u0000', '\n', '\r', '\t', '\u007f', ' ', '~', '%', ':', '\u202e', 'é', '\ud83d\ude00'), maxLength: 110 });
-  const names = fc.oneof(risky, fc.string({ maxLength: 120, unit: 'binary' }), fc.stringMatching(/^[A-Za-z0-9][A-Za-z0-9._-]{0,105}$/), fc.constantFrom('..', '.', 'a/..', 'a..b', '../x', 'a/b', 'x'.repeat(100), 'x'.repeat(101), '', 'CON', 'a.'));
+  const risky = fc.string({
+    unit: fc.constantFrom(
+      'a',
+      'Z',
+      '0',
+      '.',
+      '-',
+      '_',
+      '/',
+      '\\',
+      '\u0000',
+      '\n',
+      '\r',
+      '\t',
+      '\u007f',
+      ' ',
+      '~',
+      '%',
+      ':',
+      '\u202e',
+      'é',
+      '\ud83d\ude00',
+    ),
+    maxLength: 110,
+  });
+  const names = fc.oneof(
+    risky,
+    fc.string({ maxLength: 120, unit: 'binary' }),
+    fc.stringMatching(/^[A-Za-z0-9][A-Za-z0-9._-]{0,105}$/),
+    fc.constantFrom('..', '.', 'a/..', 'a..b', '../x', 'a/b', 'x'.repeat(100), 'x'.repeat(101), '', 'CON', 'a.'),
+  );
   fc.assert(
     fc.property(names, (name) => {
       let ok: string;
       try {
         ok = validateJobName(name);
       } catch (e) {
-        assert.ok(e instanceof UserError && e.kind === 'InvalidJobName' && e.message.includes('jobName') && e.message.includes(JSON.stringify(name)), `unclear: ${(e as Error).message}`);
+        assert.ok(
+          e instanceof UserError &&
+            e.kind === 'InvalidJobName' &&
+            e.message.includes('jobName') &&
+            e.message.includes(JSON.stringify(name)),
+          `unclear: ${(e as Error).message}`,
+        );
         return;
       }
       assert.equal(ok, name);

@@ -56,14 +56,21 @@ test('learning rate: warmup, then linear or cosine decay to lr_end, at chosen st
 test('one AdamW step matches a hand computation, with weight-decay exclusions and both learning rates', async () => {
   await initBackend('cpu');
   try {
-    const names = ['dit.layers.0.mlp.layer1.weight', 'dit.layers.0.mlp.layer1.bias', 'dit.layers.0.seq_modeling_block.ssm.ttt.W1', 'dit.layers.0.seq_modeling_block.ssm.ttt.b1'];
+    const names = [
+      'dit.layers.0.mlp.layer1.weight',
+      'dit.layers.0.mlp.layer1.bias',
+      'dit.layers.0.seq_modeling_block.ssm.ttt.W1',
+      'dit.layers.0.seq_modeling_block.ssm.ttt.b1',
+    ];
     assert.deepEqual(names.map(isTttParam), [false, false, true, true]);
     assert.deepEqual(names.map(hasWeightDecay), [true, false, true, false]);
     const w0 = [0.5, -1.25, 2.0, 0.75];
     const g0 = [0.1, -0.2, 0.3, -0.4];
     const opts = { beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 1e-4 };
     const lr = { base: 1e-3, ttt: 1e-2 };
-    const info = new Map(names.map((n) => [n, { group: isTttParam(n) ? ('ttt' as const) : ('base' as const), decay: hasWeightDecay(n) }]));
+    const info = new Map(
+      names.map((n) => [n, { group: isTttParam(n) ? ('ttt' as const) : ('base' as const), decay: hasWeightDecay(n) }]),
+    );
     const params = new Map(names.map((n, i) => [n, tf.tensor1d([w0[i]!])]));
     const opt = new AdamW(info, opts);
     for (let step = 1; step <= 2; step++) {
@@ -102,7 +109,18 @@ test('bit-exact resume on the CPU backend: 6 steps straight equal 4 steps + resu
   const run = (name: string, extra: string[] = []): void => {
     execFileSync(
       process.execPath,
-      [CLI, 'train', 'configs/train/tiny/3s.toml', `--job.dump_folder=${dump}`, `--job.exp_name=${name}`, '--training.steps=6', '--checkpoint.interval=3', '--training.global_batch_size=1', '--runtime.backend=cpu', ...extra],
+      [
+        CLI,
+        'train',
+        'configs/train/tiny/3s.toml',
+        `--job.dump_folder=${dump}`,
+        `--job.exp_name=${name}`,
+        '--training.steps=6',
+        '--checkpoint.interval=3',
+        '--training.global_batch_size=1',
+        '--runtime.backend=cpu',
+        ...extra,
+      ],
       { cwd: ROOT, env: { ...process.env, TTT_LOG_LEVEL: 'warn' }, stdio: 'pipe' },
     );
   };

@@ -32,7 +32,10 @@ interface Child {
 }
 
 function startChild(req: object, env: NodeJS.ProcessEnv = {}): Child {
-  const proc = spawn(process.execPath, [CHILD, JSON.stringify(req)], { env: { ...process.env, TTT_LOG_PRETTY: '0', ...env }, stdio: ['pipe', 'pipe', 'pipe'] });
+  const proc = spawn(process.execPath, [CHILD, JSON.stringify(req)], {
+    env: { ...process.env, TTT_LOG_PRETTY: '0', ...env },
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
   const messages: ChildMessage[] = [];
   readline.createInterface({ input: proc.stdout }).on('line', (l) => {
     const m = decode(l);
@@ -44,7 +47,8 @@ function startChild(req: object, env: NodeJS.ProcessEnv = {}): Child {
   return { proc, messages, stderr: () => err, exit };
 }
 
-const lastStep = (c: Child): number => Math.max(0, ...c.messages.flatMap((m) => (m.ttt === 'progress' ? [m.step] : [])));
+const lastStep = (c: Child): number =>
+  Math.max(0, ...c.messages.flatMap((m) => (m.ttt === 'progress' ? [m.step] : [])));
 
 test('leases: each writer gets the next epoch; an older holder is fenced with a clear error', () => {
   const dir = tmpDir('lease');
@@ -55,13 +59,26 @@ test('leases: each writer gets the next epoch; an older holder is fenced with a 
   b.check('anything');
   assert.throws(
     () => a.check('saving the step-8 checkpoint'),
-    (e: unknown) => e instanceof FencedError && /lease 1 .* superseded by lease 2 \(second, pid \d+/.test(e.message) && /stops before saving the step-8 checkpoint/.test(e.message),
+    (e: unknown) =>
+      e instanceof FencedError &&
+      /lease 1 .* superseded by lease 2 \(second, pid \d+/.test(e.message) &&
+      /stops before saving the step-8 checkpoint/.test(e.message),
   );
 });
 
 test('fencing: a zombie writer (still alive) never writes after a newer writer takes the stage', async () => {
   const jobDir = tmpDir('fence');
-  const req = { configFile: CFG3, overrides: { 'training.steps': 2000, 'checkpoint.interval': 2, 'checkpoint.keep': 1000, 'training.global_batch_size': 1 }, jobDir, initFrom: null };
+  const req = {
+    configFile: CFG3,
+    overrides: {
+      'training.steps': 2000,
+      'checkpoint.interval': 2,
+      'checkpoint.keep': 1000,
+      'training.global_batch_size': 1,
+    },
+    jobDir,
+    initFrom: null,
+  };
   // The zombie: a live training child whose parent (this test) keeps its stdin open.
   const zombie = startChild({ ...req, who: 'zombie' });
   await waitFor('the first writer to pass step 4', () => lastStep(zombie) >= 4, 120_000, 50);
@@ -69,18 +86,35 @@ test('fencing: a zombie writer (still alive) never writes after a newer writer t
   const code = await Promise.race([zombie.exit, newer.exit.then(() => 'newer ended first')]);
   assert.equal(code, 1, 'the zombie stopped with an error');
   const err = zombie.messages.find((m) => m.ttt === 'error');
-  assert.ok(err && err.ttt === 'error' && err.kind === 'FencedError' && /superseded by lease 2 \(newer/.test(err.message), JSON.stringify(err));
-  await waitFor('the newer writer to train 5 steps', () => newer.messages.filter((m) => m.ttt === 'progress').length >= 5, 120_000, 50);
+  assert.ok(
+    err && err.ttt === 'error' && err.kind === 'FencedError' && /superseded by lease 2 \(newer/.test(err.message),
+    JSON.stringify(err),
+  );
+  await waitFor(
+    'the newer writer to train 5 steps',
+    () => newer.messages.filter((m) => m.ttt === 'progress').length >= 5,
+    120_000,
+    50,
+  );
   newer.proc.stdin.write('stop\n');
   assert.equal(await newer.exit, 0);
-  const taken = JSON.parse(fs.readFileSync(path.join(jobDir, '3s', 'leases', '00000002.json'), 'utf8')) as { at: string };
+  const taken = JSON.parse(fs.readFileSync(path.join(jobDir, '3s', 'leases', '00000002.json'), 'utf8')) as {
+    at: string;
+  };
   const cks = listCheckpoints(path.join(jobDir, '3s', 'checkpoints')).map((c) => loadCheckpoint(c.dir).state);
   const afterTakeover = cks.filter((s) => s.createdAt > taken.at);
   assert.ok(afterTakeover.length >= 2, 'the newer writer saved checkpoints');
-  assert.deepEqual([...new Set(afterTakeover.map((s) => s.lease))], [2], 'every checkpoint saved after the takeover is the newer writer\'s');
+  assert.deepEqual(
+    [...new Set(afterTakeover.map((s) => s.lease))],
+    [2],
+    "every checkpoint saved after the takeover is the newer writer's",
+  );
   const result = newer.messages.find((m) => m.ttt === 'result');
   assert.ok(result && result.ttt === 'result');
-  assert.ok(cks.filter((s) => s.lease === 1).every((s) => s.step <= result.result.startStep), 'the zombie saved nothing beyond where the newer writer resumed');
+  assert.ok(
+    cks.filter((s) => s.lease === 1).every((s) => s.step <= result.result.startStep),
+    'the zombie saved nothing beyond where the newer writer resumed',
+  );
 });
 
 test('a non-finite loss rolls back to the last good checkpoint and skips the batch; too many fail naming steps and samples', async () => {
@@ -92,17 +126,42 @@ test('a non-finite loss rolls back to the last good checkpoint and skips the bat
   npy.data[0] = Number.NaN;
   writeNpy(poisoned, npy);
   // 4 samples, one per step: sample 1 comes up once in each of the two epochs of 8 steps.
-  const overrides = { 'training.dataset_path': dir, 'training.jsonl_paths': ['9sec.jsonl'], 'training.steps': 8, 'checkpoint.interval': 2, 'checkpoint.keep': 100, 'training.global_batch_size': 1 };
-  const ok = await runShard({ configFile: CFG9, overrides: { ...overrides, 'training.max_nonfinite_losses': 2 }, jobDir: path.join(dir, 'ok'), initFrom: null });
+  const overrides = {
+    'training.dataset_path': dir,
+    'training.jsonl_paths': ['9sec.jsonl'],
+    'training.steps': 8,
+    'checkpoint.interval': 2,
+    'checkpoint.keep': 100,
+    'training.global_batch_size': 1,
+  };
+  const ok = await runShard({
+    configFile: CFG9,
+    overrides: { ...overrides, 'training.max_nonfinite_losses': 2 },
+    jobDir: path.join(dir, 'ok'),
+    initFrom: null,
+  });
   assert.equal(ok.step, 8);
   assert.ok(Number.isFinite(ok.lastLoss));
   const final = loadCheckpoint(path.join(dir, 'ok', '9s', 'checkpoints', 'step-00000008')).state;
   assert.equal(final.nonFinite?.length, 2);
-  assert.deepEqual(final.nonFinite!.map((e) => e.samples), [[1], [1]]);
-  assert.deepEqual(final.skippedBatches, final.nonFinite!.map((e) => e.dataStep));
+  assert.deepEqual(
+    final.nonFinite!.map((e) => e.samples),
+    [[1], [1]],
+  );
+  assert.deepEqual(
+    final.skippedBatches,
+    final.nonFinite!.map((e) => e.dataStep),
+  );
   assert.equal(final.samplesSeen, 10, '8 steps trained and 2 batches skipped');
-  const metrics = fs.readFileSync(path.join(dir, 'ok', '9s', 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { step: number; loss: number });
-  assert.ok(metrics.every((m) => typeof m.loss === 'number' && Number.isFinite(m.loss)), 'no non-finite loss was recorded or applied');
+  const metrics = fs
+    .readFileSync(path.join(dir, 'ok', '9s', 'metrics.jsonl'), 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as { step: number; loss: number });
+  assert.ok(
+    metrics.every((m) => typeof m.loss === 'number' && Number.isFinite(m.loss)),
+    'no non-finite loss was recorded or applied',
+  );
   // The weights are finite: the bad step was never applied.
   const model = loadCheckpoint(path.join(dir, 'ok', '9s', 'checkpoints', 'step-00000008')).model;
   for (const [name, t] of model) assert.ok(t.data.every(Number.isFinite), `${name} is finite`);
@@ -110,11 +169,24 @@ test('a non-finite loss rolls back to the last good checkpoint and skips the bat
   // even step, the odd step before it is trained once more per event.
   const e = final.nonFinite![0]!.step;
   const events = final.nonFinite!.filter((x) => x.step === e).length;
-  if (e % 2 === 0) assert.equal(metrics.filter((m) => m.step === e - 1).length, 1 + events, 'rolled back to the checkpoint before the event');
+  if (e % 2 === 0)
+    assert.equal(
+      metrics.filter((m) => m.step === e - 1).length,
+      1 + events,
+      'rolled back to the checkpoint before the event',
+    );
   await assert.rejects(
-    runShard({ configFile: CFG9, overrides: { ...overrides, 'training.max_nonfinite_losses': 1 }, jobDir: path.join(dir, 'fail'), initFrom: null }),
+    runShard({
+      configFile: CFG9,
+      overrides: { ...overrides, 'training.max_nonfinite_losses': 1 },
+      jobDir: path.join(dir, 'fail'),
+      initFrom: null,
+    }),
     (e: unknown) =>
-      e instanceof UserError && e.kind === 'NonFiniteLoss' && /2 times in stage 9s, more than training\.max_nonfinite_losses = 1/.test(e.message) && /step \d+ \(loss NaN, grad norm NaN, samples 1\); step \d+ \(loss NaN/.test(e.message),
+      e instanceof UserError &&
+      e.kind === 'NonFiniteLoss' &&
+      /2 times in stage 9s, more than training\.max_nonfinite_losses = 1/.test(e.message) &&
+      /step \d+ \(loss NaN, grad norm NaN, samples 1\); step \d+ \(loss NaN/.test(e.message),
   );
 });
 
@@ -135,13 +207,19 @@ test('a corrupted newest checkpoint is detected by its checksum; resume falls ba
   assert.ok(result && result.ttt === 'result');
   assert.equal(result.result.startStep, 4, 'resumed from the previous valid checkpoint');
   assert.equal(result.result.step, 12);
-  const warning = child.stderr().split('\n').find((l) => l.includes('skipping unusable checkpoint'));
+  const warning = child
+    .stderr()
+    .split('\n')
+    .find((l) => l.includes('skipping unusable checkpoint'));
   assert.ok(warning, child.stderr().slice(-2000));
   assert.match(warning, /step-00000008/);
   assert.match(warning, /model\.safetensors fails its sha256 checksum \(corrupted\)/);
   // A truncated file is caught the same way (by its size) before any checksum.
   fs.truncateSync(truncated, 100);
-  assert.match((verifyCheckpoint(path.join(ck, 'step-00000004')) as { reason: string }).reason, /optimizer\.safetensors has 100 bytes, .* \(truncated\?\)/);
+  assert.match(
+    (verifyCheckpoint(path.join(ck, 'step-00000004')) as { reason: string }).reason,
+    /optimizer\.safetensors has 100 bytes, .* \(truncated\?\)/,
+  );
 });
 
 function mountTmpfs(dir: string, size: string): boolean {
@@ -174,17 +252,31 @@ test('a full disk during a save: the previous checkpoint stays intact, the shard
     const overrides = { 'training.steps': 8, 'checkpoint.interval': 4, 'training.global_batch_size': 1 };
     await runShard({ configFile: CFG3, overrides, jobDir, initFrom: null, maxSteps: 4 });
     const ck = path.join(jobDir, '3s', 'checkpoints');
-    assert.deepEqual(listCheckpoints(ck).map((c) => c.step), [4, 0]);
+    assert.deepEqual(
+      listCheckpoints(ck).map((c) => c.step),
+      [4, 0],
+    );
     // Leave just enough room for the metrics lines, not for a checkpoint (about 0.9 MB).
     fill(path.join(mnt, 'ballast'));
     fs.truncateSync(path.join(mnt, 'ballast'), fs.statSync(path.join(mnt, 'ballast')).size - 64 * 1024);
     await assert.rejects(
       runShard({ configFile: CFG3, overrides, jobDir, initFrom: null }),
-      (e: unknown) => e instanceof DiskFullError && /^disk full: ENOSPC: no space left on device/.test(e.message) && /MB free under /.test(e.message) && /previous ones are intact/.test(e.message),
+      (e: unknown) =>
+        e instanceof DiskFullError &&
+        /^disk full: ENOSPC: no space left on device/.test(e.message) &&
+        /MB free under /.test(e.message) &&
+        /previous ones are intact/.test(e.message),
     );
-    assert.deepEqual(listCheckpoints(ck).map((c) => c.step), [4, 0]);
+    assert.deepEqual(
+      listCheckpoints(ck).map((c) => c.step),
+      [4, 0],
+    );
     assert.equal(verifyCheckpoint(path.join(ck, 'step-00000004')).ok, true, 'the previous checkpoint is intact');
-    assert.deepEqual(fs.readdirSync(ck).filter((n) => n.startsWith('.tmp-')), [], 'the failed save left nothing behind');
+    assert.deepEqual(
+      fs.readdirSync(ck).filter((n) => n.startsWith('.tmp-')),
+      [],
+      'the failed save left nothing behind',
+    );
     fs.rmSync(path.join(mnt, 'ballast'));
     const r = await runShard({ configFile: CFG3, overrides, jobDir, initFrom: null });
     assert.equal(r.startStep, 4);

@@ -18,13 +18,19 @@ test('a shard trains, checkpoints every interval and at its end, and the next sh
   assert.equal(a.done, false);
   assert.equal(a.reason, 'steps');
   const ck = path.join(jobDir, '3s', 'checkpoints');
-  assert.deepEqual(listCheckpoints(ck).map((c) => c.step), [6, 4, 0]);
+  assert.deepEqual(
+    listCheckpoints(ck).map((c) => c.step),
+    [6, 4, 0],
+  );
   const b = await runShard({ configFile: CFG, overrides, jobDir, initFrom: null });
   assert.equal(b.startStep, 6);
   assert.equal(b.step, 12);
   assert.equal(b.done, true);
   assert.equal(b.firstLoss, a.firstLoss, 'the first loss of the stage survives the resume');
-  assert.deepEqual(listCheckpoints(ck).map((c) => c.step), [12, 8, 6]);
+  assert.deepEqual(
+    listCheckpoints(ck).map((c) => c.step),
+    [12, 8, 6],
+  );
   const final = loadCheckpoint(path.join(ck, 'step-00000012'));
   assert.equal(final.state.step, 12);
   assert.ok(final.optimizer && final.optimizer.size > 0);
@@ -37,31 +43,48 @@ test('a crash during a save leaves no usable-looking checkpoint, and resume uses
   assert.equal(first.step, 4);
   // A training child that SIGKILLs itself after writing the files of step 8 and before the rename.
   // Its stdin stays open (a live parent), so only the simulated crash ends it.
-  const child = spawn(process.execPath, [CHILD, JSON.stringify({ configFile: CFG, overrides, jobDir, initFrom: null })], {
-    env: { ...process.env, TTT_TEST_CRASH_BEFORE_RENAME: '1', TTT_LOG_LEVEL: 'warn' },
-    stdio: ['pipe', 'ignore', 'ignore'],
-  });
+  const child = spawn(
+    process.execPath,
+    [CHILD, JSON.stringify({ configFile: CFG, overrides, jobDir, initFrom: null })],
+    {
+      env: { ...process.env, TTT_TEST_CRASH_BEFORE_RENAME: '1', TTT_LOG_LEVEL: 'warn' },
+      stdio: ['pipe', 'ignore', 'ignore'],
+    },
+  );
   const signal = await new Promise<string | null>((resolve) => child.once('exit', (_c, sig) => resolve(sig)));
   child.stdin.destroy();
   assert.equal(signal, 'SIGKILL');
   const ckDir = path.join(jobDir, '3s', 'checkpoints');
   const leftovers = fs.readdirSync(ckDir).filter((n) => n.startsWith('.tmp-step-00000008'));
   assert.equal(leftovers.length, 1, 'the torn save left its temporary folder');
-  assert.deepEqual(listCheckpoints(ckDir).map((c) => c.step), [4, 0]);
+  assert.deepEqual(
+    listCheckpoints(ckDir).map((c) => c.step),
+    [4, 0],
+  );
   const resumed = await runShard({ configFile: CFG, overrides, jobDir, initFrom: null });
   assert.equal(resumed.startStep, 4);
   assert.equal(resumed.step, 8);
-  assert.equal(fs.readdirSync(ckDir).filter((n) => n.startsWith('.tmp-')).length, 0, 'the dead writer\'s temporary folder was cleaned up');
+  assert.equal(
+    fs.readdirSync(ckDir).filter((n) => n.startsWith('.tmp-')).length,
+    0,
+    "the dead writer's temporary folder was cleaned up",
+  );
 });
 
 test('a training child exits when its parent goes away (stdin closes)', async () => {
   const jobDir = tmpDir('orphan');
-  const child = spawn(process.execPath, [CHILD, JSON.stringify({ configFile: CFG, overrides: { 'training.steps': 1000 }, jobDir, initFrom: null })], {
-    stdio: ['pipe', 'pipe', 'ignore'],
-    env: { ...process.env, TTT_LOG_LEVEL: 'warn' },
-  });
+  const child = spawn(
+    process.execPath,
+    [CHILD, JSON.stringify({ configFile: CFG, overrides: { 'training.steps': 1000 }, jobDir, initFrom: null })],
+    {
+      stdio: ['pipe', 'pipe', 'ignore'],
+      env: { ...process.env, TTT_LOG_LEVEL: 'warn' },
+    },
+  );
   // Wait for the first progress line, then close stdin as a dying parent would.
-  await new Promise<void>((resolve) => child.stdout.on('data', (b: Buffer) => b.toString().includes('"progress"') && resolve()));
+  await new Promise<void>((resolve) =>
+    child.stdout.on('data', (b: Buffer) => b.toString().includes('"progress"') && resolve()),
+  );
   const t0 = Date.now();
   child.stdin.end();
   const code = await new Promise<number | null>((resolve) => child.once('exit', (c) => resolve(c)));

@@ -24,7 +24,10 @@ before(async () => {
 function rand(shape: number[], seed: number, scale = 1): tf.Tensor {
   const r = rngFor(seed, 99);
   const n = shape.reduce((a, b) => a * b, 1);
-  return tf.tensor(Float32Array.from({ length: n }, () => (2 * r() - 1) * scale), shape);
+  return tf.tensor(
+    Float32Array.from({ length: n }, () => (2 * r() - 1) * scale),
+    shape,
+  );
 }
 
 /** eta [B,H,NC,K,K] with possibly different rows (as after interleaving) and positive entries. */
@@ -33,7 +36,8 @@ function etaTensor(B: number, H: number, NC: number, K: number, seed: number, sa
   const row = Array.from({ length: B * H * NC * K }, () => 0.05 + 0.1 * r());
   const data = new Float32Array(B * H * NC * K * K);
   for (let g = 0; g < B * H * NC; g++) {
-    for (let i = 0; i < K; i++) for (let j = 0; j < K; j++) data[(g * K + i) * K + j] = sameRows ? row[g * K + j]! : 0.05 + 0.1 * r();
+    for (let i = 0; i < K; i++)
+      for (let j = 0; j < K; j++) data[(g * K + i) * K + j] = sameRows ? row[g * K + j]! : 0.05 + 0.1 * r();
   }
   return tf.tensor(data, [B, H, NC, K, K]);
 }
@@ -58,7 +62,12 @@ function mlpInputs(seed: number, sameRows: boolean): TttMlpInputs {
  * Central finite differences of f along a random direction of each input versus the autodiff
  * directional derivative. float32 limits the precision: relative tolerance 2e-2.
  */
-function checkGradients(name: string, f: (xs: tf.Tensor[]) => tf.Scalar, inputs: Record<string, tf.Tensor>, h = 1e-2): void {
+function checkGradients(
+  name: string,
+  f: (xs: tf.Tensor[]) => tf.Scalar,
+  inputs: Record<string, tf.Tensor>,
+  h = 1e-2,
+): void {
   const names = Object.keys(inputs);
   const xs = names.map((n) => inputs[n]!);
   const grads = tf.grads((...a: tf.Tensor[]) => f(a))(xs);
@@ -69,14 +78,35 @@ function checkGradients(name: string, f: (xs: tf.Tensor[]) => tf.Scalar, inputs:
     const minus = f(xs.map((x, j) => (j === i ? x.sub(v.mul(h)) : x))).dataSync()[0]!;
     const numeric = (plus - minus) / (2 * h);
     const err = Math.abs(analytic - numeric) / Math.max(1e-3, Math.abs(numeric), Math.abs(analytic));
-    assert.ok(err < 2e-2, `${name}: d/d${n}: autodiff ${analytic}, finite difference ${numeric} (relative error ${err.toExponential(2)})`);
+    assert.ok(
+      err < 2e-2,
+      `${name}: d/d${n}: autodiff ${analytic}, finite difference ${numeric} (relative error ${err.toExponential(2)})`,
+    );
   });
 }
 
 test('tttMlp: finite-difference gradient check for every input', () => {
   const inp = mlpInputs(1, false);
   const R = rand(inp.XQ.shape, 77);
-  checkGradients('tttMlp', ([XQ, XK, XV, eta, lnWeight, lnBias, W1, b1, W2, b2]) => tttMlp({ XQ: XQ!, XK: XK!, XV: XV!, eta: eta!, lnWeight: lnWeight!, lnBias: lnBias!, W1: W1!, b1: b1!, W2: W2!, b2: b2! }).mul(R).sum() as tf.Scalar, { ...inp });
+  checkGradients(
+    'tttMlp',
+    ([XQ, XK, XV, eta, lnWeight, lnBias, W1, b1, W2, b2]) =>
+      tttMlp({
+        XQ: XQ!,
+        XK: XK!,
+        XV: XV!,
+        eta: eta!,
+        lnWeight: lnWeight!,
+        lnBias: lnBias!,
+        W1: W1!,
+        b1: b1!,
+        W2: W2!,
+        b2: b2!,
+      })
+        .mul(R)
+        .sum() as tf.Scalar,
+    { ...inp },
+  );
 });
 
 test('tttLinear: finite-difference gradient check for every input', () => {
@@ -92,7 +122,14 @@ test('tttLinear: finite-difference gradient check for every input', () => {
     b1: rand([B, H, 1, D], 28, 0.2),
   };
   const R = rand(inp.XQ.shape, 78);
-  checkGradients('tttLinear', ([XQ, XK, XV, eta, lnWeight, lnBias, W1, b1]) => tttLinear({ XQ: XQ!, XK: XK!, XV: XV!, eta: eta!, lnWeight: lnWeight!, lnBias: lnBias!, W1: W1!, b1: b1! }).mul(R).sum() as tf.Scalar, inp);
+  checkGradients(
+    'tttLinear',
+    ([XQ, XK, XV, eta, lnWeight, lnBias, W1, b1]) =>
+      tttLinear({ XQ: XQ!, XK: XK!, XV: XV!, eta: eta!, lnWeight: lnWeight!, lnBias: lnBias!, W1: W1!, b1: b1! })
+        .mul(R)
+        .sum() as tf.Scalar,
+    inp,
+  );
 });
 
 /**
@@ -114,7 +151,8 @@ function primalMlp(inp: TttMlpInputs): Float32Array {
       let W: tf.Tensor[] = [at(inp.W1, b, h), at(inp.b1, b, h), at(inp.W2, b, h), at(inp.b2, b, h)];
       const lnW = at(inp.lnWeight, h);
       const lnB = at(inp.lnBias, h);
-      const inner = (x: tf.Tensor, w: tf.Tensor[]): tf.Tensor => geluTanh(x.matMul(w[0]!).add(w[1]!)).matMul(w[2]!).add(w[3]!);
+      const inner = (x: tf.Tensor, w: tf.Tensor[]): tf.Tensor =>
+        geluTanh(x.matMul(w[0]!).add(w[1]!)).matMul(w[2]!).add(w[3]!);
       for (let c = 0; c < NC!; c++) {
         const q = at(inp.XQ, b, h, c);
         const k = at(inp.XK, b, h, c);
@@ -125,13 +163,19 @@ function primalMlp(inp: TttMlpInputs): Float32Array {
         for (let j = 0; j < K!; j++) {
           const kj = k.slice([j, 0], [1, -1]);
           const tj = v.slice([j, 0], [1, -1]).sub(kj);
-          tokenGrads.push(tf.grads((...w: tf.Tensor[]) => layerNorm(inner(kj, w), lnW, lnB, TTT_LN_EPS).sub(tj).square().sum().mul(0.5) as tf.Scalar)(W));
+          tokenGrads.push(
+            tf.grads(
+              (...w: tf.Tensor[]) =>
+                layerNorm(inner(kj, w), lnW, lnB, TTT_LN_EPS).sub(tj).square().sum().mul(0.5) as tf.Scalar,
+            )(W),
+          );
         }
-        const step = (row: number[]): tf.Tensor[] => W.map((w, p) => tokenGrads.reduce((acc, g, j) => acc.sub(g[p]!.mul(row[j]!)), w));
+        const step = (row: number[]): tf.Tensor[] =>
+          W.map((w, p) => tokenGrads.reduce((acc, g, j) => acc.sub(g[p]!.mul(row[j]!)), w));
         for (let i = 0; i < K!; i++) {
           const wi = step(eta[i]!);
           const y = q.slice([i, 0], [1, -1]).add(layerNorm(inner(q.slice([i, 0], [1, -1]), wi), lnW, lnB, TTT_LN_EPS));
-          out.set(y.dataSync(), ((((b * H! + h) * NC! + c) * K! + i) * D!));
+          out.set(y.dataSync(), (((b * H! + h) * NC! + c) * K! + i) * D!);
         }
         W = step(eta[K! - 1]!);
       }
@@ -156,7 +200,11 @@ test('tttMlp dual form equals the primal form (identical and differing eta rows)
   }
 });
 
-function tinyParams(stage: string): { d: ReturnType<typeof modelDims>; P: Params; rope: ReturnType<typeof ropeForModel> } {
+function tinyParams(stage: string): {
+  d: ReturnType<typeof modelDims>;
+  P: Params;
+  rope: ReturnType<typeof ropeForModel>;
+} {
   const st = loadStageConfig(path.join(ROOT, `configs/train/tiny/${stage}.toml`));
   const d = modelDims(st.config);
   const P: Params = initialParams(d, 5);
@@ -173,9 +221,17 @@ test('a whole DiT block: finite-difference gradient check of its inputs and TTT/
   const temb = rand([1, d.timeEmbedDim], 33, 0.5);
   const Rv = rand([1, Nv, d.width], 34);
   const Rt = rand([1, nL, d.width], 35);
-  const names = ['dit.layers.0.seq_modeling_block.ssm.ttt.W1', 'dit.layers.0.seq_modeling_block.ssm.ttt.wk.weight', 'dit.layers.0.seq_modeling_block.q.weight', 'dit.layers.0.seq_modeling_block.forward_ssm_gating_video.gating_alpha', 'dit.layers.0.pre_seq_adaLN_modulation.1.weight'];
+  const names = [
+    'dit.layers.0.seq_modeling_block.ssm.ttt.W1',
+    'dit.layers.0.seq_modeling_block.ssm.ttt.wk.weight',
+    'dit.layers.0.seq_modeling_block.q.weight',
+    'dit.layers.0.seq_modeling_block.forward_ssm_gating_video.gating_alpha',
+    'dit.layers.0.pre_seq_adaLN_modulation.1.weight',
+  ];
   // Larger gates so that the TTT branches carry weight in the check.
-  for (const g of ['forward', 'backward']) for (const k of ['text', 'video']) P[`dit.layers.0.seq_modeling_block.${g}_ssm_gating_${k}.gating_alpha`] = tf.fill([d.width], 0.8);
+  for (const g of ['forward', 'backward'])
+    for (const k of ['text', 'video'])
+      P[`dit.layers.0.seq_modeling_block.${g}_ssm_gating_${k}.gating_alpha`] = tf.fill([d.width], 0.8);
   checkGradients(
     'ditBlock',
     ([v, t, e, ...ws]) => {
@@ -207,7 +263,11 @@ test('forward and backward work at all five stage lengths at tiny width', () => 
     // The last block's text stream is discarded after it, and its backward-TTT text gate feeds only
     // that stream: its gradient is exactly zero (as in the PyTorch model). Every other parameter gets one.
     const lastTextGate = `dit.layers.${d.layers - 1}.seq_modeling_block.backward_ssm_gating_text.gating_alpha`;
-    assert.deepEqual(names.filter((_, i) => !(norms[i]! > 0)), [lastTextGate], `${stage}: every parameter gets a gradient`);
+    assert.deepEqual(
+      names.filter((_, i) => !(norms[i]! > 0)),
+      [lastTextGate],
+      `${stage}: every parameter gets a gradient`,
+    );
     tf.dispose([value, ...grads, video, text, timesteps, ...Object.values(P)]);
   }
 });
@@ -215,18 +275,32 @@ test('forward and backward work at all five stage lengths at tiny width', () => 
 test('a sequence length that breaks the mini-batch rule is a clear error', () => {
   const { d, P, rope } = tinyParams('3s');
   const x = rand([1, d.seqLen - 4, d.width], 51);
-  assert.throws(() => tttLayer(P, 'dit.layers.0.seq_modeling_block.ssm.ttt', x, d, rope), /TTT sequence length 60 is not a multiple of the mini-batch size 64/);
+  assert.throws(
+    () => tttLayer(P, 'dit.layers.0.seq_modeling_block.ssm.ttt', x, d, rope),
+    /TTT sequence length 60 is not a multiple of the mini-batch size 64/,
+  );
 });
 
 test('the fast-path matMul equals tf.matMul, values and gradients, with transposes', () => {
-  for (const [tA, tB] of [[false, false], [true, false], [false, true], [true, true]] as const) {
+  for (const [tA, tB] of [
+    [false, false],
+    [true, false],
+    [false, true],
+    [true, true],
+  ] as const) {
     const [Bt, M, K, N] = [3, 64, 48, 40];
     assert.ok(M * K * N >= SMALL_PRODUCT);
     const a = rand(tA ? [Bt, K, M] : [Bt, M, K], 61);
     const b = rand(tB ? [Bt, N, K] : [Bt, K, N], 62);
     const R = rand([Bt, M, N], 63);
-    const ours = tf.valueAndGrads((x: tf.Tensor, y: tf.Tensor) => matMul(x, y, tA, tB).mul(R).sum() as tf.Scalar)([a, b]);
-    const ref = tf.valueAndGrads((x: tf.Tensor, y: tf.Tensor) => tf.matMul(x, y, tA, tB).mul(R).sum() as tf.Scalar)([a, b]);
+    const ours = tf.valueAndGrads((x: tf.Tensor, y: tf.Tensor) => matMul(x, y, tA, tB).mul(R).sum() as tf.Scalar)([
+      a,
+      b,
+    ]);
+    const ref = tf.valueAndGrads((x: tf.Tensor, y: tf.Tensor) => tf.matMul(x, y, tA, tB).mul(R).sum() as tf.Scalar)([
+      a,
+      b,
+    ]);
     for (let i = 0; i < 2; i++) {
       const err = maxRelErr(ours.grads[i]!.dataSync() as Float32Array, ref.grads[i]!.dataSync() as Float32Array);
       assert.ok(err < 1e-4, `transA=${tA} transB=${tB}: gradient ${i} differs by ${err}`);
@@ -255,7 +329,15 @@ test('remat gives the same gradients with less peak tensor memory', async () => 
       }),
     );
   };
-  const off = { layerGroup: 0, attention: false, mlp: false, forwardSsm: false, reverseSsm: false, seqBlock: false, scanGroup: 0 };
+  const off = {
+    layerGroup: 0,
+    attention: false,
+    mlp: false,
+    forwardSsm: false,
+    reverseSsm: false,
+    seqBlock: false,
+    scanGroup: 0,
+  };
   const base = await run(off);
   for (const remat of [
     { ...off, layerGroup: 1 },
@@ -268,7 +350,10 @@ test('remat gives the same gradients with less peak tensor memory', async () => 
       const err = maxRelErr(r.result[i]!, base.result[i]!);
       assert.ok(err < 1e-4, `${JSON.stringify(remat)}: gradient of ${n} differs by ${err}`);
     });
-    assert.ok(r.peakBytes < base.peakBytes, `${JSON.stringify(remat)}: peak ${r.peakBytes} B < ${base.peakBytes} B without remat`);
+    assert.ok(
+      r.peakBytes < base.peakBytes,
+      `${JSON.stringify(remat)}: peak ${r.peakBytes} B < ${base.peakBytes} B without remat`,
+    );
   }
 });
 
@@ -277,13 +362,22 @@ test('geluTanh and its derivative match the tanh formula of the paper code', () 
   const k = Math.sqrt(2 / Math.PI);
   const u = (x: number): number => k * (x + 0.044715 * x ** 3);
   const ref = xs.map((x) => 0.5 * x * (1 + Math.tanh(u(x))));
-  const refGrad = xs.map((x) => 0.5 * (1 + Math.tanh(u(x))) + 0.5 * x * (1 - Math.tanh(u(x)) ** 2) * k * (1 + 3 * 0.044715 * x * x));
+  const refGrad = xs.map(
+    (x) => 0.5 * (1 + Math.tanh(u(x))) + 0.5 * x * (1 - Math.tanh(u(x)) ** 2) * k * (1 + 3 * 0.044715 * x * x),
+  );
   const x = tf.tensor1d(xs);
   const y = Array.from(geluTanh(x).dataSync());
   const g = Array.from(geluTanhGrad(x).dataSync());
-  const auto = Array.from(tf.grad((t: tf.Tensor) => geluTanh(t).sum())(x).dataSync());
+  const auto = Array.from(
+    tf
+      .grad((t: tf.Tensor) => geluTanh(t).sum())(x)
+      .dataSync(),
+  );
   xs.forEach((xi, i) => {
-    assert.ok(Math.abs(y[i]! - ref[i]!) <= 1e-5 * Math.max(1, Math.abs(ref[i]!)), `gelu(${xi}) = ${y[i]}, expected ${ref[i]}`);
+    assert.ok(
+      Math.abs(y[i]! - ref[i]!) <= 1e-5 * Math.max(1, Math.abs(ref[i]!)),
+      `gelu(${xi}) = ${y[i]}, expected ${ref[i]}`,
+    );
     assert.ok(Math.abs(g[i]! - refGrad[i]!) <= 1e-5, `gelu'(${xi}) = ${g[i]}, expected ${refGrad[i]}`);
     assert.ok(Math.abs(auto[i]! - refGrad[i]!) <= 1e-5, `autodiff gelu'(${xi}) = ${auto[i]}, expected ${refGrad[i]}`);
   });

@@ -39,7 +39,11 @@ const box = fc
   .chain((shape) =>
     fc.tuple(
       fc.constant(shape),
-      fc.tuple(...shape.map((s) => fc.integer({ min: 0, max: s }).chain((b) => fc.tuple(fc.constant(b), fc.integer({ min: 0, max: s - b }))))),
+      fc.tuple(
+        ...shape.map((s) =>
+          fc.integer({ min: 0, max: s }).chain((b) => fc.tuple(fc.constant(b), fc.integer({ min: 0, max: s - b }))),
+        ),
+      ),
     ),
   );
 
@@ -61,7 +65,10 @@ test('wasm Slice copies exactly the requested box (contiguous and strided, empty
 });
 
 test('wasm SplitV gives the same pieces as slicing, on every axis', () => {
-  const x = tf.tensor(Float32Array.from({ length: 2 * 3 * 4 }, (_, i) => i), [2, 3, 4]);
+  const x = tf.tensor(
+    Float32Array.from({ length: 2 * 3 * 4 }, (_, i) => i),
+    [2, 3, 4],
+  );
   const data = x.dataSync() as Float32Array;
   for (let axis = 0; axis < 3; axis++) {
     const sizes = axis === 2 ? [1, 3] : axis === 1 ? [2, 1] : [1, 1];
@@ -81,7 +88,14 @@ test('wasm SplitV gives the same pieces as slicing, on every axis', () => {
 });
 
 test('int32 slices and slice gradients go through the replacement unchanged', () => {
-  const x = tf.tensor2d([[1, 2, 3], [4, 5, 6]], [2, 3], 'int32');
+  const x = tf.tensor2d(
+    [
+      [1, 2, 3],
+      [4, 5, 6],
+    ],
+    [2, 3],
+    'int32',
+  );
   assert.deepEqual(Array.from(x.slice([0, 1], [2, 2]).dataSync()), [2, 3, 5, 6]);
   const g = tf.grad((t: tf.Tensor) => t.slice([1, 0], [1, 2]).sum())(tf.ones([2, 3]));
   assert.deepEqual(Array.from(g.dataSync()), [0, 0, 0, 1, 1, 0]);
@@ -89,7 +103,10 @@ test('int32 slices and slice gradients go through the replacement unchanged', ()
 
 test('wasm Unpack gives the same pieces as slicing, on every axis', () => {
   const shape = [2, 3, 4];
-  const x = tf.tensor(Float32Array.from({ length: 24 }, (_, i) => i), shape);
+  const x = tf.tensor(
+    Float32Array.from({ length: 24 }, (_, i) => i),
+    shape,
+  );
   const data = x.dataSync() as Float32Array;
   for (let axis = 0; axis < 3; axis++) {
     tf.unstack(x, axis).forEach((p, i) => {
@@ -97,7 +114,10 @@ test('wasm Unpack gives the same pieces as slicing, on every axis', () => {
       const size = shape.slice();
       begin[axis] = i;
       size[axis] = 1;
-      assert.deepEqual(p.shape, shape.filter((_, j) => j !== axis));
+      assert.deepEqual(
+        p.shape,
+        shape.filter((_, j) => j !== axis),
+      );
       assert.deepEqual(Array.from(p.dataSync()), refSlice(data, shape, begin, size));
       p.dispose();
     });
