@@ -7,24 +7,24 @@ import { ApplicationFailure } from '@temporalio/common';
 import { isUserError } from '../src/errors';
 import { inspectStage, planCurriculum, promoteStage } from '../src/job';
 import { logger } from '../src/log';
-import { trainingMetrics } from '../src/metrics';
+import { trainingMetrics } from '../src/temporal/metrics';
 import { superviseShard } from '../src/train/supervise';
-import type { ShardProgress } from '../src/train/trainer';
 import { convertDiffusers } from '../src/convert/convert';
 import type {
+  ShardProgress,
   ConvertInitInput,
   ConvertInitResult,
   CurriculumInput,
   Plan,
-  ShardProgressReport,
   ShardSummary,
   StageFinal,
   StageStatus,
   TrainShardInput,
-} from '../src/types';
-import { shardProgressSignal } from '../workflows/definitions';
+} from '../src/shared/types';
+import { type Activities, type StageRef, shardProgressSignal } from '../workflows/definitions';
 
-export { NON_RETRYABLE as NON_RETRYABLE_TYPES } from '../workflows/nonretryable';
+export type { Activities };
+
 
 async function userErrorsAreFinal<T>(fn: () => Promise<T> | T): Promise<T> {
   try {
@@ -35,25 +35,18 @@ async function userErrorsAreFinal<T>(fn: () => Promise<T> | T): Promise<T> {
   }
 }
 
-export interface HeartbeatDetails {
-  stage: string;
-  step: number;
-  totalSteps: number;
-  loss: number | null;
-  stepSeconds: number | null;
-}
 
-export function createActivities() {
+export function createActivities(): Activities {
   return {
     async planCurriculum(input: CurriculumInput): Promise<Plan> {
       return userErrorsAreFinal(() => planCurriculum(input));
     },
 
-    async inspectStage(req: { jobDir: string; stage: string; steps: number }): Promise<StageStatus> {
+    async inspectStage(req: StageRef): Promise<StageStatus> {
       return userErrorsAreFinal(() => inspectStage(req.jobDir, req.stage, req.steps));
     },
 
-    async promoteStage(req: { jobDir: string; stage: string; steps: number }): Promise<StageFinal> {
+    async promoteStage(req: StageRef): Promise<StageFinal> {
       return userErrorsAreFinal(() => promoteStage(req.jobDir, req.stage, req.steps));
     },
 
@@ -109,11 +102,12 @@ export function createActivities() {
       const job = wf?.workflowId ?? input.jobDir.split(/[\\/]/).pop() ?? '';
       const log = logger.child({ job, stage: input.stage.name, attempt: info.attempt });
       const metrics = trainingMetrics(ctx.metricMeter, { job, stage: input.stage.name });
-      let last: HeartbeatDetails = {
+      let last: ShardProgress = {
         stage: input.stage.name,
         step: 0,
         totalSteps: input.stage.steps,
         loss: null,
+        gradNorm: null,
         stepSeconds: null,
       };
       ctx.heartbeat(last);
@@ -123,7 +117,7 @@ export function createActivities() {
       const everyMs = (input.stage.progressSeconds ?? 10) * 1000;
       let lastReport = 0;
       let reporting = false;
-      const report = (r: ShardProgressReport): void => {
+      const report = (r: ShardProgress): void => {
         if (!wf || reporting || Date.now() - lastReport < everyMs) return;
         reporting = true;
         lastReport = Date.now();
@@ -149,17 +143,11 @@ export function createActivities() {
             },
             {
               signal: ctx.cancellationSignal,
-              onProgress: (p: ShardProgress) => {
-                last = {
-                  stage: p.stage,
-                  step: p.step,
-                  totalSteps: p.totalSteps,
-                  loss: p.loss,
-                  stepSeconds: p.stepSeconds,
-                };
-                ctx.heartbeat(last);
+              onProgress: (p) => {
+                last = p;
+                ctx.heartbeat(p);
                 metrics.step(p);
-                report({ stage: p.stage, step: p.step, totalSteps: p.totalSteps, loss: p.loss });
+                report(p);
               },
               onCheckpoint: (c) => {
                 metrics.checkpoint(c);
@@ -185,4 +173,3 @@ export function createActivities() {
   };
 }
 
-export type Activities = ReturnType<typeof createActivities>;

@@ -20,13 +20,13 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Client } from '@temporalio/client';
 import { stepDirName } from '../src/checkpoint/store';
-import { startJob } from '../src/client';
+import { startJob } from '../src/temporal/client';
 import { loadCurriculum, type Overrides } from '../src/config/load';
-import { normaliseStageName } from '../src/config/video';
+import { normaliseStageName } from '../src/shared/stages';
 import { checkpointsDir, finalDir, metricsFile, stageDir } from '../src/paths';
 import { rngFor } from '../src/rng';
 import { startDevServer, type DevServer } from '../src/temporal/devserver';
-import type { CurriculumResult } from '../src/types';
+import type { CurriculumResult } from '../src/shared/types';
 import {
   client as connect,
   server as startServer,

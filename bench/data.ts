@@ -7,7 +7,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { loadStageConfig } from '../src/config/load';
 import { writeSynthDataset } from '../src/data/synthfiles';
-import { modelDims } from '../src/model/dims';
+import { modelDims } from '../src/config/dims';
 import { runShard } from '../src/train/trainer';
 
 export async function dataBench(steps: number): Promise<{ dataSeconds: number; stepSeconds: number }> {

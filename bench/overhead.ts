@@ -6,10 +6,10 @@
 import * as os from 'node:os';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { connectClient, startJob } from '../src/client';
+import { connectClient, startJob } from '../src/temporal/client';
 import { startDevServer } from '../src/temporal/devserver';
 import { runShard } from '../src/train/trainer';
-import { createWorker } from '../src/worker';
+import { createWorker } from '../src/temporal/worker';
 
 export async function overheadBench(opts: {
   steps: number;

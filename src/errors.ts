@@ -3,15 +3,19 @@
  * wrong, where, and what to do. Activities turn them into non-retryable Temporal failures;
  * every other error is retried.
  */
+import type { UserErrorKind } from './shared/error-kinds';
+
+export { USER_ERROR_KINDS, type UserErrorKind } from './shared/error-kinds';
+
 export class UserError extends Error {
   /** Where the problem is: a file, a config field, a job name. */
   readonly where: string | undefined;
   /** What the user should do about it. */
   readonly fix: string | undefined;
   /** A stable machine-readable kind, used as the Temporal failure type. */
-  readonly kind: string;
+  readonly kind: UserErrorKind;
 
-  constructor(message: string, opts: { where?: string; fix?: string; kind?: string } = {}) {
+  constructor(message: string, opts: { where?: string; fix?: string; kind?: UserErrorKind } = {}) {
     const full = [opts.where ? `${opts.where}: ${message}` : message, opts.fix ? `Fix: ${opts.fix}` : '']
       .filter(Boolean)
       .join('. ');

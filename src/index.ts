@@ -2,9 +2,10 @@
 export { tf, initBackend, type BackendChoice } from './backend';
 export { tttMlp, tttLinear, type TttMlpInputs, type TttLinearInputs } from './model/ttt';
 export { ditForward, tttLayer } from './model/dit';
-export { modelDims, type ModelDims } from './model/dims';
+export { modelDims } from './config/dims';
+export type { ModelDims } from './model/dims';
 export { paramSpecs, isTrainable, isTttParam, hasWeightDecay } from './model/params';
-export { TttCurriculumPlugin, WORKFLOWS_PATH } from './plugin';
+export { TttCurriculumPlugin, WORKFLOWS_PATH } from './temporal/plugin';
 export { createActivities, type Activities } from '../activities';
 export {
   loadStageConfig,
@@ -17,7 +18,7 @@ export {
   type Overrides,
 } from './config/load';
 export { stageConfigSchema, curriculumSchema, type StageConfig } from './config/schema';
-export { videoLengthInfo, normaliseStageName } from './config/video';
+export { videoLengthInfo, normaliseStageName } from './shared/stages';
 export {
   connectClient,
   startJob,
@@ -28,25 +29,25 @@ export {
   resumeSignal,
   setUntilUpdate,
   WORKFLOW_TYPE,
-} from './client';
+} from './temporal/client';
+export { DEFAULT_TASK_QUEUE } from './temporal/connection';
 export {
-  DEFAULT_TASK_QUEUE,
   SEARCH_ATTRIBUTES,
   TRAINING_JOB,
   TRAINING_STAGE,
   TRAINING_STEP,
 } from '../workflows/definitions';
-export { currentDetails, stepText } from '../workflows/details';
-export { createWorker, runWorker } from './worker';
+export { currentDetails, stepText } from './shared/progress';
+export { createWorker, runWorker } from './temporal/worker';
 export { runShard, type ShardRequest, type ShardResult } from './train/trainer';
-export { jobStatus, statusLine, type JobStatus, type StageStatusLine } from './status';
+export { jobStatus, statusLine, type JobStatus, type StageStatusLine } from './temporal/status';
 export {
   readSafetensors,
   encodeSafetensors,
   decodeSafetensors,
   readHeader,
   SafetensorsError,
-} from './checkpoint/safetensors';
+} from './io/safetensors';
 export {
   convertDiffusers,
   verifyConversion,
@@ -57,7 +58,7 @@ export {
 export { ConvertError, isDiffusersFolder } from './convert/config';
 export { watchJob, type WatchOptions } from './cli/watch';
 export { plotJob, plotSpec, readJobMetrics, type MetricRow } from './plot/plot';
-export { trainingMetrics } from './metrics';
+export { trainingMetrics } from './temporal/metrics';
 export { checkSearchAttributes, createSearchAttributeCommands } from './temporal/search-attributes';
 export { startDevServer, type DevServer } from './temporal/devserver';
 export { configReference } from './config/reference';
@@ -71,4 +72,4 @@ export {
 } from './checkpoint/store';
 export { UserError, ConfigError } from './errors';
 export { validateJobName } from './jobname';
-export type * from './types';
+export type * from './shared/types';

@@ -15,7 +15,7 @@ import { UserError } from './errors';
 import { validateJobName } from './jobname';
 import { checkpointsDir, convertedInitDir, finalDir, jobDir, stageDir } from './paths';
 import { isDiffusersFolder } from './convert/config';
-import type { CurriculumInput, Plan, StageFinal, StageStatus } from './types';
+import type { CurriculumInput, Plan, StageFinal, StageStatus } from './shared/types';
 
 /** Validates a job input and the curriculum it names; returns the plan (small JSON). */
 export function planCurriculum(input: CurriculumInput): Plan {

@@ -17,7 +17,7 @@
  * share the input's data and count a reference, as the wasm Reshape kernel and the cpu backend's
  * Identity already do.
  */
-import { tf } from './backend';
+import * as tf from '@tensorflow/tfjs';
 
 /** The parts of tfjs-backend-wasm's BackendWasm that the kernel uses. */
 interface WasmBackend {

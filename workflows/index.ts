@@ -22,9 +22,8 @@ import {
   type ActivityOptions,
 } from '@temporalio/workflow';
 import type { SearchAttributeUpdatePair } from '@temporalio/common';
-import type { Activities } from '../activities';
-import { NON_RETRYABLE } from './nonretryable';
-import { normaliseStageName } from '../src/config/video';
+import { USER_ERROR_KINDS } from '../src/shared/error-kinds';
+import { normaliseStageName } from '../src/shared/stages';
 import type {
   Carried,
   CurriculumInput,
@@ -33,7 +32,7 @@ import type {
   PlannedStage,
   Progress,
   StageResult,
-} from '../src/types';
+} from '../src/shared/types';
 import {
   pauseSignal,
   progressQuery,
@@ -43,14 +42,15 @@ import {
   TRAINING_JOB,
   TRAINING_STAGE,
   TRAINING_STEP,
+  type Activities,
 } from './definitions';
-import { currentDetails, stepText } from './details';
+import { currentDetails, stepText } from '../src/shared/progress';
 
 export * from './definitions';
 
 const QUICK: ActivityOptions = {
   startToCloseTimeout: '5 minutes',
-  retry: { initialInterval: '1s', maximumInterval: '30s', maximumAttempts: 20, nonRetryableErrorTypes: NON_RETRYABLE },
+  retry: { initialInterval: '1s', maximumInterval: '30s', maximumAttempts: 20, nonRetryableErrorTypes: [...USER_ERROR_KINDS] },
 };
 
 /** Stage 1's conversion from CogVideoX: streams GBs, heartbeating the bytes done. */
@@ -64,7 +64,7 @@ const converter = proxyActivities<Activities>({
     backoffCoefficient: 2,
     maximumInterval: '60s',
     maximumAttempts: 10,
-    nonRetryableErrorTypes: NON_RETRYABLE,
+    nonRetryableErrorTypes: [...USER_ERROR_KINDS],
   },
 });
 
@@ -74,7 +74,7 @@ function quick(summary: string): Activities {
 }
 
 /** The trainShard activity of a stage; its summary says where the shard starts ("stage 18s, step 420/1000, loss 0.183"). */
-function trainer(stage: PlannedStage, summary: string): Activities {
+function training(stage: PlannedStage, summary: string): Activities {
   return proxyActivities<Activities>({
     summary,
     // A shard ends after shard.max_seconds; loading and saving get generous room on top.
@@ -86,7 +86,7 @@ function trainer(stage: PlannedStage, summary: string): Activities {
       backoffCoefficient: 2,
       maximumInterval: '60s',
       maximumAttempts: 50,
-      nonRetryableErrorTypes: NON_RETRYABLE,
+      nonRetryableErrorTypes: [...USER_ERROR_KINDS],
     },
   });
 }
@@ -216,7 +216,7 @@ export async function trainCurriculum(input: CurriculumInput, carried?: Carried)
         }
         try {
           shardScope = new CancellationScope();
-          const acts = trainer(stage, stepText(stage.name, progress.step, stage.steps, progress.lastLoss));
+          const acts = training(stage, stepText(stage.name, progress.step, stage.steps, progress.lastLoss));
           const r = await shardScope.run(() =>
             acts.trainShard({ jobDir: plan.jobDir, stage, set: input.set ?? {}, initFrom }),
           );

@@ -12,7 +12,7 @@ import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { UserError } from '../errors';
-import { encodeSafetensors, readSafetensors, type FloatTensor } from './safetensors';
+import { encodeSafetensors, readSafetensors, type FloatTensor } from '../io/safetensors';
 
 export const CHECKPOINT_FORMAT = 'ttt-curriculum-checkpoint/1';
 const STEP_DIR = /^step-(\d{8})$/;

@@ -7,25 +7,26 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Command, Option } from 'commander';
 import cliProgress from 'cli-progress';
-import { connectClient, jobHandle, pauseSignal, resumeSignal, setUntilUpdate, startJob } from '../client';
+import { connectClient, jobHandle, pauseSignal, resumeSignal, setUntilUpdate, startJob } from '../temporal/client';
 import { loadStageConfig, parseCliOverrides, type Overrides } from '../config/load';
-import { temporalTarget } from '../connection';
+import { temporalTarget } from '../temporal/connection';
 import { isUserError, UserError } from '../errors';
-import { normaliseStageName } from '../config/video';
+import { formatLoss, stepText } from '../shared/progress';
+import { normaliseStageName } from '../shared/stages';
 import { convertDiffusers, DEFAULT_MAX_SHARD_BYTES, type OutputDtype } from '../convert/convert';
 import { writeSynthDataset } from '../data/synthfiles';
-import { modelDims } from '../model/dims';
+import { modelDims } from '../config/dims';
 import { logger } from '../log';
 import { checkpointsDir, convertedInitDir, jobDir, stageDir } from '../paths';
 import { latestCompleteCheckpoint } from '../checkpoint/store';
 import { isDiffusersFolder } from '../convert/config';
 import { validateJobName } from '../jobname';
-import { formatEta, jobStatus, statusLine } from '../status';
+import { formatEta, jobStatus, statusLine } from '../temporal/status';
 import { plotJob } from '../plot/plot';
 import { portOpen, startDevServer, type DevServer } from '../temporal/devserver';
 import { runShard } from '../train/trainer';
-import type { CurriculumResult } from '../types';
-import { createWorker, runWorker } from '../worker';
+import type { CurriculumResult } from '../shared/types';
+import { createWorker, runWorker } from '../temporal/worker';
 import { watchJob } from './watch';
 
 function collect(value: string, prev: string[]): string[] {
@@ -318,9 +319,8 @@ export function buildProgram(cliOverrides: Overrides): Command {
             if (tty) {
               if (!started) bar.start(p.totalSteps, p.step - 1, { loss: '-' });
               started = true;
-              bar.update(p.step, { loss: p.loss.toFixed(4) });
-            } else
-              process.stdout.write(`stage ${p.stage}, step ${p.step}/${p.totalSteps}, loss ${p.loss.toFixed(4)}\n`);
+              bar.update(p.step, { loss: formatLoss(p.loss) });
+            } else process.stdout.write(`${stepText(p.stage, p.step, p.totalSteps, p.loss)}\n`);
           },
         },
       );

@@ -1,6 +1,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as crypto from 'node:crypto';
+import { sequenceLength } from '../model/dims';
 import { parse as parseToml, TomlError } from 'smol-toml';
 import type { z } from 'zod';
 import {
@@ -12,7 +13,7 @@ import {
 } from '../convert/config';
 import { ConfigError, type ConfigProblem, UserError } from '../errors';
 import { curriculumSchema, MOVED_FIELDS, stageConfigSchema, type StageConfig } from './schema';
-import { normaliseStageName, videoLengthInfo, type VideoLengthInfo } from './video';
+import { normaliseStageName, videoLengthInfo, type VideoLengthInfo } from '../shared/stages';
 
 /** Overrides: dotted field name -> value. Strings are parsed as TOML values when they look like one ("5", "1e-5", "true", "[...]"). */
 export type Overrides = Record<string, unknown>;
@@ -223,10 +224,11 @@ function semanticProblems(file: string, c: StageConfig, video: VideoLengthInfo, 
   }
   const tokensPerFrame = Math.floor(m.latent_height / m.patch_size) * Math.floor(m.latent_width / m.patch_size);
   const videoTokens = video.latentFrames * tokensPerFrame;
-  const seqLen = video.segments * m.text_length + videoTokens;
+  const seqLen = sequenceLength(video.segments, m.text_length, video.latentFrames, tokensPerFrame);
   const k = m.mini_batch_size;
   if (seqLen % k !== 0) {
-    const fits = (L: number): boolean => (video.segments * L + videoTokens) % k === 0;
+    const fits = (L: number): boolean =>
+      sequenceLength(video.segments, L, video.latentFrames, tokensPerFrame) % k === 0;
     // Look one period (k) each way, but never more than SEARCH candidates: a huge mini_batch_size
     // would otherwise take seconds to minutes here, and its nearest fits are no useful advice.
     const SEARCH = 4096;

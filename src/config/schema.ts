@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { VIDEO_LENGTHS } from '../shared/stages';
 
 /**
  * The stage config tree. Section and field names follow TTT-Video-DiT's TOML configs
@@ -12,8 +13,7 @@ const posInt = z.number().int().positive();
 const nonNegInt = z.number().int().nonnegative();
 const posNum = z.number().positive();
 
-export const VIDEO_LENGTHS = ['3sec', '9sec', '18sec', '30sec', '63sec'] as const;
-export type VideoLength = (typeof VIDEO_LENGTHS)[number];
+export { VIDEO_LENGTHS, type VideoLength } from '../shared/stages';
 
 export const jobSchema = z
   .strictObject({

@@ -18,7 +18,7 @@
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { DTYPE_BYTES, encodeHeader, fromFloat32, toFloat32 } from '../checkpoint/safetensors';
+import { DTYPE_BYTES, encodeHeader, fromFloat32, toFloat32 } from '../io/safetensors';
 import { fsyncDir, removeDeadWritersFolders, verifyFiles, writeFileSynced, type FileEntry } from '../checkpoint/store';
 import { logger } from '../log';
 import { initialValue, paramSpecs, type ParamSpec } from '../model/params';

@@ -9,7 +9,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { paramDims } from '../model/dims';
 import { paramSpecs } from '../model/params';
-import { readHeader, SafetensorsError, type SafetensorsHeader, type TensorInfo } from '../checkpoint/safetensors';
+import { readHeader, SafetensorsError, type SafetensorsHeader, type TensorInfo } from '../io/safetensors';
 import {
   ConvertError,
   DIFFUSERS_CONFIG,

@@ -6,7 +6,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { DTYPE_BYTES, encodeHeader, type DType, type HeaderEntry } from '../checkpoint/safetensors';
+import { DTYPE_BYTES, encodeHeader, type DType, type HeaderEntry } from '../io/safetensors';
 import { paramSpecs } from '../model/params';
 import { DIFFUSERS_CONFIG, DIFFUSERS_INDEX, DIFFUSERS_SINGLE, paramDims, type DiffusersConfig } from './diffusers';
 import { splitSpecs } from './keymap';

@@ -1,8 +1,8 @@
 /** One tensor from an embedding file: .safetensors (a single tensor) or .npy. */
 import * as path from 'node:path';
-import { readSafetensors, type FloatTensor } from '../checkpoint/safetensors';
+import { readSafetensors, type FloatTensor } from '../io/safetensors';
 import { UserError } from '../errors';
-import { readNpy } from './npy';
+import { readNpy } from '../io/npy';
 
 export function readTensorFile(file: string): FloatTensor {
   const ext = path.extname(file).toLowerCase();

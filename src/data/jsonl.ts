@@ -11,7 +11,7 @@ import type { StageConfig } from '../config/schema';
 import { UserError } from '../errors';
 import type { ModelDims } from '../model/dims';
 import { normals, STREAM } from '../rng';
-import type { DataSource } from './batch';
+import type { DataSource } from './source';
 import { readTensorFile } from './files';
 
 interface Entry {

@@ -7,7 +7,7 @@
  * projection of that segment's parameters, so the text tells the model what the video does,
  * and a denoiser can learn to predict it: the loss falls.
  */
-import { FRAMES_PER_SEGMENT } from '../config/video';
+import { FRAMES_PER_SEGMENT } from '../shared/stages';
 import { normals, rngFor, STREAM } from '../rng';
 
 export interface SynthDims {

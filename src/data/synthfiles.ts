@@ -5,11 +5,11 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { encodeSafetensors } from '../checkpoint/safetensors';
+import { encodeSafetensors } from '../io/safetensors';
 import type { StageConfig } from '../config/schema';
 import type { ModelDims } from '../model/dims';
 import { synthDims } from './batch';
-import { writeNpy } from './npy';
+import { writeNpy } from '../io/npy';
 import { synthSample } from './synthetic';
 
 export function writeSynthDataset(outDir: string, c: StageConfig, d: ModelDims, samples: number): string {

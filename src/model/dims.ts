@@ -1,8 +1,6 @@
-import type { StageConfig } from '../config/schema';
-import { FRAMES_PER_SEGMENT, videoLengthInfo } from '../config/video';
 import type { RematConfig } from './remat';
 
-/** Every size the model needs, derived from a stage config. */
+/** Every size the model needs, as plain numbers (src/config/dims.ts derives them from a stage config). */
 export interface ModelDims {
   layers: number;
   heads: number;
@@ -75,39 +73,7 @@ export function paramDims(c: SizeFields, ssmLayer: 'ttt_mlp' | 'ttt_linear'): Pa
   };
 }
 
-export function modelDims(c: StageConfig): ModelDims {
-  const m = c.model;
-  const v = videoLengthInfo(m.video_length);
-  const gridH = m.latent_height / m.patch_size;
-  const gridW = m.latent_width / m.patch_size;
-  const tokensPerFrame = gridH * gridW;
-  return {
-    ...paramDims(m, m.ssm_layer),
-    latentHeight: m.latent_height,
-    latentWidth: m.latent_width,
-    gridH,
-    gridW,
-    tokensPerFrame,
-    latentFrames: v.latentFrames,
-    segments: v.segments,
-    textLength: m.text_length,
-    miniBatch: m.mini_batch_size,
-    tttBaseLr: m.ttt_base_lr,
-    ropeTheta: m.rope_theta,
-    seqLen: v.segments * m.text_length + v.latentFrames * tokensPerFrame,
-    remat: {
-      layerGroup: c.remat.transformer_checkpoint_layer_group_size,
-      attention: c.remat.attention,
-      mlp: c.remat.mlp,
-      forwardSsm: c.remat.forward_ssm,
-      reverseSsm: c.remat.reverse_ssm,
-      seqBlock: c.remat.seq_modeling_block,
-      scanGroup: c.remat.scan_checkpoint_group_size,
-    },
-  };
-}
-
-/** Sequence length of the whole TTT scan for given sizes (used by config validation too). */
+/** Sequence length of the whole TTT scan: each segment's text chunk plus every latent frame's patches. */
 export function sequenceLength(
   segments: number,
   textLength: number,
@@ -116,5 +82,3 @@ export function sequenceLength(
 ): number {
   return segments * textLength + latentFrames * tokensPerFrame;
 }
-
-export { FRAMES_PER_SEGMENT };

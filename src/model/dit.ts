@@ -16,6 +16,7 @@ import { geluTanh, layerNorm, linear, silu } from './ops';
 import { applyRope, ropeTables } from './rope';
 import { recomputed } from './remat';
 import { tttLinear, tttMlp } from './ttt';
+import { FRAMES_PER_SEGMENT, SEGMENT_STRIDE } from '../shared/stages';
 
 export type { Params } from './remat';
 import type { Params } from './remat';
@@ -48,7 +49,7 @@ export function ropeForModel(d: ModelDims): RopeTables {
     // Global video table (frame, row, column); tidy disposes it once the layouts are built.
     const rope = ropeTables(d.latentFrames, d.gridH, d.gridW, d.headDim, d.ropeTheta);
     const hd = d.headDim;
-    const win = 13 * d.tokensPerFrame;
+    const win = FRAMES_PER_SEGMENT * d.tokensPerFrame;
     const nL = d.segments * d.textLength;
     const attnCos = tf.concat([tf.ones([d.textLength, hd]), rope.cos.slice([0, 0], [win, hd])], 0);
     const attnSin = tf.concat([tf.zeros([d.textLength, hd]), rope.sin.slice([0, 0], [win, hd])], 0);
@@ -114,7 +115,7 @@ function sliceAxis(x: tf.Tensor, axis: number, begin: number, size: number): tf.
   return x.slice(b, s);
 }
 
-/** Local attention over each 3-second window: text chunk i + latent frames [12i, 12i+13). */
+/** Local attention over each 3-second window: text chunk i + latent frames [STRIDE·i, STRIDE·i + FRAMES_PER_SEGMENT). */
 function localAttention(
   P: Params,
   pre: string,
@@ -127,10 +128,10 @@ function localAttention(
   const n = d.segments;
   const L = d.textLength;
   const Pf = d.tokensPerFrame;
-  const win = 13 * Pf;
+  const win = FRAMES_PER_SEGMENT * Pf;
   const seqs: tf.Tensor[] = [];
   for (let i = 0; i < n; i++) {
-    seqs.push(tf.concat([sliceAxis(tin, 1, i * L, L), sliceAxis(vin, 1, 12 * i * Pf, win)], 1));
+    seqs.push(tf.concat([sliceAxis(tin, 1, i * L, L), sliceAxis(vin, 1, SEGMENT_STRIDE * i * Pf, win)], 1));
   }
   const Sw = L + win;
   const seq = tf.stack(seqs, 0).reshape([n * B, Sw, d.width]);
@@ -160,7 +161,7 @@ function localAttention(
     const first = sliceAxis(vw, 1, 0, Pf);
     pieces.push(prevLast ? prevLast.add(first).mul(0.5) : first);
     pieces.push(sliceAxis(vw, 1, Pf, 11 * Pf));
-    prevLast = sliceAxis(vw, 1, 12 * Pf, Pf);
+    prevLast = sliceAxis(vw, 1, SEGMENT_STRIDE * Pf, Pf);
   }
   pieces.push(prevLast!);
   return { vid: tf.concat(pieces, 1), txt };
@@ -174,8 +175,9 @@ function segmentBounds(d: ModelDims): { text: [number, number][]; video: [number
   const text: [number, number][] = [];
   const video: [number, number][] = [];
   for (let i = 0; i < n; i++) text.push([i * L, L]);
-  video.push([n * L, 13 * Pf]);
-  for (let i = 1; i < n; i++) video.push([n * L + 13 * Pf + (i - 1) * 12 * Pf, 12 * Pf]);
+  video.push([n * L, FRAMES_PER_SEGMENT * Pf]);
+  for (let i = 1; i < n; i++)
+    video.push([n * L + FRAMES_PER_SEGMENT * Pf + (i - 1) * SEGMENT_STRIDE * Pf, SEGMENT_STRIDE * Pf]);
   return { text, video };
 }
 

@@ -4,7 +4,7 @@
  * how it is initialised, whether it is trained under sft/qkvo, and its optimizer group.
  */
 import { tf } from '../backend';
-import type { FloatTensor } from '../checkpoint/safetensors';
+import type { FloatTensor } from '../io/safetensors';
 import { normals, rngFor, STREAM, hash32 } from '../rng';
 import type { ModelDims, ParamDims } from './dims';
 

@@ -7,7 +7,7 @@
  */
 import { Runtime, type LogLevel, type LogMetadata } from '@temporalio/worker';
 import { logger } from '../log';
-import { HISTOGRAM_BUCKETS } from '../metrics';
+import { HISTOGRAM_BUCKETS } from './metrics';
 
 let installed: { metricsAddress: string | null } | undefined;
 

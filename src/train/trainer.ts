@@ -19,12 +19,13 @@ import {
   type SaveHooks,
   type VerifiedCheckpoint,
 } from '../checkpoint/store';
-import type { FloatTensor } from '../checkpoint/safetensors';
+import type { FloatTensor } from '../io/safetensors';
 import { loadStageConfig, type LoadedStage, type Overrides } from '../config/load';
 import { UserError } from '../errors';
 import { disposeBatch, makeBatch, openDataSource } from '../data/batch';
 import { logger } from '../log';
-import { modelDims, type ModelDims } from '../model/dims';
+import { modelDims } from '../config/dims';
+import type { ModelDims } from '../model/dims';
 import { disposeRopeTables, ditForward, ropeForModel, type Params } from '../model/dit';
 import {
   hasWeightDecay,
@@ -39,7 +40,9 @@ import {
 import { AdamW, clipGlobalNorm } from '../optim/adamw';
 import { learningRate } from '../optim/schedule';
 import { checkpointsDir, metricsFile, stageDir } from '../paths';
-import type { ShardSummary } from '../types';
+import type { ShardProgress, ShardSummary } from '../shared/types';
+
+export type { ShardProgress };
 
 export interface ShardRequest {
   /** Stage config file and overrides (the same ones the workflow validated). */
@@ -58,15 +61,6 @@ export interface ShardRequest {
   who?: string;
   /** Bound into every log line of the shard (default job: the job folder's name). */
   logContext?: { job?: string; attempt?: number };
-}
-
-export interface ShardProgress {
-  stage: string;
-  step: number;
-  totalSteps: number;
-  loss: number;
-  gradNorm: number;
-  stepSeconds: number;
 }
 
 /** A shard's outcome: the summary that goes to the workflow, plus the hash of the stage's init weights. */

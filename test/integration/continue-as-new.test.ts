@@ -2,9 +2,9 @@
 import assert from 'node:assert/strict';
 import * as path from 'node:path';
 import { test } from 'node:test';
-import { startJob } from '../../src/client';
+import { startJob } from '../../src/temporal/client';
 import { startDevServer } from '../../src/temporal/devserver';
-import type { CurriculumResult } from '../../src/types';
+import type { CurriculumResult } from '../../src/shared/types';
 import { client, metricSteps, spawnWorker, tmpDir } from '../helpers';
 
 test('the workflow continues as new when suggested and carries its finished stages over', async () => {

@@ -9,12 +9,12 @@ import * as path from 'node:path';
 import { test } from 'node:test';
 import { WorkflowFailedError } from '@temporalio/client';
 import { ActivityFailure, ApplicationFailure } from '@temporalio/common';
-import { startJob } from '../../src/client';
-import { readSafetensors, type FloatTensor } from '../../src/checkpoint/safetensors';
+import { startJob } from '../../src/temporal/client';
+import { readSafetensors, type FloatTensor } from '../../src/io/safetensors';
 import { loadModelWeights, tensorsHash, verifyCheckpoint } from '../../src/checkpoint/store';
 import { tttName } from '../../src/convert/keymap';
 import { writeSyntheticDiffusers } from '../../src/convert/synth';
-import type { CurriculumResult } from '../../src/types';
+import type { CurriculumResult } from '../../src/shared/types';
 import { eventTypeName, historyEvents, sharedServer } from '../helpers';
 import { TINY } from '../unit/fixtures';
 

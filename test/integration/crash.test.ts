@@ -5,10 +5,10 @@
 import assert from 'node:assert/strict';
 import * as path from 'node:path';
 import { test } from 'node:test';
-import { startJob } from '../../src/client';
+import { startJob } from '../../src/temporal/client';
 import { verifyCheckpoint } from '../../src/checkpoint/store';
 import { startDevServer } from '../../src/temporal/devserver';
-import type { CurriculumResult } from '../../src/types';
+import type { CurriculumResult } from '../../src/shared/types';
 import { client, metricSteps, server, spawnWorker, tmpDir, trainingChildren, waitFor } from '../helpers';
 
 const STEPS = 24;

@@ -8,10 +8,10 @@ import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { test } from 'node:test';
-import { startJob } from '../../src/client';
+import { startJob } from '../../src/temporal/client';
 import { listCheckpoints, verifyCheckpoint } from '../../src/checkpoint/store';
-import { jobStatus } from '../../src/status';
-import type { CurriculumResult } from '../../src/types';
+import { jobStatus } from '../../src/temporal/status';
+import type { CurriculumResult } from '../../src/shared/types';
 import { client, server, spawnWorker, tmpDir, waitFor } from '../helpers';
 
 test('disk full during a save: previous checkpoint intact, clear failure in status, the job continues once space is freed', async (t) => {

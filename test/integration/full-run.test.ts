@@ -8,14 +8,14 @@ import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, before, test } from 'node:test';
-import { readSafetensors, type FloatTensor } from '../../src/checkpoint/safetensors';
+import { readSafetensors, type FloatTensor } from '../../src/io/safetensors';
 import { tensorsHash, verifyCheckpoint } from '../../src/checkpoint/store';
 import { loadStageConfig } from '../../src/config/load';
-import { progressQuery } from '../../src/client';
-import { modelDims } from '../../src/model/dims';
+import { progressQuery } from '../../src/temporal/client';
+import { modelDims } from '../../src/config/dims';
 import { initialValue, isTrainable, paramSpecs } from '../../src/model/params';
 import { temporalCli, type DevServer } from '../../src/temporal/devserver';
-import type { CurriculumResult } from '../../src/types';
+import type { CurriculumResult } from '../../src/shared/types';
 import { client, ROOT, server, spawnWorker, tmpDir, type WorkerProc } from '../helpers';
 
 let srv: DevServer;

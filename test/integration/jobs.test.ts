@@ -9,9 +9,9 @@ import * as path from 'node:path';
 import { test } from 'node:test';
 import { WorkflowFailedError } from '@temporalio/client';
 import { ActivityFailure, ApplicationFailure } from '@temporalio/common';
-import { pauseSignal, progressQuery, resumeSignal, setUntilUpdate, startJob } from '../../src/client';
+import { pauseSignal, progressQuery, resumeSignal, setUntilUpdate, startJob } from '../../src/temporal/client';
 import { latestCompleteCheckpoint } from '../../src/checkpoint/store';
-import type { CurriculumResult } from '../../src/types';
+import type { CurriculumResult } from '../../src/shared/types';
 import { eventTypeName, historyEvents, metricSteps, sharedServer, waitFor } from '../helpers';
 
 const env = sharedServer('jobs', 'jobs');
@@ -210,7 +210,7 @@ test('watch shows the stage and step advance; status --json gives the same infor
     [...steps].sort((a, b) => a - b),
     'steps only go forward',
   );
-  assert.match(out, /stage 3s, step 30\/30, loss \d\.\d{4} \[completed\]/);
+  assert.match(out, /stage 3s, step 30\/30, loss \d[\d.e-]* \[completed\]/);
   const json = JSON.parse(
     await new Promise<string>((resolve) => {
       const p = spawn(process.execPath, [CLI, 'status', job, '--json', '--address', env.srv.address], {

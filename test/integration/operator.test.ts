@@ -19,7 +19,7 @@ import type { temporal } from '@temporalio/proto';
 import { freePort, startDevServer, temporalCli, type DevServer } from '../../src/temporal/devserver';
 import { createSearchAttributeCommands } from '../../src/temporal/search-attributes';
 import type { MetricRow } from '../../src/plot/plot';
-import type { CurriculumResult } from '../../src/types';
+import type { CurriculumResult } from '../../src/shared/types';
 import { TRAINING_JOB, TRAINING_STAGE, TRAINING_STEP } from '../../workflows/definitions';
 import {
   CLI,
@@ -326,7 +326,7 @@ test('a running job: waiting for a worker, watch, search attributes, current det
   }
   assert.ok(out.indexOf('waiting for a worker') < out.indexOf('stage 3s, step 1'), 'waiting came before training');
   assert.match(out, /steps\/s, ETA \d+s\)/, 'watch shows steps/s and ETA');
-  assert.match(out, /stage 9s, step 30\/30, loss \d\.\d{4} \[completed\]/);
+  assert.match(out, /stage 9s, step 30\/30, loss \d[\d.e-]* \[completed\]/);
 
   // Current details after the end, and the trainShard summaries in the history.
   assert.match((await metadata(job)).currentDetails ?? '', /^completed 2 stages through 9s, last loss \d/);

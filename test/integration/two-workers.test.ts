@@ -9,8 +9,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { test } from 'node:test';
 import { verifyCheckpoint } from '../../src/checkpoint/store';
-import { startJob } from '../../src/client';
-import type { CurriculumResult } from '../../src/types';
+import { startJob } from '../../src/temporal/client';
+import type { CurriculumResult } from '../../src/shared/types';
 import { client, metricSteps, server, spawnWorker, tmpDir, trainingChildren, waitFor } from '../helpers';
 
 const STEPS = 12;

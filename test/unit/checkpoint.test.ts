@@ -7,7 +7,7 @@ import {
   readSafetensors,
   SafetensorsError,
   type FloatTensor,
-} from '../../src/checkpoint/safetensors';
+} from '../../src/io/safetensors';
 import {
   latestCompleteCheckpoint,
   listCheckpoints,

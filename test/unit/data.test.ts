@@ -3,13 +3,13 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { test } from 'node:test';
-import { encodeSafetensors } from '../../src/checkpoint/safetensors';
+import { encodeSafetensors } from '../../src/io/safetensors';
 import { loadStageConfig } from '../../src/config/load';
 import { makeBatch, openDataSource } from '../../src/data/batch';
-import { readNpy, writeNpy } from '../../src/data/npy';
+import { readNpy, writeNpy } from '../../src/io/npy';
 import { writeSynthDataset } from '../../src/data/synthfiles';
 import { UserError } from '../../src/errors';
-import { modelDims } from '../../src/model/dims';
+import { modelDims } from '../../src/config/dims';
 import { ROOT, tmpDir } from '../helpers';
 
 const CFG = path.join(ROOT, 'configs/train/tiny/9s.toml');

@@ -15,11 +15,11 @@ import fc from 'fast-check';
 import { parse as parseToml, stringify as stringifyToml } from 'smol-toml';
 import { loadCurriculum, loadStageConfig, parseCliOverrides } from '../../src/config/load';
 import { openDataSource } from '../../src/data/batch';
-import { readNpy } from '../../src/data/npy';
+import { readNpy } from '../../src/io/npy';
 import { writeSynthDataset } from '../../src/data/synthfiles';
 import { ConfigError, UserError } from '../../src/errors';
 import { validateJobName } from '../../src/jobname';
-import { modelDims } from '../../src/model/dims';
+import { modelDims } from '../../src/config/dims';
 import { jobDir } from '../../src/paths';
 import { ROOT, tmpDir } from '../helpers';
 

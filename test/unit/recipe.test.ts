@@ -5,7 +5,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { test } from 'node:test';
 import { initBackend, tf } from '../../src/backend';
-import { ALPHAS_CUMPROD, scaledLinearBetas, snr } from '../../src/diffusion';
+import { ALPHAS_CUMPROD, scaledLinearBetas, snr } from '../../src/diffusion/schedule';
 import { AdamW, clipGlobalNorm } from '../../src/optim/adamw';
 import { learningRate } from '../../src/optim/schedule';
 import { hasWeightDecay, isTttParam } from '../../src/model/params';

@@ -21,7 +21,7 @@ import {
   SafetensorsError,
   toFloat32,
   type FloatTensor,
-} from '../../src/checkpoint/safetensors';
+} from '../../src/io/safetensors';
 import { tmpDir } from '../helpers';
 
 /** A file from a raw header (JSON text or bytes) and a data section. */

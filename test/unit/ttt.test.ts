@@ -8,7 +8,7 @@ import * as path from 'node:path';
 import { before, test } from 'node:test';
 import { initBackend, tf } from '../../src/backend';
 import { loadStageConfig } from '../../src/config/load';
-import { modelDims } from '../../src/model/dims';
+import { modelDims } from '../../src/config/dims';
 import { ditBlock, ditForward, ropeForModel, tttLayer, type Params } from '../../src/model/dit';
 import { matMul, SMALL_PRODUCT } from '../../src/model/matmul';
 import { geluTanh, geluTanhGrad, layerNorm } from '../../src/model/ops';

@@ -1,6 +1,16 @@
-import type { VideoLength } from './schema';
+/**
+ * The curriculum's video lengths as data: 16 fps, the VAE compresses time 4x, 3-second segments
+ * sharing one latent frame. Pure and import-free, so the workflow sandbox and the library share it.
+ */
+export const VIDEO_LENGTHS = ['3sec', '9sec', '18sec', '30sec', '63sec'] as const;
+export type VideoLength = (typeof VIDEO_LENGTHS)[number];
 
-/** Facts of one curriculum video length: 16 fps, VAE compresses time 4x, 3-second segments sharing one latent frame. */
+/** Latent frames per 3-second segment. */
+export const FRAMES_PER_SEGMENT = 13;
+/** Consecutive segments share one latent frame: segment i starts at frame SEGMENT_STRIDE * i. */
+export const SEGMENT_STRIDE = FRAMES_PER_SEGMENT - 1;
+
+/** Facts of one curriculum video length. */
 export interface VideoLengthInfo {
   videoLength: VideoLength;
   /** Stage name used in results, folders and `until`: "3s", "9s", ... */
@@ -10,10 +20,7 @@ export interface VideoLengthInfo {
   segments: number;
 }
 
-/** Latent frames per 3-second segment. */
-export const FRAMES_PER_SEGMENT = 13;
-
-const TABLE: Record<VideoLength, [number, number, number]> = {
+const TABLE: Record<VideoLength, [seconds: number, latentFrames: number, segments: number]> = {
   '3sec': [3, 13, 1],
   '9sec': [9, 37, 3],
   '18sec': [18, 73, 6],

@@ -1,9 +1,10 @@
 /**
  * The one-line texts that Temporal shows for a job: the workflow's current details and the
  * activity summaries in the UI and CLI, e.g. "stage 18s, step 420/1000, loss 0.183".
- * Pure functions: used by the workflow (deterministic) and by `status`.
+ * Pure functions, the one home of that text: used by the workflow (deterministic), the
+ * activities, `status`, `watch` and `train`.
  */
-import type { Progress } from '../src/types';
+import type { Progress } from './types';
 
 /** Loss with three significant digits ("0.183", "1.02", "0.00412"); "-" when unknown. */
 export function formatLoss(loss: number | null | undefined): string {

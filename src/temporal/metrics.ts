@@ -15,7 +15,8 @@
  *   ttt_checkpoint_size_bytes{job,stage}       size of the last checkpoint
  */
 import type { MetricMeter } from '@temporalio/common';
-import type { CheckpointSaved, ShardProgress } from './train/trainer';
+import type { ShardProgress } from '../shared/types';
+import type { CheckpointSaved } from '../train/trainer';
 
 /** Histogram buckets (seconds): a tiny model steps in milliseconds, the 5B model in minutes. */
 export const HISTOGRAM_BUCKETS: Record<string, number[]> = {
@@ -48,9 +49,9 @@ export function trainingMetrics(meter: MetricMeter, tags: { job: string; stage: 
     step(p) {
       steps.add(1);
       step.set(p.step);
-      loss.set(p.loss);
-      gradNorm.set(p.gradNorm);
-      stepSeconds.record(p.stepSeconds);
+      if (p.loss !== null) loss.set(p.loss);
+      if (p.gradNorm !== null) gradNorm.set(p.gradNorm);
+      if (p.stepSeconds !== null) stepSeconds.record(p.stepSeconds);
     },
     checkpoint(c) {
       checkpoints.add(1);

@@ -5,10 +5,10 @@
  */
 import * as path from 'node:path';
 import { SimplePlugin } from '@temporalio/plugin';
-import { createActivities } from '../activities';
+import { createActivities } from '../../activities';
 
 /** Path of the compiled workflow module (bundled by the Worker). */
-export const WORKFLOWS_PATH = path.resolve(__dirname, '..', 'workflows', 'index.js');
+export const WORKFLOWS_PATH = path.resolve(__dirname, '..', '..', 'workflows', 'index.js');
 
 export class TttCurriculumPlugin extends SimplePlugin {
   constructor() {

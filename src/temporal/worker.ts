@@ -1,10 +1,10 @@
 /** Runs a Worker with the plugin until it is shut down (SIGINT/SIGTERM) or `signal` aborts. */
 import { NativeConnection, Worker } from '@temporalio/worker';
 import { temporalTarget, type TemporalTarget } from './connection';
-import { logger } from './log';
+import { logger } from '../log';
 import { TttCurriculumPlugin } from './plugin';
-import { installTemporalRuntime } from './temporal/runtime';
-import { checkSearchAttributes } from './temporal/search-attributes';
+import { installTemporalRuntime } from './runtime';
+import { checkSearchAttributes } from './search-attributes';
 
 export interface WorkerOptions extends Partial<TemporalTarget> {
   /** Concurrent activity executions (training shards and bookkeeping); default 2. */

@@ -5,7 +5,7 @@
  */
 import * as fs from 'node:fs';
 import { UserError } from '../errors';
-import { toFloat32, type FloatTensor } from '../checkpoint/safetensors';
+import { toFloat32, type FloatTensor } from './safetensors';
 
 const MAGIC = Buffer.from([0x93, 0x4e, 0x55, 0x4d, 0x50, 0x59]); // \x93NUMPY
 

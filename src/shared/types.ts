@@ -143,12 +143,19 @@ export interface Progress {
   completed: StageResult[];
 }
 
-/** What the running trainShard activity reports to the workflow (signal `shardProgress`). */
-export interface ShardProgressReport {
+/**
+ * Where a running shard stands. The one progress shape on the whole path: the training child's
+ * progress line, the trainShard activity's heartbeat details, its `shardProgress` signal to the
+ * workflow, and the live step of `status` and `watch`. Loss, gradient norm and step time are
+ * null until the shard's first step.
+ */
+export interface ShardProgress {
   stage: string;
   step: number;
   totalSteps: number;
   loss: number | null;
+  gradNorm: number | null;
+  stepSeconds: number | null;
 }
 
 /** State carried across continue-as-new. */

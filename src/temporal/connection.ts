@@ -1,5 +1,7 @@
 /** Where Temporal is: TEMPORAL_ADDRESS / TEMPORAL_NAMESPACE / TTT_TASK_QUEUE, with local defaults. */
-import { DEFAULT_TASK_QUEUE } from '../workflows/definitions';
+
+/** The task queue that workers poll and jobs are started on, unless TTT_TASK_QUEUE or a flag names another. */
+export const DEFAULT_TASK_QUEUE = 'ttt-curriculum';
 
 export interface TemporalTarget {
   address: string;

@@ -1,9 +1,9 @@
 /** Starting and controlling jobs from code. */
 import { Client, Connection, type WorkflowHandle } from '@temporalio/client';
 import { temporalTarget, type TemporalTarget } from './connection';
-import { validateJobName } from './jobname';
-import type { CurriculumInput, CurriculumResult } from './types';
-import { pauseSignal, progressQuery, resumeSignal, setUntilUpdate, WORKFLOW_TYPE } from '../workflows/definitions';
+import { validateJobName } from '../jobname';
+import type { CurriculumInput, CurriculumResult } from '../shared/types';
+import { pauseSignal, progressQuery, resumeSignal, setUntilUpdate, WORKFLOW_TYPE } from '../../workflows/definitions';
 
 export async function connectClient(opts: Partial<TemporalTarget> = {}): Promise<Client> {
   const target = temporalTarget(opts);

@@ -7,9 +7,9 @@ import * as path from 'node:path';
 import type { Client } from '@temporalio/client';
 import { defaultPayloadConverter } from '@temporalio/common';
 import { temporal } from '@temporalio/proto';
-import type { HeartbeatDetails } from '../activities';
 import { jobHandle, progressQuery } from './client';
-import type { CurriculumResult, Progress } from './types';
+import { stepText } from '../shared/progress';
+import type { CurriculumResult, Progress, ShardProgress } from '../shared/types';
 
 export interface StageStatusLine {
   stage: string;
@@ -68,7 +68,7 @@ export async function jobStatus(client: Client, job: string): Promise<JobStatus>
   let result: CurriculumResult | null = null;
   if (status === 'COMPLETED')
     result = ((await withTimeout(handle.result(), 3000)) as CurriculumResult | undefined) ?? null;
-  let hb: HeartbeatDetails | undefined;
+  let hb: ShardProgress | undefined;
   let attempt: number | null = null;
   let lastFailure: string | null = null;
   for (const a of desc.raw.pendingActivities ?? []) {
@@ -76,7 +76,7 @@ export async function jobStatus(client: Client, job: string): Promise<JobStatus>
     attempt = a.attempt ?? null;
     lastFailure = a.lastFailure?.message ?? null;
     const p = a.heartbeatDetails?.payloads?.[0];
-    if (p) hb = defaultPayloadConverter.fromPayload<HeartbeatDetails>(p as never);
+    if (p) hb = defaultPayloadConverter.fromPayload<ShardProgress>(p as never);
   }
   let worker: JobStatus['worker'] = 'unknown';
   if (running) {
@@ -98,7 +98,7 @@ export function summarise(
   job: string,
   status: string,
   progress: Progress | undefined,
-  hb: HeartbeatDetails | undefined,
+  hb: ShardProgress | undefined,
   result: CurriculumResult | null,
   worker: JobStatus['worker'],
   attempt: number | null,
@@ -177,9 +177,8 @@ export function formatEta(seconds: number | null): string {
   return `${(seconds / 3600).toFixed(1)}h`;
 }
 
-/** One line: "job: stage 18s, step 420/1000, loss 0.1830" plus the state when not simply running. */
+/** One line: "job: stage 18s, step 420/1000, loss 0.183" plus the state when not simply running. */
 export function statusLine(s: JobStatus): string {
-  const loss = s.loss === null ? '-' : s.loss.toFixed(4);
   const extra =
     s.status !== 'RUNNING'
       ? ` [${s.status.toLowerCase()}]`
@@ -188,5 +187,5 @@ export function statusLine(s: JobStatus): string {
         : s.state && s.state !== 'running'
           ? ` [${s.state}]`
           : '';
-  return `${s.job}: stage ${s.stage ?? '-'}, step ${s.step}/${s.totalSteps}, loss ${loss}${extra}`;
+  return `${s.job}: ${stepText(s.stage ?? '-', s.step, s.totalSteps, s.loss)}${extra}`;
 }
