@@ -25,7 +25,6 @@ import { type Activities, type StageRef, shardProgressSignal } from '../workflow
 
 export type { Activities };
 
-
 async function userErrorsAreFinal<T>(fn: () => Promise<T> | T): Promise<T> {
   try {
     return await fn();
@@ -34,7 +33,6 @@ async function userErrorsAreFinal<T>(fn: () => Promise<T> | T): Promise<T> {
     throw e;
   }
 }
-
 
 export function createActivities(): Activities {
   return {
@@ -164,12 +162,10 @@ export function createActivities(): Activities {
           // The child saved a checkpoint on the way out; now report the cancellation itself.
           await ctx.cancelled;
         }
-        const { initHash: _initHash, ...summary } = result;
-        return summary;
+        return result;
       } finally {
         clearInterval(beat);
       }
     },
   };
 }
-

@@ -15,11 +15,11 @@
  * Steps redone are read from the stages' metrics.jsonl files: one line per trained step, so a
  * step trained twice has two lines.
  */
-import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Client } from '@temporalio/client';
 import { stepDirName } from '../src/checkpoint/store';
+import { sha256File } from '../src/io/files';
 import { startJob } from '../src/temporal/client';
 import { loadCurriculum, type Overrides } from '../src/config/load';
 import { normaliseStageName } from '../src/shared/stages';
@@ -140,10 +140,6 @@ export function redoneSteps(steps: number[], total: number): { redone: number; m
   const missing: number[] = [];
   for (let s = 1; s <= total; s++) if (!seen.has(s)) missing.push(s);
   return { redone: steps.length - seen.size, missing };
-}
-
-function sha256(file: string): string {
-  return crypto.createHash('sha256').update(fs.readFileSync(file)).digest('hex');
 }
 
 /**
@@ -294,8 +290,8 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
       return {
         stage: s.name,
         identical,
-        chaosSha256: exists(a) ? sha256(a) : '(missing)',
-        referenceSha256: exists(b) ? sha256(b) : '(missing)',
+        chaosSha256: exists(a) ? sha256File(a) : '(missing)',
+        referenceSha256: exists(b) ? sha256File(b) : '(missing)',
         stepsRedone: redone,
         stepsMissing: missing,
       };

@@ -8,7 +8,7 @@ import * as path from 'node:path';
 import { loadStageConfig } from '../src/config/load';
 import { writeSynthDataset } from '../src/data/synthfiles';
 import { modelDims } from '../src/config/dims';
-import { runShard } from '../src/train/trainer';
+import { runShard } from '../src/train/shard';
 
 export async function dataBench(steps: number): Promise<{ dataSeconds: number; stepSeconds: number }> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ttt-bench-data-'));

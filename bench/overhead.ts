@@ -8,7 +8,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { connectClient, startJob } from '../src/temporal/client';
 import { startDevServer } from '../src/temporal/devserver';
-import { runShard } from '../src/train/trainer';
+import { runShard } from '../src/train/shard';
 import { createWorker } from '../src/temporal/worker';
 
 export async function overheadBench(opts: {

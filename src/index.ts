@@ -39,7 +39,7 @@ export {
 } from '../workflows/definitions';
 export { currentDetails, stepText } from './shared/progress';
 export { createWorker, runWorker } from './temporal/worker';
-export { runShard, type ShardRequest, type ShardResult } from './train/trainer';
+export { runShard, type ShardRequest, type ShardResult } from './train/shard';
 export { jobStatus, statusLine, type JobStatus, type StageStatusLine } from './temporal/status';
 export {
   readSafetensors,

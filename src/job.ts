@@ -47,7 +47,6 @@ export function planCurriculum(input: CurriculumInput): Plan {
     jobName,
     jobDir: jobDir(dump, jobName),
     curriculum: cur.file,
-    curriculumName: cur.name,
     until,
     stages: cur.stages.map((s, index) => {
       const init =
@@ -56,14 +55,10 @@ export function planCurriculum(input: CurriculumInput): Plan {
           : null;
       const convertFrom = init && isDiffusersFolder(init) ? init : null;
       return {
-        index,
         name: s.video.stage,
-        videoLength: s.video.videoLength,
         configFile: s.file,
         configHash: s.hash,
         steps: s.config.training.steps,
-        interval: s.config.checkpoint.interval,
-        adapterMethod: s.config.model.adapter_method,
         initStateDir: convertFrom ? convertedInitDir(jobDir(dump, jobName)) : init,
         convertFrom,
         ssmLayer: s.config.model.ssm_layer,
@@ -85,7 +80,6 @@ function stageFinal(stage: string, ck: VerifiedCheckpoint): StageFinal {
     modelSha256: ck.state.files['model.safetensors']!.sha256,
     firstLoss: ck.state.firstLoss,
     lastLoss: ck.state.lastLoss,
-    initHash: ck.state.initHash,
   };
 }
 

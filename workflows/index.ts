@@ -31,6 +31,7 @@ import type {
   JobState,
   PlannedStage,
   Progress,
+  StageFinal,
   StageResult,
 } from '../src/shared/types';
 import {
@@ -50,7 +51,12 @@ export * from './definitions';
 
 const QUICK: ActivityOptions = {
   startToCloseTimeout: '5 minutes',
-  retry: { initialInterval: '1s', maximumInterval: '30s', maximumAttempts: 20, nonRetryableErrorTypes: [...USER_ERROR_KINDS] },
+  retry: {
+    initialInterval: '1s',
+    maximumInterval: '30s',
+    maximumAttempts: 20,
+    nonRetryableErrorTypes: [...USER_ERROR_KINDS],
+  },
 };
 
 /** Stage 1's conversion from CogVideoX: streams GBs, heartbeating the bytes done. */
@@ -234,13 +240,21 @@ export async function trainCurriculum(input: CurriculumInput, carried?: Carried)
         }
       }
     }
-    const { initHash: _initHash, ...final } = await quick(
-      `promote stage ${stage.name} (${stage.steps} steps)`,
-    ).promoteStage({ jobDir: plan.jobDir, stage: stage.name, steps: stage.steps });
-    results.push({ ...final, wallSeconds: (Date.now() - startedAt) / 1000 });
+    const final = await quick(`promote stage ${stage.name} (${stage.steps} steps)`).promoteStage({
+      jobDir: plan.jobDir,
+      stage: stage.name,
+      steps: stage.steps,
+    });
+    results.push(stageResult(final, (Date.now() - startedAt) / 1000));
     Object.assign(progress, { step: final.steps, lastCheckpoint: final.finalCheckpoint, lastLoss: final.lastLoss });
     show();
   }
   setState('completed');
   return { jobName: plan.jobName, curriculum: plan.curriculum, until, stages: results };
+}
+
+/** A finished stage for the job's result; only these fields (histories of older workers carry more). */
+function stageResult(f: StageFinal, wallSeconds: number): StageResult {
+  const { stage, steps, finalCheckpoint, modelSha256, firstLoss, lastLoss } = f;
+  return { stage, steps, finalCheckpoint, modelSha256, firstLoss, lastLoss, wallSeconds };
 }

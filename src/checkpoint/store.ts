@@ -12,15 +12,13 @@ import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { UserError } from '../errors';
+import { type FileEntry, readSafetensorsIndex, sha256File } from '../io/files';
 import { encodeSafetensors, readSafetensors, type FloatTensor } from '../io/safetensors';
 
 export const CHECKPOINT_FORMAT = 'ttt-curriculum-checkpoint/1';
 const STEP_DIR = /^step-(\d{8})$/;
 
-export interface FileEntry {
-  sha256: string;
-  bytes: number;
-}
+export type { FileEntry };
 
 export interface CheckpointState {
   format: typeof CHECKPOINT_FORMAT;
@@ -65,19 +63,6 @@ export interface CheckpointContent {
 
 export function stepDirName(step: number): string {
   return `step-${String(step).padStart(8, '0')}`;
-}
-
-export function sha256File(file: string): string {
-  const h = crypto.createHash('sha256');
-  const fd = fs.openSync(file, 'r');
-  try {
-    const buf = Buffer.alloc(1 << 20);
-    let n: number;
-    while ((n = fs.readSync(fd, buf, 0, buf.length, null)) > 0) h.update(buf.subarray(0, n));
-  } finally {
-    fs.closeSync(fd);
-  }
-  return h.digest('hex');
 }
 
 export function writeFileSynced(file: string, parts: Buffer[] | string): FileEntry {
@@ -311,17 +296,10 @@ export function loadCheckpoint(ck: string | VerifiedCheckpoint): {
 export function modelFiles(dir: string): string[] {
   const index = path.join(dir, 'model.safetensors.index.json');
   if (fs.existsSync(index)) {
-    let weightMap: Record<string, string>;
-    try {
-      weightMap = (JSON.parse(fs.readFileSync(index, 'utf8')) as { weight_map: Record<string, string> }).weight_map;
-    } catch (e) {
-      throw new UserError(`cannot read the shard index (${(e as Error).message})`, {
-        where: index,
-        kind: 'CheckpointError',
-        fix: 'restore the index file',
-      });
-    }
-    return [...new Set(Object.values(weightMap))].sort().map((f) => path.join(dir, f));
+    const r = readSafetensorsIndex(index);
+    if ('problem' in r)
+      throw new UserError(r.problem, { where: index, kind: 'CheckpointError', fix: 'restore the index file' });
+    return r.files;
   }
   const single = path.join(dir, 'model.safetensors');
   if (fs.existsSync(single)) return [single];

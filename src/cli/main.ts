@@ -24,7 +24,7 @@ import { validateJobName } from '../jobname';
 import { formatEta, jobStatus, statusLine } from '../temporal/status';
 import { plotJob } from '../plot/plot';
 import { portOpen, startDevServer, type DevServer } from '../temporal/devserver';
-import { runShard } from '../train/trainer';
+import { runShard } from '../train/shard';
 import type { CurriculumResult } from '../shared/types';
 import { createWorker, runWorker } from '../temporal/worker';
 import { watchJob } from './watch';

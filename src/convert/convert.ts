@@ -19,7 +19,8 @@ import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { DTYPE_BYTES, encodeHeader, fromFloat32, toFloat32 } from '../io/safetensors';
-import { fsyncDir, removeDeadWritersFolders, verifyFiles, writeFileSynced, type FileEntry } from '../checkpoint/store';
+import { fsyncDir, removeDeadWritersFolders, verifyFiles, writeFileSynced } from '../checkpoint/store';
+import { type FileEntry, fileEntry } from '../io/files';
 import { logger } from '../log';
 import { initialValue, paramSpecs, type ParamSpec } from '../model/params';
 import { ConvertError, paramDims, readDiffusersSource, type DiffusersConfig, type DiffusersSource } from './diffusers';
@@ -111,11 +112,6 @@ export function inputHash(files: Record<string, FileEntry>): string {
   const h = crypto.createHash('sha256');
   for (const [name, e] of Object.entries(files)) h.update(`${name}\t${e.bytes}\t${e.sha256}\n`);
   return h.digest('hex');
-}
-
-function sha256Sync(file: string): FileEntry {
-  const b = fs.readFileSync(file);
-  return { sha256: crypto.createHash('sha256').update(b).digest('hex'), bytes: b.length };
 }
 
 async function readFully(fh: fs.promises.FileHandle, buf: Buffer, position: number, file: string): Promise<void> {
@@ -324,7 +320,7 @@ export async function convertDiffusers(opts: ConvertOptions): Promise<ConvertRes
     const files: Record<string, FileEntry> = {};
     const inputFiles: Record<string, FileEntry> = {};
     for (const f of src.inputFiles.filter((f) => !f.endsWith('.safetensors')))
-      inputFiles[path.basename(f)] = sha256Sync(f);
+      inputFiles[path.basename(f)] = fileEntry(f);
     let shardIdx = -1;
     let left = 0;
     let hash: crypto.Hash | undefined;

@@ -19,6 +19,7 @@ import {
   type DiffusersConfig,
 } from './config';
 import { splitSpecs, tttName } from './keymap';
+import { type IndexProblem, readSafetensorsIndex } from '../io/files';
 
 export {
   ConvertError,
@@ -57,47 +58,19 @@ export interface DiffusersSource {
   tensors: Map<string, SourceTensor>;
 }
 
+const INDEX_FIXES: Record<IndexProblem['cause'], string> = {
+  unreadable: 'restore the index file from the diffusers checkpoint',
+  malformed: 'restore the index file from the diffusers checkpoint',
+  outside: 'shard files must sit next to the index',
+  missing: 'download the missing shards, or restore the folder',
+};
+
 function shardFiles(dir: string): { files: string[]; index: string | null; weightMap: Record<string, string> | null } {
   const index = path.join(dir, DIFFUSERS_INDEX);
   if (fs.existsSync(index)) {
-    let weightMap: unknown;
-    try {
-      weightMap = (JSON.parse(fs.readFileSync(index, 'utf8')) as { weight_map?: unknown }).weight_map;
-    } catch (e) {
-      throw new ConvertError(
-        index,
-        `cannot read the shard index (${(e as Error).message})`,
-        'restore the index file from the diffusers checkpoint',
-      );
-    }
-    if (
-      weightMap === null ||
-      typeof weightMap !== 'object' ||
-      Array.isArray(weightMap) ||
-      Object.values(weightMap).some((f) => typeof f !== 'string')
-    ) {
-      throw new ConvertError(
-        index,
-        'weight_map is not an object of {tensor name: file name}',
-        'restore the index file from the diffusers checkpoint',
-      );
-    }
-    const names = [...new Set(Object.values(weightMap as Record<string, string>))].sort();
-    const outside = names.filter((f) => f !== path.basename(f) || f.startsWith('.'));
-    if (outside.length > 0)
-      throw new ConvertError(
-        index,
-        `weight_map names files outside the folder: ${outside.join(', ')}`,
-        'shard files must sit next to the index',
-      );
-    const missing = names.filter((f) => !fs.existsSync(path.join(dir, f)));
-    if (missing.length > 0)
-      throw new ConvertError(
-        index,
-        `shard files listed in weight_map are missing: ${missing.join(', ')}`,
-        'download the missing shards, or restore the folder',
-      );
-    return { files: names.map((f) => path.join(dir, f)), index, weightMap: weightMap as Record<string, string> };
+    const r = readSafetensorsIndex(index);
+    if ('problem' in r) throw new ConvertError(index, r.problem, INDEX_FIXES[r.cause]);
+    return { files: r.files, index, weightMap: r.weightMap };
   }
   const single = path.join(dir, DIFFUSERS_SINGLE);
   if (fs.existsSync(single)) return { files: [single], index: null, weightMap: null };

@@ -15,15 +15,11 @@ export interface CurriculumInput {
 }
 
 export interface PlannedStage {
-  index: number;
   /** "3s", "9s", ... */
   name: string;
-  videoLength: string;
   configFile: string;
   configHash: string;
   steps: number;
-  interval: number;
-  adapterMethod: 'sft' | 'qkvo';
   /** Stage-1 init weights folder (absolute), or null for a fresh initialisation. */
   initStateDir: string | null;
   /**
@@ -45,7 +41,6 @@ export interface Plan {
   jobName: string;
   jobDir: string;
   curriculum: string;
-  curriculumName: string;
   stages: PlannedStage[];
   until: string;
 }
@@ -100,7 +95,6 @@ export interface StageFinal {
   modelSha256: string;
   firstLoss: number | null;
   lastLoss: number | null;
-  initHash: string | null;
 }
 
 export interface StageStatus {
@@ -111,7 +105,7 @@ export interface StageStatus {
   step: number;
 }
 
-export interface StageResult extends Omit<StageFinal, 'initHash'> {
+export interface StageResult extends StageFinal {
   wallSeconds: number;
 }
 

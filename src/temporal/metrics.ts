@@ -16,7 +16,7 @@
  */
 import type { MetricMeter } from '@temporalio/common';
 import type { ShardProgress } from '../shared/types';
-import type { CheckpointSaved } from '../train/trainer';
+import type { CheckpointSaved } from '../train/shard-types';
 
 /** Histogram buckets (seconds): a tiny model steps in milliseconds, the 5B model in minutes. */
 export const HISTOGRAM_BUCKETS: Record<string, number[]> = {

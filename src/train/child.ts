@@ -6,7 +6,7 @@
  */
 import { isUserError } from '../errors';
 import { encode } from './protocol';
-import { runShard, type ShardRequest } from './trainer';
+import { runShard, type ShardRequest } from './shard';
 
 const parentPid = process.ppid;
 let stopRequested = false;
@@ -59,7 +59,6 @@ async function main(): Promise<void> {
     saveHooks: {
       beforeRename: () => {
         if (orphaned()) exitOrphaned();
-        if (process.env.TTT_TEST_CRASH_BEFORE_RENAME === '1') process.kill(process.pid, 'SIGKILL');
       },
     },
   });

@@ -4,7 +4,7 @@
  * (e.g. TensorFlow.js banners) are ignored. Parent -> child on stdin: "stop\n" asks the child
  * to checkpoint and return; end of stdin means the parent died, and the child exits at once.
  */
-import type { CheckpointSaved, ShardProgress, ShardRequest, ShardResult } from './trainer';
+import type { CheckpointSaved, ShardProgress, ShardRequest, ShardResult } from './shard-types';
 
 export type ChildMessage =
   | ({ ttt: 'progress' } & ShardProgress)

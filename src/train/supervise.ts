@@ -9,7 +9,7 @@ import * as readline from 'node:readline';
 import { USER_ERROR_KINDS, UserError, type UserErrorKind } from '../errors';
 import { logger } from '../log';
 import { decode } from './protocol';
-import type { CheckpointSaved, ShardProgress, ShardRequest, ShardResult } from './trainer';
+import type { CheckpointSaved, ShardProgress, ShardRequest, ShardResult } from './shard-types';
 
 export interface SuperviseOptions {
   onProgress?: (p: ShardProgress) => void;

@@ -136,7 +136,7 @@ test('.npy files round-trip and a bad header is a clear error', () => {
 });
 
 test('bad samples are skipped with a warning up to training.max_bad_samples, then the run fails with the list', async () => {
-  const { runShard } = await import('../../src/train/trainer');
+  const { runShard } = await import('../../src/train/shard');
   const dir = tmpDir('skip');
   const st = loadStageConfig(CFG, {});
   writeSynthDataset(dir, st.config, modelDims(st.config), 4);

@@ -17,7 +17,7 @@ import { writeSynthDataset } from '../../src/data/synthfiles';
 import { UserError } from '../../src/errors';
 import { modelDims } from '../../src/config/dims';
 import { decode, type ChildMessage } from '../../src/train/protocol';
-import { DiskFullError, runShard } from '../../src/train/trainer';
+import { DiskFullError, runShard } from '../../src/train/shard';
 import { ROOT, tmpDir, waitFor } from '../helpers';
 
 const CFG3 = path.join(ROOT, 'configs/train/tiny/3s.toml');

@@ -4,11 +4,12 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { test } from 'node:test';
 import { listCheckpoints, loadCheckpoint } from '../../src/checkpoint/store';
-import { runShard } from '../../src/train/trainer';
+import { runShard } from '../../src/train/shard';
 import { ROOT, tmpDir } from '../helpers';
 
 const CFG = path.join(ROOT, 'configs/train/tiny/3s.toml');
 const CHILD = path.join(ROOT, 'dist/src/train/child.js');
+const CRASHING = path.join(ROOT, 'dist/test/fixtures/crash-before-rename.js');
 
 test('a shard trains, checkpoints every interval and at its end, and the next shard resumes', async () => {
   const jobDir = tmpDir('shard');
@@ -41,15 +42,11 @@ test('a crash during a save leaves no usable-looking checkpoint, and resume uses
   const overrides = { 'training.steps': 8, 'checkpoint.interval': 4, 'training.global_batch_size': 1 };
   const first = await runShard({ configFile: CFG, overrides, jobDir, initFrom: null, maxSteps: 4 });
   assert.equal(first.step, 4);
-  // A training child that SIGKILLs itself after writing the files of step 8 and before the rename.
-  // Its stdin stays open (a live parent), so only the simulated crash ends it.
+  // A training process that SIGKILLs itself after writing the files of step 8 and before the rename.
   const child = spawn(
     process.execPath,
-    [CHILD, JSON.stringify({ configFile: CFG, overrides, jobDir, initFrom: null })],
-    {
-      env: { ...process.env, TTT_TEST_CRASH_BEFORE_RENAME: '1', TTT_LOG_LEVEL: 'warn' },
-      stdio: ['pipe', 'ignore', 'ignore'],
-    },
+    [CRASHING, JSON.stringify({ configFile: CFG, overrides, jobDir, initFrom: null })],
+    { env: { ...process.env, TTT_LOG_LEVEL: 'warn' }, stdio: ['pipe', 'ignore', 'ignore'] },
   );
   const signal = await new Promise<string | null>((resolve) => child.once('exit', (_c, sig) => resolve(sig)));
   child.stdin.destroy();

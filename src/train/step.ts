@@ -1,0 +1,107 @@
+/**
+ * One optimizer step: the gradients of the v-prediction loss averaged over the step's
+ * micro-batches, clipped to a global norm, then AdamW with the two learning rates (TTT
+ * parameters and the rest) of the schedule. A step whose loss or gradient norm is not finite
+ * is never applied: the caller rolls back (see ShardRun.rollBack).
+ */
+import { tf } from '../backend';
+import type { StageConfig } from '../config/schema';
+import { type Batch, disposeBatch } from '../data/batch';
+import { vPredictionLoss } from '../diffusion/objective';
+import type { ModelDims } from '../model/dims';
+import { ditForward, type Params, type RopeTables } from '../model/dit';
+import { clipGlobalNorm } from '../optim/adamw';
+import { learningRate } from '../optim/schedule';
+import type { ModelState } from './model-state';
+
+/** What a step computed, before it is applied. */
+export interface StepGradients {
+  /** Mean loss over the micro-batches. */
+  loss: number;
+  /** Global gradient norm before clipping. */
+  gradNorm: number;
+  /** Clipped gradients of the trainable parameters (owned by the caller until applied or disposed). */
+  grads: Map<string, tf.Tensor>;
+  /** Sample ids the step trained on. */
+  samples: number[];
+  /** Seconds spent building batches. */
+  dataSeconds: number;
+}
+
+export interface StepModel {
+  model: ModelState;
+  /** The frozen parameters (ModelState.frozenParams), rebuilt after a rollback. */
+  frozen: Params;
+  dims: ModelDims;
+  rope: RopeTables;
+}
+
+/**
+ * Gradients of one optimizer step over `accum` micro-batches; `batch(a)` builds micro-batch a.
+ * The loss and gradients are the mean over the micro-batches.
+ */
+export function stepGradients(
+  m: StepModel,
+  accum: number,
+  clipNorm: number,
+  batch: (micro: number) => Batch,
+): StepGradients {
+  const names = m.model.trainable;
+  let loss = 0;
+  let dataMs = 0;
+  const samples: number[] = [];
+  const grads = new Map<string, tf.Tensor>();
+  for (let a = 0; a < accum; a++) {
+    const td = Date.now();
+    const b = batch(a);
+    samples.push(...b.sampleIds);
+    dataMs += Date.now() - td;
+    const f = (...xs: tf.Tensor[]): tf.Scalar => {
+      const P: Params = { ...m.frozen };
+      names.forEach((n, i) => (P[n] = xs[i]!));
+      const pred = ditForward(P, m.dims, { video: b.noisy, text: b.text, timesteps: b.timesteps }, m.rope);
+      return vPredictionLoss(pred, b.target);
+    };
+    const { value, grads: gs } = tf.valueAndGrads(f)(names.map((n) => m.model.params.get(n)!));
+    loss += value.dataSync()[0]! / accum;
+    value.dispose();
+    names.forEach((n, i) => accumulate(grads, n, gs[i]!, accum));
+    disposeBatch(b);
+  }
+  const gradNorm = clipGlobalNorm(grads, clipNorm);
+  return { loss, gradNorm, grads, samples, dataSeconds: dataMs / 1000 };
+}
+
+/** Adds g / accum into sums[name], disposing what it replaces. */
+function accumulate(sums: Map<string, tf.Tensor>, name: string, g: tf.Tensor, accum: number): void {
+  const scaled = accum === 1 ? g : tf.tidy(() => g.mul(1 / accum));
+  if (scaled !== g) g.dispose();
+  const prev = sums.get(name);
+  if (prev) {
+    sums.set(name, prev.add(scaled));
+    prev.dispose();
+    scaled.dispose();
+  } else sums.set(name, scaled);
+}
+
+export function isFiniteStep(g: StepGradients): boolean {
+  return Number.isFinite(g.loss) && Number.isFinite(g.gradNorm);
+}
+
+export function disposeGradients(g: StepGradients): void {
+  for (const t of g.grads.values()) t.dispose();
+}
+
+/** The learning rates of optimizer step `step` (1-based) of `total`: the rest (`lr`) and the TTT parameters (`lr_ssm`). */
+export function learningRates(step: number, total: number, o: StageConfig['optimizer']): { base: number; ttt: number } {
+  return {
+    base: learningRate(step, { peak: o.lr, end: o.lr_end, warmup: o.warmup_steps, total, decay: o.lr_schedule }),
+    ttt: learningRate(step, { peak: o.lr_ssm, end: o.lr_end, warmup: o.warmup_steps, total, decay: o.lr_ssm_schedule }),
+  };
+}
+
+/** AdamW on the trainable parameters with the step's gradients (then disposed). */
+export function applyStep(model: ModelState, g: StepGradients, lr: { base: number; ttt: number }): void {
+  model.optimizer.apply(model.params, g.grads, lr);
+  disposeGradients(g);
+}
