@@ -20,10 +20,10 @@ import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Client, WorkflowHandle } from '@temporalio/client';
-import { pauseSignal, progressQuery, resumeSignal, setUntilUpdate, startJob } from '../src/client';
+import { pauseSignal, progressQuery, resumeSignal, setUntilUpdate, startJob } from '../src/temporal/client';
 import type { Overrides } from '../src/config/load';
 import { startDevServer, type DevServer } from '../src/temporal/devserver';
-import type { CurriculumInput } from '../src/types';
+import type { CurriculumInput } from '../src/shared/types';
 import { FIXTURES, fixtureFile, HISTORIES_DIR, historyToJson } from '../test/histories';
 import {
   client as connect,
