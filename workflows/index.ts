@@ -29,8 +29,10 @@ import type {
   CurriculumInput,
   CurriculumResult,
   JobState,
+  Plan,
   PlannedStage,
   Progress,
+  ShardProgress,
   StageFinal,
   StageResult,
 } from '../src/shared/types';
@@ -98,111 +100,109 @@ function training(stage: PlannedStage, summary: string): Activities {
 }
 
 export async function trainCurriculum(input: CurriculumInput, carried?: Carried): Promise<CurriculumResult> {
-  const root = CancellationScope.current();
-  const progress: Progress = {
-    jobName: input?.jobName ?? '',
-    jobDir: null,
-    state: 'planning',
-    stage: null,
-    stageIndex: -1,
-    stages: [],
-    stageSteps: [],
-    until: null,
-    step: 0,
-    totalSteps: 0,
-    lastLoss: null,
-    lastCheckpoint: null,
-    completed: carried?.results ?? [],
-  };
-  let paused = carried?.paused ?? false;
-  let shardScope: CancellationScope | undefined;
+  const job = new CurriculumJob(input, carried);
+  job.show();
+  const plan = await quick(`plan ${input?.curriculum ?? '(no curriculum)'}`).planCurriculum(input);
+  job.planned(plan);
+  for (let i = job.results.length; i < plan.stages.length; i++) {
+    if (job.stageNames.indexOf(job.until) < i) break;
+    await job.trainStage(plan, i);
+  }
+  job.setState('completed');
+  return { jobName: plan.jobName, curriculum: plan.curriculum, until: job.until, stages: job.results };
+}
+
+/** The state of one run of the workflow, what it shows, and how it reacts to signals and updates. */
+class CurriculumJob {
+  readonly root = CancellationScope.current();
+  readonly progress: Progress;
+  results: StageResult[];
+  until = '';
+  stageNames: string[] = [];
+  private paused: boolean;
+  private shardScope: CancellationScope | undefined;
   // What Temporal shows without opening the history: current details (UI "Current Details", the
   // `__temporal_workflow_metadata` query) and the search attributes TrainingJob/TrainingStage/TrainingStep.
   // Search attributes are upserted only when they change: every upsert is a history event.
-  let shown = { job: '', stage: '', step: -1 };
-  const show = (): void => {
-    setCurrentDetails(currentDetails(progress));
-    const next = { job: progress.jobName, stage: progress.stage ?? '', step: progress.step };
+  private shown = { job: '', stage: '', step: -1 };
+
+  constructor(
+    private readonly input: CurriculumInput,
+    private carried: Carried | undefined,
+  ) {
+    this.results = carried?.results ?? [];
+    this.paused = carried?.paused ?? false;
+    this.progress = {
+      jobName: input?.jobName ?? '',
+      jobDir: null,
+      state: 'planning',
+      stage: null,
+      stageIndex: -1,
+      stages: [],
+      stageSteps: [],
+      until: null,
+      step: 0,
+      totalSteps: 0,
+      lastLoss: null,
+      lastCheckpoint: null,
+      completed: this.results,
+    };
+    setHandler(progressQuery, () => this.progress);
+    setHandler(shardProgressSignal, (r) => this.onShardProgress(r));
+    setHandler(pauseSignal, () => this.pause());
+    setHandler(resumeSignal, () => this.resume());
+  }
+
+  show(): void {
+    const p = this.progress;
+    setCurrentDetails(currentDetails(p));
+    const next = { job: p.jobName, stage: p.stage ?? '', step: p.step };
     const pairs: SearchAttributeUpdatePair[] = [];
-    if (next.job !== shown.job && next.job) pairs.push({ key: TRAINING_JOB, value: next.job });
-    if (next.stage !== shown.stage && next.stage) pairs.push({ key: TRAINING_STAGE, value: next.stage });
-    if (next.step !== shown.step && next.stage) pairs.push({ key: TRAINING_STEP, value: next.step });
+    if (next.job !== this.shown.job && next.job) pairs.push({ key: TRAINING_JOB, value: next.job });
+    if (next.stage !== this.shown.stage && next.stage) pairs.push({ key: TRAINING_STAGE, value: next.stage });
+    if (next.step !== this.shown.step && next.stage) pairs.push({ key: TRAINING_STEP, value: next.step });
     if (pairs.length > 0) upsertSearchAttributes(pairs);
-    shown = next;
-  };
-  const setState = (s: JobState): void => {
-    progress.state = s;
-    show();
-  };
-  setHandler(progressQuery, () => progress);
-  setHandler(shardProgressSignal, (r) => {
-    // Reports of another stage, or older than what is known (a late signal of an earlier attempt), change nothing.
-    if (r.stage !== progress.stage || r.step <= progress.step || progress.state === 'completed') return;
-    Object.assign(progress, { step: r.step, lastLoss: r.loss });
-    show();
-  });
-  setHandler(pauseSignal, () => {
-    if (paused) return;
-    paused = true;
-    if (shardScope) {
-      setState('pausing');
-      shardScope.cancel();
-    } else if (progress.state === 'running') setState('paused');
-  });
-  setHandler(resumeSignal, () => {
-    paused = false;
-    if (progress.state === 'paused' || progress.state === 'pausing') setState('running');
-  });
+    this.shown = next;
+  }
 
-  show();
-  const plan = await quick(`plan ${input?.curriculum ?? '(no curriculum)'}`).planCurriculum(input);
-  const names = plan.stages.map((s) => s.name);
-  let until = carried?.until ?? plan.until;
-  progress.stages = names;
-  progress.stageSteps = plan.stages.map((s) => s.steps);
-  progress.until = until;
-  progress.jobDir = plan.jobDir;
-  const results: StageResult[] = carried?.results ?? [];
-  progress.completed = results;
+  setState(s: JobState): void {
+    this.progress.state = s;
+    this.show();
+  }
 
-  setHandler(
-    setUntilUpdate,
-    (value: string) => {
-      until = normaliseStageName(value)!;
-      progress.until = until;
-      return until;
-    },
-    {
-      validator: (value: string) => {
-        const norm = typeof value === 'string' ? normaliseStageName(value) : undefined;
-        if (norm === undefined || !names.includes(norm))
-          throw new Error(
-            `setUntil: ${JSON.stringify(value)} is not a stage of this curriculum; use one of ${names.join(', ')}`,
-          );
-        const current = Math.max(results.length, progress.stageIndex);
-        if (names.indexOf(norm) < current) {
-          throw new Error(
-            `setUntil: stage ${norm} is already finished or running; use ${names.slice(current).join(', ') || '(none left)'}`,
-          );
-        }
-      },
-    },
-  );
-
-  for (let i = results.length; i < plan.stages.length; i++) {
-    if (names.indexOf(until) < i) break;
-    const stage = plan.stages[i]!;
-    const initFrom = i === 0 ? stage.initStateDir : results[i - 1]!.finalCheckpoint;
-    Object.assign(progress, { stage: stage.name, stageIndex: i, step: 0, totalSteps: stage.steps, lastLoss: null });
-    setState(paused ? 'paused' : 'running');
-    const startedAt = carried?.stageStartedAt ?? Date.now();
-    carried = undefined;
-    const status = await quick(`inspect stage ${stage.name}`).inspectStage({
+  /** The plan is known: its stages, `until`, and the setUntil update that moves it. */
+  planned(plan: Plan): void {
+    this.stageNames = plan.stages.map((s) => s.name);
+    this.until = this.carried?.until ?? plan.until;
+    Object.assign(this.progress, {
+      stages: this.stageNames,
+      stageSteps: plan.stages.map((s) => s.steps),
+      until: this.until,
       jobDir: plan.jobDir,
-      stage: stage.name,
-      steps: stage.steps,
+      completed: this.results,
     });
-    progress.step = status.step;
+    setHandler(setUntilUpdate, (value: string) => this.setUntil(value), {
+      validator: (value: string) => this.validateUntil(value),
+    });
+  }
+
+  /** Stage i: init weights, conversion if needed, shards until its steps are done, then promotion. */
+  async trainStage(plan: Plan, i: number): Promise<void> {
+    const stage = plan.stages[i]!;
+    const initFrom = i === 0 ? stage.initStateDir : this.results[i - 1]!.finalCheckpoint;
+    Object.assign(this.progress, {
+      stage: stage.name,
+      stageIndex: i,
+      step: 0,
+      totalSteps: stage.steps,
+      lastLoss: null,
+    });
+    this.setState(this.paused ? 'paused' : 'running');
+    const startedAt = this.carried?.stageStartedAt ?? Date.now();
+    this.carried = undefined;
+    const ref = { jobDir: plan.jobDir, stage: stage.name, steps: stage.steps };
+    const status = await quick(`inspect stage ${stage.name}`).inspectStage(ref);
+    this.progress.step = status.step;
     if (stage.convertFrom && initFrom && !status.final && status.step === 0) {
       // Stage 1 from CogVideoX diffusers weights: convert them first (kept if already converted).
       await converter.convertInit({
@@ -212,45 +212,103 @@ export async function trainCurriculum(input: CurriculumInput, carried?: Carried)
         seed: stage.seed,
       });
     }
-    show();
-    if (!status.final) {
-      for (;;) {
-        if (paused) {
-          setState('paused');
-          await condition(() => !paused);
-          setState('running');
-        }
-        try {
-          shardScope = new CancellationScope();
-          const acts = training(stage, stepText(stage.name, progress.step, stage.steps, progress.lastLoss));
-          const r = await shardScope.run(() =>
-            acts.trainShard({ jobDir: plan.jobDir, stage, set: input.set ?? {}, initFrom }),
-          );
-          Object.assign(progress, { step: r.step, lastLoss: r.lastLoss, lastCheckpoint: r.checkpoint });
-          show();
-          if (r.done) break;
-        } catch (err) {
-          if (isCancellation(err) && paused && !root.consideredCancelled) continue; // paused: the shard checkpointed and stopped
-          throw err;
-        } finally {
-          shardScope = undefined;
-        }
-        if (workflowInfo().continueAsNewSuggested) {
-          await continueAsNew<typeof trainCurriculum>(input, { results, until, paused, stageStartedAt: startedAt });
-        }
+    this.show();
+    if (!status.final) await this.trainShards(plan, stage, initFrom, startedAt);
+    const final = await quick(`promote stage ${stage.name} (${stage.steps} steps)`).promoteStage(ref);
+    this.results.push(stageResult(final, (Date.now() - startedAt) / 1000));
+    Object.assign(this.progress, {
+      step: final.steps,
+      lastCheckpoint: final.finalCheckpoint,
+      lastLoss: final.lastLoss,
+    });
+    this.show();
+  }
+
+  /** trainShard attempts until the stage is done; waits while paused; continues as new when the history is long. */
+  private async trainShards(
+    plan: Plan,
+    stage: PlannedStage,
+    initFrom: string | null,
+    startedAt: number,
+  ): Promise<void> {
+    for (;;) {
+      if (this.paused) {
+        this.setState('paused');
+        await condition(() => !this.paused);
+        this.setState('running');
+      }
+      try {
+        this.shardScope = new CancellationScope();
+        const p = this.progress;
+        const acts = training(stage, stepText(stage.name, p.step, stage.steps, p.lastLoss));
+        const r = await this.shardScope.run(() =>
+          acts.trainShard({ jobDir: plan.jobDir, stage, set: this.input.set ?? {}, initFrom }),
+        );
+        Object.assign(p, { step: r.step, lastLoss: r.lastLoss, lastCheckpoint: r.checkpoint });
+        this.show();
+        if (r.done) return;
+      } catch (err) {
+        // Paused: the shard checkpointed and stopped.
+        if (isCancellation(err) && this.paused && !this.root.consideredCancelled) continue;
+        throw err;
+      } finally {
+        this.shardScope = undefined;
+      }
+      if (workflowInfo().continueAsNewSuggested) {
+        const next: Carried = {
+          results: this.results,
+          until: this.until,
+          paused: this.paused,
+          stageStartedAt: startedAt,
+        };
+        await continueAsNew<typeof trainCurriculum>(this.input, next);
       }
     }
-    const final = await quick(`promote stage ${stage.name} (${stage.steps} steps)`).promoteStage({
-      jobDir: plan.jobDir,
-      stage: stage.name,
-      steps: stage.steps,
-    });
-    results.push(stageResult(final, (Date.now() - startedAt) / 1000));
-    Object.assign(progress, { step: final.steps, lastCheckpoint: final.finalCheckpoint, lastLoss: final.lastLoss });
-    show();
   }
-  setState('completed');
-  return { jobName: plan.jobName, curriculum: plan.curriculum, until, stages: results };
+
+  /** Reports of another stage, or older than what is known (a late signal of an earlier attempt), change nothing. */
+  private onShardProgress(r: ShardProgress): void {
+    const p = this.progress;
+    if (r.stage !== p.stage || r.step <= p.step || p.state === 'completed') return;
+    Object.assign(p, { step: r.step, lastLoss: r.loss });
+    this.show();
+  }
+
+  /** The running shard saves a checkpoint and stops; no shard starts until resume. */
+  private pause(): void {
+    if (this.paused) return;
+    this.paused = true;
+    if (this.shardScope) {
+      this.setState('pausing');
+      this.shardScope.cancel();
+    } else if (this.progress.state === 'running') this.setState('paused');
+  }
+
+  private resume(): void {
+    this.paused = false;
+    if (this.progress.state === 'paused' || this.progress.state === 'pausing') this.setState('running');
+  }
+
+  private setUntil(value: string): string {
+    this.until = normaliseStageName(value)!;
+    this.progress.until = this.until;
+    return this.until;
+  }
+
+  private validateUntil(value: string): void {
+    const names = this.stageNames;
+    const norm = typeof value === 'string' ? normaliseStageName(value) : undefined;
+    if (norm === undefined || !names.includes(norm))
+      throw new Error(
+        `setUntil: ${JSON.stringify(value)} is not a stage of this curriculum; use one of ${names.join(', ')}`,
+      );
+    const current = Math.max(this.results.length, this.progress.stageIndex);
+    if (names.indexOf(norm) < current) {
+      throw new Error(
+        `setUntil: stage ${norm} is already finished or running; use ${names.slice(current).join(', ') || '(none left)'}`,
+      );
+    }
+  }
 }
 
 /** A finished stage for the job's result; only these fields (histories of older workers carry more). */
