@@ -24,6 +24,7 @@ import type { Logger } from '../log';
 import { checkpointsDir, metricsFile } from '../paths';
 import type { ModelState } from './model-state';
 import type { CheckpointSaved, ShardControl } from './shard-types';
+import type { StepGradients } from './step';
 
 /** One line of the stage's metrics.jsonl. */
 export interface MetricsLine {
@@ -113,22 +114,33 @@ export class ShardRun {
     return d;
   }
 
-  /** Records a trained step: the metrics line, progress, and a checkpoint every checkpoint.interval steps. */
-  commit(line: Omit<MetricsLine, 'stage' | 'step' | 'time'>, step: number): void {
+  /** Records trained step `step`: the metrics line, progress, and a checkpoint every checkpoint.interval steps. */
+  commit(step: number, g: StepGradients, lr: { base: number; ttt: number }, stepTime: number): void {
     this.step = step;
-    if (this.firstLoss === null) this.firstLoss = line.loss;
-    this.lastLoss = line.loss;
+    if (this.firstLoss === null) this.firstLoss = g.loss;
+    this.lastLoss = g.loss;
     this.ctl.beforeWrite?.();
     this.lease.check(`writing step ${step}`);
-    const full: MetricsLine = { stage: this.name, step, ...line, time: new Date().toISOString() };
-    fs.writeSync(this.metricsFd!, `${JSON.stringify(full)}\n`);
+    const line: MetricsLine = {
+      stage: this.name,
+      step,
+      loss: g.loss,
+      grad_norm: g.gradNorm,
+      lr: lr.base,
+      lr_ssm: lr.ttt,
+      step_time: stepTime,
+      data_time: g.dataSeconds,
+      tokens_per_s: (this.stage.config.training.global_batch_size * this.model.dims.seqLen) / stepTime,
+      time: new Date().toISOString(),
+    };
+    fs.writeSync(this.metricsFd!, `${JSON.stringify(line)}\n`);
     this.ctl.onProgress?.({
       stage: this.name,
       step,
       totalSteps: this.total,
-      loss: line.loss,
-      gradNorm: line.grad_norm,
-      stepSeconds: line.step_time,
+      loss: g.loss,
+      gradNorm: g.gradNorm,
+      stepSeconds: stepTime,
     });
     if (step % this.stage.config.checkpoint.interval === 0 || step === this.total) this.save();
   }

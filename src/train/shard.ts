@@ -74,7 +74,6 @@ async function trainShard(req: ShardRequest, ctl: ShardControl): Promise<ShardRe
     const batchAt = stageBatches(c, dims, log, () => run.step);
     const bound = shardBound(req, c, t0, startStep, ctl);
     const accum = c.training.grad_accum_steps;
-    const tokens = c.training.global_batch_size * dims.seqLen;
     let frozen = model.frozenParams();
     let reason: ShardResult['reason'] = 'done';
     run.openMetrics();
@@ -100,19 +99,7 @@ async function trainShard(req: ShardRequest, ctl: ShardControl): Promise<ShardRe
         }
         const lr = learningRates(s, run.total, c.optimizer);
         applyStep(model, g, lr);
-        const stepTime = (Date.now() - ts) / 1000;
-        run.commit(
-          {
-            loss: g.loss,
-            grad_norm: g.gradNorm,
-            lr: lr.base,
-            lr_ssm: lr.ttt,
-            step_time: stepTime,
-            data_time: g.dataSeconds,
-            tokens_per_s: tokens / stepTime,
-          },
-          s,
-        );
+        run.commit(s, g, lr, (Date.now() - ts) / 1000);
         // Let I/O (stop requests, parent liveness) through between steps.
         await new Promise((r) => setImmediate(r));
       }
