@@ -1,7 +1,7 @@
 /** Live progress of a job: one progress bar per stage (cli-progress), or plain lines without a TTY. */
 import type { Client } from '@temporalio/client';
 import cliProgress from 'cli-progress';
-import { formatEta, jobStatus, statusLine, type JobStatus } from '../temporal/status';
+import { formatEta, jobStatus, statusLine, type JobStatus } from './status';
 
 export interface WatchOptions {
   intervalMs?: number;
