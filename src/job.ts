@@ -52,7 +52,7 @@ export function planCurriculum(input: CurriculumInput): Plan {
     curriculumName: cur.name,
     until,
     stages: cur.stages.map((s, index) => {
-      const init = index === 0 ? stageInit(s.config.checkpoint.init_state_dir, jobDir(dump, jobName)) : NO_INIT;
+      const init = index === 0 ? stageInit(s.config.checkpoint.init_state_dir, jobDir(dump, jobName)) : noInit();
       return {
         index,
         name: s.video.stage,
@@ -83,7 +83,7 @@ export interface StageInit {
   convertFrom: string | null;
 }
 
-const NO_INIT: StageInit = { initStateDir: null, convertFrom: null };
+const noInit = (): StageInit => ({ initStateDir: null, convertFrom: null });
 
 /**
  * Stage 1's init weights, for the plan and for `ttt-curriculum train`: the folder that
@@ -91,7 +91,7 @@ const NO_INIT: StageInit = { initStateDir: null, convertFrom: null };
  * converted into <job>/init first; nothing ('') for a fresh initialisation.
  */
 export function stageInit(initStateDir: string, jobDirPath: string): StageInit {
-  if (initStateDir === '') return NO_INIT;
+  if (initStateDir === '') return noInit();
   const dir = path.resolve(initStateDir);
   if (!isDiffusersFolder(dir)) return { initStateDir: dir, convertFrom: null };
   return { initStateDir: convertedInitDir(jobDirPath), convertFrom: dir };
