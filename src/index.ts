@@ -56,7 +56,7 @@ export {
   type ConvertProgress,
 } from './convert/convert';
 export { ConvertError, isDiffusersFolder } from './convert/config';
-export { watchJob, type WatchOptions } from './cli/watch';
+export { watchJob, type WatchOptions } from './temporal/watch';
 export { plotJob, plotSpec, readJobMetrics, type MetricRow } from './plot/plot';
 export { trainingMetrics } from './temporal/metrics';
 export { checkSearchAttributes, createSearchAttributeCommands } from './temporal/search-attributes';

@@ -1,6 +1,7 @@
 /**
- * Job-level operations behind the activities, callable without Temporal: plan a curriculum,
- * inspect a stage, promote its final checkpoint.
+ * Job-level operations behind the activities and `ttt-curriculum train`, callable without
+ * Temporal: plan a curriculum, decide and prepare stage 1's init weights, inspect a stage,
+ * promote its final checkpoint.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -15,6 +16,7 @@ import { UserError } from './errors';
 import { validateJobName } from './jobname';
 import { checkpointsDir, convertedInitDir, finalDir, jobDir, stageDir } from './paths';
 import { isDiffusersFolder } from './convert/config';
+import { convertDiffusers, type ConvertResult } from './convert/convert';
 import type { CurriculumInput, Plan, StageFinal, StageStatus } from './shared/types';
 
 /** Validates a job input and the curriculum it names; returns the plan (small JSON). */
@@ -49,18 +51,14 @@ export function planCurriculum(input: CurriculumInput): Plan {
     curriculum: cur.file,
     until,
     stages: cur.stages.map((s, index) => {
-      const init =
-        index === 0 && s.config.checkpoint.init_state_dir !== ''
-          ? path.resolve(s.config.checkpoint.init_state_dir)
-          : null;
-      const convertFrom = init && isDiffusersFolder(init) ? init : null;
+      const init = index === 0 ? stageInit(s.config.checkpoint.init_state_dir, jobDir(dump, jobName)) : noInit();
       return {
         name: s.video.stage,
         configFile: s.file,
         configHash: s.hash,
         steps: s.config.training.steps,
-        initStateDir: convertFrom ? convertedInitDir(jobDir(dump, jobName)) : init,
-        convertFrom,
+        initStateDir: init.initStateDir,
+        convertFrom: init.convertFrom,
         ssmLayer: s.config.model.ssm_layer,
         seed: s.config.training.seed,
         shardMaxSeconds: s.config.shard.max_seconds,
@@ -70,6 +68,54 @@ export function planCurriculum(input: CurriculumInput): Plan {
       };
     }),
   };
+}
+
+/** Where stage 1 starts from. */
+export interface StageInit {
+  /** The weights folder of step 0 (absolute), or null for a fresh initialisation. */
+  initStateDir: string | null;
+  /** A CogVideoX diffusers folder to convert into initStateDir (<job>/init) first; else null. */
+  convertFrom: string | null;
+}
+
+const noInit = (): StageInit => ({ initStateDir: null, convertFrom: null });
+
+/**
+ * Stage 1's init weights, for the plan and for `ttt-curriculum train`: the folder that
+ * checkpoint.init_state_dir (or `train --init`) names, used as is; a CogVideoX diffusers folder,
+ * converted into <job>/init first; nothing ('') for a fresh initialisation.
+ */
+export function stageInit(initStateDir: string, jobDirPath: string): StageInit {
+  if (initStateDir === '') return noInit();
+  const dir = path.resolve(initStateDir);
+  if (!isDiffusersFolder(dir)) return { initStateDir: dir, convertFrom: null };
+  return { initStateDir: convertedInitDir(jobDirPath), convertFrom: dir };
+}
+
+export interface PreparedInit {
+  /** The folder to pass to the shard as its init weights, or null (fresh). */
+  initFrom: string | null;
+  /** The conversion run (or found already done) for it; null when none was needed. */
+  conversion: ConvertResult | null;
+}
+
+/**
+ * Makes a stage's init weights ready outside the workflow (`ttt-curriculum train`): converts
+ * `init.convertFrom` into `init.initStateDir` (kept if already converted) unless the stage
+ * already has a complete checkpoint to resume from. The workflow does the same through its
+ * convertInit activity.
+ */
+export async function prepareInit(
+  init: StageInit,
+  at: { jobDir: string; stage: string },
+  opts: { ssmLayer: 'ttt_mlp' | 'ttt_linear'; seed: number; signal?: AbortSignal },
+): Promise<PreparedInit> {
+  const { initStateDir, convertFrom } = init;
+  if (!convertFrom || !initStateDir) return { initFrom: initStateDir, conversion: null };
+  if (latestCompleteCheckpoint(checkpointsDir(stageDir(at.jobDir, at.stage))))
+    return { initFrom: initStateDir, conversion: null };
+  const conversion = await convertDiffusers({ from: convertFrom, out: initStateDir, ...opts });
+  return { initFrom: initStateDir, conversion };
 }
 
 function stageFinal(stage: string, ck: VerifiedCheckpoint): StageFinal {

@@ -1,10 +1,13 @@
-/** The `train` command: one stage locally, auto-resuming from the latest checkpoint of job.exp_name. */
+/** The `train` and `dataset synth` commands, and the helpers the commands share. */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { test } from 'node:test';
 import { latestCompleteCheckpoint } from '../../src/checkpoint/store';
+import { overridesFrom, parseSize, resultTable } from '../../src/cli/common';
+import { stageLine } from '../../src/cli/commands/status';
+import type { CurriculumResult } from '../../src/shared/types';
 import { CLI, ROOT, metricSteps, tmpDir } from '../helpers';
 
 function train(args: string[]): string {
@@ -73,4 +76,44 @@ test('dataset synth writes the synthetic source as a JSONL dataset and says how 
   assert.equal(lines.length, 2);
   for (const l of lines)
     for (const f of [l.vid_emb, ...l.text_chunk_emb]) assert.ok(fs.existsSync(path.join(out, f)), f);
+});
+
+test('the shared CLI helpers: --set overrides, sizes, the result table and the status lines', () => {
+  assert.deepEqual(overridesFrom(['a.b=1', 'c.d=x=y'], { 'e.f': '2' }), { 'e.f': '2', 'a.b': '1', 'c.d': 'x=y' });
+  assert.throws(() => overridesFrom(['a.b'], {}), /--set a\.b: write --set section\.field=value/);
+  assert.equal(parseSize('5GB'), 5e9);
+  assert.equal(parseSize('1.5 GiB'), Math.floor(1.5 * 1024 ** 3));
+  assert.equal(parseSize('500'), 500);
+  assert.throws(() => parseSize('0MB'), /size "0MB" is not a positive size/);
+  const stage = { modelSha256: 'x', firstLoss: null, lastLoss: null };
+  const result: CurriculumResult = {
+    jobName: 'j',
+    curriculum: path.join(ROOT, 'configs/curriculum/tiny.toml'),
+    until: '9s',
+    stages: [
+      { ...stage, stage: '3s', steps: 4, firstLoss: 1.5, lastLoss: 0.25, wallSeconds: 3.25, finalCheckpoint: '/j/3s' },
+      { ...stage, stage: '9s', steps: 12, wallSeconds: 10, finalCheckpoint: '/j/9s' },
+    ],
+  };
+  const table = resultTable(result, ROOT);
+  assert.equal(
+    table,
+    [
+      '',
+      'Job j (configs/curriculum/tiny.toml) finished through stage 9s:',
+      'stage  steps  first loss  last loss  wall s  final checkpoint',
+      '3s     4      1.5000      0.2500     3.3     /j/3s',
+      '9s     12     -           -          10.0    /j/9s',
+      '',
+    ].join('\n'),
+  );
+  const line = { stage: '9s', step: 5, totalSteps: 12, done: false, loss: 0.5, finalCheckpoint: null };
+  assert.equal(
+    stageLine({ ...line, stepsPerSecond: 2, etaSeconds: 3.5 }),
+    '  9s        5/12      loss 0.5000  2.00 steps/s  ETA 4s',
+  );
+  assert.equal(
+    stageLine({ ...line, done: true, loss: null, stepsPerSecond: null, etaSeconds: null }),
+    '  9s        5/12 done ',
+  );
 });

@@ -1,0 +1,88 @@
+/**
+ * `train <config>`: one stage locally, without Temporal; resumes from the latest checkpoint of
+ * job.exp_name under job.dump_folder. Stage 1's init weights are decided as the plan decides them.
+ */
+import { loadStageConfig } from '../../config/load';
+import { jobDir } from '../../paths';
+import { prepareInit, stageInit } from '../../job';
+import { formatLoss, stepText } from '../../shared/progress';
+import type { ShardProgress } from '../../shared/types';
+import { runShard, type ShardResult } from '../../train/shard';
+import { type CliContext, progressBar, type Register, toNumber } from '../common';
+
+interface TrainFlags {
+  init?: string;
+  maxSteps?: number;
+}
+
+/** Progress on stderr as a bar on a TTY, else one line per step on stdout. */
+function progressDisplay(stage: string): { onProgress: (p: ShardProgress) => void; stop: () => void } {
+  const bar = progressBar(
+    ` ${stage} |{bar}| {value}/{total} steps | loss {loss} | {duration_formatted} (ETA {eta_formatted})`,
+  );
+  const tty = process.stderr.isTTY;
+  let started = false;
+  return {
+    onProgress: (p) => {
+      if (tty) {
+        if (!started) bar.start(p.totalSteps, p.step - 1, { loss: '-' });
+        started = true;
+        bar.update(p.step, { loss: formatLoss(p.loss) });
+      } else process.stdout.write(`${stepText(p.stage, p.step, p.totalSteps, p.loss)}\n`);
+    },
+    stop: () => {
+      if (started) bar.stop();
+    },
+  };
+}
+
+/** "3s: steps 0->3 of 6, first loss ..., last loss ..., 1.2s on tensorflow" and the checkpoint. */
+export function trainSummary(r: ShardResult): string {
+  const losses = `first loss ${r.firstLoss?.toFixed(4) ?? '-'}, last loss ${r.lastLoss?.toFixed(4) ?? '-'}`;
+  return (
+    `${r.stage}: steps ${r.startStep}->${r.step} of ${r.totalSteps}${r.done ? ' (stage complete)' : ''}, ` +
+    `${losses}, ${r.seconds.toFixed(1)}s on ${r.backend}\ncheckpoint: ${r.checkpoint}\n`
+  );
+}
+
+async function train(config: string, o: TrainFlags, ctx: CliContext): Promise<void> {
+  const stage = loadStageConfig(config, ctx.overrides, { overrideSource: 'command line' });
+  const c = stage.config;
+  const dir = jobDir(c.job.dump_folder, c.job.exp_name);
+  const display = progressDisplay(stage.video.stage);
+  const ac = new AbortController();
+  process.once('SIGINT', () => ac.abort());
+  const init = stageInit(o.init || c.checkpoint.init_state_dir, dir);
+  const { initFrom, conversion } = await prepareInit(
+    init,
+    { jobDir: dir, stage: stage.video.stage },
+    { ssmLayer: c.model.ssm_layer, seed: c.training.seed, signal: ac.signal },
+  );
+  if (conversion)
+    process.stdout.write(
+      `init weights: ${conversion.reused ? 'kept the earlier conversion in' : 'converted CogVideoX weights into'} ${initFrom}\n`,
+    );
+  const request = {
+    configFile: stage.file,
+    overrides: ctx.overrides,
+    jobDir: dir,
+    initFrom,
+    maxSteps: o.maxSteps ?? 0,
+    maxSeconds: Number.POSITIVE_INFINITY,
+    who: 'ttt-curriculum train',
+  };
+  const r = await runShard(request, { shouldStop: () => ac.signal.aborted, onProgress: display.onProgress });
+  display.stop();
+  process.stdout.write(trainSummary(r));
+}
+
+export const register: Register = (program, ctx) => {
+  program
+    .command('train <config>')
+    .description(
+      'train one stage locally, without Temporal; resumes from the latest checkpoint of job.exp_name under job.dump_folder',
+    )
+    .option('--init <dir>', 'initial weights folder (default: checkpoint.init_state_dir, else fresh)')
+    .option('--max-steps <n>', 'stop after this many steps (the stage resumes next time)', toNumber)
+    .action((config: string, o: TrainFlags) => train(config, o, ctx));
+};

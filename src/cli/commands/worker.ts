@@ -1,0 +1,35 @@
+/** `worker`: runs a worker that trains shards of any job on its task queue, until SIGINT/SIGTERM. */
+import { runWorker } from '../../temporal/worker';
+import { type ConnectionFlags, connectionOptions, type Register, taskQueueOption, toNumber } from '../common';
+import { Option } from 'commander';
+
+interface WorkerFlags extends ConnectionFlags {
+  maxConcurrentActivities: number;
+  metricsPort?: number;
+  metricsHost: string;
+}
+
+export const register: Register = (program) => {
+  connectionOptions(program.command('worker').description('run a worker: trains shards of any job on its task queue'))
+    .addOption(taskQueueOption())
+    .option('--max-concurrent-activities <n>', 'activities at once (one training shard each)', toNumber, 2)
+    .addOption(
+      new Option('--metrics-port <n>', "serve Prometheus metrics (Temporal's and ours) on this port, GET /metrics")
+        .env('TTT_METRICS_PORT')
+        .argParser(toNumber),
+    )
+    .option('--metrics-host <host>', 'interface of the metrics endpoint', '0.0.0.0')
+    .action(async (o: WorkerFlags) => {
+      const ac = new AbortController();
+      for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => ac.abort());
+      await runWorker({
+        address: o.address,
+        namespace: o.namespace,
+        taskQueue: o.taskQueue,
+        maxConcurrentActivities: o.maxConcurrentActivities,
+        metricsPort: o.metricsPort,
+        metricsHost: o.metricsHost,
+        signal: ac.signal,
+      });
+    });
+};
