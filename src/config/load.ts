@@ -194,20 +194,36 @@ function zodProblems(
 
 /** Semantic checks the schema cannot express. */
 function semanticProblems(file: string, c: StageConfig, video: VideoLengthInfo, opts: LoadOptions): ConfigProblem[] {
-  const problems: ConfigProblem[] = [];
-  const m = c.model;
+  return [
+    ...meshProblems(file, c, opts.devices ?? availableDevices()),
+    ...patchProblems(file, c),
+    ...sequenceProblems(file, c, video),
+    ...headDimProblems(file, c),
+    ...batchProblems(file, c),
+    ...(opts.checkPaths !== false ? [...datasetProblems(file, c), ...initStateProblems(file, c)] : []),
+  ];
+}
+
+/** The device mesh must use exactly the devices of one training process. */
+function meshProblems(file: string, c: StageConfig, devices: number): ConfigProblem[] {
   const p = c.parallelism;
-  const devices = opts.devices ?? availableDevices();
   const mesh = p.dp_replicate * p.dp_sharding * p.tp_sharding;
-  if (mesh !== devices) {
-    problems.push({
+  if (mesh === devices) return [];
+  return [
+    {
       file,
       field: 'parallelism.dp_replicate*dp_sharding*tp_sharding',
       value: `${p.dp_replicate}*${p.dp_sharding}*${p.tp_sharding} = ${mesh}`,
       message: `the device mesh has ${mesh} devices but ${devices} ${devices === 1 ? 'is' : 'are'} available to a training process`,
       fix: `choose factors whose product is ${devices}, e.g. --parallelism.dp_replicate=${devices} --parallelism.dp_sharding=1 --parallelism.tp_sharding=1 (or set TTT_DEVICES)`,
-    });
-  }
+    },
+  ];
+}
+
+/** The latent height and width must cut into whole patches. */
+function patchProblems(file: string, c: StageConfig): ConfigProblem[] {
+  const m = c.model;
+  const problems: ConfigProblem[] = [];
   for (const [field, dim] of [
     ['model.latent_height', m.latent_height],
     ['model.latent_width', m.latent_width],
@@ -222,25 +238,22 @@ function semanticProblems(file: string, c: StageConfig, video: VideoLengthInfo, 
       });
     }
   }
+  return problems;
+}
+
+/** The TTT sequence must be a whole number of mini-batches; the fix names the nearest text lengths that make it one. */
+function sequenceProblems(file: string, c: StageConfig, video: VideoLengthInfo): ConfigProblem[] {
+  const m = c.model;
   const tokensPerFrame = Math.floor(m.latent_height / m.patch_size) * Math.floor(m.latent_width / m.patch_size);
   const videoTokens = video.latentFrames * tokensPerFrame;
   const seqLen = sequenceLength(video.segments, m.text_length, video.latentFrames, tokensPerFrame);
   const k = m.mini_batch_size;
-  if (seqLen % k !== 0) {
-    const fits = (L: number): boolean =>
-      sequenceLength(video.segments, L, video.latentFrames, tokensPerFrame) % k === 0;
-    // Look one period (k) each way, but never more than SEARCH candidates: a huge mini_batch_size
-    // would otherwise take seconds to minutes here, and its nearest fits are no useful advice.
-    const SEARCH = 4096;
-    const span = Math.min(k, SEARCH);
-    let up = m.text_length + 1;
-    while (!fits(up) && up < m.text_length + span + 1) up++;
-    let down = m.text_length - 1;
-    while (down > 0 && !fits(down) && down > m.text_length - span - 1) down--;
-    const options = [down > 0 && fits(down) ? down : undefined, fits(up) ? up : undefined].filter(
-      (x): x is number => x !== undefined,
-    );
-    problems.push({
+  if (seqLen % k === 0) return [];
+  const options = nearestFittingTextLengths(m.text_length, k, (L) =>
+    sequenceLength(video.segments, L, video.latentFrames, tokensPerFrame),
+  );
+  return [
+    {
       file,
       field: 'model.text_length',
       value: m.text_length,
@@ -249,79 +262,115 @@ function semanticProblems(file: string, c: StageConfig, video: VideoLengthInfo, 
         options.length > 0
           ? `set model.text_length = ${options.map((L) => `${L} (${video.segments * L + videoTokens} tokens = ${(video.segments * L + videoTokens) / k} x ${k})`).join(' or ')}, or change model.mini_batch_size`
           : `change model.mini_batch_size to a divisor of the sequence length`,
-    });
-  }
-  if (m.attention_head_dim % 16 !== 0) {
-    problems.push({
+    },
+  ];
+}
+
+/** The text lengths nearest to `textLength`, below then above, whose sequence length is a multiple of k. */
+function nearestFittingTextLengths(textLength: number, k: number, seqLenOf: (L: number) => number): number[] {
+  const fits = (L: number): boolean => seqLenOf(L) % k === 0;
+  // Look one period (k) each way, but never more than SEARCH candidates: a huge mini_batch_size
+  // would otherwise take seconds to minutes here, and its nearest fits are no useful advice.
+  const SEARCH = 4096;
+  const span = Math.min(k, SEARCH);
+  let up = textLength + 1;
+  while (!fits(up) && up < textLength + span + 1) up++;
+  let down = textLength - 1;
+  while (down > 0 && !fits(down) && down > textLength - span - 1) down--;
+  return [down > 0 && fits(down) ? down : undefined, fits(up) ? up : undefined].filter(
+    (x): x is number => x !== undefined,
+  );
+}
+
+/** 3D rotary embeddings need a head width that splits into t, h and w rotation pairs. */
+function headDimProblems(file: string, c: StageConfig): ConfigProblem[] {
+  const m = c.model;
+  if (m.attention_head_dim % 16 === 0) return [];
+  return [
+    {
       file,
       field: 'model.attention_head_dim',
       value: m.attention_head_dim,
       message:
         '3D rotary embeddings split a head into t (1/4) and h, w (3/8 each) rotation pairs, which needs a multiple of 16',
       fix: 'use a multiple of 16 (CogVideoX uses 64)',
-    });
-  }
+    },
+  ];
+}
+
+/** The global batch must split evenly over the data-parallel ranks and the accumulation steps. */
+function batchProblems(file: string, c: StageConfig): ConfigProblem[] {
   const t = c.training;
+  const p = c.parallelism;
   const dp = p.dp_replicate * p.dp_sharding;
-  if (t.global_batch_size % (dp * t.grad_accum_steps) !== 0) {
-    problems.push({
+  if (t.global_batch_size % (dp * t.grad_accum_steps) === 0) return [];
+  return [
+    {
       file,
       field: 'training.global_batch_size',
       value: t.global_batch_size,
       message: `not divisible by data-parallel ranks (${dp}) x training.grad_accum_steps (${t.grad_accum_steps})`,
       fix: `use a multiple of ${dp * t.grad_accum_steps}`,
+    },
+  ];
+}
+
+/** A dataset folder (unless "synthetic") must exist and list JSONL files that exist under it. */
+function datasetProblems(file: string, c: StageConfig): ConfigProblem[] {
+  const t = c.training;
+  if (t.dataset_path === 'synthetic') return [];
+  const ds = path.resolve(t.dataset_path);
+  if (!fs.existsSync(ds) || !fs.statSync(ds).isDirectory()) {
+    return [
+      {
+        file,
+        field: 'training.dataset_path',
+        value: t.dataset_path,
+        message: `no such directory (${ds})`,
+        fix: 'point it at the folder of precomputed embeddings, or use "synthetic"',
+      },
+    ];
+  }
+  const problems: ConfigProblem[] = [];
+  for (const j of t.jsonl_paths) {
+    if (!fs.existsSync(path.resolve(ds, j))) {
+      problems.push({
+        file,
+        field: 'training.jsonl_paths',
+        value: j,
+        message: `no such file under ${ds}`,
+        fix: 'list JSONL files relative to training.dataset_path',
+      });
+    }
+  }
+  if (t.jsonl_paths.length === 0) {
+    problems.push({
+      file,
+      field: 'training.jsonl_paths',
+      value: [],
+      message: 'no JSONL files listed',
+      fix: 'list the JSONL files that describe the samples',
     });
   }
-  if (opts.checkPaths !== false) {
-    if (t.dataset_path !== 'synthetic') {
-      const ds = path.resolve(t.dataset_path);
-      if (!fs.existsSync(ds) || !fs.statSync(ds).isDirectory()) {
-        problems.push({
-          file,
-          field: 'training.dataset_path',
-          value: t.dataset_path,
-          message: `no such directory (${ds})`,
-          fix: 'point it at the folder of precomputed embeddings, or use "synthetic"',
-        });
-      } else {
-        for (const j of t.jsonl_paths) {
-          if (!fs.existsSync(path.resolve(ds, j))) {
-            problems.push({
-              file,
-              field: 'training.jsonl_paths',
-              value: j,
-              message: `no such file under ${ds}`,
-              fix: 'list JSONL files relative to training.dataset_path',
-            });
-          }
-        }
-        if (t.jsonl_paths.length === 0) {
-          problems.push({
-            file,
-            field: 'training.jsonl_paths',
-            value: [],
-            message: 'no JSONL files listed',
-            fix: 'list the JSONL files that describe the samples',
-          });
-        }
-      }
-    }
-    if (c.checkpoint.init_state_dir !== '') {
-      const d = path.resolve(c.checkpoint.init_state_dir);
-      if (!fs.existsSync(d)) {
-        problems.push({
-          file,
-          field: 'checkpoint.init_state_dir',
-          value: c.checkpoint.init_state_dir,
-          message: `no such directory (${d})`,
-          fix: 'point it at a folder holding model*.safetensors or a CogVideoX diffusers transformer folder, or set it to "" for a fresh initialisation',
-        });
-      } else if (isDiffusersFolder(d)) {
-        problems.push(...diffusersProblems(file, c, d));
-      }
-    }
-  }
   return problems;
+}
+
+/** An init_state_dir (unless "") must exist; a diffusers folder there must have this config's sizes. */
+function initStateProblems(file: string, c: StageConfig): ConfigProblem[] {
+  if (c.checkpoint.init_state_dir === '') return [];
+  const d = path.resolve(c.checkpoint.init_state_dir);
+  if (!fs.existsSync(d)) {
+    return [
+      {
+        file,
+        field: 'checkpoint.init_state_dir',
+        value: c.checkpoint.init_state_dir,
+        message: `no such directory (${d})`,
+        fix: 'point it at a folder holding model*.safetensors or a CogVideoX diffusers transformer folder, or set it to "" for a fresh initialisation',
+      },
+    ];
+  }
+  return isDiffusersFolder(d) ? diffusersProblems(file, c, d) : [];
 }
 
 /** A diffusers init_state_dir (converted before stage 1) must have the sizes of the stage config. */

@@ -3,33 +3,44 @@
  *
  *   read config.json and every header, check keys/shapes/dtypes (diffusers.ts)
  *   -> plan the output: source tensors in file order, then the parameters TTT-Video-DiT adds,
- *      cut into shards of at most maxShardBytes
+ *      cut into output files ("parts") of at most maxPartBytes (parts.ts)
  *   -> for each input file, each tensor in byte order, in chunks: read, hash, convert the dtype,
- *      append to the current output shard (whose header was written first, from the plan)
+ *      append to the current part (whose header was written first, from the plan)
  *   -> the added parameters, initialised as TTT-Video-DiT does (params.ts)
  *   -> config.json (the [model] fields) and convert.json (the manifest: the input's content
  *      hash, the options, every output file's sha256), then an atomic rename into place.
  *
  * Memory holds one 16 MiB chunk of a source tensor (and its converted bytes), or one added
- * parameter, far below "one input shard plus one output shard". Every input byte is read once: the input's
+ * parameter, far below "one input file plus one output file". Every input byte is read once: the input's
  * content hash is computed while converting. Converting the same input with the same options
  * again finds the manifest and reuses the output after checking the input's hash.
  */
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { DTYPE_BYTES, encodeHeader, fromFloat32, toFloat32 } from '../io/safetensors';
+import { DTYPE_BYTES, fromFloat32, toFloat32 } from '../io/safetensors';
 import { fsyncDir, removeDeadWritersFolders, verifyFiles, writeFileSynced } from '../checkpoint/store';
 import { type FileEntry, fileEntry } from '../io/files';
-import { logger } from '../log';
+import { type Logger, logger } from '../log';
 import { initialValue, paramSpecs, type ParamSpec } from '../model/params';
-import { ConvertError, paramDims, readDiffusersSource, type DiffusersConfig, type DiffusersSource } from './diffusers';
+import {
+  ConvertError,
+  paramDims,
+  readDiffusersSource,
+  type DiffusersConfig,
+  type DiffusersSource,
+  type SourceFile,
+} from './diffusers';
 import { splitSpecs, tttName } from './keymap';
+import { mb, type OutEntry, type OutPart, PartWriter, planParts } from './parts';
 
 export const CONVERT_FORMAT = 'ttt-curriculum-convert/1';
 export const MANIFEST = 'convert.json';
 export const MODEL_CONFIG = 'config.json';
-export const DEFAULT_MAX_SHARD_BYTES = 5 * 1024 ** 3;
+/** The largest output file by default (`--max-shard-size`). */
+export const DEFAULT_MAX_PART_BYTES = 5 * 1024 ** 3;
+/** @deprecated use DEFAULT_MAX_PART_BYTES ("shard" means a time slice of training here). */
+export const DEFAULT_MAX_SHARD_BYTES = DEFAULT_MAX_PART_BYTES;
 
 export type OutputDtype = 'float32' | 'bfloat16';
 const SAFETENSORS_DTYPE: Record<OutputDtype, 'F32' | 'BF16'> = { float32: 'F32', bfloat16: 'BF16' };
@@ -43,6 +54,9 @@ export interface ConvertOptions {
   dtype?: OutputDtype;
   /** Seed of the parameters TTT-Video-DiT adds (the same stream as a fresh initialisation with training.seed). */
   seed?: number;
+  /** The largest output file (`--max-shard-size`; a bigger tensor gets a file of its own). Default 5 GiB. */
+  maxPartBytes?: number;
+  /** @deprecated use maxPartBytes ("shard" means a time slice of training here). */
   maxShardBytes?: number;
   signal?: AbortSignal;
   onProgress?: (p: ConvertProgress) => void;
@@ -81,7 +95,7 @@ export interface ConvertResult {
   /** True when an earlier conversion of the same input with the same options was kept. */
   reused: boolean;
   inputHash: string;
-  /** The weights files (model.safetensors, or the shards). */
+  /** The weights files (model.safetensors, or its parts). */
   weightFiles: string[];
   tensors: { mapped: number; added: number };
   bytesIn: number;
@@ -90,22 +104,8 @@ export interface ConvertResult {
   model: ModelConfig;
 }
 
-/** One tensor of the output, in writing order: a source tensor (file and byte order), then the added parameters. */
-interface OutEntry {
-  name: string;
-  shape: number[];
-  bytes: number;
-  spec: ParamSpec;
-}
-
-interface OutShard {
-  file: string;
-  entries: OutEntry[];
-}
-
 /** Source bytes converted at a time (a multiple of every element size). */
 const CHUNK_BYTES = 16 << 20;
-const mb = (bytes: number): number => Math.round(bytes / 1e5) / 10;
 
 /** sha256 over "name\tbytes\tsha256\n" of every input file, in the source's order. */
 export function inputHash(files: Record<string, FileEntry>): string {
@@ -128,33 +128,8 @@ async function readFully(fh: fs.promises.FileHandle, buf: Buffer, position: numb
   }
 }
 
-async function writeFully(fh: fs.promises.FileHandle, buf: Uint8Array): Promise<void> {
-  let off = 0;
-  while (off < buf.length) off += (await fh.write(buf, off, buf.length - off)).bytesWritten;
-}
-
 function checkAborted(signal: AbortSignal | undefined): void {
   if (signal?.aborted) throw signal.reason instanceof Error ? signal.reason : new Error('conversion cancelled');
-}
-
-/** Splits the output into shards of at most maxBytes (a bigger tensor gets a shard of its own). */
-function planShards(entries: OutEntry[], maxBytes: number): OutShard[] {
-  const groups: OutEntry[][] = [];
-  let cur: OutEntry[] = [];
-  let size = 0;
-  for (const e of entries) {
-    if (cur.length > 0 && size + e.bytes > maxBytes) {
-      groups.push(cur);
-      cur = [];
-      size = 0;
-    }
-    cur.push(e);
-    size += e.bytes;
-  }
-  if (cur.length > 0) groups.push(cur);
-  if (groups.length === 1) return [{ file: 'model.safetensors', entries: groups[0]! }];
-  const n = String(groups.length).padStart(5, '0');
-  return groups.map((entries, i) => ({ file: `model-${String(i + 1).padStart(5, '0')}-of-${n}.safetensors`, entries }));
 }
 
 function readManifest(out: string): ConvertManifest | undefined {
@@ -214,14 +189,65 @@ function removeStaleTemporaries(out: string): void {
   );
 }
 
+/** One conversion's options, defaults applied and checked, and its source, read and checked. */
+interface Job {
+  opts: ConvertOptions;
+  /** Date.now() at the start. */
+  t0: number;
+  out: string;
+  src: DiffusersSource;
+  ssmLayer: 'ttt_mlp' | 'ttt_linear';
+  dtype: OutputDtype;
+  /** The output dtype as safetensors names it. */
+  st: 'F32' | 'BF16';
+  seed: number;
+  maxPartBytes: number;
+  model: ModelConfig;
+  options: ConvertManifest['options'];
+  bytesIn: number;
+  log: Logger;
+}
+
+/** The output of a conversion: every tensor in writing order, cut into parts. */
+interface OutputPlan {
+  entries: OutEntry[];
+  parts: OutPart[];
+  bytesTotal: number;
+  /** Source tensors, at the start of `entries`. */
+  mapped: number;
+  /** Parameters TTT-Video-DiT adds, after them. */
+  added: OutEntry[];
+}
+
 /** Converts a CogVideoX diffusers transformer folder into TTT-Video-DiT weights (see the file comment). */
 export async function convertDiffusers(opts: ConvertOptions): Promise<ConvertResult> {
-  const t0 = Date.now();
+  const job = openJob(opts, Date.now());
+  const earlier = await reuseEarlierConversion(job);
+  if (earlier) return earlier;
+  const plan = planOutput(job);
+  job.log.info(
+    {
+      from: job.src.dir,
+      inputFiles: job.src.files.length,
+      inputMB: mb(job.bytesIn),
+      outputShards: plan.parts.length,
+      outputMB: mb(plan.bytesTotal),
+      mapped: plan.mapped,
+      added: plan.added.length,
+      dtype: job.dtype,
+    },
+    'converting CogVideoX weights',
+  );
+  return writeConversion(job, plan);
+}
+
+/** Applies the defaults, checks the options and reads the source (its headers, not its tensors). */
+function openJob(opts: ConvertOptions, t0: number): Job {
   const out = path.resolve(opts.out);
   const ssmLayer = opts.ssmLayer ?? 'ttt_mlp';
   const dtype = opts.dtype ?? 'float32';
   const seed = opts.seed ?? 0;
-  const maxShardBytes = opts.maxShardBytes ?? DEFAULT_MAX_SHARD_BYTES;
+  const maxPartBytes = opts.maxPartBytes ?? opts.maxShardBytes ?? DEFAULT_MAX_PART_BYTES;
   const st = SAFETENSORS_DTYPE[dtype];
   if (!st)
     throw new ConvertError('--dtype', `${JSON.stringify(dtype)} is not an output dtype`, 'use float32 or bfloat16');
@@ -235,258 +261,273 @@ export async function convertDiffusers(opts: ConvertOptions): Promise<ConvertRes
   const src = readDiffusersSource(opts.from, ssmLayer);
   if (path.resolve(src.dir) === out)
     throw new ConvertError(out, 'the output folder is the input folder', 'choose another --out');
-  const model: ModelConfig = { ...src.config, ssm_layer: ssmLayer };
-  const options = { ssm_layer: ssmLayer, dtype, seed, max_shard_bytes: maxShardBytes };
-  const bytesIn = src.inputFiles.reduce((a, f) => a + fs.statSync(f).size, 0);
+  return {
+    opts,
+    t0,
+    out,
+    src,
+    ssmLayer,
+    dtype,
+    st,
+    seed,
+    maxPartBytes,
+    model: { ...src.config, ssm_layer: ssmLayer },
+    options: { ssm_layer: ssmLayer, dtype, seed, max_shard_bytes: maxPartBytes },
+    bytesIn: src.inputFiles.reduce((a, f) => a + fs.statSync(f).size, 0),
+    log,
+  };
+}
 
-  if (fs.existsSync(out)) {
-    if (!fs.statSync(out).isDirectory())
-      throw new ConvertError(out, 'exists and is not a folder', 'choose a new or empty output folder');
-    const prev = readManifest(out);
-    if (!prev && fs.readdirSync(out).length > 0)
-      throw new ConvertError(
-        out,
-        `exists, is not empty and holds no ${MANIFEST} (not the output of an earlier conversion); it is left alone`,
-        'choose a new or empty output folder',
-      );
-    if (prev && JSON.stringify(prev.options) === JSON.stringify(options)) {
-      const sizesOk = verifyConversion(out, { checksums: false });
-      if (sizesOk.ok) {
-        const inputFiles = await hashInputs(src, opts);
-        const hash = inputHash(inputFiles);
-        if (hash === prev.inputHash) {
-          log.info({ inputHash: hash }, 'the output folder already holds this conversion; reusing it');
-          const weightFiles = Object.keys(prev.files)
-            .filter((f) => f.endsWith('.safetensors'))
-            .sort();
-          return {
-            out,
-            reused: true,
-            inputHash: hash,
-            weightFiles,
-            tensors: prev.tensors,
-            bytesIn,
-            bytesOut: weightFiles.reduce((a, f) => a + prev.files[f]!.bytes, 0),
-            seconds: (Date.now() - t0) / 1000,
-            model: prev.model,
-          };
-        }
-        log.info(
-          { was: prev.inputHash, now: hash },
-          'the input changed since the earlier conversion; converting again',
-        );
-      } else log.info({ reason: sizesOk.reason }, 'the earlier conversion is incomplete; converting again');
-    } else if (prev)
-      log.info({ was: prev.options, now: options }, 'the earlier conversion used other options; converting again');
+/**
+ * The earlier conversion in the output folder when it converted the same input with the same
+ * options and is complete; undefined when the folder is new, empty or to be converted again.
+ * Throws when the folder holds something else.
+ */
+async function reuseEarlierConversion(job: Job): Promise<ConvertResult | undefined> {
+  const { out, log, options } = job;
+  if (!fs.existsSync(out)) return undefined;
+  if (!fs.statSync(out).isDirectory())
+    throw new ConvertError(out, 'exists and is not a folder', 'choose a new or empty output folder');
+  const prev = readManifest(out);
+  if (!prev && fs.readdirSync(out).length > 0)
+    throw new ConvertError(
+      out,
+      `exists, is not empty and holds no ${MANIFEST} (not the output of an earlier conversion); it is left alone`,
+      'choose a new or empty output folder',
+    );
+  if (!prev) return undefined;
+  if (JSON.stringify(prev.options) !== JSON.stringify(options)) {
+    log.info({ was: prev.options, now: options }, 'the earlier conversion used other options; converting again');
+    return undefined;
   }
+  const sizesOk = verifyConversion(out, { checksums: false });
+  if (!sizesOk.ok) {
+    log.info({ reason: sizesOk.reason }, 'the earlier conversion is incomplete; converting again');
+    return undefined;
+  }
+  const hash = inputHash(await hashInputs(job.src, job.opts));
+  if (hash !== prev.inputHash) {
+    log.info({ was: prev.inputHash, now: hash }, 'the input changed since the earlier conversion; converting again');
+    return undefined;
+  }
+  log.info({ inputHash: hash }, 'the output folder already holds this conversion; reusing it');
+  const weightFiles = Object.keys(prev.files)
+    .filter((f) => f.endsWith('.safetensors'))
+    .sort();
+  return {
+    out,
+    reused: true,
+    inputHash: hash,
+    weightFiles,
+    tensors: prev.tensors,
+    bytesIn: job.bytesIn,
+    bytesOut: weightFiles.reduce((a, f) => a + prev.files[f]!.bytes, 0),
+    seconds: (Date.now() - job.t0) / 1000,
+    model: prev.model,
+  };
+}
 
-  // Plan: source tensors in file and byte order, then the parameters TTT-Video-DiT adds.
-  const specs = paramSpecs(paramDims(src.config, ssmLayer));
+/** Source tensors in file and byte order, then the parameters TTT-Video-DiT adds, cut into parts. */
+function planOutput(job: Job): OutputPlan {
+  const specs = paramSpecs(paramDims(job.src.config, job.ssmLayer));
   const byName = new Map(specs.map((s) => [s.name, s]));
   const entryOf = (spec: ParamSpec): OutEntry => ({
     name: spec.name,
     shape: spec.torchShape,
-    bytes: spec.torchShape.reduce((a, b) => a * b, DTYPE_BYTES[st]),
+    bytes: spec.torchShape.reduce((a, b) => a * b, DTYPE_BYTES[job.st]),
     spec,
   });
   const entries: OutEntry[] = [];
-  for (const f of src.files) for (const t of f.tensors) entries.push(entryOf(byName.get(tttName(t.name)!)!));
+  for (const f of job.src.files) for (const t of f.tensors) entries.push(entryOf(byName.get(tttName(t.name)!)!));
   const { added } = splitSpecs(specs);
+  const mapped = entries.length;
   for (const spec of added) entries.push(entryOf(spec));
-  const shards = planShards(entries, maxShardBytes);
-  const bytesTotal = entries.reduce((a, e) => a + e.bytes, 0);
-  const mapped = entries.length - added.length;
-  log.info(
-    {
-      from: src.dir,
-      inputFiles: src.files.length,
-      inputMB: mb(bytesIn),
-      outputShards: shards.length,
-      outputMB: mb(bytesTotal),
-      mapped,
-      added: added.length,
-      dtype,
-    },
-    'converting CogVideoX weights',
-  );
+  return {
+    entries,
+    parts: planParts(entries, job.maxPartBytes),
+    bytesTotal: entries.reduce((a, e) => a + e.bytes, 0),
+    mapped,
+    added: entries.slice(mapped),
+  };
+}
 
+/**
+ * Writes the conversion into a temporary folder beside the output (the parts, the index, config.json,
+ * the manifest), then moves it into place. On any failure, the temporary folder is removed.
+ */
+async function writeConversion(job: Job, plan: OutputPlan): Promise<ConvertResult> {
+  const { out, log } = job;
   removeStaleTemporaries(out);
   const tag = `${process.pid}-${crypto.randomBytes(4).toString('hex')}`;
   const tmp = path.join(path.dirname(out), `.${path.basename(out)}.tmp-${tag}`);
   fs.mkdirSync(tmp, { recursive: true });
-  let fh: fs.promises.FileHandle | undefined;
-  let queue: Promise<void> = Promise.resolve();
+  const writer = new PartWriter({
+    dir: tmp,
+    parts: plan.parts,
+    dtype: job.st,
+    bytesTotal: plan.bytesTotal,
+    log,
+    onProgress: job.opts.onProgress,
+  });
   try {
-    const files: Record<string, FileEntry> = {};
-    const inputFiles: Record<string, FileEntry> = {};
-    for (const f of src.inputFiles.filter((f) => !f.endsWith('.safetensors')))
-      inputFiles[path.basename(f)] = fileEntry(f);
-    let shardIdx = -1;
-    let left = 0;
-    let hash: crypto.Hash | undefined;
-    let written = 0;
-    let expectedBytes = 0;
-    let done = 0;
-    let currentFile = src.dir;
-    const closeShard = async (): Promise<void> => {
-      if (!fh) return;
-      await fh.sync();
-      await fh.close();
-      fh = undefined;
-      const s = shards[shardIdx]!;
-      if (written !== expectedBytes)
-        throw new Error(`internal: ${s.file} has ${written} bytes, its header plans ${expectedBytes}`);
-      files[s.file] = { sha256: hash!.digest('hex'), bytes: written };
-      log.info(
-        { shard: s.file, of: shards.length, tensors: s.entries.length, mb: mb(written) },
-        'output shard written',
-      );
-    };
-    /** Runs an output step after the ones queued before it (writes stay in order while the next chunk is read). */
-    const enqueue = (step: () => Promise<void>): Promise<void> => {
-      queue = queue.then(step);
-      queue.catch(() => undefined); // awaited later; not an unhandled rejection meanwhile
-      return queue;
-    };
-    /** Starts the next tensor of the plan, opening the next shard (its header first) when the current one is full. */
-    const startEntry = async (): Promise<void> => {
-      while (left === 0) {
-        await closeShard();
-        shardIdx++;
-        const s = shards[shardIdx]!;
-        const { header, dataBytes } = encodeHeader(
-          s.entries.map((x) => ({ name: x.name, dtype: st, shape: x.shape })),
-          { format: 'pt' },
-        );
-        expectedBytes = header.length + dataBytes;
-        fh = await fs.promises.open(path.join(tmp, s.file), 'w');
-        hash = crypto.createHash('sha256');
-        written = 0;
-        left = s.entries.length;
-        await writeFully(fh, header);
-        hash.update(header);
-        written += header.length;
-      }
-      left--;
-    };
-    /** Appends bytes of the current tensor. */
-    const writeData = async (bytes: Uint8Array): Promise<void> => {
-      await writeFully(fh!, bytes);
-      hash!.update(bytes);
-      written += bytes.length;
-      done += bytes.length;
-      opts.onProgress?.({ phase: 'converting', bytesDone: done, bytesTotal, file: currentFile });
-    };
-
-    let k = 0;
-    // Two read buffers: the next chunk is read and converted while the previous one is written.
-    const chunks = [Buffer.allocUnsafeSlow(CHUNK_BYTES), Buffer.allocUnsafeSlow(CHUNK_BYTES)];
-    const inUse: Promise<void>[] = [Promise.resolve(), Promise.resolve()];
-    let c = 0;
-    for (const [fi, f] of src.files.entries()) {
-      currentFile = f.file;
-      log.info(
-        {
-          file: path.basename(f.file),
-          index: fi + 1,
-          of: src.files.length,
-          tensors: f.tensors.length,
-          mb: mb(f.bytes),
-        },
-        'reading input file',
-      );
-      const h = crypto.createHash('sha256');
-      const rh = await fs.promises.open(f.file, 'r');
-      try {
-        const head = Buffer.allocUnsafeSlow(f.header.dataStart);
-        await readFully(rh, head, 0, f.file);
-        h.update(head);
-        for (const t of f.tensors) {
-          checkAborted(opts.signal);
-          k++;
-          void enqueue(startEntry);
-          // In chunks, so that memory does not grow with the largest tensor.
-          for (let at = t.info.begin; at < t.info.end; at += CHUNK_BYTES) {
-            await inUse[c]; // the write that last used this buffer is done
-            const raw = chunks[c]!.subarray(0, Math.min(CHUNK_BYTES, t.info.end - at));
-            await readFully(rh, raw, f.header.dataStart + at, f.file);
-            h.update(raw);
-            const bytes =
-              t.info.dtype === st ? raw : fromFloat32(st, toFloat32(t.info.dtype, raw, f.file, t.name, true));
-            inUse[c] = enqueue(() => writeData(bytes));
-            c ^= 1;
-          }
-        }
-        await queue;
-      } finally {
-        await rh.close();
-      }
-      // The tensors cover the data section exactly (checked with the header), so this is the whole file's hash.
-      inputFiles[path.basename(f.file)] = { sha256: h.digest('hex'), bytes: f.bytes };
-    }
-    currentFile = '(added TTT parameters)';
-    for (; k < entries.length; k++) {
-      checkAborted(opts.signal);
-      const bytes = fromFloat32(st, initialValue(entries[k]!.spec, seed)); // while the previous one is written
-      await queue;
-      void enqueue(startEntry);
-      void enqueue(() => writeData(bytes));
-    }
-    await queue;
-    await closeShard();
-
-    const weightFiles = shards.map((s) => s.file);
-    if (shards.length > 1) {
-      const weightMap: Record<string, string> = {};
-      for (const s of shards) for (const e of s.entries) weightMap[e.name] = s.file;
-      files['model.safetensors.index.json'] = writeFileSynced(
-        path.join(tmp, 'model.safetensors.index.json'),
-        `${JSON.stringify({ metadata: { total_size: bytesTotal }, weight_map: weightMap }, null, 2)}\n`,
-      );
-    }
-    files[MODEL_CONFIG] = writeFileSynced(path.join(tmp, MODEL_CONFIG), `${JSON.stringify(model, null, 2)}\n`);
-    const ordered: Record<string, FileEntry> = {};
-    for (const f of src.inputFiles) ordered[path.basename(f)] = inputFiles[path.basename(f)]!;
-    const hashAll = inputHash(ordered);
-    const manifest: ConvertManifest = {
-      format: CONVERT_FORMAT,
-      source: src.dir,
-      inputHash: hashAll,
-      inputFiles: ordered,
-      options,
-      model,
-      tensors: { mapped, added: added.length },
-      files,
-      createdAt: new Date().toISOString(),
-    };
-    writeFileSynced(path.join(tmp, MANIFEST), `${JSON.stringify(manifest, null, 2)}\n`);
+    const inputFiles = await convertTensors(job, plan, writer);
+    const files = writer.files;
+    const manifest = writeDescriptions(job, plan, tmp, files, inputFiles);
     fsyncDir(tmp);
-    if (fs.existsSync(out)) {
-      const old = path.join(path.dirname(out), `.${path.basename(out)}.old-${tag}`);
-      fs.renameSync(out, old);
-      fs.renameSync(tmp, out);
-      fs.rmSync(old, { recursive: true, force: true });
-    } else {
-      fs.renameSync(tmp, out);
-    }
-    fsyncDir(path.dirname(out));
-    const seconds = (Date.now() - t0) / 1000;
-    log.info({ seconds, inputHash: hashAll, files: weightFiles.length }, 'conversion done');
+    moveIntoPlace(tmp, out, tag);
+    const seconds = (Date.now() - job.t0) / 1000;
+    const weightFiles = plan.parts.map((s) => s.file);
+    log.info({ seconds, inputHash: manifest.inputHash, files: weightFiles.length }, 'conversion done');
     return {
       out,
       reused: false,
-      inputHash: hashAll,
+      inputHash: manifest.inputHash,
       weightFiles,
-      tensors: { mapped, added: added.length },
-      bytesIn,
+      tensors: { mapped: plan.mapped, added: plan.added.length },
+      bytesIn: job.bytesIn,
       bytesOut: weightFiles.reduce((a, f) => a + files[f]!.bytes, 0),
       seconds,
-      model,
+      model: job.model,
     };
   } catch (e) {
-    await queue.catch(() => undefined); // let a write in flight end before closing its file
-    await fh?.close().catch(() => undefined);
+    await writer.abandon();
     fs.rmSync(tmp, { recursive: true, force: true });
     throw e;
   }
+}
+
+/** Streams every source tensor, then every added parameter, into the parts; returns every input file's sha256 and size. */
+async function convertTensors(job: Job, plan: OutputPlan, writer: PartWriter): Promise<Record<string, FileEntry>> {
+  const inputFiles: Record<string, FileEntry> = {};
+  for (const f of job.src.inputFiles.filter((f) => !f.endsWith('.safetensors')))
+    inputFiles[path.basename(f)] = fileEntry(f);
+  const buffers = new ReadBuffers();
+  for (const [fi, f] of job.src.files.entries()) {
+    job.log.info(
+      {
+        file: path.basename(f.file),
+        index: fi + 1,
+        of: job.src.files.length,
+        tensors: f.tensors.length,
+        mb: mb(f.bytes),
+      },
+      'reading input file',
+    );
+    inputFiles[path.basename(f.file)] = await convertSourceFile(job, f, writer, buffers);
+  }
+  for (const e of plan.added) {
+    checkAborted(job.opts.signal);
+    const bytes = fromFloat32(job.st, initialValue(e.spec, job.seed)); // while the previous one is written
+    await writer.flushed();
+    writer.startTensor();
+    void writer.append(bytes, ADDED_PARAMETERS);
+  }
+  await writer.finish();
+  return inputFiles;
+}
+
+/** What progress reports as the file being read while the added parameters are written. */
+const ADDED_PARAMETERS = '(added TTT parameters)';
+
+/** Two read buffers, used in turn: the next chunk is read and converted while the previous one is written. */
+class ReadBuffers {
+  private readonly chunks = [Buffer.allocUnsafeSlow(CHUNK_BYTES), Buffer.allocUnsafeSlow(CHUNK_BYTES)];
+  private readonly inUse: Promise<void>[] = [Promise.resolve(), Promise.resolve()];
+  private c = 0;
+
+  /** The next buffer, cut to `bytes`, once the write that last used it is done. */
+  async next(bytes: number): Promise<Buffer> {
+    await this.inUse[this.c];
+    return this.chunks[this.c]!.subarray(0, bytes);
+  }
+
+  /** Keeps the buffer from next() until `written` settles, and turns to the other one. */
+  lend(written: Promise<void>): void {
+    this.inUse[this.c] = written;
+    this.c ^= 1;
+  }
+}
+
+/** Streams one input file's tensors into the parts, in chunks; returns the file's sha256 and size. */
+async function convertSourceFile(
+  job: Job,
+  f: SourceFile,
+  writer: PartWriter,
+  buffers: ReadBuffers,
+): Promise<FileEntry> {
+  const h = crypto.createHash('sha256');
+  const rh = await fs.promises.open(f.file, 'r');
+  try {
+    const head = Buffer.allocUnsafeSlow(f.header.dataStart);
+    await readFully(rh, head, 0, f.file);
+    h.update(head);
+    for (const t of f.tensors) {
+      checkAborted(job.opts.signal);
+      writer.startTensor();
+      // In chunks, so that memory does not grow with the largest tensor.
+      for (let at = t.info.begin; at < t.info.end; at += CHUNK_BYTES) {
+        const raw = await buffers.next(Math.min(CHUNK_BYTES, t.info.end - at));
+        await readFully(rh, raw, f.header.dataStart + at, f.file);
+        h.update(raw);
+        const bytes =
+          t.info.dtype === job.st ? raw : fromFloat32(job.st, toFloat32(t.info.dtype, raw, f.file, t.name, true));
+        buffers.lend(writer.append(bytes, f.file));
+      }
+    }
+    await writer.flushed();
+  } finally {
+    await rh.close();
+  }
+  // The tensors cover the data section exactly (checked with the header), so this is the whole file's hash.
+  return { sha256: h.digest('hex'), bytes: f.bytes };
+}
+
+/**
+ * Writes what describes the weights into tmp: model.safetensors.index.json (when there are
+ * several parts), config.json (the [model] fields) and the manifest, which lists the others.
+ */
+function writeDescriptions(
+  job: Job,
+  plan: OutputPlan,
+  tmp: string,
+  files: Record<string, FileEntry>,
+  inputFiles: Record<string, FileEntry>,
+): ConvertManifest {
+  if (plan.parts.length > 1) {
+    const weightMap: Record<string, string> = {};
+    for (const s of plan.parts) for (const e of s.entries) weightMap[e.name] = s.file;
+    files['model.safetensors.index.json'] = writeFileSynced(
+      path.join(tmp, 'model.safetensors.index.json'),
+      `${JSON.stringify({ metadata: { total_size: plan.bytesTotal }, weight_map: weightMap }, null, 2)}\n`,
+    );
+  }
+  files[MODEL_CONFIG] = writeFileSynced(path.join(tmp, MODEL_CONFIG), `${JSON.stringify(job.model, null, 2)}\n`);
+  const ordered: Record<string, FileEntry> = {};
+  for (const f of job.src.inputFiles) ordered[path.basename(f)] = inputFiles[path.basename(f)]!;
+  const manifest: ConvertManifest = {
+    format: CONVERT_FORMAT,
+    source: job.src.dir,
+    inputHash: inputHash(ordered),
+    inputFiles: ordered,
+    options: job.options,
+    model: job.model,
+    tensors: { mapped: plan.mapped, added: plan.added.length },
+    files,
+    createdAt: new Date().toISOString(),
+  };
+  writeFileSynced(path.join(tmp, MANIFEST), `${JSON.stringify(manifest, null, 2)}\n`);
+  return manifest;
+}
+
+/** Renames the finished temporary folder to `out`, replacing an earlier conversion there. */
+function moveIntoPlace(tmp: string, out: string, tag: string): void {
+  if (fs.existsSync(out)) {
+    const old = path.join(path.dirname(out), `.${path.basename(out)}.old-${tag}`);
+    fs.renameSync(out, old);
+    fs.renameSync(tmp, out);
+    fs.rmSync(old, { recursive: true, force: true });
+  } else {
+    fs.renameSync(tmp, out);
+  }
+  fsyncDir(path.dirname(out));
 }

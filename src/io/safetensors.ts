@@ -133,6 +133,20 @@ export function duplicateKey(text: string): string | undefined {
 /** Parses and validates a header given the whole file length. */
 export function parseHeader(file: string, headerBytes: Uint8Array, fileSize: number): SafetensorsHeader {
   const dataStart = 8 + headerBytes.length;
+  const dataBytes = fileSize - dataStart;
+  const json = headerObject(file, headerBytes);
+  const tensors = new Map<string, TensorInfo>();
+  let metadata: Record<string, string> = {};
+  for (const [name, v] of Object.entries(json)) {
+    if (name === '__metadata__') metadata = headerMetadata(file, v);
+    else tensors.set(name, tensorEntry(file, name, v, dataBytes));
+  }
+  checkCoverage(file, tensors, dataBytes);
+  return { tensors, metadata, dataStart, dataBytes };
+}
+
+/** The header's JSON object: valid UTF-8, valid JSON, an object, no key twice. */
+function headerObject(file: string, headerBytes: Uint8Array): Record<string, unknown> {
   let text: string;
   try {
     text = utf8.decode(headerBytes);
@@ -149,69 +163,64 @@ export function parseHeader(file: string, headerBytes: Uint8Array, fileSize: num
     throw new SafetensorsError(file, 'header is not a JSON object');
   const dup = duplicateKey(text);
   if (dup !== undefined) throw new SafetensorsError(file, `header has the key ${JSON.stringify(dup)} twice`);
-  const tensors = new Map<string, TensorInfo>();
-  let metadata: Record<string, string> = {};
-  const dataBytes = fileSize - dataStart;
-  const ranges: [number, number, string][] = [];
-  for (const [name, v] of Object.entries(json as Record<string, unknown>)) {
-    if (name === '__metadata__') {
-      if (
-        v === null ||
-        typeof v !== 'object' ||
-        Array.isArray(v) ||
-        Object.values(v).some((x) => typeof x !== 'string')
-      ) {
-        throw new SafetensorsError(file, '__metadata__ must map strings to strings');
-      }
-      metadata = v as Record<string, string>;
-      continue;
-    }
-    const what = `tensor ${JSON.stringify(name)}`;
-    if (v === null || typeof v !== 'object' || Array.isArray(v))
-      throw new SafetensorsError(file, `${what}: entry is not an object`);
-    const { dtype, shape, data_offsets: offs } = v as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
-    if (typeof dtype !== 'string' || !Object.hasOwn(DTYPE_BYTES, dtype)) {
-      throw new SafetensorsError(
-        file,
-        `${what}: unknown dtype ${JSON.stringify(dtype)} (known: ${Object.keys(DTYPE_BYTES).join(', ')})`,
-      );
-    }
-    if (!Array.isArray(shape) || shape.some((d) => !Number.isSafeInteger(d) || d < 0)) {
-      throw new SafetensorsError(
-        file,
-        `${what}: shape ${JSON.stringify(shape)} is not a list of non-negative integers`,
-      );
-    }
-    if (
-      !Array.isArray(offs) ||
-      offs.length !== 2 ||
-      offs.some((d) => !Number.isSafeInteger(d) || d < 0) ||
-      offs[0] > offs[1]
-    ) {
-      throw new SafetensorsError(
-        file,
-        `${what}: data_offsets ${JSON.stringify(offs)} is not [begin, end] with 0 <= begin <= end`,
-      );
-    }
-    const [begin, end] = offs as [number, number];
-    if (end > dataBytes) {
-      throw new SafetensorsError(
-        file,
-        `${what}: data_offsets [${begin}, ${end}] fall outside the ${Math.max(0, dataBytes)}-byte data section (file truncated?)`,
-      );
-    }
-    let expected = DTYPE_BYTES[dtype as DType];
-    for (const d of shape as number[]) expected *= d;
-    if (!Number.isSafeInteger(expected) || expected !== end - begin) {
-      throw new SafetensorsError(
-        file,
-        `${what}: shape ${JSON.stringify(shape)} of ${dtype} needs ${expected} bytes but data_offsets [${begin}, ${end}] span ${end - begin}`,
-      );
-    }
-    tensors.set(name, { dtype: dtype as DType, shape: shape as number[], begin, end });
-    ranges.push([begin, end, name]);
+  return json as Record<string, unknown>;
+}
+
+/** The "__metadata__" entry: strings to strings. */
+function headerMetadata(file: string, v: unknown): Record<string, string> {
+  if (v === null || typeof v !== 'object' || Array.isArray(v) || Object.values(v).some((x) => typeof x !== 'string')) {
+    throw new SafetensorsError(file, '__metadata__ must map strings to strings');
   }
-  // As in the reference implementation: the tensors cover the data section exactly, without overlaps or holes.
+  return v as Record<string, string>;
+}
+
+/** One tensor's entry: a known dtype, a shape, and data offsets inside the data section that span exactly its bytes. */
+function tensorEntry(file: string, name: string, v: unknown, dataBytes: number): TensorInfo {
+  const what = `tensor ${JSON.stringify(name)}`;
+  if (v === null || typeof v !== 'object' || Array.isArray(v))
+    throw new SafetensorsError(file, `${what}: entry is not an object`);
+  const { dtype, shape, data_offsets: offs } = v as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
+  if (typeof dtype !== 'string' || !Object.hasOwn(DTYPE_BYTES, dtype)) {
+    throw new SafetensorsError(
+      file,
+      `${what}: unknown dtype ${JSON.stringify(dtype)} (known: ${Object.keys(DTYPE_BYTES).join(', ')})`,
+    );
+  }
+  if (!Array.isArray(shape) || shape.some((d) => !Number.isSafeInteger(d) || d < 0)) {
+    throw new SafetensorsError(file, `${what}: shape ${JSON.stringify(shape)} is not a list of non-negative integers`);
+  }
+  if (
+    !Array.isArray(offs) ||
+    offs.length !== 2 ||
+    offs.some((d) => !Number.isSafeInteger(d) || d < 0) ||
+    offs[0] > offs[1]
+  ) {
+    throw new SafetensorsError(
+      file,
+      `${what}: data_offsets ${JSON.stringify(offs)} is not [begin, end] with 0 <= begin <= end`,
+    );
+  }
+  const [begin, end] = offs as [number, number];
+  if (end > dataBytes) {
+    throw new SafetensorsError(
+      file,
+      `${what}: data_offsets [${begin}, ${end}] fall outside the ${Math.max(0, dataBytes)}-byte data section (file truncated?)`,
+    );
+  }
+  let expected = DTYPE_BYTES[dtype as DType];
+  for (const d of shape as number[]) expected *= d;
+  if (!Number.isSafeInteger(expected) || expected !== end - begin) {
+    throw new SafetensorsError(
+      file,
+      `${what}: shape ${JSON.stringify(shape)} of ${dtype} needs ${expected} bytes but data_offsets [${begin}, ${end}] span ${end - begin}`,
+    );
+  }
+  return { dtype: dtype as DType, shape: shape as number[], begin, end };
+}
+
+/** As in the reference implementation: the tensors cover the data section exactly, without overlaps or holes. */
+function checkCoverage(file: string, tensors: Map<string, TensorInfo>, dataBytes: number): void {
+  const ranges = [...tensors].map(([name, t]): [number, number, string] => [t.begin, t.end, name]);
   ranges.sort((a, b) => a[0] - b[0] || a[1] - b[1]);
   let at = 0;
   let prev = '(start of the data section)';
@@ -234,7 +243,6 @@ export function parseHeader(file: string, headerBytes: Uint8Array, fileSize: num
       file,
       `the last ${dataBytes - at} bytes of the file belong to no tensor (the data section is ${dataBytes} bytes, the tensors end at ${at})`,
     );
-  return { tensors, metadata, dataStart, dataBytes };
 }
 
 /** Reads exactly `length` bytes at `position` (a short read means the file shrank). */

@@ -63,13 +63,52 @@ export function readJobMetrics(jobDirPath: string): MetricRow[] {
 
 /** The Vega-Lite spec: three panels (loss, gradient norm, learning rates) sharing the time axis. */
 export function plotSpec(rows: MetricRow[], title: string): Record<string, unknown> {
-  const points = rows.length <= POINT_LIMIT;
-  // One time axis for all stages: wall time since the job's first step, in a unit that suits its length.
+  const time = timeAxis(rows);
+  const stages = [...new Set(rows.map((r) => r.stage))];
+  const axes: Axes = {
+    points: rows.length <= POINT_LIMIT,
+    x: {
+      field: 'time',
+      type: 'quantitative',
+      title: `time since the first step (${time.unit})`,
+      scale: { nice: false },
+    },
+    color: { field: 'stage', type: 'nominal', sort: stages, title: 'stage' },
+    boundaries: stages.map((s) => ({ stage: s, time: time.elapsed(rows.find((r) => r.stage === s)!) })),
+  };
+  return {
+    $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
+    title,
+    background: 'white',
+    data: { values: stepValues(rows, time.elapsed) },
+    vconcat: [
+      seriesPanel(axes, 'loss', 'loss', { type: 'log' }, true),
+      seriesPanel(axes, 'grad_norm', 'gradient norm', { zero: false }, false),
+      lrPanel(axes, lrValues(rows, time.elapsed)),
+    ],
+    resolve: { scale: { x: 'shared', color: 'shared' } },
+  };
+}
+
+/** What every panel shares: the time axis, the stage colours, the stage boundaries, and whether points are drawn. */
+interface Axes {
+  x: Record<string, unknown>;
+  color: Record<string, unknown>;
+  boundaries: { stage: string; time: number }[];
+  points: boolean;
+}
+
+/** One time axis for all stages: wall time since the job's first step, in a unit that suits its length. */
+function timeAxis(rows: MetricRow[]): { unit: string; elapsed: (r: MetricRow) => number } {
   const t0 = rows.length ? Date.parse(rows[0]!.time) : 0;
   const span = rows.length ? (Date.parse(rows[rows.length - 1]!.time) - t0) / 1000 : 0;
   const [unit, perUnit] = span < 600 ? ['s', 1] : span < 36_000 ? ['min', 60] : ['h', 3600];
-  const elapsed = (r: MetricRow): number => (Date.parse(r.time) - t0) / 1000 / perUnit;
-  const values = rows.map((r) => ({
+  return { unit, elapsed: (r) => (Date.parse(r.time) - t0) / 1000 / perUnit };
+}
+
+/** The loss and gradient-norm panels' data: one value per step, with the points' aria-labels. */
+function stepValues(rows: MetricRow[], elapsed: (r: MetricRow) => number): Record<string, unknown>[] {
+  return rows.map((r) => ({
     stage: r.stage,
     step: r.step,
     time: elapsed(r),
@@ -80,47 +119,11 @@ export function plotSpec(rows: MetricRow[], title: string): Record<string, unkno
     d_loss: `loss stage ${r.stage} step ${r.step} = ${r.loss}`,
     d_grad_norm: `grad_norm stage ${r.stage} step ${r.step} = ${r.grad_norm}`,
   }));
-  const stages = [...new Set(rows.map((r) => r.stage))];
-  const boundaries = stages.map((s) => ({ stage: s, time: elapsed(rows.find((r) => r.stage === s)!) }));
-  const x = {
-    field: 'time',
-    type: 'quantitative',
-    title: `time since the first step (${unit})`,
-    scale: { nice: false },
-  };
-  const color = { field: 'stage', type: 'nominal', sort: stages, title: 'stage' };
-  const boundaryLayers = (labels: boolean): unknown[] => [
-    { data: { values: boundaries }, mark: { type: 'rule', strokeDash: [4, 4], color: '#888' }, encoding: { x } },
-    ...(labels
-      ? [
-          {
-            data: { values: boundaries },
-            mark: { type: 'text', align: 'left', dx: 3, dy: -4, baseline: 'bottom', y: 0, color: '#444' },
-            encoding: { x, text: { field: 'stage' } },
-          },
-        ]
-      : []),
-  ];
-  const series = (field: string, titleY: string, scale: Record<string, unknown>, labels: boolean) => ({
-    width: 900,
-    height: 220,
-    layer: [
-      {
-        mark: { type: 'line', point: false },
-        encoding: { x, y: { field, type: 'quantitative', title: titleY, scale }, color },
-      },
-      ...(points
-        ? [
-            {
-              mark: { type: 'point', filled: true, size: 12 },
-              encoding: { x, y: { field, type: 'quantitative', scale }, color, description: { field: `d_${field}` } },
-            },
-          ]
-        : []),
-      ...boundaryLayers(labels),
-    ],
-  });
-  const lrValues = rows.flatMap((r) => [
+}
+
+/** The learning-rate panel's data: lr and lr_ssm of every step, one row each. */
+function lrValues(rows: MetricRow[], elapsed: (r: MetricRow) => number): Record<string, unknown>[] {
+  return rows.flatMap((r) => [
     {
       stage: r.stage,
       step: r.step,
@@ -138,10 +141,56 @@ export function plotSpec(rows: MetricRow[], title: string): Record<string, unkno
       d: `lr_ssm stage ${r.stage} step ${r.step} = ${r.lr_ssm}`,
     },
   ]);
-  const lr = {
+}
+
+/** Dashed rules at the stage boundaries, with the stage names when `labels`. */
+function boundaryLayers(axes: Axes, labels: boolean): unknown[] {
+  const { x, boundaries } = axes;
+  return [
+    { data: { values: boundaries }, mark: { type: 'rule', strokeDash: [4, 4], color: '#888' }, encoding: { x } },
+    ...(labels
+      ? [
+          {
+            data: { values: boundaries },
+            mark: { type: 'text', align: 'left', dx: 3, dy: -4, baseline: 'bottom', y: 0, color: '#444' },
+            encoding: { x, text: { field: 'stage' } },
+          },
+        ]
+      : []),
+  ];
+}
+
+/** A panel of one field of stepValues() over time: a line per stage, its points, the stage boundaries. */
+function seriesPanel(axes: Axes, field: string, titleY: string, scale: Record<string, unknown>, labels: boolean) {
+  const { x, color } = axes;
+  return {
+    width: 900,
+    height: 220,
+    layer: [
+      {
+        mark: { type: 'line', point: false },
+        encoding: { x, y: { field, type: 'quantitative', title: titleY, scale }, color },
+      },
+      ...(axes.points
+        ? [
+            {
+              mark: { type: 'point', filled: true, size: 12 },
+              encoding: { x, y: { field, type: 'quantitative', scale }, color, description: { field: `d_${field}` } },
+            },
+          ]
+        : []),
+      ...boundaryLayers(axes, labels),
+    ],
+  };
+}
+
+/** The learning-rate panel: lr and lr_ssm as dash styles, a line per stage, its points, the stage boundaries. */
+function lrPanel(axes: Axes, values: Record<string, unknown>[]) {
+  const { x, color } = axes;
+  return {
     width: 900,
     height: 160,
-    data: { values: lrValues },
+    data: { values },
     layer: [
       {
         mark: 'line',
@@ -153,7 +202,7 @@ export function plotSpec(rows: MetricRow[], title: string): Record<string, unkno
           color,
         },
       },
-      ...(points
+      ...(axes.points
         ? [
             {
               mark: { type: 'point', filled: true, size: 8 },
@@ -161,20 +210,8 @@ export function plotSpec(rows: MetricRow[], title: string): Record<string, unkno
             },
           ]
         : []),
-      ...boundaryLayers(false),
+      ...boundaryLayers(axes, false),
     ],
-  };
-  return {
-    $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
-    title,
-    background: 'white',
-    data: { values },
-    vconcat: [
-      series('loss', 'loss', { type: 'log' }, true),
-      series('grad_norm', 'gradient norm', { zero: false }, false),
-      lr,
-    ],
-    resolve: { scale: { x: 'shared', color: 'shared' } },
   };
 }
 
