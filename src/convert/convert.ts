@@ -37,10 +37,8 @@ import { mb, type OutEntry, type OutPart, PartWriter, planParts } from './parts'
 export const CONVERT_FORMAT = 'ttt-curriculum-convert/1';
 export const MANIFEST = 'convert.json';
 export const MODEL_CONFIG = 'config.json';
-/** The largest output file by default (`--max-shard-size`). */
+/** The largest output file by default (`--max-file-size`). */
 export const DEFAULT_MAX_PART_BYTES = 5 * 1024 ** 3;
-/** @deprecated use DEFAULT_MAX_PART_BYTES ("shard" means a time slice of training here). */
-export const DEFAULT_MAX_SHARD_BYTES = DEFAULT_MAX_PART_BYTES;
 
 export type OutputDtype = 'float32' | 'bfloat16';
 const SAFETENSORS_DTYPE: Record<OutputDtype, 'F32' | 'BF16'> = { float32: 'F32', bfloat16: 'BF16' };
@@ -54,10 +52,8 @@ export interface ConvertOptions {
   dtype?: OutputDtype;
   /** Seed of the parameters TTT-Video-DiT adds (the same stream as a fresh initialisation with training.seed). */
   seed?: number;
-  /** The largest output file (`--max-shard-size`; a bigger tensor gets a file of its own). Default 5 GiB. */
+  /** The largest output file (`--max-file-size`; a bigger tensor gets a file of its own). Default 5 GiB. */
   maxPartBytes?: number;
-  /** @deprecated use maxPartBytes ("shard" means a time slice of training here). */
-  maxShardBytes?: number;
   signal?: AbortSignal;
   onProgress?: (p: ConvertProgress) => void;
 }
@@ -247,7 +243,7 @@ function openJob(opts: ConvertOptions, t0: number): Job {
   const ssmLayer = opts.ssmLayer ?? 'ttt_mlp';
   const dtype = opts.dtype ?? 'float32';
   const seed = opts.seed ?? 0;
-  const maxPartBytes = opts.maxPartBytes ?? opts.maxShardBytes ?? DEFAULT_MAX_PART_BYTES;
+  const maxPartBytes = opts.maxPartBytes ?? DEFAULT_MAX_PART_BYTES;
   const st = SAFETENSORS_DTYPE[dtype];
   if (!st)
     throw new ConvertError('--dtype', `${JSON.stringify(dtype)} is not an output dtype`, 'use float32 or bfloat16');

@@ -163,7 +163,7 @@ test('bfloat16 output keeps the BF16 bytes; F16 and F32 inputs convert exactly; 
     for (const [name, t] of src) assert.ok(equal(got.get(tttName(name)!)!.data, t.data), `${dtype}: ${name}`);
     // Sharded output: several files plus an index; the same tensors.
     const sharded = path.join(dir, `o-${dtype}-sharded`);
-    const r = await convertDiffusers({ from, out: sharded, maxShardBytes: 40_000 });
+    const r = await convertDiffusers({ from, out: sharded, maxPartBytes: 40_000 });
     assert.ok(r.weightFiles.length >= 3, `${r.weightFiles.length} shards`);
     assert.deepEqual(
       r.weightFiles,
@@ -313,11 +313,12 @@ test('the convert command prints what it did, and a bad input exits 1 with the e
       encoding: 'utf8',
       env: { ...process.env, TTT_LOG_PRETTY: '0' },
     });
-  const ok = run('--from', from, '--out', path.join(dir, 'out'), '--max-shard-size', '50KB');
+  const ok = run('--from', from, '--out', path.join(dir, 'out'), '--max-file-size', '50KB');
   assert.equal(ok.status, 0, ok.stderr);
   assert.match(ok.stdout, /converted 64 tensors and added 44 TTT parameters: .* \(float32\) in /);
-  assert.match(ok.stdout, /out: \d+ shards \+ model\.safetensors\.index\.json, config\.json, convert\.json/);
+  assert.match(ok.stdout, /out: \d+ files \+ model\.safetensors\.index\.json, config\.json, convert\.json/);
   assert.match(ok.stderr, /"msg":"reading input file"/, 'progress is logged per input file');
+  // diffusers' name for the option gives the same conversion, which is kept.
   const again = run('--from', from, '--out', path.join(dir, 'out'), '--max-shard-size', '50KB');
   assert.match(again.stdout, /already holds this conversion/);
   const bad = run('--from', dir, '--out', path.join(dir, 'out2'));

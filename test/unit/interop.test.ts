@@ -82,7 +82,7 @@ test('our checkpoints and converted weights load in Python safetensors + numpy w
   const from = path.join(dir, 'cogvideox');
   writeSyntheticDiffusers(from, TINY, { dtype: 'BF16', shards: 2, seed: 8 });
   const out = path.join(dir, 'converted');
-  const r = await convertDiffusers({ from, out, seed: 2, maxShardBytes: 50_000 });
+  const r = await convertDiffusers({ from, out, seed: 2, maxPartBytes: 50_000 });
   assert.ok(r.weightFiles.length > 1);
   const src = new Map<string, FloatTensor>();
   for (const f of fs.readdirSync(from).filter((f) => f.endsWith('.safetensors')))

@@ -7,7 +7,7 @@ import {
   type ConvertProgress,
   type ConvertResult,
   convertDiffusers,
-  DEFAULT_MAX_SHARD_BYTES,
+  DEFAULT_MAX_PART_BYTES,
   type OutputDtype,
 } from '../../convert/convert';
 import { UserError } from '../../errors';
@@ -19,7 +19,9 @@ interface ConvertFlags {
   ssmLayer: 'ttt_mlp' | 'ttt_linear';
   dtype: OutputDtype;
   seed: number;
-  maxShardSize: number;
+  maxFileSize: number;
+  /** The same, under diffusers' name. */
+  maxShardSize?: number;
 }
 
 /** One progress bar per phase on a TTY (stderr); without one the library logs one line per file. */
@@ -50,7 +52,7 @@ function progressDisplay(): { onProgress: (p: ConvertProgress) => void; stop: ()
 /** What was converted (or kept), and the override that uses it. */
 export function convertSummary(r: ConvertResult, dtype: OutputDtype): string {
   const files =
-    r.weightFiles.length === 1 ? r.weightFiles[0] : `${r.weightFiles.length} shards + model.safetensors.index.json`;
+    r.weightFiles.length === 1 ? r.weightFiles[0] : `${r.weightFiles.length} files + model.safetensors.index.json`;
   const did = r.reused
     ? `${r.out} already holds this conversion (input sha256 ${r.inputHash.slice(0, 16)}..., same options): kept it (${r.seconds.toFixed(1)} s to check)\n`
     : `converted ${r.tensors.mapped} tensors and added ${r.tensors.added} TTT parameters: ${fmtBytes(r.bytesIn)} -> ${fmtBytes(r.bytesOut)} (${dtype}) in ${r.seconds.toFixed(1)} s\n${r.out}: ${files}, config.json, convert.json\n`;
@@ -82,7 +84,7 @@ async function convert(o: ConvertFlags): Promise<void> {
     ssmLayer: o.ssmLayer,
     dtype: o.dtype,
     seed: o.seed,
-    maxShardBytes: o.maxShardSize,
+    maxPartBytes: o.maxShardSize ?? o.maxFileSize,
     signal: ac.signal,
     onProgress: display.onProgress,
   });
@@ -102,7 +104,7 @@ export const register: Register = (program) => {
     )
     .requiredOption(
       '--out <dir>',
-      'output folder: model.safetensors (or shards and model.safetensors.index.json), config.json, convert.json',
+      'output folder: model.safetensors (or several files and model.safetensors.index.json), config.json, convert.json',
     )
     .addOption(
       new Option('--ssm-layer <layer>', 'TTT layer whose parameters are added')
@@ -111,6 +113,8 @@ export const register: Register = (program) => {
     )
     .addOption(new Option('--dtype <dtype>', 'output dtype').choices(['float32', 'bfloat16']).default('float32'))
     .option('--seed <n>', "seed of the added TTT parameters (the stage config's training.seed)", toNumber, 0)
-    .option('--max-shard-size <size>', 'largest output file, e.g. 5GB or 500MB', parseSize, DEFAULT_MAX_SHARD_BYTES)
+    .option('--max-file-size <size>', 'largest output file, e.g. 5GB or 500MB', parseSize, DEFAULT_MAX_PART_BYTES)
+    // diffusers/transformers call it max_shard_size; "shard" means a time slice of training here.
+    .addOption(new Option('--max-shard-size <size>', 'alias of --max-file-size').argParser(parseSize).hideHelp())
     .action(convert);
 };
