@@ -114,7 +114,10 @@ function getPath(obj: unknown, parts: readonly PropertyKey[]): unknown {
   return cur;
 }
 
-/** Turns "--training.steps=5" style arguments into overrides; returns the rest untouched. */
+/**
+ * Turns "--training.steps=5" or "--training.steps 5" style arguments into overrides (a flag with
+ * no value, e.g. "--wandb.disable", is true); returns the rest untouched.
+ */
 export function parseCliOverrides(args: readonly string[]): { overrides: Overrides; rest: string[] } {
   const overrides: Overrides = {};
   const rest: string[] = [];
@@ -128,10 +131,12 @@ export function parseCliOverrides(args: readonly string[]): { overrides: Overrid
     let value = m[2];
     if (value === undefined) {
       const next = args[i + 1];
-      if (next === undefined || next.startsWith('--'))
-        throw new UserError(`override ${a} has no value`, { fix: `write ${a}=VALUE` });
-      value = next;
-      i++;
+      // A flag without a value is a boolean set to true, as in TTT-Video-DiT's `--wandb.disable`.
+      if (next === undefined || next.startsWith('--')) value = 'true';
+      else {
+        value = next;
+        i++;
+      }
     }
     overrides[m[1]!] = value;
   }

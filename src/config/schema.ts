@@ -173,6 +173,7 @@ export const wandbSchema = z
     project: z.string().default('').describe('Accepted for compatibility with TTT-Video-DiT configs; not used'),
     entity: z.string().default('').describe('Accepted for compatibility; not used'),
     log_interval: posInt.default(1).describe('Accepted for compatibility; not used'),
+    disable: z.boolean().default(false).describe('Accepted for compatibility (`--wandb.disable`); not used'),
   })
   .describe('Accepted for compatibility with TTT-Video-DiT configs; metrics go to metrics.jsonl');
 

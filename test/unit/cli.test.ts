@@ -1,6 +1,6 @@
 /** The `train` and `dataset synth` commands, and the helpers the commands share. */
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { test } from 'node:test';
@@ -38,6 +38,37 @@ test('train resumes from the latest complete checkpoint of the same job.exp_name
   assert.deepEqual(metricSteps(path.join(dump, 'resume-me', '3s')), [1, 2, 3, 4, 5, 6]);
   const third = train(common);
   assert.match(third, /3s: steps 6->6 of 6 \(stage complete\)/, 'a finished stage trains no more');
+});
+
+test("train takes TTT-Video-DiT's command line: --job.config_file <file>, --job.exp_name <name>, --wandb.disable", () => {
+  const dump = tmpDir('train-ttt-cli');
+  // As in TTT-Video-DiT's scripts/train_singlenode.sh, with only the program name changed.
+  const out = train([
+    '--wandb.disable',
+    '--job.config_file',
+    'configs/train/tiny/3s.toml',
+    '--job.exp_name=ttt-style',
+    `--job.dump_folder=${dump}`,
+    '--training.global_batch_size=1',
+    '--training.steps=2',
+  ]);
+  assert.match(out, /3s: steps 0->2 of 2 \(stage complete\)/);
+  assert.deepEqual(metricSteps(path.join(dump, 'ttt-style', '3s')), [1, 2]);
+  assert.equal(latestCompleteCheckpoint(path.join(dump, 'ttt-style', '3s', 'checkpoints'))?.state.step, 2);
+});
+
+test('train refuses two different stage configs and a missing one, with the fix', () => {
+  const run = (args: string[]) =>
+    spawnSync(process.execPath, [CLI, 'train', ...args], { cwd: ROOT, encoding: 'utf8', stdio: 'pipe' });
+  const two = run(['configs/train/tiny/3s.toml', '--job.config_file', 'configs/train/tiny/9s.toml']);
+  assert.equal(two.status, 1);
+  assert.match(two.stderr, /two stage configs: configs\/train\/tiny\/3s\.toml and --job\.config_file .*9s\.toml/);
+  const none = run(['--training.steps=2']);
+  assert.equal(none.status, 1);
+  assert.match(
+    none.stderr,
+    /no stage config\. Fix: write `train configs\/train\/tiny\/3s\.toml` or `train --job\.config_file/,
+  );
 });
 
 test('train reports a bad config on stderr with the fix and exits 1', () => {

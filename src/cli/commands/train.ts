@@ -2,7 +2,8 @@
  * `train <config>`: one stage locally, without Temporal; resumes from the latest checkpoint of
  * job.exp_name under job.dump_folder. Stage 1's init weights are decided as the plan decides them.
  */
-import { loadStageConfig } from '../../config/load';
+import { loadStageConfig, type Overrides } from '../../config/load';
+import { UserError } from '../../errors';
 import { jobDir } from '../../paths';
 import { prepareInit, stageInit } from '../../job';
 import { formatLoss, stepText } from '../../shared/progress';
@@ -45,8 +46,33 @@ export function trainSummary(r: ShardResult): string {
   );
 }
 
-async function train(config: string, o: TrainFlags, ctx: CliContext): Promise<void> {
-  const stage = loadStageConfig(config, ctx.overrides, { overrideSource: 'command line' });
+/**
+ * The stage config file: the positional argument or TTT-Video-DiT's `--job.config_file <file>`
+ * (taken out of the overrides: it names the file, it is not a field of it).
+ */
+export function trainConfigFile(
+  positional: string | undefined,
+  overrides: Overrides,
+): { file: string; overrides: Overrides } {
+  const { 'job.config_file': named, ...rest } = overrides;
+  const flag = named === undefined ? undefined : String(named);
+  if (positional !== undefined && flag !== undefined && positional !== flag)
+    throw new UserError(`two stage configs: ${positional} and --job.config_file ${flag}`, {
+      kind: 'InvalidInput',
+      fix: 'name the stage config once, as the argument or as --job.config_file',
+    });
+  const file = positional ?? flag;
+  if (file === undefined)
+    throw new UserError('no stage config', {
+      kind: 'InvalidInput',
+      fix: 'write `train configs/train/tiny/3s.toml` or `train --job.config_file configs/train/tiny/3s.toml`',
+    });
+  return { file, overrides: rest };
+}
+
+async function train(positional: string | undefined, o: TrainFlags, ctx: CliContext): Promise<void> {
+  const { file: config, overrides } = trainConfigFile(positional, ctx.overrides);
+  const stage = loadStageConfig(config, overrides, { overrideSource: 'command line' });
   const c = stage.config;
   const dir = jobDir(c.job.dump_folder, c.job.exp_name);
   const display = progressDisplay(stage.video.stage);
@@ -64,7 +90,7 @@ async function train(config: string, o: TrainFlags, ctx: CliContext): Promise<vo
     );
   const request = {
     configFile: stage.file,
-    overrides: ctx.overrides,
+    overrides,
     jobDir: dir,
     initFrom,
     maxSteps: o.maxSteps ?? 0,
@@ -78,11 +104,11 @@ async function train(config: string, o: TrainFlags, ctx: CliContext): Promise<vo
 
 export const register: Register = (program, ctx) => {
   program
-    .command('train <config>')
+    .command('train [config]')
     .description(
-      'train one stage locally, without Temporal; resumes from the latest checkpoint of job.exp_name under job.dump_folder',
+      'train one stage locally, without Temporal; resumes from the latest checkpoint of job.exp_name under job.dump_folder (the config may also be given as --job.config_file, as in TTT-Video-DiT)',
     )
     .option('--init <dir>', 'initial weights folder (default: checkpoint.init_state_dir, else fresh)')
     .option('--max-steps <n>', 'stop after this many steps (the stage resumes next time)', toNumber)
-    .action((config: string, o: TrainFlags) => train(config, o, ctx));
+    .action((config: string | undefined, o: TrainFlags) => train(config, o, ctx));
 };
