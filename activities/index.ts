@@ -8,6 +8,7 @@ import { isUserError } from '../src/errors';
 import { inspectStage, planCurriculum, promoteStage } from '../src/job';
 import { logger } from '../src/log';
 import { trainingMetrics } from '../src/temporal/metrics';
+import { searchAttributesExist } from '../src/temporal/search-attributes';
 import { superviseShard } from '../src/train/supervise';
 import { convertDiffusers } from '../src/convert/convert';
 import type {
@@ -37,7 +38,10 @@ async function userErrorsAreFinal<T>(fn: () => Promise<T> | T): Promise<T> {
 export function createActivities(): Activities {
   return {
     async planCurriculum(input: CurriculumInput): Promise<Plan> {
-      return userErrorsAreFinal(() => planCurriculum(input));
+      const plan = await userErrorsAreFinal(() => planCurriculum(input));
+      const ctx = Context.current();
+      const ns = ctx.info.workflowNamespace ?? ctx.client.options.namespace;
+      return { ...plan, searchAttributes: await searchAttributesExist(ctx.client.connection.operatorService, ns) };
     },
 
     async inspectStage(req: StageRef): Promise<StageStatus> {

@@ -59,7 +59,11 @@ export { ConvertError, isDiffusersFolder } from './convert/config';
 export { watchJob, type WatchOptions } from './temporal/watch';
 export { plotJob, plotSpec, readJobMetrics, type MetricRow } from './plot/plot';
 export { trainingMetrics } from './temporal/metrics';
-export { checkSearchAttributes, createSearchAttributeCommands } from './temporal/search-attributes';
+export {
+  createSearchAttributeCommands,
+  ensureSearchAttributes,
+  searchAttributesExist,
+} from './temporal/search-attributes';
 export { startDevServer, type DevServer } from './temporal/devserver';
 export { configReference } from './config/reference';
 export {

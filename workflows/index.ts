@@ -14,6 +14,7 @@ import {
   condition,
   continueAsNew,
   isCancellation,
+  patched,
   proxyActivities,
   setCurrentDetails,
   setHandler,
@@ -99,11 +100,19 @@ function training(stage: PlannedStage, summary: string): Activities {
   });
 }
 
+/**
+ * Patch: the job upserts its search attributes only after planning, and only if the plan says
+ * the namespace has them (a bare server or a hosted namespace may lack them). Replayed
+ * histories of older workers keep upserting from the workflow's first task.
+ */
+const SEARCH_ATTRIBUTES_FROM_PLAN = 'search-attributes-from-plan';
+
 export async function trainCurriculum(input: CurriculumInput, carried?: Carried): Promise<CurriculumResult> {
   const job = new CurriculumJob(input, carried);
   job.show();
   const plan = await quick(`plan ${input?.curriculum ?? '(no curriculum)'}`).planCurriculum(input);
   job.planned(plan);
+  job.show();
   for (let i = job.results.length; i < plan.stages.length; i++) {
     if (job.stageNames.indexOf(job.until) < i) break;
     await job.trainStage(plan, i);
@@ -125,11 +134,17 @@ class CurriculumJob {
   // `__temporal_workflow_metadata` query) and the search attributes TrainingJob/TrainingStage/TrainingStep.
   // Search attributes are upserted only when they change: every upsert is a history event.
   private shown = { job: '', stage: '', step: -1 };
+  /**
+   * Whether search attributes are upserted. Since SEARCH_ATTRIBUTES_FROM_PLAN, only once the plan
+   * says that the namespace has them; histories of older workers upserted from the start.
+   */
+  private upserts: boolean;
 
   constructor(
     private readonly input: CurriculumInput,
     private carried: Carried | undefined,
   ) {
+    this.upserts = !patched(SEARCH_ATTRIBUTES_FROM_PLAN);
     this.results = carried?.results ?? [];
     this.paused = carried?.paused ?? false;
     this.progress = {
@@ -156,6 +171,7 @@ class CurriculumJob {
   show(): void {
     const p = this.progress;
     setCurrentDetails(currentDetails(p));
+    if (!this.upserts) return;
     const next = { job: p.jobName, stage: p.stage ?? '', step: p.step };
     const pairs: SearchAttributeUpdatePair[] = [];
     if (next.job !== this.shown.job && next.job) pairs.push({ key: TRAINING_JOB, value: next.job });
@@ -172,6 +188,7 @@ class CurriculumJob {
 
   /** The plan is known: its stages, `until`, and the setUntil update that moves it. */
   planned(plan: Plan): void {
+    if (patched(SEARCH_ATTRIBUTES_FROM_PLAN)) this.upserts = plan.searchAttributes !== false;
     this.stageNames = plan.stages.map((s) => s.name);
     this.until = this.carried?.until ?? plan.until;
     Object.assign(this.progress, {

@@ -43,6 +43,11 @@ export interface Plan {
   curriculum: string;
   stages: PlannedStage[];
   until: string;
+  /**
+   * Whether the namespace has the job search attributes (TrainingJob, TrainingStage, TrainingStep);
+   * the workflow upserts them only then. Absent in plans of older workers: upserted as before.
+   */
+  searchAttributes?: boolean;
 }
 
 export interface TrainShardInput {

@@ -4,7 +4,7 @@ import { temporalTarget, type TemporalTarget } from './connection';
 import { logger } from '../log';
 import { TttCurriculumPlugin } from './plugin';
 import { installTemporalRuntime } from './runtime';
-import { checkSearchAttributes } from './search-attributes';
+import { ensureSearchAttributes } from './search-attributes';
 
 export interface WorkerOptions extends Partial<TemporalTarget> {
   /** Concurrent activity executions (training shards and bookkeeping); default 2. */
@@ -13,6 +13,8 @@ export interface WorkerOptions extends Partial<TemporalTarget> {
   metricsPort?: number;
   /** Interface of the metrics endpoint (default 0.0.0.0: reachable by a Prometheus server). */
   metricsHost?: string;
+  /** Create missing job search attributes where the server allows it (default true). */
+  registerSearchAttributes?: boolean;
   signal?: AbortSignal;
 }
 
@@ -25,7 +27,9 @@ export async function createWorker(
   const target = temporalTarget(opts);
   const connection = await NativeConnection.connect({ address: target.address });
   try {
-    await checkSearchAttributes(connection, target.namespace);
+    await ensureSearchAttributes(connection.operatorService, target.namespace, {
+      register: opts.registerSearchAttributes !== false,
+    });
   } catch (e) {
     await connection.close();
     throw e;

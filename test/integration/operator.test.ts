@@ -4,9 +4,8 @@
  * TrainingStage search attribute (client and `temporal workflow list`) and its current details
  * and activity summaries read "stage 3s, step N/30, loss X"; the worker's Prometheus endpoint
  * serves our metrics and Temporal's during the run; log lines carry job, stage, step and
- * attempt; `plot` draws exactly the metrics files (SVG parsed, PNG checked). A second test: a
- * server without the search attributes gets a worker that refuses to start with the commands
- * that create them, and runs once they were created.
+ * attempt; `plot` draws exactly the metrics files (SVG parsed, PNG checked). (A server without
+ * the search attributes: search-attributes.test.ts.)
  */
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
@@ -16,8 +15,7 @@ import { after, before, test } from 'node:test';
 import type { Client } from '@temporalio/client';
 import { defaultPayloadConverter } from '@temporalio/common';
 import type { temporal } from '@temporalio/proto';
-import { freePort, startDevServer, temporalCli, type DevServer } from '../../src/temporal/devserver';
-import { createSearchAttributeCommands } from '../../src/temporal/search-attributes';
+import { freePort, temporalCli, type DevServer } from '../../src/temporal/devserver';
 import type { MetricRow } from '../../src/plot/plot';
 import type { CurriculumResult } from '../../src/shared/types';
 import { TRAINING_JOB, TRAINING_STAGE, TRAINING_STEP } from '../../workflows/definitions';
@@ -500,30 +498,4 @@ test('cancel with the command; demo on an existing server ends with its plot; se
     srvProc.kill('SIGINT');
   }
   assert.equal(await exited, 0);
-});
-
-test('a worker refuses a server without the search attributes, naming the commands; after them it runs', async () => {
-  const bare = await startDevServer({ dbFile: path.join(dir, 'bare.sqlite'), headless: true, searchAttributes: false });
-  try {
-    const w = spawnWorker(bare.address, 'bare');
-    const code = await new Promise<number | null>((resolve) => w.proc.once('exit', (c) => resolve(c)));
-    assert.equal(code, 1);
-    const cmds = createSearchAttributeCommands('default');
-    assert.deepEqual(cmds, [
-      'temporal operator search-attribute create --name TrainingJob --type Keyword',
-      'temporal operator search-attribute create --name TrainingStage --type Keyword',
-      'temporal operator search-attribute create --name TrainingStep --type Int',
-    ]);
-    assert.match(
-      w.stderr(),
-      /TrainingJob \(KEYWORD\) is missing, TrainingStage \(KEYWORD\) is missing, TrainingStep \(INT\) is missing\. Fix: create them once per namespace: temporal operator search-attribute create/,
-    );
-    for (const cmd of cmds)
-      execFileSync(temporalCli(), [...cmd.split(' ').slice(1), '--address', bare.address], { stdio: 'pipe' });
-    const ok = spawnWorker(bare.address, 'bare');
-    await ok.ready;
-    await ok.kill('SIGTERM');
-  } finally {
-    await bare.stop();
-  }
 });

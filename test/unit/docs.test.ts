@@ -83,8 +83,8 @@ const COVERAGE: { command: RegExp; file: string; evidence: RegExp }[] = [
   },
   {
     command: /^temporal operator search-attribute create --name \w+ --type \w+$/,
-    file: OPS,
-    evidence: /for \(const cmd of cmds\) execFileSync\(temporalCli\(\)/,
+    file: 'test/integration/search-attributes.test.ts',
+    evidence: /for \(const cmd of createSearchAttributeCommands\('default'\)\) execFileSync\(temporalCli\(\)/,
   },
   {
     command: /^npm run cli -- worker --metrics-port 9464$/,

@@ -7,6 +7,7 @@ interface WorkerFlags extends ConnectionFlags {
   maxConcurrentActivities: number;
   metricsPort?: number;
   metricsHost: string;
+  registerSearchAttributes: boolean;
 }
 
 export const register: Register = (program) => {
@@ -19,6 +20,10 @@ export const register: Register = (program) => {
         .argParser(toNumber),
     )
     .option('--metrics-host <host>', 'interface of the metrics endpoint', '0.0.0.0')
+    .option(
+      '--no-register-search-attributes',
+      'do not create missing job search attributes (jobs then run without them, after one warning)',
+    )
     .action(async (o: WorkerFlags) => {
       const ac = new AbortController();
       for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => ac.abort());
@@ -29,6 +34,7 @@ export const register: Register = (program) => {
         maxConcurrentActivities: o.maxConcurrentActivities,
         metricsPort: o.metricsPort,
         metricsHost: o.metricsHost,
+        registerSearchAttributes: o.registerSearchAttributes,
         signal: ac.signal,
       });
     });
