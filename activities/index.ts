@@ -5,7 +5,8 @@
 import { Context } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
 import { isUserError } from '../src/errors';
-import { inspectStage, planCurriculum, promoteStage } from '../src/job';
+import { type AllowedRoots, allowedRoots, confinePath } from '../src/allowed-paths';
+import { checkJobDir, checkShardInput, inspectStage, planCurriculum, promoteStage } from '../src/job';
 import { logger } from '../src/log';
 import { trainingMetrics } from '../src/temporal/metrics';
 import { superviseShard } from '../src/train/supervise';
@@ -25,7 +26,6 @@ import { type Activities, type StageRef, shardProgressSignal } from '../workflow
 
 export type { Activities };
 
-
 async function userErrorsAreFinal<T>(fn: () => Promise<T> | T): Promise<T> {
   try {
     return await fn();
@@ -35,19 +35,30 @@ async function userErrorsAreFinal<T>(fn: () => Promise<T> | T): Promise<T> {
   }
 }
 
+export interface ActivitiesOptions {
+  /** The folders that job inputs may reach (default: allowedRoots(): the working directory, configs/ read-only). */
+  allowed?: AllowedRoots;
+}
 
-export function createActivities(): Activities {
+export function createActivities(opts: ActivitiesOptions = {}): Activities {
+  const allowed = opts.allowed ?? allowedRoots();
   return {
     async planCurriculum(input: CurriculumInput): Promise<Plan> {
-      return userErrorsAreFinal(() => planCurriculum(input));
+      return userErrorsAreFinal(() => planCurriculum(input, allowed));
     },
 
     async inspectStage(req: StageRef): Promise<StageStatus> {
-      return userErrorsAreFinal(() => inspectStage(req.jobDir, req.stage, req.steps));
+      return userErrorsAreFinal(() => {
+        checkJobDir(allowed, req.jobDir, 'read');
+        return inspectStage(req.jobDir, req.stage, req.steps);
+      });
     },
 
     async promoteStage(req: StageRef): Promise<StageFinal> {
-      return userErrorsAreFinal(() => promoteStage(req.jobDir, req.stage, req.steps));
+      return userErrorsAreFinal(() => {
+        checkJobDir(allowed, req.jobDir, 'write');
+        return promoteStage(req.jobDir, req.stage, req.steps);
+      });
     },
 
     /**
@@ -67,6 +78,10 @@ export function createActivities(): Activities {
       ctx.heartbeat(last);
       const beat = setInterval(() => ctx.heartbeat(last), 2000);
       try {
+        await userErrorsAreFinal(() => {
+          confinePath(allowed, input.from, 'read', { file: 'input', field: 'checkpoint.init_state_dir' });
+          confinePath(allowed, input.out, 'write', { file: 'input', field: 'job folder (job.dump_folder/<job>)/init' });
+        });
         const r = await userErrorsAreFinal(() =>
           convertDiffusers({
             from: input.from,
@@ -110,6 +125,14 @@ export function createActivities(): Activities {
         gradNorm: null,
         stepSeconds: null,
       };
+      await userErrorsAreFinal(() =>
+        checkShardInput(allowed, {
+          jobDir: input.jobDir,
+          initFrom: input.initFrom,
+          configFile: input.stage.configFile,
+          set: input.set,
+        }),
+      );
       ctx.heartbeat(last);
       const beat = setInterval(() => ctx.heartbeat(last), 2000);
       // Progress reports to the workflow (signal shardProgress): at the first step, then at most every
@@ -172,4 +195,3 @@ export function createActivities(): Activities {
     },
   };
 }
-

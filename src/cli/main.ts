@@ -118,10 +118,13 @@ export function buildProgram(cliOverrides: Overrides): Command {
     .name('ttt-curriculum')
     .description('Durable five-stage TTT-Video-DiT training curriculum on Temporal')
     .showHelpAfterError();
+  // [issue 16] No .env() here: TEMPORAL_ADDRESS / TEMPORAL_NAMESPACE, the profile file and TLS / API key come
+  // from Temporal's environment configuration (src/temporal/connection.ts); explicit flags win over them.
   const addr = (c: Command): Command =>
     c
-      .addOption(new Option('--address <host:port>', 'Temporal frontend').env('TEMPORAL_ADDRESS'))
-      .addOption(new Option('--namespace <ns>', 'Temporal namespace').env('TEMPORAL_NAMESPACE'));
+      .option('--address <host:port>', 'Temporal frontend (default: TEMPORAL_ADDRESS, the profile, localhost:7233)')
+      .option('--namespace <ns>', 'Temporal namespace (default: TEMPORAL_NAMESPACE, the profile, default)');
+  // [/issue 16]
 
   addr(program.command('worker').description('run a worker: trains shards of any job on its task queue'))
     .addOption(new Option('--task-queue <name>', 'task queue').env('TTT_TASK_QUEUE'))
@@ -132,6 +135,14 @@ export function buildProgram(cliOverrides: Overrides): Command {
         .argParser((v) => Number(v)),
     )
     .option('--metrics-host <host>', 'interface of the metrics endpoint', '0.0.0.0')
+    // [issue 16] roots that job inputs may read and write
+    .option(
+      '--allow-path <dir>',
+      'folder that job inputs may read and write (repeatable; default: TTT_ALLOW_PATHS, else the working directory; configs/ is always readable)',
+      collect,
+      [],
+    )
+    // [/issue 16]
     .action(
       async (o: {
         address?: string;
@@ -140,6 +151,7 @@ export function buildProgram(cliOverrides: Overrides): Command {
         maxConcurrentActivities: number;
         metricsPort?: number;
         metricsHost: string;
+        allowPath: string[]; // [issue 16]
       }) => {
         const ac = new AbortController();
         for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => ac.abort());
@@ -150,6 +162,7 @@ export function buildProgram(cliOverrides: Overrides): Command {
           maxConcurrentActivities: o.maxConcurrentActivities,
           metricsPort: o.metricsPort,
           metricsHost: o.metricsHost,
+          allowPaths: o.allowPath, // [issue 16]
           signal: ac.signal,
         });
       },
