@@ -10,7 +10,13 @@
 const TEMPORAL_SIDE = '^(workflows|activities)/|^src/(temporal|cli)/|^src/index\\.ts$';
 module.exports = {
   forbidden: [
-    { name: 'no-circular', severity: 'error', comment: 'Import cycles hide which module owns a concept.', from: {}, to: { circular: true } },
+    {
+      name: 'no-circular',
+      severity: 'error',
+      comment: 'Import cycles hide which module owns a concept.',
+      from: {},
+      to: { circular: true },
+    },
     {
       name: 'library-not-temporal',
       severity: 'error',

@@ -8,7 +8,7 @@ import { initBackend, tf } from '../src/backend';
 import { loadStageConfig } from '../src/config/load';
 import { peakBytes } from '../src/memory';
 import { modelDims } from '../src/config/dims';
-import { type ModelDims } from '../src/model/dims';
+import type { ModelDims } from '../src/model/dims';
 import { disposeRopeTables, ditForward, ropeForModel, type Params } from '../src/model/dit';
 import { matMulStats } from '../src/model/matmul';
 import { initialParams } from '../src/model/params';

@@ -50,7 +50,12 @@ export * from './definitions';
 
 const QUICK: ActivityOptions = {
   startToCloseTimeout: '5 minutes',
-  retry: { initialInterval: '1s', maximumInterval: '30s', maximumAttempts: 20, nonRetryableErrorTypes: [...USER_ERROR_KINDS] },
+  retry: {
+    initialInterval: '1s',
+    maximumInterval: '30s',
+    maximumAttempts: 20,
+    nonRetryableErrorTypes: [...USER_ERROR_KINDS],
+  },
 };
 
 /** Stage 1's conversion from CogVideoX: streams GBs, heartbeating the bytes done. */

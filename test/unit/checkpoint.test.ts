@@ -2,12 +2,7 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { test } from 'node:test';
-import {
-  encodeSafetensors,
-  readSafetensors,
-  SafetensorsError,
-  type FloatTensor,
-} from '../../src/io/safetensors';
+import { encodeSafetensors, readSafetensors, SafetensorsError, type FloatTensor } from '../../src/io/safetensors';
 import {
   latestCompleteCheckpoint,
   listCheckpoints,
