@@ -133,6 +133,7 @@ http {
   client_body_temp_path ${dir}/body;
   log_format calls '$ssl_client_verify $status "$request" key=$key_ok';
   access_log ${dir}/access.log calls;
+  map_hash_bucket_size 256;
   map $http_authorization $key_ok { "Bearer ${apiKey}" yes; default no; }
   server {
     listen 127.0.0.1:${port} ssl http2;

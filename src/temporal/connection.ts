@@ -290,26 +290,37 @@ export async function checkTls(s: ConnectionSettings): Promise<void> {
  * else the error itself.
  */
 export function explainConnectError(e: unknown, s: ConnectionSettings): unknown {
-  const code = (e as { code?: unknown }).code;
-  const msg = String((e as Error)?.message ?? e);
+  // The client wraps the gRPC error ("Failed to connect to Temporal server", cause: "16 UNAUTHENTICATED: ...");
+  // the worker's native connection words it as tonic does ("... does not have valid authentication credentials").
+  const chain: { code?: unknown; message?: unknown }[] = [];
+  for (let c: unknown = e; c && typeof c === 'object' && chain.length < 5; c = (c as { cause?: unknown }).cause)
+    chain.push(c as { code?: unknown; message?: unknown });
+  const text = chain.map((c) => String(c.message ?? '')).join(': ');
+  const has = (code: number, words: RegExp): boolean => chain.some((c) => c.code === code) || words.test(text);
   const at = `the Temporal server at ${s.address}`;
-  const detail = msg.split('\n')[0]!.slice(0, 300);
-  if (code === 16 || /unauthenticated/i.test(msg)) {
-    const sum = s.summary;
+  const detail = text.split('\n')[0]!.slice(0, 300);
+  const sum = s.summary;
+  if (has(16, /UNAUTHENTICATED|valid authentication credentials/i)) {
+    const none = !sum.clientCert && !sum.apiKey;
     const fix = !sum.tls
-      ? `the server wants TLS credentials: set ${SETTING.clientCert} or ${SETTING.apiKey}`
-      : !sum.clientCert && !sum.apiKey
+      ? `the server wants credentials: set ${SETTING.clientCert} (mTLS) or ${SETTING.apiKey}`
+      : none
         ? `set ${SETTING.clientCert} (mTLS) or ${SETTING.apiKey}`
         : sum.clientCert
           ? `set ${SETTING.clientCert} to a certificate signed by a CA that the server trusts${sum.apiKey ? `, and check ${SETTING.apiKey}` : ''}`
           : `check ${SETTING.apiKey}, or set ${SETTING.clientCert} if the server requires mTLS`;
-    const what = !sum.clientCert && !sum.apiKey ? 'requires credentials and none were sent' : 'refused our credentials';
-    return new UserError(`${at} ${what} (${detail})`, { kind: 'ConnectionError', fix });
+    return new UserError(
+      `${at} ${none ? 'requires credentials and none were sent' : 'refused our credentials'} (${detail})`,
+      {
+        kind: 'ConnectionError',
+        fix,
+      },
+    );
   }
-  if (code === 7 || /permission.?denied/i.test(msg))
+  if (has(7, /PERMISSION_DENIED|does not have permission/i))
     return new UserError(`${at} denied access to namespace ${s.namespace} (${detail})`, {
       kind: 'ConnectionError',
-      fix: `check TEMPORAL_NAMESPACE (or --namespace) and that ${s.summary.apiKey ? 'the API key' : 'these credentials'} may use it`,
+      fix: `check TEMPORAL_NAMESPACE (or --namespace) and that ${sum.apiKey ? 'the API key' : 'these credentials'} may use it`,
     });
   return e;
 }
