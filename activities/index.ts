@@ -8,6 +8,7 @@ import { isUserError } from '../src/errors';
 import { type AllowedRoots, allowedRoots, confinePath } from '../src/allowed-paths';
 import { checkJobDir, checkShardInput, inspectStage, planCurriculum, promoteStage } from '../src/job';
 import { logger } from '../src/log';
+import { withoutTemporalSettings } from '../src/temporal/connection';
 import { trainingMetrics } from '../src/temporal/metrics';
 import { superviseShard } from '../src/train/supervise';
 import { convertDiffusers } from '../src/convert/convert';
@@ -165,6 +166,8 @@ export function createActivities(opts: ActivitiesOptions = {}): Activities {
               logContext: { job, attempt: info.attempt },
             },
             {
+              // The child trains and never talks to Temporal: it gets none of the connection secrets.
+              env: withoutTemporalSettings(),
               signal: ctx.cancellationSignal,
               onProgress: (p) => {
                 last = p;

@@ -477,7 +477,9 @@ export function loadCurriculum(fileArg: string, overrides: Overrides = {}, opts:
       });
     }
   }
-  if (problems.length > 0) throw new ConfigError(problems);
+  // An override's problem is the same in every stage: say it once.
+  const once = [...new Map(problems.map((p) => [JSON.stringify([p.file, p.field, p.value, p.message]), p])).values()];
+  if (once.length > 0) throw new ConfigError(once);
   return { file, name: parsed.data.name, stages };
 }
 

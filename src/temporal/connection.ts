@@ -153,6 +153,17 @@ export function connectionSettings(
   };
 }
 
+/**
+ * The environment of a process that must not talk to Temporal (a training child, an external
+ * trainer): every TEMPORAL_* variable unset (API key, private key data, gRPC headers, ...).
+ * Merged over process.env by child_process.spawn, where an undefined value removes the variable.
+ */
+export function withoutTemporalSettings(env: Env = process.env): Record<string, undefined> {
+  const out: Record<string, undefined> = {};
+  for (const k of Object.keys(env)) if (k.startsWith('TEMPORAL_')) out[k] = undefined;
+  return out;
+}
+
 /** "127.0.0.1:7233 (namespace default, TLS with client certificate, API key)": one line, no secrets. */
 export function describeConnection(s: ConnectionSummary): string {
   const how = !s.tls

@@ -34,6 +34,7 @@ import {
   server,
   spawnWorker,
   tmpDir,
+  trainingChildren,
   waitFor,
   type WorkerProc,
 } from '../helpers';
@@ -156,7 +157,7 @@ test('with the right client certificate and API key a job runs end to end throug
     until: '3s',
     set: {
       'job.dump_folder': path.join(jail, 'runs'),
-      'training.steps': 12,
+      'training.steps': 24,
       'checkpoint.interval': 4,
       'training.global_batch_size': 1,
       'shard.progress_seconds': 1,
@@ -184,9 +185,17 @@ test('with the right client certificate and API key a job runs end to end throug
   // While it trains: the heartbeat details of the running shard and a metrics scrape.
   const h = c.workflow.getHandle(job);
   const heartbeats: string[] = [];
+  const childEnvs: string[] = [];
   const scrape = await waitFor(
-    'a heartbeat of trainShard and ttt_* metrics of the job',
+    'a heartbeat of trainShard, ttt_* metrics of the job and the training child',
     async () => {
+      for (const pid of trainingChildren(path.join(jail, 'runs', job))) {
+        try {
+          childEnvs.push(fs.readFileSync(`/proc/${pid}/environ`, 'utf8'));
+        } catch {
+          /* it just ended */
+        }
+      }
       const d = await h.describe();
       for (const a of d.raw.pendingActivities ?? [])
         if (a.heartbeatDetails?.payloads?.length) heartbeats.push(allText(a.heartbeatDetails).join('\n'));
@@ -194,16 +203,25 @@ test('with the right client certificate and API key a job runs end to end throug
         (r) => r.text(),
         () => '',
       );
-      return heartbeats.length > 0 && /ttt_steps_total\{[^}]*job="tls-job"/.test(text) ? text : undefined;
+      return heartbeats.length > 0 && childEnvs.length > 0 && /ttt_steps_total\{[^}]*job="tls-job"/.test(text)
+        ? text
+        : undefined;
     },
     60_000,
     100,
   );
   assert.match(heartbeats.join('\n'), /"stage":"3s"/, 'heartbeat details were read');
+  // The training child never talks to Temporal: its environment holds no TEMPORAL_* setting.
+  const childVars = childEnvs[0]!.split('\0').map((kv) => kv.split('=')[0]);
+  assert.ok(childVars.includes('PATH'), 'the child environment was read');
+  assert.deepEqual(
+    childVars.filter((k) => k?.startsWith('TEMPORAL_')),
+    [],
+  );
   const result = (await h.result()) as CurriculumResult;
   assert.deepEqual(
     result.stages.map((s) => [s.stage, s.steps]),
-    [['3s', 12]],
+    [['3s', 24]],
   );
 
   const status = await run(['status', job, '--json'], tlsEnv());
@@ -221,7 +239,7 @@ test('with the right client certificate and API key a job runs end to end throug
     apiKey: true,
   });
   const line = await run(['status', job], tlsEnv());
-  assert.match(line.stdout, /^tls-job: stage 3s, step 12\/12, loss [\d.]+ \[completed\]/);
+  assert.match(line.stdout, /^tls-job: stage 3s, step 24\/24, loss [\d.]+ \[completed\]/);
 
   // Every call went through the TLS front with the client certificate verified and the API key.
   const calls = front.accessLog();
@@ -247,6 +265,7 @@ test('with the right client certificate and API key a job runs end to end throug
     'worker logs (and the training children)': worker.stderr(),
     'workflow history': history,
     'heartbeat details': heartbeats.join('\n'),
+    'the training child environment': childEnvs.join('\n'),
     'metrics scrape': scrape,
     'status --json': status.stdout + status.stderr,
     status: line.stdout + line.stderr,
