@@ -32,21 +32,21 @@ export interface CreatedWorker {
 
 export async function createWorker(opts: WorkerOptions = {}): Promise<CreatedWorker> {
   const allowed = allowedRoots({ allowPaths: opts.allowPaths });
-  const target = connectionSettings(opts);
+  const settings = connectionSettings(opts);
   installTemporalRuntime(
     opts.metricsPort !== undefined ? { metricsAddress: `${opts.metricsHost ?? '0.0.0.0'}:${opts.metricsPort}` } : {},
   );
-  const connection = await openConnection(target, (o) => NativeConnection.connect(o));
+  const connection = await openConnection(settings, (o) => NativeConnection.connect(o));
   try {
-    await checkSearchAttributes(connection, target.namespace);
+    await checkSearchAttributes(connection, settings.namespace);
   } catch (e) {
     await connection.close();
     throw e;
   }
   const worker = await Worker.create({
     connection,
-    namespace: target.namespace,
-    taskQueue: target.taskQueue,
+    namespace: settings.namespace,
+    taskQueue: settings.taskQueue,
     plugins: [new TttCurriculumPlugin({ allowed })],
     maxConcurrentActivityTaskExecutions: opts.maxConcurrentActivities ?? 2,
     // A shard checkpoints when asked to stop; give it time on shutdown.
@@ -55,7 +55,7 @@ export async function createWorker(opts: WorkerOptions = {}): Promise<CreatedWor
     maxHeartbeatThrottleInterval: '2s',
     defaultHeartbeatThrottleInterval: '2s',
   });
-  return { worker, connection, settings: target, allowed };
+  return { worker, connection, settings, allowed };
 }
 
 export async function runWorker(opts: WorkerOptions = {}): Promise<void> {
