@@ -5,8 +5,10 @@
 import { Context } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
 import { isUserError } from '../src/errors';
-import { inspectStage, planCurriculum, promoteStage } from '../src/job';
+import { type AllowedRoots, allowedRoots, confinePath } from '../src/allowed-paths';
+import { checkJobDir, checkShardInput, inspectStage, planCurriculum, promoteStage } from '../src/job';
 import { logger } from '../src/log';
+import { withoutTemporalSettings } from '../src/temporal/connection';
 import { trainingMetrics } from '../src/temporal/metrics';
 import { searchAttributesExist } from '../src/temporal/search-attributes';
 import { superviseShard } from '../src/train/supervise';
@@ -35,21 +37,33 @@ async function userErrorsAreFinal<T>(fn: () => Promise<T> | T): Promise<T> {
   }
 }
 
-export function createActivities(): Activities {
+export interface ActivitiesOptions {
+  /** The folders that job inputs may reach (default: allowedRoots(): the working directory, configs/ read-only). */
+  allowed?: AllowedRoots;
+}
+
+export function createActivities(opts: ActivitiesOptions = {}): Activities {
+  const allowed = opts.allowed ?? allowedRoots();
   return {
     async planCurriculum(input: CurriculumInput): Promise<Plan> {
-      const plan = await userErrorsAreFinal(() => planCurriculum(input));
+      const plan = await userErrorsAreFinal(() => planCurriculum(input, allowed));
       const ctx = Context.current();
       const ns = ctx.info.workflowNamespace ?? ctx.client.options.namespace;
       return { ...plan, searchAttributes: await searchAttributesExist(ctx.client.connection.operatorService, ns) };
     },
 
     async inspectStage(req: StageRef): Promise<StageStatus> {
-      return userErrorsAreFinal(() => inspectStage(req.jobDir, req.stage, req.steps));
+      return userErrorsAreFinal(() => {
+        checkJobDir(allowed, req.jobDir, 'read');
+        return inspectStage(req.jobDir, req.stage, req.steps);
+      });
     },
 
     async promoteStage(req: StageRef): Promise<StageFinal> {
-      return userErrorsAreFinal(() => promoteStage(req.jobDir, req.stage, req.steps));
+      return userErrorsAreFinal(() => {
+        checkJobDir(allowed, req.jobDir, 'write');
+        return promoteStage(req.jobDir, req.stage, req.steps);
+      });
     },
 
     /**
@@ -69,6 +83,10 @@ export function createActivities(): Activities {
       ctx.heartbeat(last);
       const beat = setInterval(() => ctx.heartbeat(last), 2000);
       try {
+        await userErrorsAreFinal(() => {
+          confinePath(allowed, input.from, 'read', { file: 'input', field: 'checkpoint.init_state_dir' });
+          confinePath(allowed, input.out, 'write', { file: 'input', field: 'job folder (job.dump_folder/<job>)/init' });
+        });
         const r = await userErrorsAreFinal(() =>
           convertDiffusers({
             from: input.from,
@@ -112,6 +130,14 @@ export function createActivities(): Activities {
         gradNorm: null,
         stepSeconds: null,
       };
+      await userErrorsAreFinal(() =>
+        checkShardInput(allowed, {
+          jobDir: input.jobDir,
+          initFrom: input.initFrom,
+          configFile: input.stage.configFile,
+          set: input.set,
+        }),
+      );
       ctx.heartbeat(last);
       const beat = setInterval(() => ctx.heartbeat(last), 2000);
       // Progress reports to the workflow (signal shardProgress): at the first step, then at most every
@@ -144,6 +170,8 @@ export function createActivities(): Activities {
               logContext: { job, attempt: info.attempt },
             },
             {
+              // The child trains and never talks to Temporal: it gets none of the connection secrets.
+              env: withoutTemporalSettings(),
               signal: ctx.cancellationSignal,
               onProgress: (p) => {
                 last = p;

@@ -223,7 +223,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
   let c: Client = await connect(srv.address);
   const workers: WorkerProc[] = [];
   const newWorker = async (): Promise<WorkerProc> => {
-    const w = spawnWorker(srv.address, queue);
+    const w = spawnWorker(srv.address, queue, {}, ['--allow-path', dir]);
     workers.push(w);
     await w.ready;
     return w;

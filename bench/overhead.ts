@@ -21,7 +21,7 @@ export async function overheadBench(opts: {
   const set = { 'training.steps': opts.steps, 'checkpoint.interval': 50, 'training.global_batch_size': 1 };
   const cfg = path.resolve(__dirname, '..', '..', 'configs/train/tiny/3s.toml');
   const srv = await startDevServer({ dbFile: path.join(dir, 'temporal.sqlite'), headless: true });
-  const { worker, connection } = await createWorker({ address: srv.address, taskQueue: 'bench' });
+  const { worker, connection } = await createWorker({ address: srv.address, taskQueue: 'bench', allowPaths: [dir] });
   const running = worker.run();
   const client = await connectClient({ address: srv.address });
   const direct: number[] = [];

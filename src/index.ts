@@ -30,7 +30,23 @@ export {
   setUntilUpdate,
   WORKFLOW_TYPE,
 } from './temporal/client';
-export { DEFAULT_TASK_QUEUE } from './temporal/connection';
+export {
+  DEFAULT_TASK_QUEUE,
+  connectionSettings,
+  describeConnection,
+  type ConnectionSettings,
+  type ConnectionSummary,
+} from './temporal/connection';
+export { connectionOf } from './temporal/client';
+export {
+  allowedRoots,
+  confinePath,
+  describeRoots,
+  ALLOW_PATHS_ENV,
+  type AllowedRoots,
+  type AllowedRoot,
+} from './allowed-paths';
+export { WORKER_ONLY_FIELDS, type WorkerOnlyField } from './config/worker-only';
 export {
   SEARCH_ATTRIBUTES,
   TRAINING_JOB,

@@ -11,16 +11,26 @@ import {
   verifyCheckpoint,
   type VerifiedCheckpoint,
 } from './checkpoint/store';
-import { loadCurriculum, resolveUntil, type Overrides } from './config/load';
-import { UserError } from './errors';
+import { loadCurriculum, loadStageConfig, resolveConfigPath, resolveUntil, type Overrides } from './config/load';
+import { workerOnlyProblems } from './config/worker-only';
+import { type AllowedRoots, allowedRoots, confinePath } from './allowed-paths';
+import { ConfigError, UserError } from './errors';
 import { validateJobName } from './jobname';
 import { checkpointsDir, convertedInitDir, finalDir, jobDir, stageDir } from './paths';
 import { isDiffusersFolder } from './convert/config';
 import { convertDiffusers, type ConvertResult } from './convert/convert';
 import type { CurriculumInput, Plan, StageFinal, StageStatus } from './shared/types';
 
-/** Validates a job input and the curriculum it names; returns the plan (small JSON). */
-export function planCurriculum(input: CurriculumInput): Plan {
+/** Where a workflow input's own fields are named in errors. */
+const INPUT = 'input';
+const INPUT_SET = 'input.set';
+
+/**
+ * Validates a job input and the curriculum it names; returns the plan (small JSON). Every path
+ * the input reaches must lie inside `allowed` (default: the working directory, plus the package's
+ * configs/ read-only), and `set` may name no worker-only field (src/config/worker-only.ts).
+ */
+export function planCurriculum(input: CurriculumInput, allowed: AllowedRoots = allowedRoots()): Plan {
   if (input === null || typeof input !== 'object')
     throw new UserError('workflow input must be a JSON object', {
       kind: 'InvalidInput',
@@ -42,7 +52,11 @@ export function planCurriculum(input: CurriculumInput): Plan {
       fix: 'e.g. {"job.dump_folder": "runs"}',
     });
   }
-  const cur = loadCurriculum(input.curriculum, set, { overrideSource: 'input.set' });
+  const workerOnly = workerOnlyProblems(set, INPUT_SET);
+  if (workerOnly.length > 0) throw new ConfigError(workerOnly);
+  // Before the file is read: an error about its contents would show a file the job may not see.
+  confinePath(allowed, resolveConfigPath(input.curriculum), 'read', { file: INPUT, field: 'curriculum' });
+  const cur = loadCurriculum(input.curriculum, set, { overrideSource: INPUT_SET, allowed });
   const until = resolveUntil(input.until, cur.stages);
   const dump = cur.stages[0]!.config.job.dump_folder;
   return {
@@ -157,4 +171,25 @@ export function promoteStage(jobDirPath: string, stage: string, steps: number): 
     );
   }
   return stageFinal(stage, promoteCheckpoint(latest, finalDir(sDir)));
+}
+
+/**
+ * The activities check the paths they are handed again (the worker may have been restarted with
+ * other roots since the job was planned, and a path may have changed under it): a shard's job
+ * folder, init weights, stage config with the job's overrides, and no worker-only field in `set`.
+ */
+export function checkShardInput(
+  allowed: AllowedRoots,
+  input: { jobDir: string; initFrom: string | null; configFile: string; set: Overrides },
+): void {
+  const workerOnly = workerOnlyProblems(input.set, INPUT_SET);
+  if (workerOnly.length > 0) throw new ConfigError(workerOnly);
+  checkJobDir(allowed, input.jobDir, 'write');
+  if (input.initFrom !== null) confinePath(allowed, input.initFrom, 'read', { file: INPUT, field: 'initFrom' });
+  loadStageConfig(input.configFile, input.set, { overrideSource: INPUT_SET, allowed, checkPaths: false });
+}
+
+/** A job folder handed to an activity must lie where job inputs may `access`. */
+export function checkJobDir(allowed: AllowedRoots, dir: string, access: 'read' | 'write'): void {
+  confinePath(allowed, dir, access, { file: INPUT, field: 'job folder (job.dump_folder/<job>)' });
 }

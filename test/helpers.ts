@@ -33,14 +33,19 @@ export interface WorkerProc {
   kill(sig?: NodeJS.Signals): Promise<void>;
 }
 
-/** Starts `ttt-curriculum worker` in its own process. */
+/**
+ * Starts `ttt-curriculum worker` in its own process; `address` null: from the environment
+ * (TEMPORAL_ADDRESS, the profile). Job inputs may reach only its working directory (the
+ * repository) unless `args` has --allow-path (or `env` TTT_ALLOW_PATHS).
+ */
 export function spawnWorker(
-  address: string,
+  address: string | null,
   taskQueue: string,
   env: NodeJS.ProcessEnv = {},
   args: string[] = [],
 ): WorkerProc {
-  const proc = spawn(process.execPath, [CLI, 'worker', '--address', address, '--task-queue', taskQueue, ...args], {
+  const at = address === null ? [] : ['--address', address];
+  const proc = spawn(process.execPath, [CLI, 'worker', ...at, '--task-queue', taskQueue, ...args], {
     cwd: ROOT,
     env: { ...process.env, TTT_LOG_LEVEL: 'info', TTT_LOG_PRETTY: '0', ...env },
     stdio: ['ignore', 'ignore', 'pipe'],
@@ -82,7 +87,8 @@ export function sharedServer(prefix: string, queue: string): SharedServer {
   const env = { dir, runs: path.join(dir, 'runs'), queue } as SharedServer;
   before(async () => {
     env.srv = await server(path.join(dir, 'temporal.sqlite'));
-    env.worker = spawnWorker(env.srv.address, queue);
+    // Job inputs write under the test's folder: allow it (the default is the working directory).
+    env.worker = spawnWorker(env.srv.address, queue, {}, ['--allow-path', dir]);
     await env.worker.ready;
     env.c = await client(env.srv.address);
   });

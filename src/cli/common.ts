@@ -28,9 +28,11 @@ export interface ConnectionFlags {
 
 /** Adds --address and --namespace: the commands that talk to Temporal. */
 export function connectionOptions(c: Command): Command {
+  // No .env() here: TEMPORAL_ADDRESS / TEMPORAL_NAMESPACE, the profile file and TLS / API key come
+  // from Temporal's environment configuration (src/temporal/connection.ts); explicit flags win over them.
   return c
-    .addOption(new Option('--address <host:port>', 'Temporal frontend').env('TEMPORAL_ADDRESS'))
-    .addOption(new Option('--namespace <ns>', 'Temporal namespace').env('TEMPORAL_NAMESPACE'));
+    .option('--address <host:port>', 'Temporal frontend (default: TEMPORAL_ADDRESS, the profile, localhost:7233)')
+    .option('--namespace <ns>', 'Temporal namespace (default: TEMPORAL_NAMESPACE, the profile, default)');
 }
 
 /** --task-queue (`worker`, `start`). */

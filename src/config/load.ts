@@ -14,6 +14,9 @@ import {
 import { ConfigError, type ConfigProblem, UserError } from '../errors';
 import { curriculumSchema, MOVED_FIELDS, stageConfigSchema, type StageConfig } from './schema';
 import { normaliseStageName, videoLengthInfo, type VideoLengthInfo } from '../shared/stages';
+import { PACKAGE_ROOT } from '../package-root';
+import { type AllowedRoots, confinePath } from '../allowed-paths';
+import { configPathProblems } from './confine';
 
 /** Overrides: dotted field name -> value. Strings are parsed as TOML values when they look like one ("5", "1e-5", "true", "[...]"). */
 export type Overrides = Record<string, unknown>;
@@ -25,6 +28,12 @@ export interface LoadOptions {
   checkPaths?: boolean;
   /** Name shown for override problems (default "--set"). */
   overrideSource?: string;
+  /**
+   * The roots that paths may reach (src/allowed-paths.ts): config files are checked before they
+   * are read, path fields before anything looks at them. Absent: nothing is confined (a local
+   * `train`, whose user is the machine's user).
+   */
+  allowed?: AllowedRoots;
 }
 
 export interface LoadedStage {
@@ -35,8 +44,7 @@ export interface LoadedStage {
   hash: string;
 }
 
-/** The package root, so that the shipped configs/ resolve from any working directory. */
-export const PACKAGE_ROOT = path.resolve(__dirname, '..', '..', '..');
+export { PACKAGE_ROOT };
 
 /**
  * Devices one training process drives. TensorFlow.js runs one device per process, so 1,
@@ -407,8 +415,9 @@ function diffusersProblems(file: string, c: StageConfig, dir: string): ConfigPro
 /** Loads, overrides and validates one stage config. Throws ConfigError listing every problem. */
 export function loadStageConfig(fileArg: string, overrides: Overrides = {}, opts: LoadOptions = {}): LoadedStage {
   const file = resolveConfigPath(fileArg);
-  const raw = readToml(file);
   const overrideSource = opts.overrideSource ?? '--set';
+  if (opts.allowed) confinePath(opts.allowed, file, 'read', { file, field: '(file)' });
+  const raw = readToml(file);
   const overridden = new Set(Object.keys(overrides));
   for (const [k, v] of Object.entries(overrides)) {
     if (!/^[a-z_]+(\.[a-z0-9_]+)+$/.test(k)) {
@@ -456,6 +465,11 @@ export function loadStageConfig(fileArg: string, overrides: Overrides = {}, opts
   }
   if (!parsed.success) throw new ConfigError(zodProblems(file, raw, parsed.error, overridden, overrideSource));
   const config = parsed.data;
+  if (opts.allowed) {
+    // Before the semantic checks, which look at the paths (exists? a diffusers folder?).
+    const outside = configPathProblems(opts.allowed, config, file, overridden, overrideSource);
+    if (outside.length > 0) throw new ConfigError(outside);
+  }
   const video = videoLengthInfo(config.model.video_length);
   const problems = semanticProblems(file, config, video, opts);
   if (problems.length > 0) throw new ConfigError(problems);
@@ -472,6 +486,7 @@ export interface LoadedCurriculum {
 /** Loads a curriculum file and every stage config it lists, in order. */
 export function loadCurriculum(fileArg: string, overrides: Overrides = {}, opts: LoadOptions = {}): LoadedCurriculum {
   const file = resolveConfigPath(fileArg);
+  if (opts.allowed) confinePath(opts.allowed, file, 'read', { file, field: '(file)' });
   const raw = readToml(file);
   const parsed = curriculumSchema.safeParse(raw);
   if (!parsed.success) throw new ConfigError(zodProblems(file, raw, parsed.error, new Set(), file));
@@ -479,6 +494,15 @@ export function loadCurriculum(fileArg: string, overrides: Overrides = {}, opts:
   const stages: LoadedStage[] = [];
   for (const [i, rel] of parsed.data.stages.entries()) {
     const stageFile = path.resolve(path.dirname(file), rel);
+    if (opts.allowed) {
+      try {
+        confinePath(opts.allowed, stageFile, 'read', { file, field: `stages[${i}]` });
+      } catch (e) {
+        if (!(e instanceof ConfigError)) throw e;
+        problems.push(...e.problems);
+        continue;
+      }
+    }
     if (!fs.existsSync(stageFile) || !fs.statSync(stageFile).isFile()) {
       problems.push({
         file,
@@ -507,7 +531,9 @@ export function loadCurriculum(fileArg: string, overrides: Overrides = {}, opts:
       });
     }
   }
-  if (problems.length > 0) throw new ConfigError(problems);
+  // An override's problem is the same in every stage: say it once.
+  const once = [...new Map(problems.map((p) => [JSON.stringify([p.file, p.field, p.value, p.message]), p])).values()];
+  if (once.length > 0) throw new ConfigError(once);
   return { file, name: parsed.data.name, stages };
 }
 

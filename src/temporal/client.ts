@@ -1,14 +1,34 @@
 /** Starting and controlling jobs from code. */
 import { Client, Connection, type WorkflowHandle } from '@temporalio/client';
-import { temporalTarget, type TemporalTarget } from './connection';
+import {
+  type ConnectionSummary,
+  connectionSettings,
+  openConnection,
+  temporalTarget,
+  type TemporalTarget,
+} from './connection';
 import { validateJobName } from '../jobname';
 import type { CurriculumInput, CurriculumResult } from '../shared/types';
 import { pauseSignal, progressQuery, resumeSignal, setUntilUpdate, WORKFLOW_TYPE } from '../../workflows/definitions';
 
+/** How each client of connectClient connected (no secrets), for `status`. */
+const summaries = new WeakMap<Client, ConnectionSummary>();
+
+/**
+ * A client connected the way Temporal's own tools connect: the profile file and TEMPORAL_*
+ * variables (see connection.ts), with `opts.address` / `opts.namespace` winning over them.
+ */
 export async function connectClient(opts: Partial<TemporalTarget> = {}): Promise<Client> {
-  const target = temporalTarget(opts);
-  const connection = await Connection.connect({ address: target.address });
-  return new Client({ connection, namespace: target.namespace });
+  const settings = connectionSettings(opts);
+  const connection = await openConnection(settings, (o) => Connection.connect(o));
+  const client = new Client({ connection, namespace: settings.namespace });
+  summaries.set(client, settings.summary);
+  return client;
+}
+
+/** Where and how a client of connectClient connected (TLS, client certificate, API key: yes or no); null for other clients. */
+export function connectionOf(client: Client): ConnectionSummary | null {
+  return summaries.get(client) ?? null;
 }
 
 /**

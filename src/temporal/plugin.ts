@@ -5,13 +5,14 @@
  */
 import * as path from 'node:path';
 import { SimplePlugin } from '@temporalio/plugin';
-import { createActivities } from '../../activities';
+import { type ActivitiesOptions, createActivities } from '../../activities';
 
 /** Path of the compiled workflow module (bundled by the Worker). */
 export const WORKFLOWS_PATH = path.resolve(__dirname, '..', '..', 'workflows', 'index.js');
 
+/** `allowed`: the folders that job inputs may reach (see src/allowed-paths.ts); default the working directory, plus configs/ read-only. */
 export class TttCurriculumPlugin extends SimplePlugin {
-  constructor() {
-    super({ name: 'ttt-curriculum', activities: createActivities(), workflowsPath: WORKFLOWS_PATH });
+  constructor(opts: ActivitiesOptions = {}) {
+    super({ name: 'ttt-curriculum', activities: createActivities(opts), workflowsPath: WORKFLOWS_PATH });
   }
 }

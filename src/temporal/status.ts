@@ -7,7 +7,8 @@ import * as path from 'node:path';
 import type { Client } from '@temporalio/client';
 import { defaultPayloadConverter } from '@temporalio/common';
 import { temporal } from '@temporalio/proto';
-import { jobHandle, progressQuery } from './client';
+import { connectionOf, jobHandle, progressQuery } from './client';
+import type { ConnectionSummary } from './connection';
 import { stepText } from '../shared/progress';
 import type { CurriculumResult, Progress, ShardProgress } from '../shared/types';
 
@@ -47,6 +48,8 @@ export interface JobStatus {
   attempt: number | null;
   lastFailure: string | null;
   result: CurriculumResult | null;
+  /** Where and how the asking client connected: address, namespace, TLS, client certificate, API key (never the secrets); null when not known. */
+  connection: ConnectionSummary | null;
 }
 
 async function withTimeout<T>(p: Promise<T>, ms: number): Promise<T | undefined> {
@@ -91,7 +94,10 @@ export async function jobStatus(client: Client, job: string): Promise<JobStatus>
       worker = 'unknown';
     }
   }
-  return summarise(job, status, progress, hb, result, worker, attempt, lastFailure);
+  return {
+    ...summarise(job, status, progress, hb, result, worker, attempt, lastFailure),
+    connection: connectionOf(client),
+  };
 }
 
 export function summarise(
@@ -103,7 +109,7 @@ export function summarise(
   worker: JobStatus['worker'],
   attempt: number | null,
   lastFailure: string | null,
-): JobStatus {
+): Omit<JobStatus, 'connection'> {
   const stages: StageStatusLine[] = [];
   if (progress) {
     progress.stages.forEach((name, i) => {

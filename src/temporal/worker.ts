@@ -1,6 +1,7 @@
 /** Runs a Worker with the plugin until it is shut down (SIGINT/SIGTERM) or `signal` aborts. */
 import { NativeConnection, Worker } from '@temporalio/worker';
-import { temporalTarget, type TemporalTarget } from './connection';
+import { type AllowedRoots, allowedRoots, describeRoots } from '../allowed-paths';
+import { type ConnectionSettings, connectionSettings, openConnection, type TemporalTarget } from './connection';
 import { logger } from '../log';
 import { TttCurriculumPlugin } from './plugin';
 import { installTemporalRuntime } from './runtime';
@@ -15,19 +16,31 @@ export interface WorkerOptions extends Partial<TemporalTarget> {
   metricsHost?: string;
   /** Create missing job search attributes where the server allows it (default true). */
   registerSearchAttributes?: boolean;
+  /**
+   * The folders that job inputs may read and write (`worker --allow-path`); default: the folders
+   * in TTT_ALLOW_PATHS, else the working directory. The package's configs/ is always readable.
+   */
+  allowPaths?: readonly string[];
   signal?: AbortSignal;
 }
 
-export async function createWorker(
-  opts: WorkerOptions = {},
-): Promise<{ worker: Worker; connection: NativeConnection }> {
+export interface CreatedWorker {
+  worker: Worker;
+  connection: NativeConnection;
+  /** Where and how it connected; `settings.summary` is the part without secrets. */
+  settings: ConnectionSettings;
+  allowed: AllowedRoots;
+}
+
+export async function createWorker(opts: WorkerOptions = {}): Promise<CreatedWorker> {
+  const allowed = allowedRoots({ allowPaths: opts.allowPaths });
+  const settings = connectionSettings(opts);
   installTemporalRuntime(
     opts.metricsPort !== undefined ? { metricsAddress: `${opts.metricsHost ?? '0.0.0.0'}:${opts.metricsPort}` } : {},
   );
-  const target = temporalTarget(opts);
-  const connection = await NativeConnection.connect({ address: target.address });
+  const connection = await openConnection(settings, (o) => NativeConnection.connect(o));
   try {
-    await ensureSearchAttributes(connection.operatorService, target.namespace, {
+    await ensureSearchAttributes(connection.operatorService, settings.namespace, {
       register: opts.registerSearchAttributes !== false,
     });
   } catch (e) {
@@ -36,9 +49,9 @@ export async function createWorker(
   }
   const worker = await Worker.create({
     connection,
-    namespace: target.namespace,
-    taskQueue: target.taskQueue,
-    plugins: [new TttCurriculumPlugin()],
+    namespace: settings.namespace,
+    taskQueue: settings.taskQueue,
+    plugins: [new TttCurriculumPlugin({ allowed })],
     maxConcurrentActivityTaskExecutions: opts.maxConcurrentActivities ?? 2,
     // A shard checkpoints when asked to stop; give it time on shutdown.
     shutdownGraceTime: '60s',
@@ -46,17 +59,16 @@ export async function createWorker(
     maxHeartbeatThrottleInterval: '2s',
     defaultHeartbeatThrottleInterval: '2s',
   });
-  return { worker, connection };
+  return { worker, connection, settings, allowed };
 }
 
 export async function runWorker(opts: WorkerOptions = {}): Promise<void> {
-  const target = temporalTarget(opts);
-  const { worker, connection } = await createWorker(opts);
+  const { worker, connection, settings, allowed } = await createWorker(opts);
   logger.info(
     {
-      address: target.address,
-      namespace: target.namespace,
-      taskQueue: target.taskQueue,
+      ...settings.summary,
+      taskQueue: settings.taskQueue,
+      allowedPaths: describeRoots(allowed),
       ...(opts.metricsPort !== undefined
         ? { metrics: `http://${opts.metricsHost ?? '0.0.0.0'}:${opts.metricsPort}/metrics` }
         : {}),

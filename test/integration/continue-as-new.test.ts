@@ -15,7 +15,7 @@ test('the workflow continues as new when suggested and carries its finished stag
     headless: true,
     dynamicConfig: { 'limit.historyCount.suggestContinueAsNew': 30 },
   });
-  const w = spawnWorker(srv.address, 'can');
+  const w = spawnWorker(srv.address, 'can', {}, ['--allow-path', dir]);
   try {
     await w.ready;
     const c = await client(srv.address);

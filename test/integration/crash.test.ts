@@ -52,7 +52,7 @@ test('a worker killed with SIGKILL mid-shard: a new worker finishes, at most che
   const srv = await server(path.join(dir, 'temporal.sqlite'));
   const queue = 'crash';
   const job = 'crash-job';
-  const a = spawnWorker(srv.address, queue);
+  const a = spawnWorker(srv.address, queue, {}, ['--allow-path', dir]);
   let b: ReturnType<typeof spawnWorker> | undefined;
   try {
     await a.ready;
@@ -77,7 +77,7 @@ test('a worker killed with SIGKILL mid-shard: a new worker finishes, at most che
       () => (trainingChildren(runs).length === 0 ? true : undefined),
       15_000,
     );
-    b = spawnWorker(srv.address, queue);
+    b = spawnWorker(srv.address, queue, {}, ['--allow-path', dir]);
     await b.ready;
     const result = (await handle.result()) as CurriculumResult;
     assertExact(result, runs, job);
@@ -103,7 +103,7 @@ test('the Temporal server restarted mid-run on the same SQLite file: the job com
   const port = srv.port;
   const queue = 'restart';
   const job = 'restart-job';
-  const w = spawnWorker(srv.address, queue);
+  const w = spawnWorker(srv.address, queue, {}, ['--allow-path', dir]);
   try {
     await w.ready;
     const c1 = await client(srv.address);

@@ -27,7 +27,7 @@ test('disk full during a save: previous checkpoint intact, clear failure in stat
   const queue = 'diskfull';
   const job = 'diskfull-job';
   const runs = path.join(mnt, 'runs');
-  const w = spawnWorker(srv.address, queue);
+  const w = spawnWorker(srv.address, queue, {}, ['--allow-path', dir]);
   const ballast = path.join(mnt, 'ballast');
   try {
     await w.ready;

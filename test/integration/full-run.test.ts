@@ -25,7 +25,7 @@ const queue = 'full-run';
 
 before(async () => {
   srv = await server(path.join(dir, 'temporal.sqlite'));
-  worker = spawnWorker(srv.address, queue);
+  worker = spawnWorker(srv.address, queue, {}, ['--allow-path', dir]);
   await worker.ready;
 });
 

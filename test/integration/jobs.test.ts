@@ -137,8 +137,14 @@ test('bad configs fail fast with a non-retryable error that names the field', as
     ],
     [
       'dataset',
+      // Inside the folder the worker allows (--allow-path), so that the check is "does it exist".
+      { 'training.dataset_path': path.join(runs, 'nonexistent', 'precomp') },
+      /training\.dataset_path = ".*\/nonexistent\/precomp": no such directory/,
+    ],
+    [
+      'dataset-outside',
       { 'training.dataset_path': '/nonexistent/precomp' },
-      /training\.dataset_path = "\/nonexistent\/precomp": no such directory/,
+      /training\.dataset_path = "\/nonexistent\/precomp": resolves to \/nonexistent\/precomp, outside the folders this worker lets job inputs read .*--allow-path/,
     ],
   ];
   for (const [name, set, pattern] of cases) {

@@ -145,7 +145,14 @@ test('a running job: waiting for a worker, watch, search attributes, current det
     );
 
   const metricsPort = await freePort();
-  worker = spawnWorker(srv.address, queue, {}, ['--metrics-port', String(metricsPort), '--metrics-host', '127.0.0.1']);
+  worker = spawnWorker(srv.address, queue, {}, [
+    '--metrics-port',
+    String(metricsPort),
+    '--metrics-host',
+    '127.0.0.1',
+    '--allow-path',
+    dir,
+  ]);
   await worker.ready;
 
   // Listed by TrainingStage through the client while stage 3s runs, with the other attributes set.
@@ -262,6 +269,7 @@ test('a running job: waiting for a worker, watch, search attributes, current det
     Object.keys(status).sort(),
     [
       'attempt',
+      'connection',
       'etaSeconds',
       'job',
       'jobDir',
@@ -285,6 +293,17 @@ test('a running job: waiting for a worker, watch, search attributes, current det
     ['done', 'etaSeconds', 'finalCheckpoint', 'loss', 'stage', 'step', 'stepsPerSecond', 'totalSteps'].sort(),
   );
   assert.equal(status.worker, 'polling');
+  // Where and how `status` connected: a plaintext dev server, no credentials.
+  assert.deepEqual(status.connection, {
+    address: srv.address,
+    namespace: 'default',
+    profile: null,
+    tls: false,
+    serverName: null,
+    serverCa: false,
+    clientCert: false,
+    apiKey: false,
+  });
   assert.equal(status.jobDir, path.join(runs, job));
 
   const result = (await h.result()) as CurriculumResult;
@@ -463,7 +482,14 @@ test('cancel with the command; demo on an existing server ends with its plot; se
     {
       cwd: ROOT,
       encoding: 'utf8',
-      env: { ...process.env, TEMPORAL_ADDRESS: srv.address, TTT_TASK_QUEUE: 'ops-demo', TTT_LOG_LEVEL: 'warn' },
+      // The demo's in-process worker lets job inputs reach the test's folder (TTT_ALLOW_PATHS, as `worker --allow-path`).
+      env: {
+        ...process.env,
+        TEMPORAL_ADDRESS: srv.address,
+        TTT_TASK_QUEUE: 'ops-demo',
+        TTT_LOG_LEVEL: 'warn',
+        TTT_ALLOW_PATHS: dir,
+      },
     },
   );
   assert.match(demo, /Job ops-demo \(configs\/curriculum\/tiny\.toml\) finished through stage 3s:/);

@@ -68,7 +68,7 @@ const upserts = (events: temporal.api.history.v1.IHistoryEvent[]): number =>
 
 test('without the search attributes a job runs and upserts none; after the README commands it does', async () => {
   // A worker that may not create them (as on a hosted namespace without the permission).
-  const w1 = spawnWorker(bare.address, 'no-sa', {}, ['--no-register-search-attributes']);
+  const w1 = spawnWorker(bare.address, 'no-sa', {}, ['--no-register-search-attributes', '--allow-path', dir]);
   await w1.ready;
   try {
     assert.match(
@@ -101,7 +101,7 @@ test('a worker on a plain dev server registers the search attributes itself', as
     searchAttributes: false,
   });
   const pc = await client(plain.address);
-  const w = spawnWorker(plain.address, 'with-sa');
+  const w = spawnWorker(plain.address, 'with-sa', {}, ['--allow-path', dir]);
   try {
     await w.ready;
     assert.match(w.stderr(), /registered the job search attributes/);

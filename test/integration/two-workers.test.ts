@@ -31,7 +31,10 @@ test('two workers share the checkpoint folder: the one running the shard is SIGK
   const srv = await server(path.join(dir, 'temporal.sqlite'));
   const queue = 'two-workers';
   const job = 'two-workers-job';
-  const workers = [spawnWorker(srv.address, queue), spawnWorker(srv.address, queue)];
+  const workers = [
+    spawnWorker(srv.address, queue, {}, ['--allow-path', dir]),
+    spawnWorker(srv.address, queue, {}, ['--allow-path', dir]),
+  ];
   try {
     await Promise.all(workers.map((w) => w.ready));
     const c = await client(srv.address);

@@ -87,9 +87,15 @@ const COVERAGE: { command: RegExp; file: string; evidence: RegExp }[] = [
     evidence: /for \(const cmd of createSearchAttributeCommands\('default'\)\) execFileSync\(temporalCli\(\)/,
   },
   {
-    command: /^npm run cli -- worker --metrics-port 9464$/,
+    command: /^npm run cli -- worker --metrics-port 9464 --allow-path \S+$/,
     file: OPS,
-    evidence: /'--metrics-port', String\(metricsPort\)/,
+    evidence: /'--metrics-port', String\(metricsPort\), '--metrics-host', '127\.0\.0\.1', '--allow-path', dir/,
+  },
+  // With the TLS settings of "Connecting to Temporal" in the environment (the leading VAR=value are dropped here).
+  {
+    command: /^npm run cli -- worker --allow-path \S+$/,
+    file: 'test/integration/security.test.ts',
+    evidence: /spawnWorker\(null, queue, tlsEnv\(\), \['--allow-path', jail/,
   },
   // On synthetic weights in CogVideoX's diffusers layout: the real 5B checkpoint is not downloaded in tests.
   {

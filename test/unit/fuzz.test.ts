@@ -2,9 +2,13 @@
  * Property-based fuzzing (fast-check) of the inputs a user hands us: stage configs and
  * curricula (random TOML, mutations of the shipped tiny configs, random command-line
  * overrides), the JSONL dataset reader (mutated lines, truncated and bit-flipped .npy files),
- * and job names. The properties: no crash other than our clear errors (UserError/ConfigError,
+ * job names, and what secure-by-default added: paths from job inputs against the roots a worker
+ * allows (`..`, symbolic links, NUL, very long, Unicode normalisation), those roots themselves,
+ * worker-only fields in `set`, and the Temporal connection settings (profile file and TEMPORAL_*
+ * variables). The properties: no crash other than our clear errors (UserError/ConfigError,
  * naming the file and field, or the file and line), no hang (every case is timed), no
- * prototype pollution, and job names that can never escape their folder.
+ * prototype pollution, job names that can never escape their folder, accepted paths that lie
+ * inside a root as the kernel resolves them, and connection summaries without the secret.
  * Seeds are fixed so that a failure reproduces; FUZZ_RUNS scales the number of cases.
  */
 import assert from 'node:assert/strict';
@@ -21,6 +25,10 @@ import { ConfigError, UserError } from '../../src/errors';
 import { validateJobName } from '../../src/jobname';
 import { modelDims } from '../../src/config/dims';
 import { jobDir } from '../../src/paths';
+import { ALLOW_PATHS_ENV, allowedRoots, confinePath, isWithin } from '../../src/allowed-paths';
+import { WORKER_ONLY_FIELDS } from '../../src/config/worker-only';
+import { planCurriculum } from '../../src/job';
+import { connectionSettings, describeConnection } from '../../src/temporal/connection';
 import { ROOT, tmpDir } from '../helpers';
 
 const RUNS = Number(process.env.FUZZ_RUNS ?? 1);
@@ -491,5 +499,291 @@ test('fuzz: job names: whatever is accepted is a safe folder name and round-trip
       assert.equal(validateJobName(name), name);
     }),
     { seed: 6008, numRuns: runs(500) },
+  );
+});
+
+// ---- (d) paths from job inputs, the allowed roots, worker-only fields, connection settings --
+
+/** A root (jail) and a folder beside it, with links across, a loop, a relative link and Unicode names. */
+function pathTree(): { top: string; jail: string; outside: string } {
+  const top = fs.realpathSync(tmpDir('fuzz-paths'));
+  const jail = path.join(top, 'jail');
+  const outside = path.join(top, 'outside');
+  fs.mkdirSync(path.join(jail, 'a', 'b'), { recursive: true });
+  fs.mkdirSync(path.join(jail, 'caf\u00e9'));
+  fs.mkdirSync(path.join(outside, 'c'), { recursive: true });
+  fs.writeFileSync(path.join(jail, 'a', 'file'), 'x');
+  fs.symlinkSync(outside, path.join(jail, 'out'));
+  fs.symlinkSync(path.join(jail, 'a'), path.join(jail, 'in'));
+  fs.symlinkSync(path.join(outside, 'none'), path.join(jail, 'dangling'));
+  fs.symlinkSync(path.join(jail, 'a'), path.join(outside, 'back'));
+  fs.symlinkSync('../outside', path.join(jail, 'rel'));
+  fs.symlinkSync(path.join(jail, 'loop2'), path.join(jail, 'loop1'));
+  fs.symlinkSync(path.join(jail, 'loop1'), path.join(jail, 'loop2'));
+  return { top, jail, outside };
+}
+
+const pathComponent = fc.oneof(
+  {
+    weight: 6,
+    arbitrary: fc.constantFrom('..', '.', '', 'a', 'b', 'c', 'file', 'out', 'in', 'dangling', 'back', 'rel'),
+  },
+  {
+    weight: 3,
+    arbitrary: fc.constantFrom(
+      'loop1',
+      'jail',
+      'outside',
+      'caf\u00e9',
+      'cafe\u0301',
+      'CAF\u00c9',
+      '\uff43af\u00e9',
+      '\u0000',
+      'a\u0000',
+      'x'.repeat(256),
+      '\u202e',
+      '\ud83d\ude00',
+      '~',
+    ),
+  },
+  { weight: 1, arbitrary: fc.string({ maxLength: 6 }) },
+  { weight: 1, arbitrary: fc.string({ maxLength: 4, unit: 'binary' }) },
+);
+
+function pathString(starts: string[]): fc.Arbitrary<string> {
+  return fc
+    .tuple(fc.constantFrom(...starts), fc.array(pathComponent, { maxLength: 8 }), fc.nat({ max: 9 }))
+    .map(([start, parts, long]) => {
+      const p = [start, ...parts].join('/');
+      return long === 9 ? `${p}/${'d/'.repeat(2100)}` : p; // past PATH_MAX
+    });
+}
+
+/** The property of an accepted path: inside the root, free of links, and what the kernel resolves the input to. */
+function checkAccepted(jail: string, input: string, real: string): void {
+  assert.ok(path.isAbsolute(real) && path.normalize(real) === real, `not a normal absolute path: ${real}`);
+  assert.ok(isWithin(jail, real), `${JSON.stringify(input)} accepted as ${real}, outside ${jail}`);
+  for (let e = real; ; e = path.dirname(e)) {
+    if (fs.existsSync(e)) {
+      assert.equal(fs.realpathSync(e), e, `${e} (an existing part of ${real}) is not its own real path`);
+      break;
+    }
+    assert.ok(!isSymlink(e), `${e} is a link in the accepted path ${real}`);
+  }
+  const target = path.resolve(jail, input);
+  if (fs.existsSync(target)) assert.equal(fs.realpathSync(target), real, 'the kernel resolves it elsewhere');
+}
+
+function isSymlink(p: string): boolean {
+  try {
+    return fs.lstatSync(p).isSymbolicLink();
+  } catch {
+    return false;
+  }
+}
+
+test('fuzz: path strings (.., symbolic links, NUL, very long, Unicode normalisation) land inside a root or fail with a ConfigError naming the field', () => {
+  const { top, jail, outside } = pathTree();
+  const allowed = allowedRoots({ allowPaths: [jail], env: {} });
+  const src = { file: 'input.set', field: 'job.dump_folder' };
+  const outcomes = { accepted: 0 };
+  fc.assert(
+    fc.property(pathString([jail, top, outside, '', '.', '/', '/etc', 'a']), fc.boolean(), (p, write) => {
+      const t0 = Date.now();
+      try {
+        checkAccepted(jail, p, confinePath(allowed, p, write ? 'write' : 'read', src, jail));
+        outcomes.accepted++;
+      } catch (e) {
+        if (!(e instanceof ConfigError))
+          throw new Error(`not a clear error for ${JSON.stringify(p)}: ${(e as Error)?.stack}`);
+        assert.equal(e.problems.length, 1);
+        const pr = e.problems[0]!;
+        assert.deepEqual([pr.file, pr.field, pr.value], ['input.set', 'job.dump_folder', p]);
+        assert.match(
+          pr.message,
+          /^(resolves to \/.*, (outside the folders|inside .*, which job inputs may only read)|the path (is not a non-empty string|contains a NUL character|cannot be resolved \(\w+.*\)))/,
+        );
+        if (pr.message.startsWith('resolves to')) assert.match(pr.fix, /--allow-path <folder>.*TTT_ALLOW_PATHS/);
+      } finally {
+        assert.ok(Date.now() - t0 < CASE_MS, `one case took ${Date.now() - t0} ms (a hang?)`);
+      }
+    }),
+    { seed: 6009, numRuns: runs(1500) },
+  );
+  // The generator reaches both sides of the boundary, not only one of them.
+  assert.ok(outcomes.accepted > runs(1500) / 20, `only ${outcomes.accepted} of ${runs(1500)} paths accepted`);
+  // Spelled out once: each escape is refused, each way back in is accepted.
+  for (const p of ['out/c', 'rel/c', 'dangling', 'dangling/x', 'a/../../outside', 'in/../../outside', 'loop1'])
+    assert.throws(() => confinePath(allowed, p, 'read', src, jail), ConfigError, p);
+  for (const p of ['in/b', `${outside}/back/b`, 'out/back/b', 'caf\u00e9/new'])
+    checkAccepted(jail, p, confinePath(allowed, p, 'write', src, jail));
+});
+
+test('fuzz: allowed roots from --allow-path and TTT_ALLOW_PATHS: existing folders, or a clear error naming the flag or the variable', () => {
+  const { top, jail, outside } = pathTree();
+  const dirs = pathString([jail, top, outside, '', '/', 'a']);
+  fc.assert(
+    fc.property(
+      fc.option(fc.array(dirs, { maxLength: 3 })),
+      fc.option(fc.array(dirs, { maxLength: 3 })),
+      (flags, env) => {
+        const t0 = Date.now();
+        try {
+          const r = allowedRoots({
+            ...(flags ? { allowPaths: flags } : {}),
+            env: env ? { [ALLOW_PATHS_ENV]: env.join(path.delimiter) } : {},
+            cwd: jail,
+          });
+          for (const root of r.roots) {
+            assert.ok(fs.statSync(root.dir).isDirectory() && fs.realpathSync(root.dir) === root.dir, root.dir);
+          }
+          assert.deepEqual(r.roots.at(-1), { dir: fs.realpathSync(path.join(ROOT, 'configs')), writable: false });
+        } catch (e) {
+          assert.ok(e instanceof UserError && /^(--allow-path|TTT_ALLOW_PATHS): /.test(e.message), String(e));
+          assert.ok(e.fix && /--allow-path|TTT_ALLOW_PATHS/.test(e.fix));
+        } finally {
+          assert.ok(Date.now() - t0 < CASE_MS);
+        }
+      },
+    ),
+    { seed: 6010, numRuns: runs(500) },
+  );
+});
+
+test('fuzz: job inputs with random paths and worker-only fields plan inside the roots or fail with a clear error', () => {
+  const { top, jail, outside } = pathTree();
+  const allowed = allowedRoots({ allowPaths: [jail], env: {} });
+  const curriculum = path.join(ROOT, 'configs', 'curriculum', 'tiny.toml');
+  // Half of the paths are ways into the root (directly, through a link), so that some inputs are planned.
+  const p = fc.oneof(
+    fc.constantFrom(path.join(jail, 'runs'), path.join(jail, 'in', 'runs'), path.join(outside, 'back', 'runs')),
+    pathString([jail, top, outside, '', 'runs']),
+  );
+  /** Mostly absent: each field present in about one case of `1 + absent`. */
+  const sometimes = <T>(a: fc.Arbitrary<T>, absent = 1): fc.Arbitrary<T | undefined> =>
+    fc.oneof({ weight: absent, arbitrary: fc.constant(undefined) }, { weight: 1, arbitrary: a });
+  const set = fc
+    .record({
+      'job.dump_folder': p,
+      'training.dataset_path': sometimes(fc.oneof(fc.constant('synthetic'), p)),
+      'training.jsonl_paths': sometimes(fc.array(p, { maxLength: 2 }).map((a) => JSON.stringify(a))),
+      'checkpoint.init_state_dir': sometimes(fc.oneof(fc.constant(''), p)),
+      [WORKER_ONLY_FIELDS[0]!.field]: sometimes(fc.string({ maxLength: 8 }), 5),
+      'launcher.setup.x': sometimes(fc.string({ maxLength: 4 }), 5),
+    })
+    .map((r) => Object.fromEntries(Object.entries(r).filter(([, v]) => v !== undefined)));
+  fs.writeFileSync(path.join(outside, 'c.toml'), fs.readFileSync(curriculum, 'utf8'));
+  const curricula = fc.constantFrom(
+    curriculum,
+    'configs/curriculum/tiny.toml',
+    curriculum,
+    path.join(outside, 'c.toml'),
+    path.join(jail, 'out', 'c.toml'),
+    path.join(jail, 'rel', 'c.toml'),
+  );
+  /** The kernel's path of a folder that may not exist yet: the real path of its deepest existing ancestor, plus the rest. */
+  const kernelPath = (p: string): string => {
+    let e = p;
+    while (!fs.existsSync(e)) e = path.dirname(e);
+    return path.join(fs.realpathSync(e), path.relative(e, p));
+  };
+  let planned = 0;
+  fc.assert(
+    fc.property(set, curricula, (s, cur) => {
+      clearOrOk(() => {
+        const plan = planCurriculum({ jobName: 'fuzz', curriculum: cur, set: s }, allowed);
+        planned++;
+        assert.ok(isWithin(jail, kernelPath(plan.jobDir)), `planned ${plan.jobDir}, outside ${jail}`);
+      }, ['input.set', 'input', ...TINY]);
+    }),
+    { seed: 6011, numRuns: runs(150) },
+  );
+  assert.ok(planned > 0, 'no input was planned: the generator misses the accepted side');
+});
+
+test('fuzz: connection settings from random TEMPORAL_* values and profile files: settings, or a clear error; the summary never holds the key', () => {
+  const dir = tmpDir('fuzz-envconfig');
+  const pem = path.join(dir, 'x.pem');
+  fs.writeFileSync(pem, '-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n');
+  const profile = path.join(dir, 'temporal.toml');
+  const KEY = 'fuzz-api-key-0123456789';
+  const value = fc.oneof(
+    fc.constantFrom('', 'true', 'false', '1', '0', pem, path.join(dir, 'none.pem'), dir, 'localhost:7233', 'x'),
+    fc.string({ maxLength: 12 }),
+  );
+  const names = [
+    'TEMPORAL_ADDRESS',
+    'TEMPORAL_NAMESPACE',
+    'TEMPORAL_PROFILE',
+    'TEMPORAL_TLS',
+    'TEMPORAL_TLS_CLIENT_CERT_PATH',
+    'TEMPORAL_TLS_CLIENT_CERT_DATA',
+    'TEMPORAL_TLS_CLIENT_KEY_PATH',
+    'TEMPORAL_TLS_CLIENT_KEY_DATA',
+    'TEMPORAL_TLS_SERVER_CA_CERT_PATH',
+    'TEMPORAL_TLS_SERVER_CA_CERT_DATA',
+    'TEMPORAL_TLS_SERVER_NAME',
+    'TEMPORAL_TLS_DISABLE_HOST_VERIFICATION',
+    'TEMPORAL_GRPC_META_X_TOKEN',
+  ];
+  const profileText = fc.oneof(
+    fc.string({ maxLength: 80 }),
+    fc
+      .record(
+        {
+          address: value,
+          namespace: value,
+          api_key: fc.constant(KEY),
+          tls: fc.dictionary(
+            fc.constantFrom(
+              'disabled',
+              'server_name',
+              'client_cert_path',
+              'client_key_data',
+              'server_ca_cert_path',
+              'bogus',
+            ),
+            value,
+            { maxKeys: 3 },
+          ),
+        },
+        { requiredKeys: [] },
+      )
+      .map((p) => {
+        try {
+          return stringifyToml({ profile: { default: p, other: p } });
+        } catch {
+          return '';
+        }
+      }),
+  );
+  fc.assert(
+    // The key is only ever an API key (in the environment or the profile): anything else may be shown.
+    fc.property(
+      fc.dictionary(fc.constantFrom(...names), value, { maxKeys: 5 }),
+      fc.boolean(),
+      profileText,
+      (vars, key, text) => {
+        const env = key ? { ...vars, TEMPORAL_API_KEY: KEY } : vars;
+        fs.writeFileSync(profile, text);
+        const t0 = Date.now();
+        try {
+          const s = connectionSettings({}, { ...env, TEMPORAL_CONFIG_FILE: profile });
+          const shown = JSON.stringify(s.summary) + describeConnection(s.summary);
+          assert.ok(!shown.includes(KEY), `the summary shows the key: ${shown}`);
+          assert.equal(s.summary.apiKey, s.connectOptions.apiKey !== undefined);
+        } catch (e) {
+          assert.ok(
+            e instanceof UserError && e.kind === 'ConnectionError',
+            `not a clear error: ${(e as Error)?.stack}`,
+          );
+          assert.ok(e.fix && /TEMPORAL_|profile/.test(e.fix), e.message);
+          assert.ok(!e.message.includes(KEY), `the error shows the key: ${e.message}`);
+        } finally {
+          assert.ok(Date.now() - t0 < CASE_MS);
+        }
+      },
+    ),
+    { seed: 6012, numRuns: runs(500) },
   );
 });

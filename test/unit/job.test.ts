@@ -2,6 +2,7 @@
  * Stage 1's init weights, decided once (src/job.ts stageInit) for the plan and for
  * `ttt-curriculum train`, and prepared outside the workflow by prepareInit.
  */
+import { allowedRoots } from '../../src/allowed-paths';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -30,11 +31,14 @@ test('the plan takes stage 1 init from stageInit; later stages start from the st
   const dir = tmpDir('plan-init');
   const cog = path.join(dir, 'cogvideox');
   writeSyntheticDiffusers(cog, TINY, { seed: 3 });
-  const plan = planCurriculum({
-    jobName: 'j',
-    curriculum: 'configs/curriculum/tiny.toml',
-    set: { 'job.dump_folder': path.join(dir, 'runs'), 'checkpoint.init_state_dir': cog },
-  });
+  const plan = planCurriculum(
+    {
+      jobName: 'j',
+      curriculum: 'configs/curriculum/tiny.toml',
+      set: { 'job.dump_folder': path.join(dir, 'runs'), 'checkpoint.init_state_dir': cog },
+    },
+    allowedRoots({ allowPaths: [dir] }),
+  );
   assert.deepEqual(
     plan.stages.map((s) => [s.name, s.initStateDir, s.convertFrom]),
     [

@@ -1,6 +1,6 @@
 /** `worker`: runs a worker that trains shards of any job on its task queue, until SIGINT/SIGTERM. */
 import { runWorker } from '../../temporal/worker';
-import { type ConnectionFlags, connectionOptions, type Register, taskQueueOption, toNumber } from '../common';
+import { collect, type ConnectionFlags, connectionOptions, type Register, taskQueueOption, toNumber } from '../common';
 import { Option } from 'commander';
 
 interface WorkerFlags extends ConnectionFlags {
@@ -8,6 +8,7 @@ interface WorkerFlags extends ConnectionFlags {
   metricsPort?: number;
   metricsHost: string;
   registerSearchAttributes: boolean;
+  allowPath: string[];
 }
 
 export const register: Register = (program) => {
@@ -20,6 +21,12 @@ export const register: Register = (program) => {
         .argParser(toNumber),
     )
     .option('--metrics-host <host>', 'interface of the metrics endpoint', '0.0.0.0')
+    .option(
+      '--allow-path <dir>',
+      'folder that job inputs may read and write (repeatable; default: TTT_ALLOW_PATHS, else the working directory; configs/ is always readable)',
+      collect,
+      [],
+    )
     .option(
       '--no-register-search-attributes',
       'do not create missing job search attributes (jobs then run without them, after one warning)',
@@ -35,6 +42,7 @@ export const register: Register = (program) => {
         metricsPort: o.metricsPort,
         metricsHost: o.metricsHost,
         registerSearchAttributes: o.registerSearchAttributes,
+        allowPaths: o.allowPath,
         signal: ac.signal,
       });
     });

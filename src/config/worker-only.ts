@@ -1,0 +1,64 @@
+/**
+ * Config fields that a workflow input may never set. A workflow input comes from anyone who can
+ * start a workflow on the namespace; if it could name a program, an argv, a shell line or raw
+ * scheduler options, it would run commands on every worker. Those come from the worker's own
+ * configs and presets only. Planning checks `set` against this list (and the trainShard activity
+ * checks it again); the config files on the worker may set these fields as they need.
+ *
+ * The fields arrive with the Slurm launcher and the command engine (issues 3/6 and 4/6); they
+ * are listed here already, so that no release accepts them from a workflow input.
+ */
+import type { ConfigProblem } from '../errors';
+
+export interface WorkerOnlyField {
+  /** Dotted field name; also covers the fields below it. */
+  field: string;
+  /** What the field holds, for the error. */
+  holds: string;
+  /** Where it comes from instead. */
+  fix: string;
+}
+
+export const WORKER_ONLY_FIELDS: readonly WorkerOnlyField[] = [
+  {
+    field: 'engine.command',
+    holds: 'a program and its argv',
+    fix: 'pick an engine preset by name ("engine.preset"); presets live in the worker\'s configs/engine/ or the folders it is started with',
+  },
+  {
+    field: 'launcher.setup',
+    holds: 'shell lines run before the trainer',
+    fix: "put setup lines in the stage config files on the worker's side (or a worker-side preset), not in the workflow input",
+  },
+  {
+    field: 'launcher.sbatch_args',
+    holds: 'raw sbatch options',
+    fix: "put sbatch options in the stage config files on the worker's side (or a worker-side preset); a job may set the named launcher fields (partition, nodes, ...)",
+  },
+];
+
+/** Whether override key `key` reaches `field`: the field itself, a field below it, or a table above it. */
+function reaches(key: string, field: string): boolean {
+  return key === field || key.startsWith(`${field}.`) || field.startsWith(`${key}.`);
+}
+
+/** A problem for every key of `set` that names a worker-only field. */
+export function workerOnlyProblems(
+  set: Readonly<Record<string, unknown>>,
+  source = 'input.set',
+  fields: readonly WorkerOnlyField[] = WORKER_ONLY_FIELDS,
+): ConfigProblem[] {
+  const problems: ConfigProblem[] = [];
+  for (const [key, value] of Object.entries(set)) {
+    const f = fields.find((w) => reaches(key, w.field));
+    if (!f) continue;
+    problems.push({
+      file: source,
+      field: key,
+      value,
+      message: `${f.field} holds ${f.holds}, which a workflow input may never set (anyone who can start a workflow could run commands on the workers)`,
+      fix: f.fix,
+    });
+  }
+  return problems;
+}
