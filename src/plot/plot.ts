@@ -11,17 +11,10 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { UserError } from '../errors';
 import { metricsFile } from '../paths';
+import type { MetricsLine } from '../train/shard-run';
 
-export interface MetricRow {
-  stage: string;
-  step: number;
-  loss: number;
-  grad_norm: number;
-  lr: number;
-  lr_ssm: number;
-  step_time: number;
-  time: string;
-}
+/** One line of a stage's metrics.jsonl (written by ShardRun.commit). */
+export type MetricRow = MetricsLine;
 
 /** Rows above which points are left out (lines only): a 5000-step stage would make a huge SVG. */
 export const POINT_LIMIT = 3000;
