@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the project needs on a fresh clone: npm packages (npm ci), the build (tsc),
-# the Temporal CLI (see ensure-temporal.sh) and Python's numpy + safetensors for the PyTorch
-# interop tests (see ensure-python.sh). Quick when everything is already there.
+# the Temporal CLI (see ensure-temporal.sh), Python's numpy + safetensors for the PyTorch
+# interop tests (see ensure-python.sh) and diffusers on the system's torch for the tests that
+# build their CogVideoX fixture with diffusers (see ensure-torch.sh). Quick when everything is
+# already there.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 if [[ ! -d node_modules || package-lock.json -nt node_modules/.package-lock.json ]]; then
@@ -13,3 +15,5 @@ npx tsc -p . >&2
 bash scripts/ensure-temporal.sh >/dev/null
 # Only the interop tests need it (CI requires it in .ci/run); a demo goes on without it.
 bash scripts/ensure-python.sh >/dev/null || echo "ttt-curriculum: warning: no Python with numpy + safetensors; the PyTorch interop tests will fail" >&2
+# The tests that build their CogVideoX fixture with diffusers need it (CI installs torch in .ci/run).
+bash scripts/ensure-torch.sh >/dev/null || echo "ttt-curriculum: warning: no Python with torch + diffusers; the conversion and interop tests will fail" >&2
