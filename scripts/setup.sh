@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs what the project needs on a fresh clone: npm packages (npm ci), the build (tsc),
 # the Temporal CLI (see ensure-temporal.sh), Python's numpy + safetensors for the PyTorch
-# interop tests (see ensure-python.sh); it warns when nginx, for the TLS tests, is missing (.ci/run
-# installs it with ensure-nginx.sh). Quick when everything is already there.
+# interop tests (see ensure-python.sh) and diffusers on the system's torch for the tests that
+# build their CogVideoX fixture with diffusers (see ensure-torch.sh); it warns when nginx, for the
+# TLS tests, is missing (.ci/run installs it with ensure-nginx.sh). Quick when everything is
+# already there.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 if [[ ! -d node_modules || package-lock.json -nt node_modules/.package-lock.json ]]; then
@@ -16,3 +18,5 @@ bash scripts/ensure-temporal.sh >/dev/null
 [[ -x /usr/sbin/nginx ]] || command -v nginx >/dev/null || echo "ttt-curriculum: warning: no nginx; the TLS tests (test/integration/security.test.ts) will fail: run bash scripts/ensure-nginx.sh" >&2
 # Only the interop tests need it (CI requires it in .ci/run); a demo goes on without it.
 bash scripts/ensure-python.sh >/dev/null || echo "ttt-curriculum: warning: no Python with numpy + safetensors; the PyTorch interop tests will fail" >&2
+# The tests that build their CogVideoX fixture with diffusers need it (CI installs torch in .ci/run).
+bash scripts/ensure-torch.sh >/dev/null || echo "ttt-curriculum: warning: no Python with torch + diffusers; the conversion and interop tests will fail" >&2

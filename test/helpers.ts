@@ -168,9 +168,23 @@ export function pythonWithSafetensors(): string {
   return py;
 }
 
-/** Runs a script of test/python with that Python; returns its JSON output. */
-export function runPython<T>(script: string, args: string[]): T {
-  const r = spawnSync(pythonWithSafetensors(), [path.join(ROOT, 'test', 'python', script), ...args], {
+/**
+ * The Python that has torch and diffusers 0.30.3 (scripts/ensure-torch.sh: a venv in
+ * .tools/torch-venv on the system's torch; TTT_TORCH_PYTHON overrides). The tests that build
+ * their CogVideoX fixture with diffusers, or write a dataset with torch, require it: CI installs it.
+ */
+export function pythonWithTorch(): string {
+  const py = process.env.TTT_TORCH_PYTHON ?? path.join(ROOT, '.tools', 'torch-venv', 'bin', 'python');
+  if (!fs.existsSync(py))
+    throw new Error(
+      `${py} does not exist: install torch (Debian: apt-get install python3-torch python3-venv), then run bash scripts/ensure-torch.sh`,
+    );
+  return py;
+}
+
+/** Runs a script of test/python with that Python (default: the one with safetensors + numpy); returns its JSON output. */
+export function runPython<T>(script: string, args: string[], python = pythonWithSafetensors()): T {
+  const r = spawnSync(python, [path.join(ROOT, 'test', 'python', script), ...args], {
     encoding: 'utf8',
     maxBuffer: 64 << 20,
   });

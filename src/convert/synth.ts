@@ -1,8 +1,14 @@
 /**
  * Writes a synthetic CogVideoX transformer in diffusers format: a config.json like
- * CogVideoX-5B's, real key names and shapes for the given sizes, pseudo-random finite values,
- * one file or shards plus an index. Streams to disk, so it can write checkpoints of many GB
- * (the conversion benchmark) as well as tiny fixtures (tests).
+ * CogVideoX-5B's, key names and shapes for the given sizes, pseudo-random finite values, one
+ * file or shards plus an index. Streams to disk, so it can write checkpoints of many GB (the
+ * conversion benchmark) as well as tiny fixtures.
+ *
+ * Its names and shapes come from our own key map and parameter specs, so it proves nothing
+ * about the real diffusers layout: tests of that use a folder saved by the diffusers library
+ * (test/unit/fixtures.ts: diffusersFixture). This one stays for the benchmark (GB sizes, no
+ * torch), for malformed inputs (its `tensors` hook) and for tests of the converter's own
+ * behaviour (reuse, cancellation, the CLI, stage-init decisions).
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';

@@ -21,7 +21,7 @@ export function readTensorFile(file: string): FloatTensor {
     throw new UserError(`${ext} files are Python pickles, which are not read here (unsafe and Python-only)`, {
       where: file,
       kind: 'DataError',
-      fix: `convert it: python -c "import torch, numpy; numpy.save('${file.replace(/\.[^.]+$/, '.npy')}', torch.load('${file}').float().numpy())" and list the .npy file instead`,
+      fix: `convert it: python -c "import torch, numpy; numpy.save('${file.replace(/\.[^.]+$/, '.npy')}', torch.load('${file}').float().numpy())" and list the .npy file instead; a whole TTT-Video-DiT dataset: ttt-curriculum dataset import <its folder> --out <new folder>`,
     });
   }
   throw new UserError(`unsupported file type "${ext}"`, {

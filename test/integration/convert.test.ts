@@ -1,7 +1,7 @@
 /**
  * Stage 1 from CogVideoX weights through the workflow, on a real dev server: the job converts the
- * diffusers folder that checkpoint.init_state_dir names (a convertInit activity) into <job>/init
- * and trains from it; malformed weights fail the job at once, non-retryably, with the problem.
+ * diffusers folder that checkpoint.init_state_dir names (a convertInit activity; the folder is
+ * saved by the real diffusers library) into <job>/init and trains from it; malformed weights fail the job at once, non-retryably, with the problem.
  */
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
@@ -10,13 +10,11 @@ import { test } from 'node:test';
 import { WorkflowFailedError } from '@temporalio/client';
 import { ActivityFailure, ApplicationFailure } from '@temporalio/common';
 import { startJob } from '../../src/temporal/client';
-import { readSafetensors, type FloatTensor } from '../../src/io/safetensors';
 import { loadModelWeights, tensorsHash, verifyCheckpoint } from '../../src/checkpoint/store';
-import { tttName } from '../../src/convert/keymap';
 import { writeSyntheticDiffusers } from '../../src/convert/synth';
 import type { CurriculumResult } from '../../src/shared/types';
 import { eventTypeName, historyEvents, sharedServer } from '../helpers';
-import { TINY } from '../unit/fixtures';
+import { assertConvertedFromDiffusers, diffusersFixture, TINY } from '../unit/fixtures';
 
 const env = sharedServer('convert-job', 'convert');
 const { dir, runs, queue } = env;
@@ -30,7 +28,7 @@ const base = {
 
 test('stage 1 of the tiny curriculum starts from the converted CogVideoX weights', async () => {
   const from = path.join(dir, 'cogvideox');
-  writeSyntheticDiffusers(from, TINY, { dtype: 'BF16', shards: 2, seed: 21 });
+  const fx = diffusersFixture(from); // saved by diffusers: BF16, 4 shards
   const job = 'from-cogvideox';
   const h = await startJob(
     env.c,
@@ -50,11 +48,8 @@ test('stage 1 of the tiny curriculum starts from the converted CogVideoX weights
   const init = path.join(runs, job, 'init');
   assert.ok(fs.existsSync(path.join(init, 'convert.json')), 'converted into <job>/init');
   const converted = loadModelWeights(init);
-  // The converted weights are the source's values under TTT-Video-DiT names...
-  const src = new Map<string, FloatTensor>();
-  for (const f of fs.readdirSync(from).filter((f) => f.endsWith('.safetensors')))
-    for (const [k, v] of readSafetensors(path.join(from, f)).tensors) src.set(k, v);
-  for (const [name, t] of src) assert.deepEqual(converted.get(tttName(name)!)!.data, t.data, name);
+  // The converted weights are torch's values under the names TTT-Video-DiT's converter gives them...
+  assertConvertedFromDiffusers(fx, (n) => converted.get(n), 'converted into <job>/init');
   // ...and stage 1 started from them.
   const final = verifyCheckpoint(result.stages[0]!.finalCheckpoint);
   assert.ok(final.ok);

@@ -53,7 +53,7 @@ function tableCommands(md: string): string[] {
   const names: string[] = [];
   for (const row of section.split('\n').filter((l) => l.startsWith('| `'))) {
     const cell = row.split(' | ')[0]!;
-    for (const m of cell.matchAll(/`([a-z]+(?: synth)?)[ `]/g)) names.push(m[1]!);
+    for (const m of cell.matchAll(/`([a-z]+(?: synth| import)?)[ `]/g)) names.push(m[1]!);
   }
   return names;
 }
@@ -103,6 +103,12 @@ const COVERAGE: { command: RegExp; file: string; evidence: RegExp }[] = [
     file: 'test/unit/convert.test.ts',
     evidence: /\[CLI, 'convert', \.\.\.args\]/,
   },
+  // On a TTT-Video-DiT dataset written with torch in the test.
+  {
+    command: /^npm run cli -- dataset import \S+ --out \S+$/,
+    file: 'test/unit/data-import.test.ts',
+    evidence: /\[CLI, 'dataset', 'import', \.\.\.args\]/,
+  },
 ];
 
 test('every command in the README shell blocks is run by a test', () => {
@@ -132,6 +138,7 @@ test('every command of the README command table is run through the CLI by a test
     'until',
     'train',
     'dataset synth',
+    'dataset import',
     'convert',
     'demo',
     'server',

@@ -2,7 +2,9 @@
  * PyTorch interop, checked with Python's safetensors + numpy (what a PyTorch user's script
  * loads and saves with, minus torch): our checkpoints and converted weights load there with
  * identical values, and a TTT-Video-DiT state dict written by Python loads here as
- * checkpoint.init_state_dir, bit for bit.
+ * checkpoint.init_state_dir, bit for bit. The CogVideoX weights are saved by the real diffusers
+ * library (fixtures.ts: diffusersFixture), and the names they should get are those of
+ * TTT-Video-DiT's own converter, so neither side of a check comes from our key map.
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -14,12 +16,10 @@ import { readSafetensors, type FloatTensor } from '../../src/io/safetensors';
 import { saveCheckpoint, tensorsHash, verifyCheckpoint } from '../../src/checkpoint/store';
 import { loadStageConfig } from '../../src/config/load';
 import { convertDiffusers } from '../../src/convert/convert';
-import { diffusersName } from '../../src/convert/keymap';
-import { writeSyntheticDiffusers } from '../../src/convert/synth';
 import { modelDims } from '../../src/config/dims';
 import { initialValue, paramSpecs } from '../../src/model/params';
 import { CLI, ROOT, runPython, tmpDir } from '../helpers';
-import { TINY } from './fixtures';
+import { assertConvertedFromDiffusers, diffusersFixture } from './fixtures';
 
 interface Dump {
   tensors: Record<string, { dtype: string; shape: number[]; sha256: string }>;
@@ -78,28 +78,49 @@ test('our checkpoints and converted weights load in Python safetensors + numpy w
     optimizer,
     'optimizer.safetensors',
   );
-  // Converted CogVideoX weights, sharded: Python follows the index; values = the BF16 source (exact in F32) and the added initialisation.
+  // Converted CogVideoX weights (a transformer saved by diffusers), sharded: Python follows the
+  // index; the tensors TTT-Video-DiT's converter names have torch's values, the rest our initialisation.
   const from = path.join(dir, 'cogvideox');
-  writeSyntheticDiffusers(from, TINY, { dtype: 'BF16', shards: 2, seed: 8 });
+  const fx = diffusersFixture(from);
   const out = path.join(dir, 'converted');
   const r = await convertDiffusers({ from, out, seed: 2, maxPartBytes: 50_000 });
   assert.ok(r.weightFiles.length > 1);
-  const src = new Map<string, FloatTensor>();
-  for (const f of fs.readdirSync(from).filter((f) => f.endsWith('.safetensors')))
-    for (const [k, v] of readSafetensors(path.join(from, f)).tensors) src.set(k, v);
-  const expected = new Map(
-    specs.map((s) => [
-      s.name,
-      diffusersName(s.name) ? src.get(diffusersName(s.name)!)! : { shape: s.torchShape, data: initialValue(s, 2) },
-    ]),
+  const dump = runPython<Dump>('dump_safetensors.py', [out]);
+  const fromTorch = assertConvertedFromDiffusers(
+    fx,
+    (n) => dump.tensors[n] && { shape: dump.tensors[n].shape, sha256: dump.tensors[n].sha256 },
+    'converted weights in Python',
   );
-  assertSame(runPython<Dump>('dump_safetensors.py', [out]), expected, 'converted weights');
+  assert.equal(fromTorch, 64);
+  const taken = new Set(Object.values(fx.tensors).map((t) => t.ttt_name));
+  const added = new Map(
+    specs.filter((s) => !taken.has(s.name)).map((s) => [s.name, { shape: s.torchShape, data: initialValue(s, 2) }]),
+  );
+  assert.equal(added.size, 44);
+  assertSame(
+    { ...dump, tensors: Object.fromEntries(Object.entries(dump.tensors).filter(([n]) => added.has(n))) },
+    added,
+    'added parameters',
+  );
+  assert.equal(Object.keys(dump.tensors).length, specs.length, 'nothing else');
 });
 
 test('a TTT-Video-DiT state dict written by Python loads here as checkpoint.init_state_dir, bit for bit', () => {
   const dir = tmpDir('interop-in');
+  // Names and shapes: TTT-Video-DiT's converter's names for the diffusers model's tensors, with
+  // torch's shapes; only the parameters TTT-Video-DiT adds (the TTT layer and its gates, which
+  // no Python library here can build) come from our own specs.
+  const fx = diffusersFixture(path.join(dir, 'cogvideox'));
+  const fromDiffusers = Object.values(fx.tensors).map((t) => ({ name: t.ttt_name!, shape: t.shape }));
+  const taken = new Set(fromDiffusers.map((t) => t.name));
   const specFile = path.join(dir, 'specs.json');
-  fs.writeFileSync(specFile, JSON.stringify(specs.map((s) => ({ name: s.name, shape: s.torchShape }))));
+  fs.writeFileSync(
+    specFile,
+    JSON.stringify([
+      ...fromDiffusers,
+      ...specs.filter((s) => !taken.has(s.name)).map((s) => ({ name: s.name, shape: s.torchShape })),
+    ]),
+  );
   for (const shards of [1, 3]) {
     const init = path.join(dir, `python-${shards}`);
     const written = runPython<Record<string, string>>('write_state_dict.py', [specFile, init, String(shards), '42']);

@@ -1,4 +1,7 @@
-/** `dataset synth`: the synthetic source as a JSONL dataset (latents .npy, text chunks .safetensors). */
+/**
+ * `dataset`: datasets of precomputed embeddings. `dataset synth` (here): the synthetic source as
+ * a JSONL dataset (latents .npy, text chunks .safetensors); `dataset import`: dataset-import.ts.
+ */
 import * as path from 'node:path';
 import { modelDims } from '../../config/dims';
 import { loadStageConfig } from '../../config/load';
@@ -6,6 +9,7 @@ import { writeSynthDataset } from '../../data/synthfiles';
 import { UserError } from '../../errors';
 import { normaliseStageName } from '../../shared/stages';
 import { type CliContext, type Register, toNumber } from '../common';
+import { registerImport } from './dataset-import';
 
 interface SynthFlags {
   out: string;
@@ -36,9 +40,8 @@ function synth(o: SynthFlags, ctx: CliContext): void {
 }
 
 export const register: Register = (program, ctx) => {
-  program
-    .command('dataset')
-    .description('datasets of precomputed embeddings')
+  const dataset = program.command('dataset').description('datasets of precomputed embeddings');
+  dataset
     .command('synth')
     .description(
       'write the synthetic source as a JSONL dataset (latents .npy, text chunks .safetensors) that the real reader takes',
@@ -48,4 +51,5 @@ export const register: Register = (program, ctx) => {
     .option('--config <file>', 'stage config giving the sizes and seed (default: the tiny config of --video-length)')
     .option('--samples <n>', 'number of samples (default: training.synthetic_samples)', toNumber)
     .action((o: SynthFlags) => synth(o, ctx));
+  registerImport(dataset);
 };
