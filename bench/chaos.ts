@@ -382,7 +382,10 @@ async function killDuringWrite(
     if (next > stage.steps) {
       rec.note = 'checkpoint already saved when armed, and no later one in the stage; killed at the next step';
       const seen = lines(k.stage).length;
-      await waitUntil(`a new ${k.stage} step`, () => lines(k.stage).length > seen, 600_000, 20);
+      // A stage that trained to its end before the kill was armed (a fast machine) gets no new step.
+      const ended = (): boolean => lines(k.stage).includes(stage.steps);
+      if (ended()) rec.note = 'the stage had trained to its end when armed; killed at once';
+      await waitUntil(`a new ${k.stage} step`, () => ended() || lines(k.stage).length > seen, 600_000, 20);
       await w.kill('SIGKILL');
       return;
     }
