@@ -1,8 +1,10 @@
 /**
  * `npm run bench [-- name ...]`: benchmarks, printed as tables. Not tests: figures vary with
  * the machine; targets are stated next to each figure.
- *   model      per-token time across stage lengths, FLOP/s ratio, remat, step time per backend
- *   data       data loading / step time, tiny 63s stage from files (target < 5%)
+ *   model      per-token time across stage lengths, FLOP/s ratio, remat, step time per backend;
+ *              tensorflow vs wasm in the same run (bench/native.ts)
+ *   data       data loading / step time, tiny 63s stage from files (target < 5%); the prefetch
+ *              thread with realistic 63 s samples vs dd (bench/native.ts)
  *   overhead   stage through Temporal / same steps direct (target <= 1.05)
  *   convert    CogVideoX conversion of a multi-GB checkpoint: peak RSS (target <= 1.5 x largest input shard + 300 MB), s/GB
  */
@@ -11,6 +13,7 @@ import { initBackend } from '../src/backend';
 import { convertBench } from './convert';
 import { dataBench } from './data';
 import { modelBench } from './model';
+import { nativeBench, prefetchBench } from './native';
 import { overheadBench } from './overhead';
 
 async function main(): Promise<void> {
@@ -20,12 +23,16 @@ async function main(): Promise<void> {
   process.stdout.write(
     `ttt-curriculum benchmarks: node ${process.version}, ${os.cpus().length} cores (${os.cpus()[0]?.model ?? '?'}), backend ${backend}\n\n`,
   );
-  if (want('model')) await modelBench(process.stdout);
+  if (want('model')) {
+    await modelBench(process.stdout);
+    await nativeBench(process.stdout);
+  }
   if (want('data')) {
     const r = await dataBench(Number(process.env.BENCH_DATA_STEPS ?? 6));
     process.stdout.write(
       `Data loading, tiny 63s stage from a file dataset: ${(r.dataSeconds * 1000).toFixed(1)} ms of a ${(r.stepSeconds * 1000).toFixed(0)} ms step = ${((100 * r.dataSeconds) / r.stepSeconds).toFixed(2)}% (target < 5%)\n\n`,
     );
+    await prefetchBench(process.stdout);
   }
   if (want('convert')) {
     const layers = Number(process.env.BENCH_CONVERT_LAYERS ?? 13);

@@ -1,5 +1,5 @@
 /** ttt-curriculum: the library. */
-export { tf, initBackend, type BackendChoice } from './backend';
+export { tf, initBackend, describeBackend, type BackendChoice, type BackendInfo } from './backend';
 export { tttMlp, tttLinear, type TttMlpInputs, type TttLinearInputs } from './model/ttt';
 export { ditForward, tttLayer } from './model/dit';
 export { modelDims } from './config/dims';

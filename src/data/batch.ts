@@ -24,6 +24,17 @@ export interface Batch {
   sampleIds: number[];
 }
 
+/** A batch as plain arrays (built off the training thread by prefetch.ts), before it becomes tensors. */
+export interface HostBatch {
+  noisy: Float32Array;
+  target: Float32Array;
+  text: Float32Array;
+  timesteps: Float32Array;
+  videoShape: number[];
+  textShape: number[];
+  sampleIds: number[];
+}
+
 export function synthDims(d: ModelDims): SynthDims {
   return {
     latentFrames: d.latentFrames,
@@ -58,6 +69,21 @@ export function makeBatch(
   cache?: Map<number, number[]>,
   skip?: SkipPolicy,
 ): Batch {
+  return batchTensors(hostBatch(src, d, seed, step, globalBatch, micro, size, cache, skip));
+}
+
+/** makeBatch's arrays: reads, decodes and noises the samples (no tensors: runs on any thread). */
+export function hostBatch(
+  src: DataSource,
+  d: ModelDims,
+  seed: number,
+  step: number,
+  globalBatch: number,
+  micro: number,
+  size: number,
+  cache?: Map<number, number[]>,
+  skip?: SkipPolicy,
+): HostBatch {
   const F = d.latentFrames;
   const vidLen = F * d.inChannels * d.latentHeight * d.latentWidth;
   const txtLen = d.segments * d.textLength * d.textDim;
@@ -83,13 +109,25 @@ export function makeBatch(
     );
     text.set(s.text, b * txtLen);
   }
-  const shape = [size, F, d.inChannels, d.latentHeight, d.latentWidth];
   return {
-    noisy: tf.tensor(noisy, shape),
-    target: tf.tensor(target, shape),
-    text: tf.tensor(text, [size, d.segments, d.textLength, d.textDim]),
-    timesteps: tf.tensor1d(ts),
+    noisy,
+    target,
+    text,
+    timesteps: ts,
+    videoShape: [size, F, d.inChannels, d.latentHeight, d.latentWidth],
+    textShape: [size, d.segments, d.textLength, d.textDim],
     sampleIds: ids,
+  };
+}
+
+/** A host batch as tensors (on the training thread). */
+export function batchTensors(h: HostBatch): Batch {
+  return {
+    noisy: tf.tensor(h.noisy, h.videoShape),
+    target: tf.tensor(h.target, h.videoShape),
+    text: tf.tensor(h.text, h.textShape),
+    timesteps: tf.tensor1d(h.timesteps),
+    sampleIds: h.sampleIds,
   };
 }
 

@@ -73,6 +73,8 @@ export interface ShardSummary {
   checkpoint: string;
   seconds: number;
   backend: string;
+  /** The backend's device: "cpu: <processor>, N threads" or "gpu: <GPU model>". */
+  device: string;
   /** Why the shard ended: "done", "steps", "time" or "stop". */
   reason: 'done' | 'steps' | 'time' | 'stop';
 }
@@ -155,6 +157,9 @@ export interface ShardProgress {
   loss: number | null;
   gradNorm: number | null;
   stepSeconds: number | null;
+  /** The shard's backend ("tensorflow", "wasm", "cpu") and device ("cpu: <processor>, N threads", "gpu: <model>"); absent before its first step. */
+  backend?: string;
+  device?: string;
 }
 
 /** State carried across continue-as-new. */

@@ -13,8 +13,11 @@
  *   ttt_checkpoint_save_seconds{job,stage}     histogram of checkpoint save times
  *   ttt_checkpoint_bytes_total{job,stage}      bytes written by checkpoint saves
  *   ttt_checkpoint_size_bytes{job,stage}       size of the last checkpoint
+ *
+ * Step metrics also carry the shard's backend as labels: backend ("tensorflow", "wasm", "cpu")
+ * and device (describeBackend's one line: "cpu: <processor>, N threads" or "gpu: <GPU model>").
  */
-import type { MetricMeter } from '@temporalio/common';
+import type { MetricMeter, MetricTags } from '@temporalio/common';
 import type { ShardProgress } from '../shared/types';
 import type { CheckpointSaved } from '../train/shard-types';
 
@@ -47,11 +50,12 @@ export function trainingMetrics(meter: MetricMeter, tags: { job: string; stage: 
   const size = m.createGauge('ttt_checkpoint_size_bytes', 'int', 'bytes', 'Size of the last checkpoint');
   return {
     step(p) {
-      steps.add(1);
-      step.set(p.step);
-      if (p.loss !== null) loss.set(p.loss);
-      if (p.gradNorm !== null) gradNorm.set(p.gradNorm);
-      if (p.stepSeconds !== null) stepSeconds.record(p.stepSeconds);
+      const b: MetricTags = p.backend ? { backend: p.backend, device: p.device ?? '' } : {};
+      steps.add(1, b);
+      step.set(p.step, b);
+      if (p.loss !== null) loss.set(p.loss, b);
+      if (p.gradNorm !== null) gradNorm.set(p.gradNorm, b);
+      if (p.stepSeconds !== null) stepSeconds.record(p.stepSeconds, b);
     },
     checkpoint(c) {
       checkpoints.add(1);

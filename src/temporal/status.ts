@@ -46,6 +46,9 @@ export interface JobStatus {
   stages: StageStatusLine[];
   /** Activity retry attempt of the running shard (1 = first). */
   attempt: number | null;
+  /** Backend of the running shard ("tensorflow", "wasm", "cpu") and its device ("cpu: <processor>, N threads", "gpu: <model>"), from its heartbeat; null before its first step. */
+  backend: string | null;
+  device: string | null;
   lastFailure: string | null;
   result: CurriculumResult | null;
   /** Where and how the asking client connected: address, namespace, TLS, client certificate, API key (never the secrets); null when not known. */
@@ -170,6 +173,8 @@ export function summarise(
     worker,
     stages,
     attempt,
+    backend: hb?.backend ?? null,
+    device: hb?.device ?? null,
     lastFailure,
     result,
   };

@@ -10,11 +10,12 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { initBackend } from '../backend';
+import { describeBackend, initBackend } from '../backend';
 import { modelDims } from '../config/dims';
 import { type LoadedStage, loadStageConfig } from '../config/load';
 import type { StageConfig } from '../config/schema';
-import { type Batch, makeBatch, openDataSource, type SkipPolicy } from '../data/batch';
+import type { SkipPolicy } from '../data/batch';
+import { type BatchPrefetcher, openPrefetcher } from '../data/prefetch';
 import { UserError } from '../errors';
 import { type Logger, logger } from '../log';
 import type { ModelDims } from '../model/dims';
@@ -59,19 +60,24 @@ async function trainShard(req: ShardRequest, ctl: ShardControl): Promise<ShardRe
   const c = stage.config;
   const name = stage.video.stage;
   const backend = await initBackend(c.runtime.backend);
+  const { deviceText: device } = describeBackend(); // "cpu: <model>, N threads" / "gpu: <model>"
   const dims = modelDims(c);
   const log = logger.child({
     job: req.logContext?.job ?? path.basename(req.jobDir),
     stage: name,
     ...(req.logContext?.attempt ? { attempt: req.logContext.attempt } : {}),
+    backend,
+    device,
   });
+  // Progress reports carry the backend and device (status, heartbeats, metric labels).
+  const runCtl: ShardControl = { ...ctl, onProgress: (p) => ctl.onProgress?.({ ...p, backend, device }) };
   const model = new ModelState(stage, dims);
   const rope = ropeForModel(dims);
   try {
-    const run = new ShardRun(stage, model, stageDir(req.jobDir, name), req.who ?? `pid ${process.pid}`, log, ctl);
+    const run = new ShardRun(stage, model, stageDir(req.jobDir, name), req.who ?? `pid ${process.pid}`, log, runCtl);
     run.open(req.initFrom);
     const startStep = run.step;
-    const batchAt = stageBatches(c, dims, log, () => run.step);
+    const batches = stageBatches(c, dims, log, () => run.step);
     const bound = shardBound(req, c, t0, startStep, ctl);
     const accum = c.training.grad_accum_steps;
     let frozen = model.frozenParams();
@@ -87,8 +93,8 @@ async function trainShard(req: ShardRequest, ctl: ShardControl): Promise<ShardRe
         const ts = Date.now();
         const s = run.step + 1;
         const d = run.dataStep(s);
-        const g = stepGradients({ model, frozen, dims, rope }, accum, c.optimizer.gradient_clipping_norm, (a) =>
-          batchAt(d, a),
+        const g = await stepGradients({ model, frozen, dims, rope }, accum, c.optimizer.gradient_clipping_norm, (a) =>
+          batches.take(d, a),
         );
         if (!isFiniteStep(g)) {
           disposeGradients(g);
@@ -105,6 +111,7 @@ async function trainShard(req: ShardRequest, ctl: ShardControl): Promise<ShardRe
       }
     } finally {
       run.close();
+      await batches.close();
     }
     run.finish();
     const done = run.step >= run.total;
@@ -120,6 +127,7 @@ async function trainShard(req: ShardRequest, ctl: ShardControl): Promise<ShardRe
       checkpoint: run.checkpoint,
       seconds: (Date.now() - t0) / 1000,
       backend,
+      device,
       reason: done ? 'done' : reason,
     };
   } finally {
@@ -160,17 +168,11 @@ function shardBound(
 }
 
 /**
- * The stage's micro-batches: `batchAt(dataStep, micro)`. Each holds global_batch_size / (data-parallel
- * size) / grad_accum_steps samples; bad samples are skipped with a warning up to training.max_bad_samples.
+ * The stage's micro-batches, `take(dataStep, micro)`, read ahead on the prefetch thread while a step
+ * runs. Each holds global_batch_size / (data-parallel size) / grad_accum_steps samples; bad samples
+ * are skipped with a warning up to training.max_bad_samples.
  */
-function stageBatches(
-  c: StageConfig,
-  dims: ModelDims,
-  log: Logger,
-  currentStep: () => number,
-): (dataStep: number, micro: number) => Batch {
-  const src = openDataSource(c, dims);
-  const permCache = new Map<number, number[]>();
+function stageBatches(c: StageConfig, dims: ModelDims, log: Logger, currentStep: () => number): BatchPrefetcher {
   const skip: SkipPolicy = {
     maxBad: c.training.max_bad_samples,
     bad: new Map<number, string>(),
@@ -178,7 +180,7 @@ function stageBatches(
   };
   const t = c.training;
   const size = t.global_batch_size / (c.parallelism.dp_replicate * c.parallelism.dp_sharding) / t.grad_accum_steps;
-  return (d, a) => makeBatch(src, dims, t.seed, d, t.global_batch_size, a, size, permCache, skip);
+  return openPrefetcher({ config: c, dims, microSize: size, accum: t.grad_accum_steps, skip });
 }
 
 function freeMegabytes(dir: string): string {

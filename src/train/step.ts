@@ -24,7 +24,7 @@ export interface StepGradients {
   grads: Map<string, tf.Tensor>;
   /** Sample ids the step trained on. */
   samples: number[];
-  /** Seconds spent building batches. */
+  /** Seconds spent waiting for batches (building them, when the prefetch thread is behind). */
   dataSeconds: number;
 }
 
@@ -37,15 +37,16 @@ export interface StepModel {
 }
 
 /**
- * Gradients of one optimizer step over `accum` micro-batches; `batch(a)` builds micro-batch a.
- * The loss and gradients are the mean over the micro-batches.
+ * Gradients of one optimizer step over `accum` micro-batches; `batch(a)` gives micro-batch a
+ * (from the prefetch thread, so it may have to wait for it). The loss and gradients are the mean
+ * over the micro-batches.
  */
-export function stepGradients(
+export async function stepGradients(
   m: StepModel,
   accum: number,
   clipNorm: number,
-  batch: (micro: number) => Batch,
-): StepGradients {
+  batch: (micro: number) => Promise<Batch>,
+): Promise<StepGradients> {
   const names = m.model.trainable;
   let loss = 0;
   let dataMs = 0;
@@ -53,7 +54,7 @@ export function stepGradients(
   const grads = new Map<string, tf.Tensor>();
   for (let a = 0; a < accum; a++) {
     const td = Date.now();
-    const b = batch(a);
+    const b = await batch(a);
     samples.push(...b.sampleIds);
     dataMs += Date.now() - td;
     const f = (...xs: tf.Tensor[]): tf.Scalar => {

@@ -224,6 +224,12 @@ test('a running job: waiting for a worker, watch, search attributes, current det
   ]) {
     assert.match(scrape, new RegExp(`^${name}\\{[^}]*job="ops-job"[^}]*\\} \\d`, 'm'), `${name} in the scrape`);
   }
+  // The shard's backend as labels of the step metrics (describeBackend: tensorflow where installed, else wasm).
+  assert.match(
+    scrape,
+    /^ttt_steps_total\{[^}]*backend="(tensorflow|wasm)"[^}]*device="(cpu|gpu): [^"]+"[^}]*\} \d/m,
+    'backend labels on ttt_steps_total',
+  );
   assert.match(scrape, /^temporal_\w+/m, "Temporal's own metrics on the same endpoint");
   const bytes = Number(/^ttt_checkpoint_size_bytes\{[^}]*job="ops-job"[^}]*\} (\d+)/m.exec(scrape)![1]);
   const ck = path.join(runs, job, '3s', 'checkpoints');
@@ -269,7 +275,9 @@ test('a running job: waiting for a worker, watch, search attributes, current det
     Object.keys(status).sort(),
     [
       'attempt',
+      'backend',
       'connection',
+      'device',
       'etaSeconds',
       'job',
       'jobDir',

@@ -16,9 +16,11 @@ import { initialParams } from '../../src/model/params';
 import { tttLinear, tttMlp, TTT_LN_EPS, type TttMlpInputs } from '../../src/model/ttt';
 import { rngFor } from '../../src/rng';
 import { ROOT } from '../helpers';
+import { testBackend } from '../native';
 
+// wasm here; native-ttt.test.ts runs this file again on tensorflow.
 before(async () => {
-  await initBackend('auto');
+  assert.equal(await initBackend(testBackend()), testBackend());
 });
 
 function rand(shape: number[], seed: number, scale = 1): tf.Tensor {

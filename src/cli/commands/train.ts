@@ -37,12 +37,12 @@ function progressDisplay(stage: string): { onProgress: (p: ShardProgress) => voi
   };
 }
 
-/** "3s: steps 0->3 of 6, first loss ..., last loss ..., 1.2s on tensorflow" and the checkpoint. */
+/** "3s: steps 0->3 of 6, first loss ..., last loss ..., 1.2s on tensorflow (cpu: <processor>, 2 threads)" and the checkpoint. */
 export function trainSummary(r: ShardResult): string {
   const losses = `first loss ${r.firstLoss?.toFixed(4) ?? '-'}, last loss ${r.lastLoss?.toFixed(4) ?? '-'}`;
   return (
     `${r.stage}: steps ${r.startStep}->${r.step} of ${r.totalSteps}${r.done ? ' (stage complete)' : ''}, ` +
-    `${losses}, ${r.seconds.toFixed(1)}s on ${r.backend}\ncheckpoint: ${r.checkpoint}\n`
+    `${losses}, ${r.seconds.toFixed(1)}s on ${r.backend} (${r.device})\ncheckpoint: ${r.checkpoint}\n`
   );
 }
 

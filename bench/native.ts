@@ -1,0 +1,372 @@
+/**
+ * The native tensorflow backend against wasm, in the same run (issue 2/6):
+ *   (e) step times, tiny stages and the 3 s stage at width 1024; the two backends take turns
+ *       within each repetition, so that a slow spell of the machine hits both alike;
+ *   (f) training FLOP/s / the same backend's 1024³ matMul FLOP/s, and the fraction of the CPU's
+ *       peak (cores x FMA lanes x FMA units x 2 x clock, from lscpu / /proc/cpuinfo);
+ *   (g) time per video token at 63 s / 3 s at width 512 (compute-bound, not per-op overhead);
+ * and, for `bench data`, the prefetch thread with realistic sample sizes (a CogVideoX 63 s latent,
+ * 253 x 16 x 60 x 90 float32 = 87 MB) against `dd` on the same files.
+ * Weights change between timed steps (a small update, as training does), untimed.
+ */
+import { execFileSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { describeBackend, initBackend, tf } from '../src/backend';
+import { loadStageConfig } from '../src/config/load';
+import { disposeBatch } from '../src/data/batch';
+import { openPrefetcher } from '../src/data/prefetch';
+import { writeSynthDataset } from '../src/data/synthfiles';
+import { modelDims } from '../src/config/dims';
+import type { ModelDims } from '../src/model/dims';
+import { disposeRopeTables, ditForward, ropeForModel, type Params } from '../src/model/dit';
+import { matMulStats } from '../src/model/matmul';
+import { initialParams } from '../src/model/params';
+import { NO_REMAT } from '../src/model/remat';
+
+const ROOT = path.resolve(__dirname, '..', '..');
+type Backend = 'tensorflow' | 'wasm';
+
+interface Spread {
+  median: number;
+  min: number;
+  max: number;
+}
+function spread(xs: number[]): Spread {
+  const s = [...xs].sort((a, b) => a - b);
+  return { median: s[Math.floor(s.length / 2)]!, min: s[0]!, max: s[s.length - 1]! };
+}
+const fmt = (s: Spread, digits = 3): string =>
+  `${s.median.toFixed(digits)} (${s.min.toFixed(digits)}–${s.max.toFixed(digits)})`;
+
+/** A training step of a tiny stage on the current backend, with its weights updated after each run (untimed). */
+function trainingStep(stage: string, overrides: Record<string, unknown>) {
+  const st = loadStageConfig(path.join(ROOT, `configs/train/tiny/${stage}.toml`), overrides);
+  const d: ModelDims = { ...modelDims(st.config), remat: NO_REMAT };
+  const P: Params = initialParams(d, 0);
+  const rope = ropeForModel(d);
+  const video = tf.randomNormal([1, d.latentFrames, d.inChannels, d.latentHeight, d.latentWidth]);
+  const text = tf.randomNormal([1, d.segments, d.textLength, d.textDim]);
+  const ts = tf.tensor1d([500]);
+  const names = Object.keys(P);
+  return {
+    videoTokens: d.latentFrames * d.tokensPerFrame,
+    /** Seconds of one forward + backward, and its matmul FLOPs (forward products x 3; no remat, so nothing is recomputed). */
+    run(): { seconds: number; flops: number } {
+      const f0 = matMulStats.flops;
+      const t = process.hrtime.bigint();
+      const grads = tf.tidy(() => {
+        const { value, grads } = tf.valueAndGrads((...xs: tf.Tensor[]) => {
+          const Q: Params = {};
+          names.forEach((n, i) => (Q[n] = xs[i]!));
+          return ditForward(Q, d, { video, text, timesteps: ts }, rope).square().mean() as tf.Scalar;
+        })(names.map((n) => P[n]!));
+        value.dataSync();
+        for (const g of grads) g.dataSync();
+        return grads;
+      });
+      const seconds = Number(process.hrtime.bigint() - t) / 1e9;
+      const flops = (matMulStats.flops - f0) * 3;
+      names.forEach((n, i) => {
+        const next = tf.tidy(() => P[n]!.sub(grads[i]!.mul(1e-4)));
+        P[n]!.dispose();
+        P[n] = next;
+      });
+      tf.dispose(grads);
+      return { seconds, flops };
+    },
+    dispose(): void {
+      tf.dispose([video, text, ts, ...Object.values(P)]);
+      disposeRopeTables(rope);
+    },
+  };
+}
+
+/** Seconds of one untransposed 1024³ product on the current backend. */
+function matmulSeconds(a: tf.Tensor2D): number {
+  const t = process.hrtime.bigint();
+  const r = tf.matMul(a, a);
+  r.dataSync();
+  r.dispose();
+  return Number(process.hrtime.bigint() - t) / 1e9;
+}
+
+/** The CPU's peak float32 FLOP/s: cores x clock x SIMD lanes x 2 (FMA) x FMA units per core. */
+export function cpuPeak(): { flops: number; text: string } {
+  let lscpu = '';
+  try {
+    lscpu = execFileSync('lscpu', { encoding: 'utf8' });
+  } catch {
+    // no lscpu
+  }
+  const field = (name: string): string | undefined => new RegExp(`^${name}:\\s*(.+)$`, 'm').exec(lscpu)?.[1]?.trim();
+  const cores = Number(field('Core\\(s\\) per socket') ?? os.cpus().length) * Number(field('Socket\\(s\\)') ?? 1);
+  const flags = field('Flags') ?? '';
+  const lanes = /\bavx512f\b/.test(flags) ? 16 : /\bavx2\b/.test(flags) ? 8 : 4;
+  const fma = /\bfma\b/.test(flags) ? 2 : 1;
+  // Two FMA units per core on server cores with AVX-512 and AVX2 cores alike (BENCH_FMA_UNITS overrides).
+  const units = Number(process.env.BENCH_FMA_UNITS ?? 2);
+  // lscpu's clock where it has one, else /proc/cpuinfo's (a VM's lscpu may list none).
+  let cpuinfo = '';
+  try {
+    cpuinfo = fs.readFileSync('/proc/cpuinfo', 'utf8');
+  } catch {
+    // not Linux
+  }
+  const mhz =
+    Number(field('CPU max MHz') ?? field('CPU MHz')) ||
+    Number(/^cpu MHz\s*:\s*([\d.]+)/m.exec(cpuinfo)?.[1]) ||
+    os.cpus()[0]?.speed ||
+    0;
+  const flops = cores * mhz * 1e6 * lanes * fma * units;
+  return {
+    flops,
+    text: `${cores} cores x ${(mhz / 1000).toFixed(2)} GHz x ${lanes} float32 lanes (${lanes === 16 ? 'AVX-512' : lanes === 8 ? 'AVX2' : 'SSE'}) x ${fma} (FMA) x ${units} FMA units = ${(flops / 1e9).toFixed(1)} GFLOP/s`,
+  };
+}
+
+/** Case|backend that threw, and why (reported instead of a time). */
+const failed = new Map<string, string>();
+
+interface Case {
+  label: string;
+  stage: string;
+  overrides: Record<string, unknown>;
+  /** Backends that run it (default both). */
+  only?: Backend;
+}
+
+/** Runs every case on both backends, alternating backends within each repetition; seconds per case and backend. */
+async function alternate(
+  cases: Case[],
+  reps: number,
+): Promise<Map<string, { s: number[]; flops: number; tokens: number; mm: number[] }>> {
+  const out = new Map<string, { s: number[]; flops: number; tokens: number; mm: number[] }>();
+  failed.clear();
+  const backends: Backend[] = ['tensorflow', 'wasm'];
+  for (let r = -1; r < reps; r++) {
+    for (const b of r % 2 === 0 ? backends : [...backends].reverse()) {
+      await initBackend(b);
+      const a = tf.randomNormal([1024, 1024]) as tf.Tensor2D;
+      matmulSeconds(a);
+      for (const c of cases) {
+        const key = `${c.label}|${b}`;
+        if (failed.has(key)) continue;
+        if (c.only && c.only !== b) {
+          failed.set(key, `not run on ${b}`);
+          continue;
+        }
+        let step: ReturnType<typeof trainingStep> | undefined;
+        try {
+          step = trainingStep(c.stage, c.overrides);
+          const first = step.run(); // warm-up of this configuration
+          const timed = step.run();
+          const e = out.get(key) ?? { s: [], flops: first.flops, tokens: step.videoTokens, mm: [] };
+          if (r >= 0) e.s.push(timed.seconds);
+          out.set(key, e);
+        } catch (err) {
+          // (wasm: "memory access out of bounds" once its heap passes 2 GB)
+          failed.set(key, (err as Error).message.split('\n')[0]!);
+        } finally {
+          step?.dispose();
+        }
+      }
+      const mm = out.get(`${cases[0]!.label}|${b}`)!.mm;
+      const best = Math.min(matmulSeconds(a), matmulSeconds(a), matmulSeconds(a));
+      if (r >= 0) mm.push(best);
+      a.dispose();
+    }
+  }
+  return out;
+}
+
+export async function nativeBench(
+  out: NodeJS.WritableStream,
+  reps = Number(process.env.BENCH_NATIVE_REPS ?? 3),
+): Promise<void> {
+  const w = (s: string): boolean => out.write(s);
+  try {
+    await initBackend('tensorflow');
+  } catch (e) {
+    w(`(e)-(g) tensorflow vs wasm: skipped, ${(e as Error).message}\n\n`);
+    return;
+  }
+  const device = describeBackend().deviceText;
+  const w1024 = { 'model.num_attention_heads': 16, 'model.attention_head_dim': 64 };
+  const cases: Case[] = [
+    { label: '3s, width 32 (tiny)', stage: '3s', overrides: {} },
+    { label: '63s, width 32 (tiny)', stage: '63s', overrides: {} },
+    { label: '3s, width 1024 (16 heads of 64)', stage: '3s', overrides: w1024 },
+  ];
+  const r = await alternate(cases, reps);
+  const get = (c: Case, b: Backend) => r.get(`${c.label}|${b}`) ?? { s: [], flops: 0, tokens: 1, mm: [] };
+  const ok = (c: Case, b: Backend): boolean => get(c, b).s.length > 0;
+  w(
+    `(e) Step time (forward + backward), tensorflow [${device}] vs wasm, same run, backends alternating, ${reps} repetitions after a warm-up: median (min–max) seconds\n`,
+  );
+  w('| model | tensorflow (s) | wasm (s) | wasm / tensorflow |\n|---|---|---|---|\n');
+  for (const c of cases) {
+    if (!ok(c, 'tensorflow') || !ok(c, 'wasm')) {
+      const why = (b: Backend): string =>
+        ok(c, b) ? fmt(spread(get(c, b).s)) : `failed: ${failed.get(`${c.label}|${b}`)}`;
+      w(`| ${c.label} | ${why('tensorflow')} | ${why('wasm')} | - |\n`);
+      continue;
+    }
+    const t = spread(get(c, 'tensorflow').s);
+    const m = spread(get(c, 'wasm').s);
+    w(
+      `| ${c.label} | ${fmt(t)} | ${fmt(m)} | ${(m.median / t.median).toFixed(2)} (${(m.min / t.max).toFixed(2)}–${(m.max / t.min).toFixed(2)}) |\n`,
+    );
+  }
+  w('target: tensorflow >= 3x faster at width 1024\n\n');
+
+  const peak = cpuPeak();
+  const c1024 = cases[2]!;
+  w(
+    `(f) Training FLOP/s at width 1024 / the same backend's 1024^3 matMul FLOP/s (best of 3, measured in each repetition); CPU peak: ${peak.text}\n`,
+  );
+  w(
+    '| backend | GFLOP per step | step GFLOP/s | matMul GFLOP/s | step / matMul | step / CPU peak | matMul / CPU peak |\n|---|---|---|---|---|---|---|\n',
+  );
+  for (const b of ['tensorflow', 'wasm'] as Backend[]) {
+    const e = get(c1024, b);
+    if (!ok(c1024, b)) continue;
+    const mm = spread(get(cases[0]!, b).mm.map((s) => (2 * 1024 ** 3) / s)); // measured once per repetition and backend
+    const step = spread(e.s.map((s) => e.flops / s));
+    w(
+      `| ${b} | ${(e.flops / 1e9).toFixed(2)} | ${fmt({ median: step.median / 1e9, min: step.min / 1e9, max: step.max / 1e9 }, 1)} | ${fmt({ median: mm.median / 1e9, min: mm.min / 1e9, max: mm.max / 1e9 }, 1)} | ${(step.median / mm.median).toFixed(3)} | ${(step.median / peak.flops).toFixed(3)} | ${(mm.median / peak.flops).toFixed(3)} |\n`,
+    );
+  }
+  w(
+    'FLOPs: matmul products counted in the forward pass x 3 (no remat: nothing recomputed). target: step / matMul >= 0.5 (tensorflow)\n\n',
+  );
+
+  // (g) in a child process: the 63 s step at width 512 holds ~12 GB without remat, beside which
+  // wasm's heap would not fit; wasm cannot run it at all ("memory access out of bounds").
+  w('(g) Time per video token at 63s / 3s, width 512 (8 heads of 64), tensorflow, own process, steps alternating\n');
+  w('| backend | 3s µs/token | 63s µs/token | 63s / 3s |\n|---|---|---|---|\n');
+  try {
+    const g = JSON.parse(
+      execFileSync(process.execPath, [__filename, 'per-token', String(reps)], {
+        encoding: 'utf8',
+        stdio: ['ignore', 'pipe', 'inherit'],
+      }),
+    ) as { s3: number[]; s63: number[]; t3: number; t63: number };
+    const p3 = (spread(g.s3).median / g.t3) * 1e6;
+    const p63 = (spread(g.s63).median / g.t63) * 1e6;
+    w(`| tensorflow | ${p3.toFixed(1)} | ${p63.toFixed(1)} | ${(p63 / p3).toFixed(2)} |\n`);
+  } catch (e) {
+    w(`| tensorflow | failed: ${(e as Error).message.split('\n')[0]} | | |\n`);
+  }
+  w('| wasm | not run: its heap cannot hold the 63s step at width 512 | | |\n');
+  w('target: 63s <= 1.3 x 3s\n\n');
+}
+
+/**
+ * The prefetch thread with realistic samples: a CogVideoX 63 s latent (253 frames x 16 channels
+ * x 60 x 90, 87 MB float32) and its 21 text chunks, read while a training step runs on the native
+ * backend (3 s stage at width 1024). Data wait per step / step time, and read throughput against
+ * `dd` reading the same files.
+ */
+export async function prefetchBench(
+  out: NodeJS.WritableStream,
+  steps = Number(process.env.BENCH_PREFETCH_STEPS ?? 6),
+): Promise<void> {
+  const w = (s: string): boolean => out.write(s);
+  const backend = await initBackend('auto');
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ttt-bench-prefetch-'));
+  try {
+    const realSize = {
+      'model.in_channels': 16,
+      'model.out_channels': 16,
+      'model.latent_height': 60,
+      'model.latent_width': 90,
+      'model.text_length': 202, // T5 chunks of 226 tokens in the paper; 202 keeps the sequence a multiple of 64
+      'model.text_embed_dim': 4096,
+      'training.global_batch_size': 1,
+    };
+    const cfg = path.join(ROOT, 'configs/train/tiny/63s.toml');
+    const st = loadStageConfig(cfg, realSize);
+    const d = modelDims(st.config);
+    const samples = steps + 2;
+    writeSynthDataset(path.join(dir, 'data'), st.config, d, samples);
+    const files = ['latents', 'text'].flatMap((sub) =>
+      fs.readdirSync(path.join(dir, 'data', sub)).map((f) => path.join(dir, 'data', sub, f)),
+    );
+    const bytes = files.reduce((n, f) => n + fs.statSync(f).size, 0);
+    // dd on the same files (page cache as warm as for the prefetcher: both read what was just written).
+    const t0 = process.hrtime.bigint();
+    for (const f of files) execFileSync('dd', [`if=${f}`, 'of=/dev/null', 'bs=1M'], { stdio: 'ignore' });
+    const ddSeconds = Number(process.hrtime.bigint() - t0) / 1e9;
+    const c = loadStageConfig(cfg, {
+      ...realSize,
+      'training.dataset_path': path.join(dir, 'data'),
+      'training.jsonl_paths': ['63sec.jsonl'],
+    }).config;
+    // Read throughput of the thread alone: every sample, back to back.
+    const solo = openPrefetcher({ config: c, dims: d, microSize: 1, accum: 1, skip: { maxBad: 0, bad: new Map() } });
+    const t1 = process.hrtime.bigint();
+    for (let s = 1; s <= samples; s++) disposeBatch(await solo.take(s, 0));
+    const readSeconds = Number(process.hrtime.bigint() - t1) / 1e9;
+    await solo.close();
+    // Overlap with training steps.
+    const step = trainingStep('3s', { 'model.num_attention_heads': 16, 'model.attention_head_dim': 64 });
+    step.run();
+    const pf = openPrefetcher({ config: c, dims: d, microSize: 1, accum: 1, skip: { maxBad: 0, bad: new Map() } });
+    disposeBatch(await pf.take(1, 0)); // first batch: nothing to overlap with
+    const waitBefore = pf.stats.waitSeconds;
+    let stepSeconds = 0;
+    for (let s = 2; s <= steps + 1; s++) {
+      stepSeconds += step.run().seconds;
+      disposeBatch(await pf.take(s, 0));
+    }
+    const wait = pf.stats.waitSeconds - waitBefore;
+    await pf.close();
+    step.dispose();
+    const mb = bytes / samples / 1e6;
+    w(
+      `Data prefetch, realistic 63 s samples (latent [253, 16, 60, 90] and 21 T5 chunks [202, 4096]: ${mb.toFixed(0)} MB), ${steps} steps of the 3s width-1024 model on ${backend}\n`,
+    );
+    w('| | seconds | MB/s |\n|---|---|---|\n');
+    w(`| dd, the same ${files.length} files | ${ddSeconds.toFixed(2)} | ${(bytes / 1e6 / ddSeconds).toFixed(0)} |\n`);
+    w(
+      `| prefetch thread alone (read, decode, noise, tensors), same files | ${readSeconds.toFixed(2)} | ${(bytes / 1e6 / readSeconds).toFixed(0)} |\n`,
+    );
+    w(
+      `data wait per step: ${((wait / steps) * 1000).toFixed(1)} ms of a ${((stepSeconds / steps) * 1000).toFixed(0)} ms step = ${((100 * wait) / stepSeconds).toFixed(2)}% (target < 5%)\n\n`,
+    );
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** `node native.js per-token <reps>`: (g)'s measurement on tensorflow, as JSON on stdout. */
+async function perToken(reps: number): Promise<void> {
+  await initBackend('tensorflow');
+  const w512 = { 'model.num_attention_heads': 8, 'model.attention_head_dim': 64 };
+  const out = { s3: [] as number[], s63: [] as number[], t3: 0, t63: 0 };
+  const s3 = trainingStep('3s', w512);
+  const s63 = trainingStep('63s', w512);
+  out.t3 = s3.videoTokens;
+  out.t63 = s63.videoTokens;
+  s3.run();
+  s63.run();
+  for (let r = 0; r < reps; r++) {
+    out.s3.push(s3.run().seconds);
+    out.s63.push(s63.run().seconds);
+  }
+  s3.dispose();
+  s63.dispose();
+  process.stdout.write(JSON.stringify(out));
+}
+
+if (require.main === module && process.argv[2] === 'per-token') {
+  perToken(Number(process.argv[3] ?? 3)).then(
+    () => process.exit(0),
+    (e: unknown) => {
+      process.stderr.write(`${(e as Error).stack}\n`);
+      process.exit(1);
+    },
+  );
+}

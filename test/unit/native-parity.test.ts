@@ -1,0 +1,101 @@
+/**
+ * One full training step of the tiny 3 s stage (the trainer's forward, v-prediction loss and
+ * gradients of every parameter, and the global gradient norm it clips with) on the tensorflow
+ * backend and on wasm, from the same weights and batch: the loss, the norm and every gradient
+ * agree within 1e-4 relative (per tensor: ‖a − b‖ / ‖b‖). (The AdamW update after it is not
+ * compared element for element: its first step is about lr·sign(g), which flips for elements
+ * whose gradient is float32 noise.)
+ *
+ * One gradient is conditioned worse than that in float32: learnable_ttt_lr_bias of the first
+ * layer, a sum with heavy cancellation, on which the two float32 reference implementations, wasm
+ * and the pure-JavaScript cpu backend, already differ by about 1e-4. A tensor whose cpu-vs-wasm
+ * difference is that large is held to twice that difference instead (named in the diagnostic).
+ */
+import assert from 'node:assert/strict';
+import * as path from 'node:path';
+import { test } from 'node:test';
+import { initBackend, tf } from '../../src/backend';
+import { loadStageConfig } from '../../src/config/load';
+import { makeBatch, openDataSource } from '../../src/data/batch';
+import { modelDims } from '../../src/config/dims';
+import { disposeRopeTables, ditForward, ropeForModel, type Params } from '../../src/model/dit';
+import { initialParams } from '../../src/model/params';
+import { clipGlobalNorm } from '../../src/optim/adamw';
+import { ROOT } from '../helpers';
+import { nativeSkip } from '../native';
+
+interface StepOutcome {
+  loss: number;
+  gradNorm: number;
+  grads: Map<string, Float32Array>;
+}
+
+const TOL = 1e-4;
+
+async function trainingStep(backend: 'wasm' | 'tensorflow' | 'cpu'): Promise<StepOutcome> {
+  assert.equal(await initBackend(backend), backend);
+  const st = loadStageConfig(path.join(ROOT, 'configs/train/tiny/3s.toml'), {});
+  const c = st.config;
+  const d = modelDims(c);
+  const P = initialParams(d, c.training.seed);
+  const names = Object.keys(P);
+  const rope = ropeForModel(d);
+  const gbs = c.training.global_batch_size;
+  const batch = makeBatch(openDataSource(c, d), d, c.training.seed, 1, gbs, 0, gbs);
+  const { value, grads } = tf.valueAndGrads((...xs: tf.Tensor[]) => {
+    const Q: Params = {};
+    names.forEach((n, i) => (Q[n] = xs[i]!));
+    const pred = ditForward(Q, d, { video: batch.noisy, text: batch.text, timesteps: batch.timesteps }, rope);
+    return pred.sub(batch.target).square().mean() as tf.Scalar;
+  })(names.map((n) => P[n]!));
+  const gradMap = new Map(names.map((n, i) => [n, grads[i]!]));
+  const out: StepOutcome = {
+    loss: value.dataSync()[0]!,
+    gradNorm: 0,
+    grads: new Map(names.map((n, i) => [n, grads[i]!.dataSync() as Float32Array])),
+  };
+  out.gradNorm = clipGlobalNorm(gradMap, c.optimizer.gradient_clipping_norm);
+  tf.dispose([value, ...gradMap.values(), ...Object.values(P), batch.noisy, batch.target, batch.text, batch.timesteps]);
+  disposeRopeTables(rope);
+  return out;
+}
+
+/** ‖a − b‖ / ‖b‖ (0 when both are zero). */
+function relativeError(a: Float32Array, b: Float32Array): number {
+  let num = 0;
+  let den = 0;
+  for (let i = 0; i < b.length; i++) {
+    num += (a[i]! - b[i]!) ** 2;
+    den += b[i]! ** 2;
+  }
+  return den === 0 ? Math.sqrt(num) : Math.sqrt(num / den);
+}
+
+test('one training step on tensorflow equals wasm: loss, the gradient norm and every gradient within 1e-4 relative', async (t) => {
+  const skip = nativeSkip();
+  if (skip) return t.skip(skip);
+  const wasm = await trainingStep('wasm');
+  const native = await trainingStep('tensorflow');
+  const cpu = await trainingStep('cpu');
+  await initBackend('wasm');
+  const lossErr = Math.abs(native.loss - wasm.loss) / Math.abs(wasm.loss);
+  assert.ok(lossErr < TOL, `loss: tensorflow ${native.loss} vs wasm ${wasm.loss} (relative ${lossErr})`);
+  assert.ok(
+    Math.abs(native.gradNorm - wasm.gradNorm) / wasm.gradNorm < TOL,
+    `grad norm ${native.gradNorm} vs ${wasm.gradNorm}`,
+  );
+  assert.deepEqual([...native.grads.keys()], [...wasm.grads.keys()]);
+  let worst = { name: '', err: 0 };
+  const widened: string[] = [];
+  for (const [n, g] of wasm.grads) {
+    const err = relativeError(native.grads.get(n)!, g);
+    const floor = relativeError(cpu.grads.get(n)!, g); // two float32 references
+    const tol = Math.max(TOL, 2 * floor);
+    if (tol > TOL) widened.push(`${n}: tensorflow ${err.toExponential(2)}, cpu ${floor.toExponential(2)}`);
+    else if (err > worst.err) worst = { name: n, err };
+    assert.ok(err < tol, `gradient of ${n}: relative error ${err} (cpu vs wasm: ${floor})`);
+  }
+  t.diagnostic(
+    `${wasm.grads.size} gradients; loss ${wasm.loss} (relative difference ${lossErr.toExponential(2)}); largest gradient difference within 1e-4: ${worst.err.toExponential(2)} (${worst.name}); held to 2x the cpu-vs-wasm difference: ${widened.join('; ') || 'none'}`,
+  );
+});
