@@ -171,3 +171,69 @@ export function runPython<T>(script: string, args: string[]): T {
   if (r.status !== 0) throw new Error(`python ${script} failed (${r.status}): ${r.stderr}`);
   return JSON.parse(r.stdout) as T;
 }
+
+/** Milliseconds since the epoch of a history event. */
+export function eventMs(e: temporal.api.history.v1.IHistoryEvent): number {
+  const t = e.eventTime;
+  return Number(t?.seconds ?? 0) * 1000 + Math.floor((t?.nanos ?? 0) / 1e6);
+}
+
+/** Activity type names of a history's ActivityTaskScheduled events, in order. */
+export function scheduledActivities(events: temporal.api.history.v1.IHistoryEvent[]): string[] {
+  return events
+    .filter((e) => eventTypeName(e) === 'EVENT_TYPE_ACTIVITY_TASK_SCHEDULED')
+    .map((e) => e.activityTaskScheduledEventAttributes?.activityType?.name ?? '?');
+}
+
+/**
+ * Resolves on each append to a stage's metrics.jsonl, event-driven (inotify on the stage folder,
+ * created by then or watched from its parent). Returns the steps in the file.
+ */
+async function nextMetricsChange(stageDir: string, seen: number): Promise<number[]> {
+  for (;;) {
+    const steps = metricSteps(stageDir);
+    if (steps.length > seen) return steps;
+    const watched = fs.existsSync(stageDir) ? stageDir : path.dirname(stageDir);
+    fs.mkdirSync(watched, { recursive: true });
+    await new Promise<void>((resolve) => {
+      const w = fs.watch(watched, () => {
+        w.close();
+        resolve();
+      });
+      // The line may have landed between the read above and the watch.
+      if (metricSteps(stageDir).length > seen) {
+        w.close();
+        resolve();
+      }
+    });
+  }
+}
+
+/**
+ * Freezes the job's training child (SIGSTOP) at the first metrics line that satisfies `when`,
+ * triggered by the line itself (inotify), not by a polling interval. Once stopped, the file is
+ * read again: the child may have gone on a little between the line and the stop, so `when` is
+ * checked on what the stopped child has really written; if it no longer holds, the child is
+ * continued and the next line is awaited. Returns the stopped child's pid and its last step; the
+ * caller SIGCONTs or kills it.
+ */
+export async function freezeTrainingWhen(
+  stageDir: string,
+  marker: string,
+  when: (lastStep: number) => boolean,
+): Promise<{ pid: number; last: number }> {
+  let seen = 0;
+  for (;;) {
+    const steps = await nextMetricsChange(stageDir, seen);
+    seen = steps.length;
+    if (!when(steps[steps.length - 1]!)) continue;
+    const pids = trainingChildren(marker);
+    if (pids.length !== 1) continue;
+    process.kill(pids[0]!, 'SIGSTOP');
+    const now = metricSteps(stageDir);
+    const last = now[now.length - 1]!;
+    if (when(last)) return { pid: pids[0]!, last };
+    seen = now.length;
+    process.kill(pids[0]!, 'SIGCONT');
+  }
+}

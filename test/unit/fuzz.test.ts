@@ -3,8 +3,8 @@
  * curricula (random TOML, mutations of the shipped tiny configs, random command-line
  * overrides), the JSONL dataset reader (mutated lines, truncated and bit-flipped .npy files),
  * and job names. The properties: no crash other than our clear errors (UserError/ConfigError,
- * naming the file and field, or the file and line), no hang (every case is timed), no
- * prototype pollution, and job names that can never escape their folder.
+ * naming the file and field, or the file and line), no hang (not timed: a case that never returns
+ * keeps its test from finishing, and a slow machine is no failure), no prototype pollution, and job names that can never escape their folder.
  * Seeds are fixed so that a failure reproduces; FUZZ_RUNS scales the number of cases.
  */
 import assert from 'node:assert/strict';
@@ -20,18 +20,16 @@ import { writeSynthDataset } from '../../src/data/synthfiles';
 import { ConfigError, UserError } from '../../src/errors';
 import { validateJobName } from '../../src/jobname';
 import { modelDims } from '../../src/config/dims';
+import * as dimsModule from '../../src/model/dims';
 import { jobDir } from '../../src/paths';
 import { ROOT, tmpDir } from '../helpers';
 
 const RUNS = Number(process.env.FUZZ_RUNS ?? 1);
 const runs = (n: number): number => Math.max(1, Math.round(n * RUNS));
-/** A single case taking longer than this is a hang (a case normally takes well under 50 ms). */
-const CASE_MS = 2000;
 const TINY = ['3s', '9s', '18s', '30s', '63s'].map((s) => path.join(ROOT, 'configs', 'train', 'tiny', `${s}.toml`));
 
 /** Runs fn; it may succeed or throw a UserError whose message names one of `where`. Anything else fails the property. */
 function clearOrOk(fn: () => unknown, where: string[]): void {
-  const t0 = Date.now();
   try {
     fn();
   } catch (e) {
@@ -46,8 +44,6 @@ function clearOrOk(fn: () => unknown, where: string[]): void {
         assert.ok(p.file && p.field && p.message && p.fix, `incomplete problem ${JSON.stringify(p)}`);
     }
   } finally {
-    const ms = Date.now() - t0;
-    assert.ok(ms < CASE_MS, `one case took ${ms} ms (a hang?)`);
     assert.deepEqual(Object.keys(Object.prototype), [], 'Object.prototype was polluted');
   }
 }
@@ -223,7 +219,6 @@ test('fuzz: random command-line overrides parse and load, or fail with a clear e
     fc.property(fc.integer({ min: 0, max: TINY.length - 1 }), fc.array(arg, { maxLength: 4 }), (b, argv) => {
       const args = argv.flat();
       let overrides: Record<string, unknown> = {};
-      const t0 = Date.now();
       try {
         overrides = parseCliOverrides(args).overrides;
       } catch (e) {
@@ -233,7 +228,6 @@ test('fuzz: random command-line overrides parse and load, or fail with a clear e
         );
         return;
       }
-      assert.ok(Date.now() - t0 < CASE_MS);
       // Overrides are named by their field; the file is named when the value came through it.
       clearOrOk(() => loadStageConfig(TINY[b]!, overrides, { checkPaths: false }), [TINY[b]!, '--set']);
     }),
@@ -261,17 +255,21 @@ test('regression: an override through __proto__ is refused and does not pollute 
   assert.equal(loadStageConfig(TINY[0]!).config.training.steps, 40);
 });
 
-test('regression: a huge model.mini_batch_size is reported at once (the text_length search was O(mini_batch_size))', () => {
+test('regression: a huge model.mini_batch_size is reported after a bounded search (the text_length search was O(mini_batch_size))', (t) => {
+  // The work is counted, not timed: every candidate text length costs one sequenceLength call.
+  const calls = t.mock.method(dimsModule, 'sequenceLength');
   for (const k of [1e9, 2 ** 31, 2 ** 53 - 1]) {
-    const t0 = Date.now();
+    calls.mock.resetCalls();
     assert.throws(
       () => loadStageConfig(TINY[0]!, { 'model.mini_batch_size': k }),
       (e: unknown) =>
         e instanceof ConfigError &&
         e.problems.some((p) => p.field === 'model.text_length' && p.message.includes(`model.mini_batch_size = ${k}`)),
     );
-    assert.ok(Date.now() - t0 < 500, `mini_batch_size ${k}: ${Date.now() - t0} ms`);
+    // One period each way, capped at 4096 candidates each way, plus the lengths of the loads themselves.
+    assert.ok(calls.mock.callCount() <= 2 * 4096 + 8, `mini_batch_size ${k}: ${calls.mock.callCount()} candidates`);
   }
+  assert.ok(calls.mock.callCount() > 0, 'the count observes the search');
   // Ordinary sizes still get the nearest text lengths that fit: 1 x 13 + 13 x 4 = 65 -> 12 (64) or 76 (128).
   assert.throws(
     () => loadStageConfig(TINY[0]!, { 'model.text_length': 13 }),
