@@ -221,10 +221,21 @@ export async function freezeTrainingWhen(
   stageDir: string,
   marker: string,
   when: (lastStep: number) => boolean,
+  hangGuardMs = 600_000,
 ): Promise<{ pid: number; last: number }> {
   let seen = 0;
+  const deadline = Date.now() + hangGuardMs;
   for (;;) {
-    const steps = await nextMetricsChange(stageDir, seen);
+    // A hang guard, not a speed claim: training that never reaches the line fails here.
+    const steps = await Promise.race([
+      nextMetricsChange(stageDir, seen),
+      new Promise<never>((_, reject) =>
+        setTimeout(
+          () => reject(new Error(`no metrics line of ${stageDir} satisfied the freeze condition`)),
+          Math.max(0, deadline - Date.now()),
+        ).unref(),
+      ),
+    ]);
     seen = steps.length;
     if (!when(steps[steps.length - 1]!)) continue;
     const pids = trainingChildren(marker);

@@ -211,8 +211,15 @@ test('watch shows the stage and step advance; status --json gives the same infor
       w.resolve();
     }
   });
+  // The step is frozen, so waiting longer cannot change what watch shows: the limit is a hang
+  // guard (watch never printing the step), far above its polls and the heartbeat throttling.
   const watchShows = (re: RegExp): Promise<void> =>
-    re.test(out) ? Promise.resolve() : new Promise((resolve) => waiting.push({ re, resolve }));
+    re.test(out)
+      ? Promise.resolve()
+      : new Promise((resolve, reject) => {
+          waiting.push({ re, resolve });
+          setTimeout(() => reject(new Error(`watch never showed ${re}:\n${out}`)), 180_000).unref();
+        });
   const exited = new Promise<number | null>((resolve) => watch.once('exit', (c) => resolve(c)));
   // Intermediate steps, whatever the machine's speed: the training child is frozen (SIGSTOP) at a
   // metrics line, and continued only once watch has printed that step.
