@@ -1,5 +1,6 @@
 /** Test helpers: temporary folders, a real Temporal dev server, worker processes. */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -183,6 +184,41 @@ export function scheduledActivities(events: temporal.api.history.v1.IHistoryEven
   return events
     .filter((e) => eventTypeName(e) === 'EVENT_TYPE_ACTIVITY_TASK_SCHEDULED')
     .map((e) => e.activityTaskScheduledEventAttributes?.activityType?.name ?? '?');
+}
+
+export function sha256File(file: string): string {
+  return createHash('sha256').update(fs.readFileSync(file)).digest('hex');
+}
+
+/**
+ * Runs `fn` while watching `dir` (inotify through fs.watch) and returns the names of the entries
+ * written, created, renamed or removed in it meanwhile. Not sampled: once `fn` is done, a sentinel
+ * file is written, and since inotify keeps its events in order, every earlier event has been seen
+ * when the sentinel's arrives.
+ */
+export async function writesDuring<T>(dir: string, fn: () => Promise<T>): Promise<{ result: T; writes: string[] }> {
+  const sentinel = `.writes-during-sentinel-${process.pid}`;
+  const seen: string[] = [];
+  let sawSentinel: () => void = () => {};
+  const sentinelSeen = new Promise<void>((resolve) => (sawSentinel = resolve));
+  const watcher = fs.watch(dir, (_kind, name) => {
+    if (name === sentinel) sawSentinel();
+    else seen.push(String(name));
+  });
+  const ino = fs.statSync(dir).ino;
+  try {
+    const result = await fn();
+    // A folder removed or replaced (a new one renamed into its place) is a write of its own; the
+    // sentinel would land in the new folder, unseen by this watch.
+    if (!fs.existsSync(dir) || fs.statSync(dir).ino !== ino)
+      return { result, writes: [...new Set(seen), '(the folder itself was replaced)'] };
+    fs.writeFileSync(path.join(dir, sentinel), '');
+    await sentinelSeen;
+    return { result, writes: [...new Set(seen)] };
+  } finally {
+    watcher.close();
+    fs.rmSync(path.join(dir, sentinel), { force: true });
+  }
 }
 
 /**

@@ -13,13 +13,16 @@ import { pauseSignal, progressQuery, resumeSignal, setUntilUpdate, startJob } fr
 import { latestCompleteCheckpoint } from '../../src/checkpoint/store';
 import type { CurriculumResult } from '../../src/shared/types';
 import {
+  eventMs,
   eventTypeName,
   freezeTrainingWhen,
   historyEvents,
   metricSteps,
   scheduledActivities,
+  sha256File,
   sharedServer,
   waitFor,
+  writesDuring,
 } from '../helpers';
 
 const env = sharedServer('jobs', 'jobs');
@@ -62,13 +65,18 @@ test('starting the same job name twice gives one execution; starting it after te
     50,
   );
   await h1.terminate('test: simulate an operator terminating the job');
-  const final3s = path.join(runs, job, '3s', 'final', 'model.safetensors');
-  const mtime = fs.statSync(final3s).mtimeMs;
+  const finalDir3s = path.join(runs, job, '3s', 'final');
+  const final3s = path.join(finalDir3s, 'model.safetensors');
+  const before = { ino: fs.statSync(final3s).ino, sha: sha256File(final3s) };
   const before9s = metricSteps(path.join(runs, job, '9s')).length;
-  const h3 = await startJob(env.c, input, { taskQueue: queue });
-  const r3 = (await h3.describe()).runId;
-  assert.notEqual(r3, r1, 'a new run after termination');
-  const result = (await h3.result()) as CurriculumResult;
+  // "Not rewritten" is observed: no write, create, rename or removal in the stage-1 final folder
+  // (inotify) while the restarted job runs, and the same file (inode) with the same bytes after.
+  const { result, writes } = await writesDuring(finalDir3s, async () => {
+    const h3 = await startJob(env.c, input, { taskQueue: queue });
+    const r3 = (await h3.describe()).runId;
+    assert.notEqual(r3, r1, 'a new run after termination');
+    return (await h3.result()) as CurriculumResult;
+  });
   assert.deepEqual(
     result.stages.map((s) => [s.stage, s.steps]),
     [
@@ -77,7 +85,12 @@ test('starting the same job name twice gives one execution; starting it after te
     ],
   );
   assert.equal(metricSteps(path.join(runs, job, '3s')).length, 16, 'stage 1 was not trained again');
-  assert.equal(fs.statSync(final3s).mtimeMs, mtime, 'stage 1 final weights were not rewritten');
+  assert.deepEqual(writes, [], 'nothing was written in the stage 1 final folder');
+  assert.deepEqual(
+    { ino: fs.statSync(final3s).ino, sha: sha256File(final3s) },
+    before,
+    'stage 1 final weights were not rewritten',
+  );
   const s9 = metricSteps(path.join(runs, job, '9s'));
   assert.ok(
     s9.length - 16 <= 4,
@@ -98,20 +111,47 @@ test('pause takes effect with a checkpoint, resume continues, setUntil validates
     last,
     'pausing saved a checkpoint at the last trained step (not a multiple of the interval)',
   );
-  await new Promise((r) => setTimeout(r, 1500));
-  assert.equal(metricSteps(stageDir).length, trained.length, 'no training while paused');
   await assert.rejects(h.executeUpdate(setUntilUpdate, { args: ['12s'] }), (e: unknown) =>
     /not a stage of this curriculum; use one of 3s, 9s, 18s, 30s, 63s/.test(
       String((e as Error).cause && ((e as Error).cause as Error).message),
     ),
   );
   assert.equal(await h.executeUpdate(setUntilUpdate, { args: ['3sec'] }), '3s');
+  assert.deepEqual(metricSteps(stageDir), trained, 'no metrics line while paused');
   await h.signal(resumeSignal);
   const result = (await h.result()) as CurriculumResult;
   assert.deepEqual(
     result.stages.map((s) => [s.stage, s.steps]),
     [['3s', 60]],
   );
+  // No training while paused, from the history: between the pause and resume signals the running
+  // trainShard ended (cancelled with its checkpoint) and none was scheduled; the next one was
+  // scheduled after resume. And no metrics line was written from that shard's end to the resume.
+  const events = await historyEvents(env.c, job);
+  const signalAt = (name: string): number =>
+    events.findIndex(
+      (e) =>
+        eventTypeName(e) === 'EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED' &&
+        e.workflowExecutionSignaledEventAttributes?.signalName === name,
+    );
+  const [p, r] = [signalAt('pause'), signalAt('resume')];
+  assert.ok(p >= 0 && r > p, 'pause and resume signals in the history');
+  assert.deepEqual(scheduledActivities(events.slice(p, r)), [], 'no activity scheduled while paused');
+  assert.ok(scheduledActivities(events.slice(r)).includes('trainShard'), 'training was scheduled after resume');
+  const shardEnd = events
+    .slice(p, r)
+    .reverse()
+    .find((e) =>
+      ['EVENT_TYPE_ACTIVITY_TASK_CANCELED', 'EVENT_TYPE_ACTIVITY_TASK_COMPLETED'].includes(eventTypeName(e)),
+    );
+  assert.ok(shardEnd, 'the running shard ended after the pause signal');
+  const linesWhilePaused = fs
+    .readFileSync(path.join(stageDir, 'metrics.jsonl'), 'utf8')
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => Date.parse((JSON.parse(l) as { time: string }).time))
+    .filter((t) => t > eventMs(shardEnd) && t < eventMs(events[r]!));
+  assert.deepEqual(linesWhilePaused, [], 'no metrics line between the shard end and resume');
   assert.equal(result.until, '3s');
   assert.equal(fs.existsSync(path.join(runs, job, '9s')), false, 'no stage after until ran');
 });
