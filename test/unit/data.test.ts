@@ -14,6 +14,9 @@ import pino from 'pino';
 import { logger } from '../../src/log';
 import { ROOT, tmpDir } from '../helpers';
 
+/** Shards bounded by steps only: shard.max_seconds would end one early on a slow machine. */
+const UNBOUNDED = Number.POSITIVE_INFINITY;
+
 const CFG = path.join(ROOT, 'configs/train/tiny/9s.toml');
 
 function fileStage(dir: string, extra: Record<string, unknown> = {}) {
@@ -160,6 +163,7 @@ test('bad samples are skipped with a warning up to training.max_bad_samples, the
     overrides: { ...overrides, 'training.max_bad_samples': 2 },
     jobDir: path.join(dir, 'ok'),
     initFrom: null,
+    maxSeconds: UNBOUNDED,
   });
   assert.equal(ok.step, 4, 'trained past the two bad samples');
   const warnings = logged.filter((l) => l.msg === 'skipping a bad sample');
@@ -183,6 +187,7 @@ test('bad samples are skipped with a warning up to training.max_bad_samples, the
       overrides: { ...overrides, 'training.max_bad_samples': 1 },
       jobDir: path.join(dir, 'fail'),
       initFrom: null,
+      maxSeconds: UNBOUNDED,
     }),
     (e: unknown) =>
       e instanceof UserError &&

@@ -7,6 +7,9 @@ import { listCheckpoints, loadCheckpoint } from '../../src/checkpoint/store';
 import { runShard } from '../../src/train/shard';
 import { ROOT, tmpDir } from '../helpers';
 
+/** Shards bounded by steps only: shard.max_seconds would end one early on a slow machine. */
+const UNBOUNDED = Number.POSITIVE_INFINITY;
+
 const CFG = path.join(ROOT, 'configs/train/tiny/3s.toml');
 const CHILD = path.join(ROOT, 'dist/src/train/child.js');
 const CRASHING = path.join(ROOT, 'dist/test/fixtures/crash-before-rename.js');
@@ -14,7 +17,7 @@ const CRASHING = path.join(ROOT, 'dist/test/fixtures/crash-before-rename.js');
 test('a shard trains, checkpoints every interval and at its end, and the next shard resumes', async () => {
   const jobDir = tmpDir('shard');
   const overrides = { 'training.steps': 12, 'checkpoint.interval': 4, 'training.global_batch_size': 1 };
-  const a = await runShard({ configFile: CFG, overrides, jobDir, initFrom: null, maxSteps: 6 });
+  const a = await runShard({ configFile: CFG, overrides, jobDir, initFrom: null, maxSeconds: UNBOUNDED, maxSteps: 6 });
   assert.equal(a.step, 6);
   assert.equal(a.done, false);
   assert.equal(a.reason, 'steps');
@@ -23,7 +26,7 @@ test('a shard trains, checkpoints every interval and at its end, and the next sh
     listCheckpoints(ck).map((c) => c.step),
     [6, 4, 0],
   );
-  const b = await runShard({ configFile: CFG, overrides, jobDir, initFrom: null });
+  const b = await runShard({ configFile: CFG, overrides, jobDir, initFrom: null, maxSeconds: UNBOUNDED });
   assert.equal(b.startStep, 6);
   assert.equal(b.step, 12);
   assert.equal(b.done, true);
@@ -40,7 +43,14 @@ test('a shard trains, checkpoints every interval and at its end, and the next sh
 test('a crash during a save leaves no usable-looking checkpoint, and resume uses the previous one', async () => {
   const jobDir = tmpDir('crash-save');
   const overrides = { 'training.steps': 8, 'checkpoint.interval': 4, 'training.global_batch_size': 1 };
-  const first = await runShard({ configFile: CFG, overrides, jobDir, initFrom: null, maxSteps: 4 });
+  const first = await runShard({
+    configFile: CFG,
+    overrides,
+    jobDir,
+    initFrom: null,
+    maxSeconds: UNBOUNDED,
+    maxSteps: 4,
+  });
   assert.equal(first.step, 4);
   // A training process that SIGKILLs itself after writing the files of step 8 and before the rename.
   const child = spawn(
@@ -58,7 +68,7 @@ test('a crash during a save leaves no usable-looking checkpoint, and resume uses
     listCheckpoints(ckDir).map((c) => c.step),
     [4, 0],
   );
-  const resumed = await runShard({ configFile: CFG, overrides, jobDir, initFrom: null });
+  const resumed = await runShard({ configFile: CFG, overrides, jobDir, initFrom: null, maxSeconds: UNBOUNDED });
   assert.equal(resumed.startStep, 4);
   assert.equal(resumed.step, 8);
   assert.equal(
