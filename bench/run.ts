@@ -27,7 +27,11 @@ async function main(): Promise<void> {
     // Only the remat table of the model benchmark (c).
     const reps = Math.max(3, Number(process.env.BENCH_REMAT_REPS ?? 4));
     const r = rematBench(reps);
-    const med = (xs: number[]): number => [...xs].sort((a, b) => a - b)[xs.length >> 1]!;
+    const med = (xs: number[]): number => {
+      const v = [...xs].sort((a, b) => a - b);
+      const m = v.length >> 1;
+      return v.length % 2 ? v[m]! : (v[m - 1]! + v[m]!) / 2;
+    };
     process.stdout.write(
       `Remat at 63s (width 64, full layer recomputation), ${reps} reps, fresh processes, order alternating\n| rep | first | no remat (s) | remat (s) | ratio |\n|---|---|---|---|---|\n`,
     );
