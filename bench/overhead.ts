@@ -65,7 +65,8 @@ export async function overheadBench(opts: { steps: number; reps: number }): Prom
   // paying the per-shard costs (child process start, activity scheduling), as in real use.
   const set = { 'training.steps': opts.steps, 'checkpoint.interval': 50, 'training.global_batch_size': 1 };
   const srv = await startDevServer({ dbFile: path.join(dir, 'temporal.sqlite'), headless: true });
-  const worker = spawnWorker(srv.address, 'bench', { TTT_LOG_LEVEL: 'warn' });
+  // Info level: spawnWorker knows the worker is ready from its "worker started" log line.
+  const worker = spawnWorker(srv.address, 'bench');
   const client = await connectClient({ address: srv.address });
   const runTemporal = async (name: string, s: Record<string, number>): Promise<number> => {
     const t = Date.now();
