@@ -29,6 +29,9 @@ import { startDevServer, type DevServer } from '../src/temporal/devserver';
 import type { CurriculumResult } from '../src/shared/types';
 import {
   client as connect,
+  eventMs,
+  eventTypeName,
+  historyEvents,
   server as startServer,
   spawnWorker,
   tmpDir,
@@ -72,6 +75,15 @@ export interface KillRecord {
   workerStartSeconds?: number;
   /** write kills: the `.tmp-*` folder was still there after the kill. */
   duringWrite?: boolean;
+  /** The killed worker's pid, and the signal its exit reported (SIGKILL when the kill took). */
+  workerPid?: number;
+  exitSignal?: string | null;
+  /**
+   * Survived: the worker died of the SIGKILL and, after the kill, a trainShard activity was
+   * completed by another worker (history: ActivityTaskCompleted events name the completing
+   * worker's identity, pid@host) and the job completed.
+   */
+  survived?: boolean;
   note?: string;
 }
 
@@ -90,6 +102,7 @@ export interface ChaosReport {
   seed: number;
   backend: string;
   killsPlanned: number;
+  /** Kills after which the job went on: see KillRecord.survived (observed, not the count of kill records). */
   killsSurvived: number;
   writeKillsLanded: number;
   serverRestarts: number;
@@ -243,15 +256,18 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
     const marker = `${jobDir}"`; // training children of this job (their request JSON names the job folder)
     const lines = (stage: string): number[] => metricLines(metricsFile(stageDir(jobDir, stage)));
     const records: KillRecord[] = [];
+    const killedAtMs: number[] = [];
     t = Date.now();
     const since = (): number => (Date.now() - t) / 1000;
     await startJob(c, input(job), { taskQueue: queue });
     let serverRestarts = 0;
     for (const [i, k] of plan.entries()) {
-      const rec: KillRecord = { kind: k.kind, stage: k.stage, step: k.step, at: 0 };
+      const rec: KillRecord = { kind: k.kind, stage: k.stage, step: k.step, at: 0, workerPid: w.proc.pid };
       if (k.kind === 'step') await killAfterStep(k, w, jobDir, lines);
       else await killDuringWrite(k, stages[k.stageIndex]!, w, jobDir, marker, lines, rec);
       rec.at = since();
+      killedAtMs.push(Date.now());
+      rec.exitSignal = w.proc.signalCode;
       rec.lastReported = lines(k.stage).at(-1) ?? 0;
       records.push(rec);
       log(
@@ -276,6 +292,8 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
     }
     const result = (await c.workflow.getHandle(job).result()) as CurriculumResult;
     const chaosSeconds = since();
+    const completions = await trainShardCompletions(c, job);
+    judgeKills(records, killedAtMs, completions);
     log(`chaos: chaos run ${chaosSeconds.toFixed(1)} s`);
 
     const verdicts: StageVerdict[] = stages.map((s) => {
@@ -300,7 +318,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
       seed: opts.seed,
       backend,
       killsPlanned: plan.length,
-      killsSurvived: records.length,
+      killsSurvived: records.filter((r) => r.survived).length,
       writeKillsLanded: records.filter((r) => r.duringWrite).length,
       serverRestarts,
       stepsRedone: verdicts.reduce((a, v) => a + v.stepsRedone, 0),
@@ -317,6 +335,37 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
     for (const w of workers) await w.kill('SIGKILL');
     await c.connection.close().catch(() => {});
     await srv.stop();
+  }
+}
+
+/** Sets each kill's `survived` from what was observed (see KillRecord.survived). */
+export function judgeKills(
+  records: KillRecord[],
+  killedAtMs: number[],
+  completions: { atMs: number; identity: string }[],
+): void {
+  records.forEach((rec, i) => {
+    rec.survived =
+      rec.exitSignal === 'SIGKILL' &&
+      completions.some((x) => x.atMs > killedAtMs[i]! && !x.identity.startsWith(`${rec.workerPid}@`));
+  });
+}
+
+/** trainShard completions of every run of the job (continue-as-new chains followed back): when, and by which worker. */
+async function trainShardCompletions(c: Client, job: string): Promise<{ atMs: number; identity: string }[]> {
+  const out: { atMs: number; identity: string }[] = [];
+  let runId: string | undefined;
+  for (;;) {
+    const events = await historyEvents(c, job, runId);
+    for (const e of events) {
+      if (eventTypeName(e) !== 'EVENT_TYPE_ACTIVITY_TASK_COMPLETED') continue;
+      const a = e.activityTaskCompletedEventAttributes;
+      const scheduled = events.find((x) => Number(x.eventId) === Number(a?.scheduledEventId));
+      if (scheduled?.activityTaskScheduledEventAttributes?.activityType?.name === 'trainShard')
+        out.push({ atMs: eventMs(e), identity: a?.identity ?? '' });
+    }
+    runId = events[0]?.workflowExecutionStartedEventAttributes?.continuedExecutionRunId ?? undefined;
+    if (!runId) return out;
   }
 }
 
@@ -489,7 +538,7 @@ export function formatReport(r: ChaosReport): string {
     const where =
       k.duringWrite === undefined ? '' : k.duringWrite ? ', inside the checkpoint write' : ', after the write';
     out.push(
-      `  kill ${String(i + 1).padStart(2)} at ${k.at.toFixed(1).padStart(6)} s: ${k.kind.padEnd(5)} ${k.stage} step ${k.step}${where} (last step reported ${k.lastReported ?? '?'}); fresh worker polling ${k.workerStartSeconds?.toFixed(1) ?? '?'} s later${k.note ? ` (${k.note})` : ''}`,
+      `  kill ${String(i + 1).padStart(2)} at ${k.at.toFixed(1).padStart(6)} s: ${k.kind.padEnd(5)} ${k.stage} step ${k.step}${where} (last step reported ${k.lastReported ?? '?'}); fresh worker polling ${k.workerStartSeconds?.toFixed(1) ?? '?'} s later${k.note ? ` (${k.note})` : ''}${k.survived ? '' : '; NOT survived'}`,
     );
   }
   out.push(

@@ -1,5 +1,6 @@
 /** Test helpers: temporary folders, a real Temporal dev server, worker processes. */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -190,4 +191,116 @@ export function runPython<T>(script: string, args: string[], python = pythonWith
   });
   if (r.status !== 0) throw new Error(`python ${script} failed (${r.status}): ${r.stderr}`);
   return JSON.parse(r.stdout) as T;
+}
+
+/** Milliseconds since the epoch of a history event. */
+export function eventMs(e: temporal.api.history.v1.IHistoryEvent): number {
+  const t = e.eventTime;
+  return Number(t?.seconds ?? 0) * 1000 + Math.floor((t?.nanos ?? 0) / 1e6);
+}
+
+/** Activity type names of a history's ActivityTaskScheduled events, in order. */
+export function scheduledActivities(events: temporal.api.history.v1.IHistoryEvent[]): string[] {
+  return events
+    .filter((e) => eventTypeName(e) === 'EVENT_TYPE_ACTIVITY_TASK_SCHEDULED')
+    .map((e) => e.activityTaskScheduledEventAttributes?.activityType?.name ?? '?');
+}
+
+export function sha256File(file: string): string {
+  return createHash('sha256').update(fs.readFileSync(file)).digest('hex');
+}
+
+/**
+ * Runs `fn` while watching `dir` (inotify through fs.watch) and returns the names of the entries
+ * written, created, renamed or removed in it meanwhile. Not sampled: once `fn` is done, a sentinel
+ * file is written, and since inotify keeps its events in order, every earlier event has been seen
+ * when the sentinel's arrives.
+ */
+export async function writesDuring<T>(dir: string, fn: () => Promise<T>): Promise<{ result: T; writes: string[] }> {
+  const sentinel = `.writes-during-sentinel-${process.pid}`;
+  const seen: string[] = [];
+  let sawSentinel: () => void = () => {};
+  const sentinelSeen = new Promise<void>((resolve) => (sawSentinel = resolve));
+  const watcher = fs.watch(dir, (_kind, name) => {
+    if (name === sentinel) sawSentinel();
+    else seen.push(String(name));
+  });
+  const ino = fs.statSync(dir).ino;
+  try {
+    const result = await fn();
+    // A folder removed or replaced (a new one renamed into its place) is a write of its own; the
+    // sentinel would land in the new folder, unseen by this watch.
+    if (!fs.existsSync(dir) || fs.statSync(dir).ino !== ino)
+      return { result, writes: [...new Set(seen), '(the folder itself was replaced)'] };
+    fs.writeFileSync(path.join(dir, sentinel), '');
+    await sentinelSeen;
+    return { result, writes: [...new Set(seen)] };
+  } finally {
+    watcher.close();
+    fs.rmSync(path.join(dir, sentinel), { force: true });
+  }
+}
+
+/**
+ * Resolves on each append to a stage's metrics.jsonl, event-driven (inotify on the stage folder,
+ * created by then or watched from its parent). Returns the steps in the file.
+ */
+async function nextMetricsChange(stageDir: string, seen: number): Promise<number[]> {
+  for (;;) {
+    const steps = metricSteps(stageDir);
+    if (steps.length > seen) return steps;
+    const watched = fs.existsSync(stageDir) ? stageDir : path.dirname(stageDir);
+    fs.mkdirSync(watched, { recursive: true });
+    await new Promise<void>((resolve) => {
+      const w = fs.watch(watched, () => {
+        w.close();
+        resolve();
+      });
+      // The line may have landed between the read above and the watch.
+      if (metricSteps(stageDir).length > seen) {
+        w.close();
+        resolve();
+      }
+    });
+  }
+}
+
+/**
+ * Freezes the job's training child (SIGSTOP) at the first metrics line that satisfies `when`,
+ * triggered by the line itself (inotify), not by a polling interval. Once stopped, the file is
+ * read again: the child may have gone on a little between the line and the stop, so `when` is
+ * checked on what the stopped child has really written; if it no longer holds, the child is
+ * continued and the next line is awaited. Returns the stopped child's pid and its last step; the
+ * caller SIGCONTs or kills it.
+ */
+export async function freezeTrainingWhen(
+  stageDir: string,
+  marker: string,
+  when: (lastStep: number) => boolean,
+  hangGuardMs = 600_000,
+): Promise<{ pid: number; last: number }> {
+  let seen = 0;
+  const deadline = Date.now() + hangGuardMs;
+  for (;;) {
+    // A hang guard, not a speed claim: training that never reaches the line fails here.
+    const steps = await Promise.race([
+      nextMetricsChange(stageDir, seen),
+      new Promise<never>((_, reject) =>
+        setTimeout(
+          () => reject(new Error(`no metrics line of ${stageDir} satisfied the freeze condition`)),
+          Math.max(0, deadline - Date.now()),
+        ).unref(),
+      ),
+    ]);
+    seen = steps.length;
+    if (!when(steps[steps.length - 1]!)) continue;
+    const pids = trainingChildren(marker);
+    if (pids.length !== 1) continue;
+    process.kill(pids[0]!, 'SIGSTOP');
+    const now = metricSteps(stageDir);
+    const last = now[now.length - 1]!;
+    if (when(last)) return { pid: pids[0]!, last };
+    seen = now.length;
+    process.kill(pids[0]!, 'SIGCONT');
+  }
 }

@@ -21,6 +21,17 @@ test('chaos: 3 SIGKILLed workers (at least one inside a checkpoint write) and a 
   });
   const text = formatReport(r);
   t.diagnostic(text);
+  // Survived is observed per kill: the worker died of SIGKILL, and another worker completed a
+  // trainShard after it (the history names the completing worker).
+  assert.deepEqual(
+    r.kills.map((k) => [k.exitSignal, k.survived]),
+    [
+      ['SIGKILL', true],
+      ['SIGKILL', true],
+      ['SIGKILL', true],
+    ],
+    text,
+  );
   assert.equal(r.killsSurvived, 3, text);
   assert.equal(r.serverRestarts, 1, text);
   assert.ok(r.writeKillsLanded >= 1, `no kill landed inside a checkpoint write\n${text}`);

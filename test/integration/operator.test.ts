@@ -23,6 +23,7 @@ import {
   CLI,
   client,
   eventTypeName,
+  freezeTrainingWhen,
   historyEvents,
   ROOT,
   server,
@@ -80,7 +81,11 @@ function assertWellFormed(svg: string): void {
   assert.deepEqual(stack, [], 'every element is closed');
 }
 
-test('a running job: waiting for a worker, watch, search attributes, current details, summaries, Prometheus, logs, plot', async () => {
+/** Why the pseudo-terminal checks are skipped (reported by the runner, never silently). */
+const NO_SCRIPT =
+  'no /usr/bin/script (util-linux/bsdutils) to run watch in a pseudo-terminal: install it (.ci/run does)';
+
+test('a running job: waiting for a worker, watch, search attributes, current details, summaries, Prometheus, logs, plot', async (t) => {
   const t0 = Date.now();
   // Started with the `start` command, until 3s; `until` below extends it to 9s.
   const set = {
@@ -154,6 +159,37 @@ test('a running job: waiting for a worker, watch, search attributes, current det
     dir,
   ]);
   await worker.ready;
+
+  // Observations "while a stage runs" are made with its training child frozen (SIGSTOP) at a
+  // metrics line, triggered by the line itself: the stage is then certainly running, at a known
+  // step, whatever the machine's speed. The child is continued once both watches showed the step.
+  const marker = `${path.join(runs, job)}"`;
+  const bars = (): string => ttyOut.replace(/\x1b\[[0-9;?]*[A-Za-z]/g, '\n');
+  const freeze = (stage: string, atLeast: number) =>
+    freezeTrainingWhen(path.join(runs, job, stage), marker, (last) => last >= atLeast && last < 30);
+  // The child writes step L's metrics line, then its progress line: frozen at line L, it has
+  // reported L - 1 for certain and L perhaps, so a watch shows L - 1 or L, and nothing else.
+  const lastShown = (text: string, re: RegExp): number | undefined => {
+    const all = [...text.matchAll(re)];
+    return all.length ? Number(all[all.length - 1]![1]) : undefined;
+  };
+  const seenBars: number[] = [];
+  const watchesShow = async (stage: string, last: number): Promise<void> => {
+    const steps = `(${last - 1}|${last})`;
+    seenFrozen[stage]!.push(
+      await waitFor(`watch shows ${stage} step ${last - 1} or ${last}`, () =>
+        lastShown(out, new RegExp(`stage ${stage}, step ${steps}/30`, 'g')),
+      ),
+    );
+    if (ttyWatch) {
+      const bar = await waitFor(`the pseudo-terminal watch shows ${stage} step ${last - 1} or ${last}`, () =>
+        lastShown(bars(), new RegExp(` ${stage} \\|[█░]+\\| ${steps}/30 steps`, 'g')),
+      );
+      if (stage === '9s') seenBars.push(bar);
+    }
+  };
+  const seenFrozen: Record<string, number[]> = { '3s': [], '9s': [] };
+  let frozen = { ...(await freeze('3s', 3)), stage: '3s' as string };
 
   // Listed by TrainingStage through the client while stage 3s runs, with the other attributes set.
   const listed = await waitFor(
@@ -238,6 +274,15 @@ test('a running job: waiting for a worker, watch, search attributes, current det
     .readdirSync(path.join(ck, someCk))
     .reduce((n, f) => n + fs.statSync(path.join(ck, someCk, f)).size, 0);
   assert.equal(bytes, ckBytes, 'checkpoint size is the bytes on disk');
+  // Two steps inside each stage, seen by both watches.
+  for (const [stage, atLeast] of [
+    ['3s', 15],
+    ['9s', 3],
+  ] as const) {
+    await watchesShow(frozen.stage, frozen.last);
+    process.kill(frozen.pid, 'SIGCONT');
+    frozen = { ...(await freeze(stage, atLeast)), stage };
+  }
 
   // `temporal workflow list --query 'TrainingStage="9s"'`, as in the README, once stage 9s runs.
   const listedByCli = await waitFor(
@@ -254,8 +299,13 @@ test('a running job: waiting for a worker, watch, search attributes, current det
     500,
   );
   assert.match(listedByCli, /Running\s+ops-job\s+trainCurriculum/);
-  // pause and resume with the commands, in stage 9s.
+  await watchesShow(frozen.stage, frozen.last);
+  process.kill(frozen.pid, 'SIGCONT');
+  frozen = { ...(await freeze('9s', 15)), stage: '9s' };
+  await watchesShow(frozen.stage, frozen.last);
+  // pause and resume with the commands, in stage 9s (certainly running: its child is frozen).
   assert.match(cli(['pause', job]), /pause sent to ops-job/);
+  process.kill(frozen.pid, 'SIGCONT');
   await waitFor(
     'paused',
     () => ((JSON.parse(cli(['status', job, '--json'])) as { state: string }).state === 'paused' ? true : undefined),
@@ -324,25 +374,23 @@ test('a running job: waiting for a worker, watch, search attributes, current det
   );
   assert.equal(await watchExit, 0);
   assert.equal(await ttyExit, 0);
-  if (hasScript) {
+  await t.test('progress bars in a pseudo-terminal', { skip: hasScript ? false : NO_SCRIPT }, () => {
     // Bars: "  9s |████░░░░| 12/30 steps | loss 0.6079 | 2.10 steps/s | ETA 9s", redrawn in place.
-    const bars = ttyOut.replace(/\x1b\[[0-9;?]*[A-Za-z]/g, '\n');
-    assert.match(bars, /ops-job: stage -, step 0\/0, loss - \[waiting for a worker\]/, 'a line while no worker polls');
-    assert.match(bars, / 3s \|[█░]+\| 30\/30 steps \| loss \d\.\d{4} \| [\d.-]+ steps\/s \| ETA done/);
+    const drawn = bars();
+    assert.match(drawn, /ops-job: stage -, step 0\/0, loss - \[waiting for a worker\]/, 'a line while no worker polls');
+    assert.match(drawn, / 3s \|[█░]+\| 30\/30 steps \| loss \d\.\d{4} \| [\d.-]+ steps\/s \| ETA done/);
     const partial = [
-      ...bars.matchAll(/ 9s \|[█░]+\| (\d+)\/30 steps \| loss [\d.]+ \| ([\d.]+) steps\/s \| ETA (\d+s)/g),
+      ...drawn.matchAll(/ 9s \|[█░]+\| (\d+)\/30 steps \| loss [\d.]+ \| ([\d.]+) steps\/s \| ETA (\d+s)/g),
     ].map((m) => Number(m[1]));
-    assert.ok(
-      partial.some((n) => n > 0 && n < 30),
-      `the 9s bar moved: ${partial.join(',')}`,
-    );
-  }
+    for (const n of seenBars) assert.ok(partial.includes(n), `the 9s bar showed step ${n}: ${partial.join(',')}`);
+  });
 
   // watch: waited, then saw both stages advance, never backwards, to the end.
   const seen = [...out.matchAll(/stage (3s|9s), step (\d+)\/30/g)].map((m) => [m[1]!, Number(m[2])] as const);
   for (const s of ['3s', '9s']) {
     const steps = seen.filter(([st]) => st === s).map(([, n]) => n);
-    assert.ok(new Set(steps.filter((n) => n > 0 && n < 30)).size >= 2, `watch saw ${s} advance: ${steps.join(',')}`);
+    assert.equal(new Set(seenFrozen[s]).size, 2, `two distinct frozen steps of ${s}: ${seenFrozen[s]}`);
+    for (const n of seenFrozen[s]!) assert.ok(steps.includes(n), `watch saw ${s} at step ${n}: ${steps.join(',')}`);
     assert.deepEqual(
       steps,
       [...steps].sort((a, b) => a - b),

@@ -1,7 +1,7 @@
 /** The pure parts of `npm run chaos` (bench/chaos.ts): the seeded kill plan and the count of redone steps. */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { planKills, redoneSteps } from '../../bench/chaos';
+import { judgeKills, type KillRecord, planKills, redoneSteps } from '../../bench/chaos';
 
 const TINY = [
   { name: '3s', steps: 40, interval: 10 },
@@ -38,4 +38,17 @@ test('the kill plan is seeded, in curriculum order, distinct, with write kills o
 test('steps redone are lines for steps already trained; missing steps are listed', () => {
   assert.deepEqual(redoneSteps([1, 2, 3, 4, 5, 6, 7, 4, 5, 6, 7, 8], 8), { redone: 4, missing: [] });
   assert.deepEqual(redoneSteps([1, 2, 4], 4), { redone: 0, missing: [3] });
+});
+
+test('a kill counts as survived only if the worker died of SIGKILL and another worker completed a trainShard after it', () => {
+  const judge = (exitSignal: string | null, completions: { atMs: number; identity: string }[]): boolean | undefined => {
+    const r: KillRecord = { kind: 'step', stage: '3s', step: 3, at: 0, workerPid: 10, exitSignal };
+    judgeKills([r], [1000], completions);
+    return r.survived;
+  };
+  assert.equal(judge('SIGKILL', [{ atMs: 1500, identity: '11@host' }]), true);
+  assert.equal(judge('SIGKILL', [{ atMs: 1500, identity: '10@host' }]), false, 'completed by the killed worker');
+  assert.equal(judge('SIGKILL', [{ atMs: 900, identity: '11@host' }]), false, 'nothing completed after the kill');
+  assert.equal(judge(null, [{ atMs: 1500, identity: '11@host' }]), false, 'the worker did not die of the kill');
+  assert.equal(judge('SIGKILL', []), false);
 });

@@ -18,7 +18,7 @@ import { diffusersName, PER_BLOCK, TOP_LEVEL, tttName } from '../../src/convert/
 import { writeSyntheticDiffusers } from '../../src/convert/synth';
 import { modelDims } from '../../src/config/dims';
 import { initialValue, paramSpecs } from '../../src/model/params';
-import { CLI, ROOT, tmpDir } from '../helpers';
+import { CLI, ROOT, sha256File, tmpDir, writesDuring } from '../helpers';
 import { assertConvertedFromDiffusers, diffusersFixture, TINY } from './fixtures';
 
 const stage = loadStageConfig(path.join(ROOT, 'configs/train/tiny/3s.toml'));
@@ -177,13 +177,16 @@ test('converting the same input twice reuses the first output; a changed input o
   const shards = writeSyntheticDiffusers(from, TINY, { dtype: 'BF16', shards: 2, seed: 1 });
   const out = path.join(dir, 'out');
   const first = await convertDiffusers({ from, out });
-  const mtime = fs.statSync(path.join(out, 'model.safetensors')).mtimeMs;
+  const weights = path.join(out, 'model.safetensors');
+  const before = { ino: fs.statSync(weights).ino, sha: sha256File(weights) };
   const manifestBefore = fs.readFileSync(path.join(out, MANIFEST), 'utf8');
-  await new Promise((r) => setTimeout(r, 20));
-  const second = await convertDiffusers({ from, out });
+  // "Not rewritten" is observed: no write, create, rename or removal in the output folder
+  // (inotify) during the second conversion, and the same file (inode) with the same bytes after.
+  const { result: second, writes } = await writesDuring(out, () => convertDiffusers({ from, out }));
   assert.equal(second.reused, true);
   assert.equal(second.inputHash, first.inputHash);
-  assert.equal(fs.statSync(path.join(out, 'model.safetensors')).mtimeMs, mtime, 'the output was not rewritten');
+  assert.deepEqual(writes, [], 'nothing was written in the output folder');
+  assert.deepEqual({ ino: fs.statSync(weights).ino, sha: sha256File(weights) }, before, 'the output was not rewritten');
   assert.equal(fs.readFileSync(path.join(out, MANIFEST), 'utf8'), manifestBefore);
   // Other options: converted again.
   const other = await convertDiffusers({ from, out, seed: 7 });

@@ -10,7 +10,12 @@ import { readNpy, writeNpy } from '../../src/io/npy';
 import { writeSynthDataset } from '../../src/data/synthfiles';
 import { UserError } from '../../src/errors';
 import { modelDims } from '../../src/config/dims';
+import pino from 'pino';
+import { logger } from '../../src/log';
 import { ROOT, tmpDir } from '../helpers';
+
+/** Shards bounded by steps only: shard.max_seconds would end one early on a slow machine. */
+const UNBOUNDED = Number.POSITIVE_INFINITY;
 
 const CFG = path.join(ROOT, 'configs/train/tiny/9s.toml');
 
@@ -135,8 +140,12 @@ test('.npy files round-trip and a bad header is a clear error', () => {
   assert.throws(() => readNpy(f), /not a \.npy file/);
 });
 
-test('bad samples are skipped with a warning up to training.max_bad_samples, then the run fails with the list', async () => {
+test('bad samples are skipped with a warning up to training.max_bad_samples, then the run fails with the list', async (t) => {
   const { runShard } = await import('../../src/train/shard');
+  // The shard's log lines, captured: its logger is a child of the library's logger.
+  const logged: { level: number; msg: string; step?: number; sample?: number; reason?: string }[] = [];
+  const capture = pino({ level: 'info' }, { write: (line: string) => logged.push(JSON.parse(line)) });
+  t.mock.method(logger, 'child', (bindings: pino.Bindings) => capture.child(bindings));
   const dir = tmpDir('skip');
   const st = loadStageConfig(CFG, {});
   writeSynthDataset(dir, st.config, modelDims(st.config), 4);
@@ -154,14 +163,31 @@ test('bad samples are skipped with a warning up to training.max_bad_samples, the
     overrides: { ...overrides, 'training.max_bad_samples': 2 },
     jobDir: path.join(dir, 'ok'),
     initFrom: null,
+    maxSeconds: UNBOUNDED,
   });
   assert.equal(ok.step, 4, 'trained past the two bad samples');
+  const warnings = logged.filter((l) => l.msg === 'skipping a bad sample');
+  assert.ok(warnings.length >= 2, `a warning per bad sample: ${JSON.stringify(logged.map((l) => l.msg))}`);
+  assert.ok(
+    warnings.every((w) => w.level === 40 && w.step! >= 1 && w.step! <= 4),
+    'at warn level, with the step',
+  );
+  assert.deepEqual(
+    [
+      ...new Set(
+        warnings.map((w) => w.reason!.replace(/^.*?(9sec\.jsonl:\d+).*?(9sec-\d\.npy) does not exist.*$/s, '$1 $2')),
+      ),
+    ].sort(),
+    ['9sec.jsonl:2 9sec-1.npy', '9sec.jsonl:4 9sec-3.npy'],
+    'each warning names the JSONL line and the missing file',
+  );
   await assert.rejects(
     runShard({
       configFile: CFG,
       overrides: { ...overrides, 'training.max_bad_samples': 1 },
       jobDir: path.join(dir, 'fail'),
       initFrom: null,
+      maxSeconds: UNBOUNDED,
     }),
     (e: unknown) =>
       e instanceof UserError &&

@@ -6,9 +6,10 @@
  * allows (`..`, symbolic links, NUL, very long, Unicode normalisation), those roots themselves,
  * worker-only fields in `set`, and the Temporal connection settings (profile file and TEMPORAL_*
  * variables). The properties: no crash other than our clear errors (UserError/ConfigError,
- * naming the file and field, or the file and line), no hang (every case is timed), no
- * prototype pollution, job names that can never escape their folder, accepted paths that lie
- * inside a root as the kernel resolves them, and connection summaries without the secret.
+ * naming the file and field, or the file and line), no hang (not timed: a case that never returns
+ * keeps its test from finishing, and a slow machine is no failure), no prototype pollution, job
+ * names that can never escape their folder, accepted paths that lie inside a root as the kernel
+ * resolves them, and connection summaries without the secret.
  * Seeds are fixed so that a failure reproduces; FUZZ_RUNS scales the number of cases.
  */
 import assert from 'node:assert/strict';
@@ -24,6 +25,7 @@ import { writeSynthDataset } from '../../src/data/synthfiles';
 import { ConfigError, UserError } from '../../src/errors';
 import { validateJobName } from '../../src/jobname';
 import { modelDims } from '../../src/config/dims';
+import * as dimsModule from '../../src/model/dims';
 import { jobDir } from '../../src/paths';
 import { ALLOW_PATHS_ENV, allowedRoots, confinePath, isWithin } from '../../src/allowed-paths';
 import { WORKER_ONLY_FIELDS } from '../../src/config/worker-only';
@@ -33,13 +35,10 @@ import { ROOT, tmpDir } from '../helpers';
 
 const RUNS = Number(process.env.FUZZ_RUNS ?? 1);
 const runs = (n: number): number => Math.max(1, Math.round(n * RUNS));
-/** A single case taking longer than this is a hang (a case normally takes well under 50 ms). */
-const CASE_MS = 2000;
 const TINY = ['3s', '9s', '18s', '30s', '63s'].map((s) => path.join(ROOT, 'configs', 'train', 'tiny', `${s}.toml`));
 
 /** Runs fn; it may succeed or throw a UserError whose message names one of `where`. Anything else fails the property. */
 function clearOrOk(fn: () => unknown, where: string[]): void {
-  const t0 = Date.now();
   try {
     fn();
   } catch (e) {
@@ -54,8 +53,6 @@ function clearOrOk(fn: () => unknown, where: string[]): void {
         assert.ok(p.file && p.field && p.message && p.fix, `incomplete problem ${JSON.stringify(p)}`);
     }
   } finally {
-    const ms = Date.now() - t0;
-    assert.ok(ms < CASE_MS, `one case took ${ms} ms (a hang?)`);
     assert.deepEqual(Object.keys(Object.prototype), [], 'Object.prototype was polluted');
   }
 }
@@ -231,7 +228,6 @@ test('fuzz: random command-line overrides parse and load, or fail with a clear e
     fc.property(fc.integer({ min: 0, max: TINY.length - 1 }), fc.array(arg, { maxLength: 4 }), (b, argv) => {
       const args = argv.flat();
       let overrides: Record<string, unknown> = {};
-      const t0 = Date.now();
       try {
         overrides = parseCliOverrides(args).overrides;
       } catch (e) {
@@ -241,7 +237,6 @@ test('fuzz: random command-line overrides parse and load, or fail with a clear e
         );
         return;
       }
-      assert.ok(Date.now() - t0 < CASE_MS);
       // Overrides are named by their field; the file is named when the value came through it.
       clearOrOk(() => loadStageConfig(TINY[b]!, overrides, { checkPaths: false }), [TINY[b]!, '--set']);
     }),
@@ -269,17 +264,21 @@ test('regression: an override through __proto__ is refused and does not pollute 
   assert.equal(loadStageConfig(TINY[0]!).config.training.steps, 40);
 });
 
-test('regression: a huge model.mini_batch_size is reported at once (the text_length search was O(mini_batch_size))', () => {
+test('regression: a huge model.mini_batch_size is reported after a bounded search (the text_length search was O(mini_batch_size))', (t) => {
+  // The work is counted, not timed: every candidate text length costs one sequenceLength call.
+  const calls = t.mock.method(dimsModule, 'sequenceLength');
   for (const k of [1e9, 2 ** 31, 2 ** 53 - 1]) {
-    const t0 = Date.now();
+    calls.mock.resetCalls();
     assert.throws(
       () => loadStageConfig(TINY[0]!, { 'model.mini_batch_size': k }),
       (e: unknown) =>
         e instanceof ConfigError &&
         e.problems.some((p) => p.field === 'model.text_length' && p.message.includes(`model.mini_batch_size = ${k}`)),
     );
-    assert.ok(Date.now() - t0 < 500, `mini_batch_size ${k}: ${Date.now() - t0} ms`);
+    // One period each way, capped at 4096 candidates each way, plus the lengths of the loads themselves.
+    assert.ok(calls.mock.callCount() <= 2 * 4096 + 8, `mini_batch_size ${k}: ${calls.mock.callCount()} candidates`);
   }
+  assert.ok(calls.mock.callCount() > 0, 'the count observes the search');
   // Ordinary sizes still get the nearest text lengths that fit: 1 x 13 + 13 x 4 = 65 -> 12 (64) or 76 (128).
   assert.throws(
     () => loadStageConfig(TINY[0]!, { 'model.text_length': 13 }),
@@ -589,7 +588,6 @@ test('fuzz: path strings (.., symbolic links, NUL, very long, Unicode normalisat
   const outcomes = { accepted: 0 };
   fc.assert(
     fc.property(pathString([jail, top, outside, '', '.', '/', '/etc', 'a']), fc.boolean(), (p, write) => {
-      const t0 = Date.now();
       try {
         checkAccepted(jail, p, confinePath(allowed, p, write ? 'write' : 'read', src, jail));
         outcomes.accepted++;
@@ -604,8 +602,6 @@ test('fuzz: path strings (.., symbolic links, NUL, very long, Unicode normalisat
           /^(resolves to \/.*, (outside the folders|inside .*, which job inputs may only read)|the path (is not a non-empty string|contains a NUL character|cannot be resolved \(\w+.*\)))/,
         );
         if (pr.message.startsWith('resolves to')) assert.match(pr.fix, /--allow-path <folder>.*TTT_ALLOW_PATHS/);
-      } finally {
-        assert.ok(Date.now() - t0 < CASE_MS, `one case took ${Date.now() - t0} ms (a hang?)`);
       }
     }),
     { seed: 6009, numRuns: runs(1500) },
@@ -627,7 +623,6 @@ test('fuzz: allowed roots from --allow-path and TTT_ALLOW_PATHS: existing folder
       fc.option(fc.array(dirs, { maxLength: 3 })),
       fc.option(fc.array(dirs, { maxLength: 3 })),
       (flags, env) => {
-        const t0 = Date.now();
         try {
           const r = allowedRoots({
             ...(flags ? { allowPaths: flags } : {}),
@@ -641,8 +636,6 @@ test('fuzz: allowed roots from --allow-path and TTT_ALLOW_PATHS: existing folder
         } catch (e) {
           assert.ok(e instanceof UserError && /^(--allow-path|TTT_ALLOW_PATHS): /.test(e.message), String(e));
           assert.ok(e.fix && /--allow-path|TTT_ALLOW_PATHS/.test(e.fix));
-        } finally {
-          assert.ok(Date.now() - t0 < CASE_MS);
         }
       },
     ),
@@ -766,7 +759,6 @@ test('fuzz: connection settings from random TEMPORAL_* values and profile files:
       (vars, key, text) => {
         const env = key ? { ...vars, TEMPORAL_API_KEY: KEY } : vars;
         fs.writeFileSync(profile, text);
-        const t0 = Date.now();
         try {
           const s = connectionSettings({}, { ...env, TEMPORAL_CONFIG_FILE: profile });
           const shown = JSON.stringify(s.summary) + describeConnection(s.summary);
@@ -779,8 +771,6 @@ test('fuzz: connection settings from random TEMPORAL_* values and profile files:
           );
           assert.ok(e.fix && /TEMPORAL_|profile/.test(e.fix), e.message);
           assert.ok(!e.message.includes(KEY), `the error shows the key: ${e.message}`);
-        } finally {
-          assert.ok(Date.now() - t0 < CASE_MS);
         }
       },
     ),

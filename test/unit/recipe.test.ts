@@ -9,6 +9,7 @@ import { ALPHAS_CUMPROD, scaledLinearBetas, snr } from '../../src/diffusion/sche
 import { AdamW, clipGlobalNorm } from '../../src/optim/adamw';
 import { learningRate } from '../../src/optim/schedule';
 import { hasWeightDecay, isTttParam } from '../../src/model/params';
+import { latestCompleteCheckpoint } from '../../src/checkpoint/store';
 import { CLI, ROOT, tmpDir } from '../helpers';
 
 test('zero-terminal-SNR schedule: SNR(999) = 0 and alphas_cumprod match the formula by hand', () => {
@@ -104,9 +105,9 @@ test('one AdamW step matches a hand computation, with weight-decay exclusions an
   }
 });
 
-test('bit-exact resume on the CPU backend: 6 steps straight equal 4 steps + resume in a fresh process', () => {
+test('bit-exact resume on the CPU backend: 6 steps straight equal 4 steps (stopped at 4) + a fresh process resuming from 4', () => {
   const dump = tmpDir('bitexact');
-  const run = (name: string, extra: string[] = []): void => {
+  const run = (name: string, extra: string[] = []): string =>
     execFileSync(
       process.execPath,
       [
@@ -121,12 +122,24 @@ test('bit-exact resume on the CPU backend: 6 steps straight equal 4 steps + resu
         '--runtime.backend=cpu',
         ...extra,
       ],
-      { cwd: ROOT, env: { ...process.env, TTT_LOG_LEVEL: 'warn' }, stdio: 'pipe' },
+      { cwd: ROOT, env: { ...process.env, TTT_LOG_LEVEL: 'warn' }, stdio: 'pipe', encoding: 'utf8' },
     );
-  };
-  run('straight');
-  run('resumed', ['--max-steps', '4']);
-  run('resumed');
+  const steps = (name: string): number[] =>
+    fs
+      .readFileSync(path.join(dump, name, '3s', 'metrics.jsonl'), 'utf8')
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => (JSON.parse(l) as { step: number }).step);
+  assert.match(run('straight'), /3s: steps 0->6 of 6 \(stage complete\)/);
+  // The first run stops at k = 4 (its last checkpoint is step 4), the second resumes from k = 4:
+  // it trains steps 5 and 6 only, so every step has exactly one metrics line.
+  assert.match(run('resumed', ['--max-steps', '4']), /3s: steps 0->4 of 6, /);
+  assert.deepEqual(steps('resumed'), [1, 2, 3, 4], 'the first run trained steps 1-4');
+  const ckDir = path.join(dump, 'resumed', '3s', 'checkpoints');
+  assert.equal(latestCompleteCheckpoint(ckDir)?.state.step, 4, 'the first run left a checkpoint at step 4');
+  assert.match(run('resumed'), /3s: steps 4->6 of 6 \(stage complete\)/);
+  assert.deepEqual(steps('resumed'), [1, 2, 3, 4, 5, 6], 'the second run trained steps 5-6 only');
+  assert.deepEqual(steps('straight'), [1, 2, 3, 4, 5, 6]);
   for (const f of ['model.safetensors', 'optimizer.safetensors']) {
     const a = fs.readFileSync(path.join(dump, 'straight', '3s', 'checkpoints', 'step-00000006', f));
     const b = fs.readFileSync(path.join(dump, 'resumed', '3s', 'checkpoints', 'step-00000006', f));

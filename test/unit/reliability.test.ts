@@ -20,6 +20,9 @@ import { decode, type ChildMessage } from '../../src/train/protocol';
 import { DiskFullError, runShard } from '../../src/train/shard';
 import { ROOT, tmpDir, waitFor } from '../helpers';
 
+/** Shards bounded by steps only: shard.max_seconds would end one early on a slow machine. */
+const UNBOUNDED = Number.POSITIVE_INFINITY;
+
 const CFG3 = path.join(ROOT, 'configs/train/tiny/3s.toml');
 const CFG9 = path.join(ROOT, 'configs/train/tiny/9s.toml');
 const CHILD = path.join(ROOT, 'dist/src/train/child.js');
@@ -139,6 +142,7 @@ test('a non-finite loss rolls back to the last good checkpoint and skips the bat
     overrides: { ...overrides, 'training.max_nonfinite_losses': 2 },
     jobDir: path.join(dir, 'ok'),
     initFrom: null,
+    maxSeconds: UNBOUNDED,
   });
   assert.equal(ok.step, 8);
   assert.ok(Number.isFinite(ok.lastLoss));
@@ -181,6 +185,7 @@ test('a non-finite loss rolls back to the last good checkpoint and skips the bat
       overrides: { ...overrides, 'training.max_nonfinite_losses': 1 },
       jobDir: path.join(dir, 'fail'),
       initFrom: null,
+      maxSeconds: UNBOUNDED,
     }),
     (e: unknown) =>
       e instanceof UserError &&
@@ -193,7 +198,7 @@ test('a non-finite loss rolls back to the last good checkpoint and skips the bat
 test('a corrupted newest checkpoint is detected by its checksum; resume falls back to the previous one and logs why', async () => {
   const jobDir = tmpDir('corrupt');
   const overrides = { 'training.steps': 12, 'checkpoint.interval': 4, 'training.global_batch_size': 1 };
-  await runShard({ configFile: CFG3, overrides, jobDir, initFrom: null, maxSteps: 8 });
+  await runShard({ configFile: CFG3, overrides, jobDir, initFrom: null, maxSeconds: UNBOUNDED, maxSteps: 8 });
   const ck = path.join(jobDir, '3s', 'checkpoints');
   const f = path.join(ck, 'step-00000008', 'model.safetensors');
   const bytes = fs.readFileSync(f);
@@ -250,7 +255,7 @@ test('a full disk during a save: the previous checkpoint stays intact, the shard
   try {
     const jobDir = path.join(mnt, 'job');
     const overrides = { 'training.steps': 8, 'checkpoint.interval': 4, 'training.global_batch_size': 1 };
-    await runShard({ configFile: CFG3, overrides, jobDir, initFrom: null, maxSteps: 4 });
+    await runShard({ configFile: CFG3, overrides, jobDir, initFrom: null, maxSeconds: UNBOUNDED, maxSteps: 4 });
     const ck = path.join(jobDir, '3s', 'checkpoints');
     assert.deepEqual(
       listCheckpoints(ck).map((c) => c.step),
@@ -260,7 +265,7 @@ test('a full disk during a save: the previous checkpoint stays intact, the shard
     fill(path.join(mnt, 'ballast'));
     fs.truncateSync(path.join(mnt, 'ballast'), fs.statSync(path.join(mnt, 'ballast')).size - 64 * 1024);
     await assert.rejects(
-      runShard({ configFile: CFG3, overrides, jobDir, initFrom: null }),
+      runShard({ configFile: CFG3, overrides, jobDir, initFrom: null, maxSeconds: UNBOUNDED }),
       (e: unknown) =>
         e instanceof DiskFullError &&
         /^disk full: ENOSPC: no space left on device/.test(e.message) &&
@@ -278,7 +283,7 @@ test('a full disk during a save: the previous checkpoint stays intact, the shard
       'the failed save left nothing behind',
     );
     fs.rmSync(path.join(mnt, 'ballast'));
-    const r = await runShard({ configFile: CFG3, overrides, jobDir, initFrom: null });
+    const r = await runShard({ configFile: CFG3, overrides, jobDir, initFrom: null, maxSeconds: UNBOUNDED });
     assert.equal(r.startStep, 4);
     assert.equal(r.step, 8);
   } finally {

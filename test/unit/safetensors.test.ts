@@ -191,12 +191,8 @@ function checkConsistent(bytes: Uint8Array): void {
   assert.ok(total <= bytes.length, 'tensors fit in the file');
 }
 
-const timed = (fn: () => void): void => {
-  const t0 = performance.now();
-  fn();
-  const ms = performance.now() - t0;
-  assert.ok(ms < 2000, `one case took ${ms.toFixed(0)} ms`);
-};
+// No case is timed: a case that hangs keeps this test from finishing (and CI's job limit fails it);
+// a slow machine is not a failure.
 
 const DTYPES = ['F32', 'F16', 'BF16', 'F64', 'I32', 'U8', 'BOOL', 'X9'];
 
@@ -205,7 +201,7 @@ test('fuzz: random bytes, random headers and mutated valid files never crash, ha
   fc.assert(
     fc.property(fc.uint8Array({ maxLength: 512 }), fc.boolean(), (body, withLen) => {
       const bytes = withLen ? fileOf(Buffer.from(body)) : body;
-      timed(() => checkConsistent(bytes));
+      checkConsistent(bytes);
     }),
     { numRuns: 1500 },
   );
@@ -225,7 +221,7 @@ test('fuzz: random bytes, random headers and mutated valid files never crash, ha
       fc.integer({ min: 0, max: 96 }),
       (entries, dataLen) => {
         const json = `{${entries.map(([k, v]) => `"${k}":${JSON.stringify(v)}`).join(',')}}`;
-        timed(() => checkConsistent(fileOf(json, new Uint8Array(dataLen))));
+        checkConsistent(fileOf(json, new Uint8Array(dataLen)));
       },
     ),
     { numRuns: 1500 },
@@ -265,7 +261,7 @@ test('fuzz: random bytes, random headers and mutated valid files never crash, ha
         if (how === 'set') m[pos % m.length] = byte;
         else if (how === 'truncate') m = m.subarray(0, pos % m.length);
         else m = Buffer.concat([m, Buffer.alloc(1 + (pos % 9), byte)]);
-        timed(() => checkConsistent(m));
+        checkConsistent(m);
       },
     ),
     { numRuns: 2000 },

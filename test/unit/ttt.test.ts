@@ -1,7 +1,7 @@
 /**
  * The TTT layers, verified numerically: finite-difference gradients of tttMlp, tttLinear and a
- * whole DiT block; the dual form against a straightforward primal form whose inner gradients
- * come from autodiff; all five stage lengths; the fast-path matMul against tf.matMul.
+ * whole DiT block; the dual forms of tttMlp and tttLinear against a straightforward primal form
+ * whose inner gradients come from autodiff; all five stage lengths; the fast-path matMul against tf.matMul.
  */
 import assert from 'node:assert/strict';
 import * as path from 'node:path';
@@ -13,7 +13,7 @@ import { ditBlock, ditForward, ropeForModel, tttLayer, type Params } from '../..
 import { matMul, SMALL_PRODUCT } from '../../src/model/matmul';
 import { geluTanh, geluTanhGrad, layerNorm } from '../../src/model/ops';
 import { initialParams } from '../../src/model/params';
-import { tttLinear, tttMlp, TTT_LN_EPS, type TttMlpInputs } from '../../src/model/ttt';
+import { tttLinear, tttMlp, TTT_LN_EPS, type TttLinearInputs, type TttMlpInputs } from '../../src/model/ttt';
 import { rngFor } from '../../src/rng';
 import { ROOT } from '../helpers';
 import { testBackend } from '../native';
@@ -136,11 +136,15 @@ test('tttLinear: finite-difference gradient check for every input', () => {
 
 /**
  * Primal form, written the plain way: for each query i of a mini-batch, take one gradient step
- * on (W1, b1, W2, b2) over the mini-batch's tokens j, weighted by eta[i, j], with the inner
- * gradients from autodiff of 1/2 ||LN(f(x_j)) - (v_j - k_j)||^2; apply the updated weights to
- * q_i. Carry the weights updated with the last row of eta to the next mini-batch.
+ * on the inner weights (W1, b1[, W2, b2]) over the mini-batch's tokens j, weighted by eta[i, j],
+ * with the inner gradients from autodiff of 1/2 ||LN(f(x_j)) - (v_j - k_j)||^2; apply the updated
+ * weights to q_i. Carry the weights updated with the last row of eta to the next mini-batch.
  */
-function primalMlp(inp: TttMlpInputs): Float32Array {
+function primal(
+  inp: TttLinearInputs,
+  weights: tf.Tensor[],
+  inner: (x: tf.Tensor, w: tf.Tensor[]) => tf.Tensor,
+): Float32Array {
   const [B, H, NC, K, D] = inp.XQ.shape as number[];
   const out = new Float32Array(B! * H! * NC! * K! * D!);
   const at = (t: tf.Tensor, ...idx: number[]): tf.Tensor => {
@@ -150,11 +154,9 @@ function primalMlp(inp: TttMlpInputs): Float32Array {
   };
   for (let b = 0; b < B!; b++) {
     for (let h = 0; h < H!; h++) {
-      let W: tf.Tensor[] = [at(inp.W1, b, h), at(inp.b1, b, h), at(inp.W2, b, h), at(inp.b2, b, h)];
+      let W: tf.Tensor[] = weights.map((w) => at(w, b, h));
       const lnW = at(inp.lnWeight, h);
       const lnB = at(inp.lnBias, h);
-      const inner = (x: tf.Tensor, w: tf.Tensor[]): tf.Tensor =>
-        geluTanh(x.matMul(w[0]!).add(w[1]!)).matMul(w[2]!).add(w[3]!);
       for (let c = 0; c < NC!; c++) {
         const q = at(inp.XQ, b, h, c);
         const k = at(inp.XK, b, h, c);
@@ -186,6 +188,18 @@ function primalMlp(inp: TttMlpInputs): Float32Array {
   return out;
 }
 
+/** TTT-MLP's inner model: gelu_tanh(x·W1 + b1)·W2 + b2. */
+function primalMlp(inp: TttMlpInputs): Float32Array {
+  return primal(inp, [inp.W1, inp.b1, inp.W2, inp.b2], (x, w) =>
+    geluTanh(x.matMul(w[0]!).add(w[1]!)).matMul(w[2]!).add(w[3]!),
+  );
+}
+
+/** TTT-Linear's inner model: x·W1 + b1. */
+function primalLinear(inp: TttLinearInputs): Float32Array {
+  return primal(inp, [inp.W1, inp.b1], (x, w) => x.matMul(w[0]!).add(w[1]!));
+}
+
 function maxRelErr(a: Float32Array, b: Float32Array): number {
   let m = 0;
   for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!) / Math.max(1, Math.abs(b[i]!)));
@@ -199,6 +213,33 @@ test('tttMlp dual form equals the primal form (identical and differing eta rows)
     const primal = primalMlp(inp);
     const err = maxRelErr(dual, primal);
     assert.ok(err < 1e-4, `sameRows=${sameRows}: max relative difference ${err}`);
+  }
+});
+
+function linearInputs(seed: number, sameRows: boolean): TttLinearInputs {
+  const [B, H, NC, K, D] = [1, 2, 3, 4, 3];
+  return {
+    XQ: rand([B, H, NC, K, D], seed + 1),
+    XK: rand([B, H, NC, K, D], seed + 2),
+    XV: rand([B, H, NC, K, D], seed + 3),
+    eta: etaTensor(B, H, NC, K, seed + 4, sameRows),
+    lnWeight: rand([H, D], seed + 5, 0.5).add(1),
+    lnBias: rand([H, D], seed + 6, 0.3),
+    W1: rand([B, H, D, D], seed + 7, 0.5),
+    b1: rand([B, H, 1, D], seed + 8, 0.2),
+  };
+}
+
+test('tttLinear dual form equals the primal form (identical and differing eta rows)', () => {
+  for (const sameRows of [true, false]) {
+    const inp = linearInputs(5, sameRows);
+    const dual = tttLinear(inp).dataSync() as Float32Array;
+    const primalOut = primalLinear(inp);
+    const err = maxRelErr(dual, primalOut);
+    assert.ok(err < 1e-4, `sameRows=${sameRows}: max relative difference ${err}`);
+    // Not vacuous: the inner update changes the output (the primal form without any step differs).
+    const noStep = primalLinear({ ...inp, eta: tf.zerosLike(inp.eta) });
+    assert.ok(maxRelErr(noStep, primalOut) > 1e-3, `sameRows=${sameRows}: the inner step matters`);
   }
 });
 
@@ -247,12 +288,59 @@ test('a whole DiT block: finite-difference gradient check of its inputs and TTT/
   );
 });
 
-test('forward and backward work at all five stage lengths at tiny width', () => {
+test("forward and backward at all five stage lengths at tiny width: the paper's lengths, whole-sequence outputs, every gradient", () => {
+  const lengths: Record<string, [number, number]> = {
+    '3s': [13, 1],
+    '9s': [37, 3],
+    '18s': [73, 6],
+    '30s': [121, 10],
+    '63s': [253, 21],
+  };
   for (const stage of ['3s', '9s', '18s', '30s', '63s']) {
     const { d, P, rope } = tinyParams(stage);
+    // The stage's length: latent frames (16 fps, 4x temporal compression) and 3-second segments.
+    assert.deepEqual([d.latentFrames, d.segments], lengths[stage], `${stage}: latent frames and segments`);
+    assert.equal(d.seqLen, d.segments * d.textLength + d.latentFrames * d.tokensPerFrame);
+    assert.equal(d.seqLen % d.miniBatch, 0, `${stage}: whole TTT mini-batches`);
     const video = rand([1, d.latentFrames, d.inChannels, d.latentHeight, d.latentWidth], 41);
     const text = rand([1, d.segments, d.textLength, d.textDim], 42);
     const timesteps = tf.tensor1d([321]);
+    // The output covers the whole video, and its first frame depends on the last one: the TTT
+    // layers run over the whole sequence (local attention alone stays inside 3-second segments).
+    const out = ditForward(P, d, { video, text, timesteps }, rope);
+    assert.deepEqual(out.shape, video.shape, `${stage}: one prediction per input latent`);
+    const F = d.latentFrames;
+    const lastChanged = video.add(
+      tf
+        .oneHot([F - 1], F)
+        .reshape([1, F, 1, 1, 1])
+        .mul(0.5),
+    );
+    const out2 = ditForward(P, d, { video: lastChanged, text, timesteps }, rope);
+    const firstFrameChange = out2
+      .slice([0, 0], [1, 1])
+      .sub(out.slice([0, 0], [1, 1]))
+      .abs()
+      .max()
+      .dataSync()[0]!;
+    assert.ok(firstFrameChange > 1e-6, `${stage}: frame 1 depends on frame ${F} (change ${firstFrameChange})`);
+    if (stage === '63s') {
+      // The control: with every TTT gate at 0, local attention alone (2 layers, 21 segments) does
+      // not carry frame 63 back to frame 1; so the dependence above is the TTT layers' reach.
+      const gated: Params = { ...P };
+      for (const n of Object.keys(P).filter((k) => k.endsWith('.gating_alpha'))) gated[n] = tf.zerosLike(P[n]!);
+      const a = ditForward(gated, d, { video, text, timesteps }, rope);
+      const b = ditForward(gated, d, { video: lastChanged, text, timesteps }, rope);
+      const local = b
+        .slice([0, 0], [1, 1])
+        .sub(a.slice([0, 0], [1, 1]))
+        .abs()
+        .max()
+        .dataSync()[0]!;
+      assert.equal(local, 0, '63s: without TTT, frame 1 does not see frame 253');
+      tf.dispose([a, b]);
+    }
+    tf.dispose([out, out2, lastChanged]);
     const names = Object.keys(P);
     const { value, grads } = tf.valueAndGrads((...xs: tf.Tensor[]) => {
       const Q: Params = {};
