@@ -11,11 +11,12 @@ import {
   type VerifiedCheckpoint,
 } from './checkpoint/store';
 import { loadCurriculum, resolveUntil, type Overrides } from './config/load';
-import { UserError } from './errors';
+import { ConfigError, type ConfigProblem, UserError } from './errors';
+import type { StageConfig } from './config/schema';
 import { validateJobName } from './jobname';
 import { checkpointsDir, convertedInitDir, finalDir, jobDir, stageDir } from './paths';
 import { isDiffusersFolder } from './convert/config';
-import type { CurriculumInput, Plan, StageFinal, StageStatus } from './shared/types';
+import type { CurriculumInput, LauncherSettings, Plan, StageFinal, StageStatus } from './shared/types';
 
 /** Validates a job input and the curriculum it names; returns the plan (small JSON). */
 export function planCurriculum(input: CurriculumInput): Plan {
@@ -40,6 +41,7 @@ export function planCurriculum(input: CurriculumInput): Plan {
       fix: 'e.g. {"job.dump_folder": "runs"}',
     });
   }
+  refuseWorkerSideFields(set);
   const cur = loadCurriculum(input.curriculum, set, { overrideSource: 'input.set' });
   const until = resolveUntil(input.until, cur.stages);
   const dump = cur.stages[0]!.config.job.dump_folder;
@@ -67,8 +69,49 @@ export function planCurriculum(input: CurriculumInput): Plan {
         shardMaxSteps: s.config.shard.max_steps,
         heartbeatTimeoutSeconds: s.config.shard.heartbeat_timeout_seconds,
         progressSeconds: s.config.shard.progress_seconds,
+        launcher: launcherSettings(s.config.launcher),
       };
     }),
+  };
+}
+
+/**
+ * Fields that put programs or scheduler options into a job: they come from worker-side configs
+ * (stage TOML files, curricula shipped with the worker), never from a workflow input's `set`.
+ */
+export const WORKER_SIDE_FIELDS = ['launcher.setup', 'launcher.sbatch_args'] as const;
+
+function refuseWorkerSideFields(set: Overrides): void {
+  const problems: ConfigProblem[] = [];
+  for (const [key, value] of Object.entries(set)) {
+    const field = WORKER_SIDE_FIELDS.find((f) => key === f || key.startsWith(`${f}.`));
+    if (!field) continue;
+    problems.push({
+      file: 'input.set',
+      field: key,
+      value,
+      message: `${field} runs on the cluster as shell lines or scheduler options, so a workflow input cannot set it`,
+      fix: `put ${field} into the stage TOML files (or a curriculum) on the worker, and leave it out of "set"`,
+    });
+  }
+  if (problems.length > 0) throw new ConfigError(problems);
+}
+
+function launcherSettings(l: StageConfig['launcher']): LauncherSettings {
+  return {
+    kind: l.kind,
+    partition: l.partition,
+    account: l.account,
+    nodes: l.nodes,
+    gpusPerNode: l.gpus_per_node,
+    cpusPerTask: l.cpus_per_task,
+    mem: l.mem,
+    timeLimit: l.time_limit,
+    signalSeconds: l.signal_seconds,
+    sbatchArgs: l.sbatch_args,
+    setup: l.setup,
+    pollSeconds: l.poll_seconds,
+    maxFailedStarts: l.max_failed_starts,
   };
 }
 

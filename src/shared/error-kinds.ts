@@ -16,6 +16,7 @@ export const USER_ERROR_KINDS = [
   'NonFiniteLoss',
   'Interrupted',
   'SearchAttributesMissing',
+  'SlurmError',
 ] as const;
 
 export type UserErrorKind = (typeof USER_ERROR_KINDS)[number];
