@@ -1,7 +1,7 @@
 /** Live progress of a job: one progress bar per stage (cli-progress), or plain lines without a TTY. */
 import type { Client } from '@temporalio/client';
 import cliProgress from 'cli-progress';
-import { formatEta, jobStatus, statusLine, type JobStatus } from '../temporal/status';
+import { formatEta, jobStatus, launcherText, statusLine, type JobStatus } from '../temporal/status';
 
 export interface WatchOptions {
   intervalMs?: number;
@@ -89,7 +89,7 @@ export async function watchJob(client: Client, job: string, opts: WatchOptions =
                   ? '(waiting for a worker)'
                   : s.state && s.state !== 'running'
                     ? `(${s.state})`
-                    : ''
+                    : launcherText(s.launcher).trim()
                 : '',
           };
           let bar = bars.get(st.stage);

@@ -9,7 +9,7 @@ import { defaultPayloadConverter } from '@temporalio/common';
 import { temporal } from '@temporalio/proto';
 import { jobHandle, progressQuery } from './client';
 import { stepText } from '../shared/progress';
-import type { CurriculumResult, Progress, ShardProgress } from '../shared/types';
+import type { CurriculumResult, LauncherState, Progress, ShardProgress } from '../shared/types';
 
 export interface StageStatusLine {
   stage: string;
@@ -45,6 +45,8 @@ export interface JobStatus {
   stages: StageStatusLine[];
   /** Activity retry attempt of the running shard (1 = first). */
   attempt: number | null;
+  /** Where the running shard runs, from its heartbeat: a Slurm shard's job id and state; null when unknown. */
+  launcher: LauncherState | null;
   lastFailure: string | null;
   result: CurriculumResult | null;
 }
@@ -105,6 +107,7 @@ export function summarise(
   lastFailure: string | null,
 ): JobStatus {
   const stages: StageStatusLine[] = [];
+  const running = status === 'RUNNING';
   if (progress) {
     progress.stages.forEach((name, i) => {
       const done = progress.completed.find((c) => c.stage === name);
@@ -164,6 +167,7 @@ export function summarise(
     worker,
     stages,
     attempt,
+    launcher: (running && hb?.launcher) || null,
     lastFailure,
     result,
   };
@@ -187,5 +191,11 @@ export function statusLine(s: JobStatus): string {
         : s.state && s.state !== 'running'
           ? ` [${s.state}]`
           : '';
-  return `${s.job}: ${stepText(s.stage ?? '-', s.step, s.totalSteps, s.loss)}${extra}`;
+  return `${s.job}: ${stepText(s.stage ?? '-', s.step, s.totalSteps, s.loss)}${extra}${launcherText(s.launcher)}`;
+}
+
+/** " (slurm job 1234 RUNNING)" for a shard on Slurm; "" otherwise. */
+export function launcherText(l: LauncherState | null): string {
+  if (l?.kind !== 'slurm') return '';
+  return l.jobId ? ` (slurm job ${l.jobId} ${l.state ?? ''})`.replace(' )', ')') : ' (slurm: submitting)';
 }
