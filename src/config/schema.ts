@@ -243,9 +243,10 @@ export const launcherSchema = z
         "Slurm: time limit of one batch job (sbatch --time: minutes, h:mm:ss or d-hh:mm:ss); empty = the partition's default. A job that reaches it saves a checkpoint (see signal_seconds) and the stage continues in a new job",
       ),
     signal_seconds: posInt
+      .max(65535)
       .default(120)
       .describe(
-        'Slurm: seconds before the time limit at which Slurm sends the trainer SIGUSR1 (sbatch --signal=B:USR1@N), so that it saves a checkpoint and ends before it is killed. Slurm may send it up to a minute early',
+        'Slurm: seconds before the time limit at which Slurm sends the trainer SIGUSR1 (sbatch --signal=B:USR1@N), so that it saves a checkpoint and ends before it is killed. Slurm checks time limits periodically: it may come about 30 s early or late',
       ),
     sbatch_args: z
       .array(z.string().min(1))
@@ -262,7 +263,7 @@ export const launcherSchema = z
     poll_seconds: posNum
       .default(5)
       .describe(
-        "Slurm: seconds between the worker's squeue polls of the job's state (progress is read from metrics.jsonl every second)",
+        "Slurm: seconds between the worker's reads of the job's state (scontrol); progress is read from metrics.jsonl every second",
       ),
     max_failed_starts: posInt
       .default(3)
