@@ -10,7 +10,6 @@ import { inspectStage, planCurriculum, promoteStage } from '../src/job';
 import { type Logger, logger } from '../src/log';
 import { trainingMetrics } from '../src/temporal/metrics';
 import { launcherFor } from '../src/train/launch';
-import { SlurmJobStoppedError } from '../src/train/launch/slurm';
 import { convertDiffusers } from '../src/convert/convert';
 import type {
   ShardProgress,
@@ -173,8 +172,9 @@ export function createActivities(): Activities {
         }
         return result;
       } catch (e) {
-        // A Slurm job cancelled while it was still pending: there is nothing to report but the cancellation.
-        if (stop.aborted && e instanceof SlurmJobStoppedError) await ctx.cancelled;
+        // Asked to stop (pause, cancel), the shard ended without a result (a Slurm job cancelled while
+        // pending, or killed before it saved): report the cancellation itself. A user error still fails.
+        if (stop.aborted && !(e instanceof ApplicationFailure && e.nonRetryable)) await ctx.cancelled;
         throw e;
       } finally {
         clearInterval(beat);

@@ -14,7 +14,11 @@ import * as path from 'node:path';
 import { after, before, test } from 'node:test';
 import { type Client, WorkflowFailedError } from '@temporalio/client';
 import { ActivityFailure, ApplicationFailure, defaultPayloadConverter } from '@temporalio/common';
+import { Lease } from '../../src/checkpoint/lease';
 import { latestCompleteCheckpoint } from '../../src/checkpoint/store';
+import { planCurriculum } from '../../src/job';
+import { logger } from '../../src/log';
+import { launcherFor } from '../../src/train/launch';
 import type { DevServer } from '../../src/temporal/devserver';
 import { pauseSignal, progressQuery, resumeSignal, startJob } from '../../src/temporal/client';
 import type { CurriculumResult, ShardSummary } from '../../src/shared/types';
@@ -358,6 +362,46 @@ test('pause, resume and cancel through Slurm: each saves a checkpoint and ends t
   assert.equal(files(job, '3s').ended(second.id)?.stopped, true);
   assertNoOverlap(slurmJobs(job, '3s'));
   t.diagnostic(`paused at step ${paused.at(-1)} (job ${first}), cancelled at step ${done.at(-1)} (job ${second.id})`);
+});
+
+test('fencing reaches a Slurm job: once a newer writer takes the stage, the job stops before its next write', async () => {
+  const jobDir = path.join(runs, 'slurm-fenced');
+  const stage = path.join(jobDir, '3s');
+  const launcher = launcherFor(planCurriculum(input('slurm-fenced', {})).stages[0]!.launcher);
+  const run = launcher.run(
+    {
+      jobName: 'slurm-fenced',
+      stage: '3s',
+      totalSteps: 400,
+      request: {
+        configFile: path.join(ROOT, 'configs', 'train', 'tiny', '3s.toml'),
+        overrides: { ...onSlurm, 'training.steps': 400, 'checkpoint.interval': 100, 'shard.max_seconds': 600 },
+        jobDir,
+        initFrom: null,
+        who: 'the fencing test',
+      },
+    },
+    { log: logger },
+  );
+  const failed = run.then(
+    () => assert.fail('the fenced job should fail'),
+    (e: unknown) => e as Error,
+  );
+  await trained('slurm-fenced', '3s', 2);
+  const newer = Lease.acquire(stage, 'a newer writer (the test)');
+  const atLease = metricSteps(stage).length;
+  const e = await failed;
+  assert.match(
+    e.message,
+    /slurm job \d+ failed: fenced: lease \d+ .* was superseded by lease \d+ \(a newer writer \(the test\)/,
+  );
+  const [id] = files('slurm-fenced', '3s').submitted();
+  assert.equal(jobRecord(id!).state, 'FAILED');
+  assert.ok(
+    metricSteps(stage).length <= atLease + 1,
+    'at most the step in flight when the lease was taken was written',
+  );
+  assert.ok(newer.epoch > 1);
 });
 
 test("an unknown partition fails at once, non-retryably, with Slurm's message and the fix", async () => {

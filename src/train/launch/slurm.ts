@@ -18,7 +18,16 @@ import { metricsFile, stageDir } from '../../paths';
 import type { LauncherSettings, ShardProgress } from '../../shared/types';
 import type { ShardResult } from '../shard-types';
 import { MetricsFollower, fileSize } from './metrics-follow';
-import { cancelJob, type JobInfo, jobInfo, LIVE_STATES, liveJobs, sbatch, signalJob } from './slurm-commands';
+import {
+  cancelJob,
+  type JobInfo,
+  jobInfo,
+  LIVE_STATES,
+  liveJobs,
+  type SlurmJob,
+  sbatch,
+  signalJob,
+} from './slurm-commands';
 import { type EndedJob, StageSlurmFiles, shellQuote, writeAtomically } from './slurm-files';
 import { DetachedError, type LaunchOptions, type Launcher, type ShardLaunch } from './types';
 
@@ -70,23 +79,7 @@ export class SlurmLauncher implements Launcher {
     launch: ShardLaunch,
     log: Logger,
   ): Promise<{ jobId?: string; result?: ShardResult }> {
-    const live = (await liveJobs(name)).filter((j) => !files.ended(j.id));
-    const ours = [];
-    for (const j of live) {
-      const info = await jobInfo(j.id);
-      if (path.dirname(info.stdout) === files.dir) ours.push(j);
-      else
-        throw new UserError(
-          `another Slurm job named ${name} (job ${j.id}, output ${info.stdout}) runs outside this job's folder ${sDir}`,
-          {
-            kind: 'SlurmError',
-            where: `job name ${launch.jobName}`,
-            fix: 'Slurm runs one job of a name at a time (sbatch --dependency=singleton): give this job a name no other job of yours uses, or cancel that one',
-          },
-        );
-    }
-    const job = ours.pop();
-    for (const old of ours) await supersede(old.id, log);
+    const job = await liveJobOfStage(name, files, launch.jobName, log);
     if (job) {
       if (!files.submission(job.id))
         files.recordSubmission({
@@ -143,6 +136,35 @@ export class SlurmLauncher implements Launcher {
     for (const j of await liveJobs(name)) if (Number(j.id) < Number(jobId)) await supersede(j.id, log);
     return jobId;
   }
+}
+
+/**
+ * The newest live job of the stage that no worker has seen end; older ones are cancelled as
+ * superseded. A live job of that name writing elsewhere belongs to another job: refused.
+ */
+async function liveJobOfStage(
+  name: string,
+  files: StageSlurmFiles,
+  jobName: string,
+  log: Logger,
+): Promise<SlurmJob | undefined> {
+  const ours: SlurmJob[] = [];
+  for (const j of (await liveJobs(name)).filter((x) => !files.ended(x.id))) {
+    const info = await jobInfo(j.id);
+    if (path.dirname(info.stdout) !== files.dir)
+      throw new UserError(
+        `another Slurm job named ${name} (job ${j.id}, output ${info.stdout}) runs outside this job's folder ${path.dirname(files.dir)}`,
+        {
+          kind: 'SlurmError',
+          where: `job name ${jobName}`,
+          fix: 'Slurm runs one job of a name at a time (sbatch --dependency=singleton): give this job a name no other job of yours uses, or cancel that one',
+        },
+      );
+    ours.push(j);
+  }
+  const newest = ours.pop();
+  for (const old of ours) await supersede(old.id, log);
+  return newest;
 }
 
 async function supersede(id: string, log: Logger): Promise<void> {
