@@ -5,10 +5,11 @@
  *       Local: a child of the trainShard activity, reporting through the line protocol
  *       (protocol.ts). It dies with its parent: when stdin closes or the parent pid changes, it
  *       exits without writing anything more, so that it never becomes a second, unsupervised writer.
- *   node child.js --detached <request.json> <result.json>
+ *   node child.js --detached <request.json> <result.json> <checkpoints.jsonl>
  *       Slurm: the batch job's trainer. It has no parent to watch; the stage's lease fences it
  *       (a newer writer makes its next write fail). Its outcome (the protocol's result or error
- *       message) goes to <result.json>, written aside and renamed; progress is in metrics.jsonl.
+ *       message) goes to <result.json>, written aside and renamed; its checkpoint messages are
+ *       appended to <checkpoints.jsonl>; progress is in metrics.jsonl.
  *
  * Either way SIGUSR1 (Slurm's time-limit warning, or scancel --signal=USR1 on pause and cancel)
  * and "stop" on stdin make it save a checkpoint and return.
@@ -65,7 +66,11 @@ function errorMessage(e: unknown): ChildMessage {
   };
 }
 
-async function run(req: ShardRequest, orphanCheck: (() => void) | undefined): Promise<ShardResult> {
+async function run(
+  req: ShardRequest,
+  orphanCheck: (() => void) | undefined,
+  checkpointsFile?: string,
+): Promise<ShardResult> {
   const { runShard } = await import('./shard');
   const ctl: ShardControl = {
     shouldStop: () => {
@@ -76,7 +81,9 @@ async function run(req: ShardRequest, orphanCheck: (() => void) | undefined): Pr
     beforeWrite: orphanCheck,
     saveHooks: { beforeRename: orphanCheck },
   };
-  if (!detached) {
+  if (checkpointsFile)
+    ctl.onCheckpoint = (c) => fs.appendFileSync(checkpointsFile, encode({ ttt: 'checkpoint', ...c }));
+  else {
     ctl.onProgress = (p) => send({ ttt: 'progress', ...p });
     ctl.onCheckpoint = (c) => send({ ttt: 'checkpoint', ...c });
   }
@@ -85,8 +92,9 @@ async function run(req: ShardRequest, orphanCheck: (() => void) | undefined): Pr
 
 async function main(): Promise<void> {
   if (detached) {
-    const [requestFile, outcomeFile] = process.argv.slice(3);
-    if (!requestFile || !outcomeFile) throw new Error('usage: child.js --detached <request.json> <result.json>');
+    const [requestFile, outcomeFile, checkpointsFile] = process.argv.slice(3);
+    if (!requestFile || !outcomeFile || !checkpointsFile)
+      throw new Error('usage: child.js --detached <request.json> <result.json> <checkpoints.jsonl>');
     let outcome: ChildMessage;
     try {
       const req = JSON.parse(fs.readFileSync(requestFile, 'utf8')) as ShardRequest;
@@ -95,7 +103,7 @@ async function main(): Promise<void> {
         req.who = `${req.who ?? 'trainer'}, slurm job ${slurmJob}`;
         req.logContext = { ...req.logContext, slurmJob };
       }
-      outcome = { ttt: 'result', result: await run(req, undefined) };
+      outcome = { ttt: 'result', result: await run(req, undefined, checkpointsFile) };
     } catch (e) {
       outcome = errorMessage(e);
     }

@@ -19,6 +19,7 @@ import { latestCompleteCheckpoint } from '../../src/checkpoint/store';
 import { planCurriculum } from '../../src/job';
 import { logger } from '../../src/log';
 import { launcherFor } from '../../src/train/launch';
+import type { CheckpointSaved } from '../../src/train/shard-types';
 import type { DevServer } from '../../src/temporal/devserver';
 import { pauseSignal, progressQuery, resumeSignal, startJob } from '../../src/temporal/client';
 import type { CurriculumResult, ShardSummary } from '../../src/shared/types';
@@ -364,10 +365,11 @@ test('pause, resume and cancel through Slurm: each saves a checkpoint and ends t
   t.diagnostic(`paused at step ${paused.at(-1)} (job ${first}), cancelled at step ${done.at(-1)} (job ${second.id})`);
 });
 
-test('fencing reaches a Slurm job: once a newer writer takes the stage, the job stops before its next write', async () => {
+test('fencing reaches a Slurm job: once a newer writer takes the stage, the job stops before its next write; its checkpoint saves reach the worker', async () => {
   const jobDir = path.join(runs, 'slurm-fenced');
   const stage = path.join(jobDir, '3s');
   const launcher = launcherFor(planCurriculum(input('slurm-fenced', {})).stages[0]!.launcher);
+  const saves: CheckpointSaved[] = [];
   const run = launcher.run(
     {
       jobName: 'slurm-fenced',
@@ -381,7 +383,7 @@ test('fencing reaches a Slurm job: once a newer writer takes the stage, the job 
         who: 'the fencing test',
       },
     },
-    { log: logger },
+    { log: logger, onCheckpoint: (c) => saves.push(c) },
   );
   const failed = run.then(
     () => assert.fail('the fenced job should fail'),
@@ -402,6 +404,8 @@ test('fencing reaches a Slurm job: once a newer writer takes the stage, the job 
     'at most the step in flight when the lease was taken was written',
   );
   assert.ok(newer.epoch > 1);
+  assert.equal(saves[0]?.step, 0, 'the checkpoint saves of the Slurm trainer reach the worker (for Prometheus)');
+  assert.ok(saves[0]!.bytes > 0 && saves[0]!.dir.endsWith('step-00000000'));
 });
 
 test("an unknown partition fails at once, non-retryably, with Slurm's message and the fix", async () => {

@@ -149,10 +149,11 @@ test('the batch script runs the setup lines, then execs the trainer (so that SIG
   const lines = script.trimEnd().split('\n');
   assert.equal(lines[0], '#!/bin/bash');
   assert.ok(lines.includes('set -e'));
-  assert.deepEqual(lines.slice(-3, -1), setup);
+  assert.deepEqual(lines.slice(-4, -2), setup);
+  assert.match(lines.at(-2)!, /^dir='.*'$/);
   assert.match(
     lines.at(-1)!,
-    /^exec '.*node' '.*child\.js' --detached '.*request\.json' '.*'\/"\$SLURM_JOB_ID"\.result\.json$/,
+    /^exec '.*node' '.*child\.js' --detached '.*request\.json' "\$dir\/\$SLURM_JOB_ID\.result\.json" "\$dir\/\$SLURM_JOB_ID\.checkpoints\.jsonl"$/,
   );
   // The shell reads it as intended: the quoted folder with its quote, the job id expanded.
   fs.writeFileSync(files.script(), script.replace(/^exec /m, 'printf "%s\\n" '));
@@ -164,6 +165,7 @@ test('the batch script runs the setup lines, then execs the trainer (so that SIG
     '--detached',
     files.request(),
     path.join(files.dir, '42.result.json'),
+    path.join(files.dir, '42.checkpoints.jsonl'),
   ]);
 });
 

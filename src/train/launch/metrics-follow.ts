@@ -1,24 +1,23 @@
 /**
- * Follows a stage's metrics.jsonl from a byte offset, the way `tail -f` would but by polling
- * (inotify does not see writes made on another node of a shared file system). Each complete
- * line becomes the stage's ShardProgress; a line still being written waits for the next read.
+ * Follows files that grow by whole lines, the way `tail -f` would but by polling (inotify does
+ * not see writes made on another node of a shared file system): a stage's metrics.jsonl, whose
+ * lines become the stage's ShardProgress, and a Slurm trainer's checkpoint events. A line still
+ * being written waits for the next read.
  */
 import * as fs from 'node:fs';
 import type { ShardProgress } from '../../shared/types';
 import type { MetricsLine } from '../shard-run';
 
-export class MetricsFollower {
+export class LineFollower {
   private partial = '';
 
   constructor(
     private readonly file: string,
     private offset: number,
-    private readonly stage: string,
-    private readonly totalSteps: number,
   ) {}
 
-  /** Progress of the lines appended since the last read (oldest first). */
-  async read(): Promise<ShardProgress[]> {
+  /** The complete lines appended since the last read. */
+  async read(): Promise<string[]> {
     let fh: fs.promises.FileHandle;
     try {
       fh = await fs.promises.open(this.file, 'r');
@@ -29,7 +28,7 @@ export class MetricsFollower {
     let text = '';
     try {
       const size = (await fh.stat()).size;
-      if (size < this.offset) this.offset = 0; // replaced by a shorter file: start over
+      if (size < this.offset) [this.offset, this.partial] = [0, '']; // replaced by a shorter file: start over
       if (size === this.offset) return [];
       const buf = Buffer.alloc(size - this.offset);
       const { bytesRead } = await fh.read(buf, 0, buf.length, this.offset);
@@ -40,7 +39,26 @@ export class MetricsFollower {
     }
     const lines = text.split('\n');
     this.partial = lines.pop() ?? '';
-    return lines.flatMap((l) => {
+    return lines.filter((l) => l.trim() !== '');
+  }
+}
+
+/** The progress of a stage's metrics.jsonl lines from a byte offset on. */
+export class MetricsFollower {
+  private readonly lines: LineFollower;
+
+  constructor(
+    file: string,
+    offset: number,
+    private readonly stage: string,
+    private readonly totalSteps: number,
+  ) {
+    this.lines = new LineFollower(file, offset);
+  }
+
+  /** Progress of the lines appended since the last read (oldest first). */
+  async read(): Promise<ShardProgress[]> {
+    return (await this.lines.read()).flatMap((l) => {
       const p = this.progress(l);
       return p ? [p] : [];
     });

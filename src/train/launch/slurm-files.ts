@@ -7,6 +7,7 @@
  *   <id>.job.json       submitted: by whom, when, and where metrics.jsonl stood (SubmittedJob)
  *   <id>.out            the job's output (sbatch --output)
  *   <id>.result.json    written by the trainer at its end: the line protocol's result or error message
+ *   <id>.checkpoints.jsonl  the trainer's checkpoint saves, as the line protocol's checkpoint messages
  *   <id>.ended.json     written by the worker that saw the job end and handled it (EndedJob)
  */
 import * as fs from 'node:fs';
@@ -53,6 +54,7 @@ export class StageSlurmFiles {
   readonly request = (): string => path.join(this.dir, 'request.json');
   readonly output = (id: string): string => path.join(this.dir, `${id}.out`);
   readonly result = (id: string): string => path.join(this.dir, `${id}.result.json`);
+  readonly checkpoints = (id: string): string => path.join(this.dir, `${id}.checkpoints.jsonl`);
   /** sbatch's --output pattern of the same file. */
   readonly outputPattern = (): string => path.join(this.dir, '%j.out');
 

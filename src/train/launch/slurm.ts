@@ -17,7 +17,8 @@ import type { Logger } from '../../log';
 import { metricsFile, stageDir } from '../../paths';
 import type { LauncherSettings, ShardProgress } from '../../shared/types';
 import type { ShardResult } from '../shard-types';
-import { MetricsFollower, fileSize } from './metrics-follow';
+import { decode } from '../protocol';
+import { fileSize, LineFollower, MetricsFollower } from './metrics-follow';
 import {
   cancelJob,
   type JobInfo,
@@ -204,7 +205,8 @@ export function batchScript(setup: readonly string[], files: StageSlurmFiles): s
     '# The setup lines of [launcher] setup, then the trainer; a failing setup line ends the job.',
     'set -e',
     ...setup,
-    `exec ${shellQuote(process.execPath)} ${shellQuote(CHILD)} --detached ${shellQuote(files.request())} ${shellQuote(files.dir)}/"$SLURM_JOB_ID".result.json`,
+    `dir=${shellQuote(files.dir)}`,
+    `exec ${shellQuote(process.execPath)} ${shellQuote(CHILD)} --detached ${shellQuote(files.request())} "$dir/$SLURM_JOB_ID.result.json" "$dir/$SLURM_JOB_ID.checkpoints.jsonl"`,
     '',
   ].join('\n');
 }
@@ -234,7 +236,9 @@ class SlurmJobWatch {
     private readonly files: StageSlurmFiles,
     private readonly sDir: string,
     private readonly jobId: string,
-    private readonly opts: Pick<LaunchOptions, 'onProgress' | 'onState' | 'stop' | 'detach'> & { log?: Logger },
+    private readonly opts: Pick<LaunchOptions, 'onProgress' | 'onCheckpoint' | 'onState' | 'stop' | 'detach'> & {
+      log?: Logger;
+    },
     private readonly log: Logger,
   ) {}
 
@@ -246,6 +250,7 @@ class SlurmJobWatch {
       this.launch.stage,
       this.launch.totalSteps,
     );
+    const saves = new LineFollower(this.files.checkpoints(this.jobId), 0);
     let info: JobInfo | undefined;
     let polled = 0;
     for (;;) {
@@ -256,17 +261,26 @@ class SlurmJobWatch {
         info = await this.poll();
       }
       for (const p of await follower.read()) this.progress(p);
+      for (const l of await saves.read()) this.checkpoint(l);
       if (info && !LIVE_STATES.has(info.state)) break;
       if (this.opts.stop?.aborted) await this.stop();
       // Wake early for a stop not yet acted on, or a detach.
       await sleep(1000, [this.stopSentAt === undefined ? this.opts.stop : undefined, this.opts.detach]);
     }
     for (const p of await follower.read()) this.progress(p);
+    for (const l of await saves.read()) this.checkpoint(l);
     return this.finish(info, true);
   }
 
   private progress(p: ShardProgress): void {
     this.opts.onProgress?.({ ...p, launcher: { kind: 'slurm', jobId: this.jobId, state: this.state } });
+  }
+
+  private checkpoint(line: string): void {
+    const m = decode(line);
+    if (m?.ttt !== 'checkpoint') return;
+    const { ttt: _t, ...c } = m;
+    this.opts.onCheckpoint?.(c);
   }
 
   /** The job's state; a controller that does not answer is logged and asked again next time. */
