@@ -64,6 +64,7 @@ async function trainShard(req: ShardRequest, ctl: ShardControl): Promise<ShardRe
     job: req.logContext?.job ?? path.basename(req.jobDir),
     stage: name,
     ...(req.logContext?.attempt ? { attempt: req.logContext.attempt } : {}),
+    ...(req.logContext?.slurmJob ? { slurmJob: req.logContext.slurmJob } : {}),
   });
   const model = new ModelState(stage, dims);
   const rope = ropeForModel(dims);
