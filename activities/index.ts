@@ -2,16 +2,17 @@
  * Activities: thin adapters that put Temporal's context (heartbeats, cancellation, retries)
  * around the library in src/. Errors a user must fix become non-retryable failures.
  */
+import * as path from 'node:path';
 import { Context } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
 import { isUserError } from '../src/errors';
 import { type AllowedRoots, allowedRoots, confinePath } from '../src/allowed-paths';
 import { checkJobDir, checkShardInput, inspectStage, planCurriculum, promoteStage } from '../src/job';
-import { logger } from '../src/log';
+import { type Logger, logger } from '../src/log';
 import { withoutTemporalSettings } from '../src/temporal/connection';
 import { trainingMetrics } from '../src/temporal/metrics';
 import { searchAttributesExist } from '../src/temporal/search-attributes';
-import { superviseShard } from '../src/train/supervise';
+import { launcherFor } from '../src/train/launch';
 import { convertDiffusers } from '../src/convert/convert';
 import type {
   ShardProgress,
@@ -111,17 +112,19 @@ export function createActivities(opts: ActivitiesOptions = {}): Activities {
     },
 
     /**
-     * Trains one shard in a child process; heartbeats progress, reports it to the workflow every
-     * shard.progress_seconds and records it in the worker's metrics; on cancellation checkpoints,
-     * then reports the cancellation.
+     * Trains one shard where the plan says (a child process, or a Slurm job it submits or
+     * re-attaches to); heartbeats progress, reports it to the workflow every shard.progress_seconds
+     * and records it in the worker's metrics; on cancellation the shard checkpoints, then the
+     * cancellation is reported.
      */
     async trainShard(input: TrainShardInput): Promise<ShardSummary> {
       const ctx = Context.current();
       const info = ctx.info;
       const wf = info.workflowExecution;
-      const job = wf?.workflowId ?? input.jobDir.split(/[\\/]/).pop() ?? '';
+      const job = wf?.workflowId ?? path.basename(input.jobDir);
       const log = logger.child({ job, stage: input.stage.name, attempt: info.attempt });
       const metrics = trainingMetrics(ctx.metricMeter, { job, stage: input.stage.name });
+      const launcher = launcherFor(input.stage.launcher);
       let last: ShardProgress = {
         stage: input.stage.name,
         step: 0,
@@ -129,6 +132,7 @@ export function createActivities(opts: ActivitiesOptions = {}): Activities {
         loss: null,
         gradNorm: null,
         stepSeconds: null,
+        ...(launcher.kind === 'slurm' ? { launcher: { kind: 'slurm', jobId: null, state: null } } : {}),
       };
       await userErrorsAreFinal(() =>
         checkShardInput(allowed, {
@@ -140,44 +144,42 @@ export function createActivities(opts: ActivitiesOptions = {}): Activities {
       );
       ctx.heartbeat(last);
       const beat = setInterval(() => ctx.heartbeat(last), 2000);
-      // Progress reports to the workflow (signal shardProgress): at the first step, then at most every
-      // progressSeconds; one in flight at a time. A lost report only delays the workflow's view.
-      const everyMs = (input.stage.progressSeconds ?? 10) * 1000;
-      let lastReport = 0;
-      let reporting = false;
-      const report = (r: ShardProgress): void => {
-        if (!wf || reporting || Date.now() - lastReport < everyMs) return;
-        reporting = true;
-        lastReport = Date.now();
-        ctx.client.workflow
-          .getHandle(wf.workflowId, wf.runId)
-          .signal(shardProgressSignal, r)
-          .catch((e: unknown) => log.debug({ err: e, step: r.step }, 'progress report to the workflow failed'))
-          .finally(() => (reporting = false));
-      };
+      const report = progressReporter(ctx, input.stage.progressSeconds, log);
+      const { stop, detach } = stopOrDetach(ctx);
       try {
         const result = await userErrorsAreFinal(() =>
-          superviseShard(
+          launcher.run(
             {
-              configFile: input.stage.configFile,
-              overrides: input.set,
-              jobDir: input.jobDir,
-              initFrom: input.initFrom,
-              maxSeconds: input.stage.shardMaxSeconds,
-              maxSteps: input.stage.shardMaxSteps,
-              expectedConfigHash: input.stage.configHash,
-              who: `workflow ${info.workflowExecution?.workflowId} activity attempt ${info.attempt}`,
-              logContext: { job, attempt: info.attempt },
+              jobName: path.basename(input.jobDir),
+              stage: input.stage.name,
+              totalSteps: input.stage.steps,
+              request: {
+                configFile: input.stage.configFile,
+                overrides: input.set,
+                jobDir: input.jobDir,
+                initFrom: input.initFrom,
+                maxSeconds: input.stage.shardMaxSeconds,
+                maxSteps: input.stage.shardMaxSteps,
+                expectedConfigHash: input.stage.configHash,
+                who: `workflow ${info.workflowExecution?.workflowId} activity attempt ${info.attempt}`,
+                logContext: { job, attempt: info.attempt },
+              },
             },
             {
-              // The child trains and never talks to Temporal: it gets none of the connection secrets.
+              // The trainer (a child, or a Slurm job) never talks to Temporal: it gets none of the connection secrets.
               env: withoutTemporalSettings(),
-              signal: ctx.cancellationSignal,
+              stop,
+              detach,
+              log,
               onProgress: (p) => {
                 last = p;
                 ctx.heartbeat(p);
                 metrics.step(p);
                 report(p);
+              },
+              onState: (s) => {
+                last = { ...last, launcher: s };
+                ctx.heartbeat(last);
               },
               onCheckpoint: (c) => {
                 metrics.checkpoint(c);
@@ -187,17 +189,67 @@ export function createActivities(opts: ActivitiesOptions = {}): Activities {
           ),
         );
         log.info(
-          { step: result.step, stepsRun: result.stepsRun, reason: result.reason, seconds: result.seconds },
+          {
+            step: result.step,
+            stepsRun: result.stepsRun,
+            reason: result.reason,
+            seconds: result.seconds,
+            ...(last.launcher?.jobId ? { slurmJob: last.launcher.jobId } : {}),
+          },
           'shard finished',
         );
         if (ctx.cancellationSignal.aborted) {
-          // The child saved a checkpoint on the way out; now report the cancellation itself.
+          // The shard saved a checkpoint on the way out; now report the cancellation itself.
           await ctx.cancelled;
         }
         return result;
+      } catch (e) {
+        // Asked to stop (pause, cancel), the shard ended without a result (a Slurm job cancelled while
+        // pending, or killed before it saved): report the cancellation itself. A user error still fails.
+        if (stop.aborted && !(e instanceof ApplicationFailure && e.nonRetryable)) await ctx.cancelled;
+        throw e;
       } finally {
         clearInterval(beat);
       }
     },
   };
+}
+
+/**
+ * Progress reports to the workflow (signal shardProgress): at the first step, then at most every
+ * progressSeconds; one in flight at a time. A lost report only delays the workflow's view.
+ */
+function progressReporter(ctx: Context, progressSeconds: number | undefined, log: Logger): (p: ShardProgress) => void {
+  const wf = ctx.info.workflowExecution;
+  const everyMs = (progressSeconds ?? 10) * 1000;
+  let lastReport = 0;
+  let reporting = false;
+  return (r) => {
+    if (!wf || reporting || Date.now() - lastReport < everyMs) return;
+    reporting = true;
+    lastReport = Date.now();
+    ctx.client.workflow
+      .getHandle(wf.workflowId, wf.runId)
+      .signal(shardProgressSignal, r)
+      .catch((e: unknown) => log.debug({ err: e, step: r.step }, 'progress report to the workflow failed'))
+      .finally(() => (reporting = false));
+  };
+}
+
+/**
+ * The activity's cancellation, split by its reason. Pause and cancel (and an activity pause or
+ * reset) stop the shard: it saves a checkpoint and ends. Anything else (the worker shuts down,
+ * Temporal gave this attempt up) only detaches: a local shard stops with its worker, a Slurm job
+ * runs on and the next attempt re-attaches to it.
+ */
+function stopOrDetach(ctx: Context): { stop: AbortSignal; detach: AbortSignal } {
+  const stop = new AbortController();
+  const detach = new AbortController();
+  const onCancel = (): void => {
+    const d = ctx.cancellationDetails;
+    (d?.cancelRequested || d?.paused || d?.reset ? stop : detach).abort();
+  };
+  if (ctx.cancellationSignal.aborted) onCancel();
+  else ctx.cancellationSignal.addEventListener('abort', onCancel, { once: true });
+  return { stop: stop.signal, detach: detach.signal };
 }

@@ -3,7 +3,7 @@
  * wrong, where, and what to do. Activities turn them into non-retryable Temporal failures;
  * every other error is retried.
  */
-import type { UserErrorKind } from './shared/error-kinds';
+import { USER_ERROR_KINDS, type UserErrorKind } from './shared/error-kinds';
 
 export { USER_ERROR_KINDS, type UserErrorKind } from './shared/error-kinds';
 
@@ -53,6 +53,11 @@ export interface ConfigProblem {
 export function formatProblem(p: ConfigProblem): string {
   const value = p.value === undefined ? '' : ` = ${JSON.stringify(p.value)}`;
   return `${p.file}: ${p.field}${value}: ${p.message}. Fix: ${p.fix}`;
+}
+
+/** A kind named in a message (e.g. from a training process): itself when it is one of USER_ERROR_KINDS, else "UserError". */
+export function asUserErrorKind(kind: string): UserErrorKind {
+  return (USER_ERROR_KINDS as readonly string[]).includes(kind) ? (kind as UserErrorKind) : 'UserError';
 }
 
 export function isUserError(e: unknown): e is UserError {

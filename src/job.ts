@@ -12,6 +12,7 @@ import {
   type VerifiedCheckpoint,
 } from './checkpoint/store';
 import { loadCurriculum, loadStageConfig, resolveConfigPath, resolveUntil, type Overrides } from './config/load';
+import type { StageConfig } from './config/schema';
 import { workerOnlyProblems } from './config/worker-only';
 import { type AllowedRoots, allowedRoots, confinePath } from './allowed-paths';
 import { ConfigError, UserError } from './errors';
@@ -19,7 +20,7 @@ import { validateJobName } from './jobname';
 import { checkpointsDir, convertedInitDir, finalDir, jobDir, stageDir } from './paths';
 import { isDiffusersFolder } from './convert/config';
 import { convertDiffusers, type ConvertResult } from './convert/convert';
-import type { CurriculumInput, Plan, StageFinal, StageStatus } from './shared/types';
+import type { CurriculumInput, LauncherSettings, Plan, StageFinal, StageStatus } from './shared/types';
 
 /** Where a workflow input's own fields are named in errors. */
 const INPUT = 'input';
@@ -79,6 +80,7 @@ export function planCurriculum(input: CurriculumInput, allowed: AllowedRoots = a
         shardMaxSteps: s.config.shard.max_steps,
         heartbeatTimeoutSeconds: s.config.shard.heartbeat_timeout_seconds,
         progressSeconds: s.config.shard.progress_seconds,
+        launcher: launcherSettings(s.config.launcher),
       };
     }),
   };
@@ -130,6 +132,25 @@ export async function prepareInit(
     return { initFrom: initStateDir, conversion: null };
   const conversion = await convertDiffusers({ from: convertFrom, out: initStateDir, ...opts });
   return { initFrom: initStateDir, conversion };
+}
+
+/** The [launcher] section as the plan carries it (camelCase, small JSON). */
+function launcherSettings(l: StageConfig['launcher']): LauncherSettings {
+  return {
+    kind: l.kind,
+    partition: l.partition,
+    account: l.account,
+    nodes: l.nodes,
+    gpusPerNode: l.gpus_per_node,
+    cpusPerTask: l.cpus_per_task,
+    mem: l.mem,
+    timeLimit: l.time_limit,
+    signalSeconds: l.signal_seconds,
+    sbatchArgs: l.sbatch_args,
+    setup: l.setup,
+    pollSeconds: l.poll_seconds,
+    maxFailedStarts: l.max_failed_starts,
+  };
 }
 
 function stageFinal(stage: string, ck: VerifiedCheckpoint): StageFinal {

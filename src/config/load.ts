@@ -40,7 +40,7 @@ export interface LoadedStage {
   file: string;
   config: StageConfig;
   video: VideoLengthInfo;
-  /** sha256 of the validated config JSON: detects a config edited under a running job. */
+  /** sha256 of the validated config JSON without [launcher]: detects a config edited under a running job. */
   hash: string;
 }
 
@@ -473,7 +473,10 @@ export function loadStageConfig(fileArg: string, overrides: Overrides = {}, opts
   const video = videoLengthInfo(config.model.video_length);
   const problems = semanticProblems(file, config, video, opts);
   if (problems.length > 0) throw new ConfigError(problems);
-  const hash = crypto.createHash('sha256').update(JSON.stringify(config)).digest('hex');
+  // Where shards run is not what they compute: [launcher] stays out of the hash, so that it may change
+  // under a running job, and hashes of configs from before the section existed stay the same.
+  const { launcher: _where, ...computed } = config;
+  const hash = crypto.createHash('sha256').update(JSON.stringify(computed)).digest('hex');
   return { file, config, video, hash };
 }
 

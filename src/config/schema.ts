@@ -4,7 +4,7 @@ import { VIDEO_LENGTHS } from '../shared/stages';
 /**
  * The stage config tree. Section and field names follow TTT-Video-DiT's TOML configs
  * (job, model, training, optimizer, checkpoint, parallelism, remat), plus our own sections
- * `shard` and `runtime`. Every field can be overridden as `--section.field=value` or through
+ * `shard`, `runtime` and `launcher`. Every field can be overridden as `--section.field=value` or through
  * `set` in the workflow input. The README's configuration reference is generated from the
  * `.describe()` texts below (see src/config/reference.ts).
  */
@@ -205,6 +205,77 @@ export const runtimeSchema = z
   })
   .describe('Ours: compute backend');
 
+/** Slurm's time formats: minutes, minutes:seconds, hours:minutes:seconds, days-hours[:minutes[:seconds]]. */
+const SLURM_TIME = /^(\d+|\d+:\d{1,2}|\d+:\d{1,2}:\d{1,2}|\d+-\d+(:\d{1,2}(:\d{1,2})?)?)$/;
+
+export const launcherSchema = z
+  .strictObject({
+    kind: z
+      .enum(['local', 'slurm'])
+      .default('local')
+      .describe(
+        'Where a shard runs: local = a child process of the worker; slurm = a batch job that the worker submits with sbatch and supervises (see "Running on a Slurm cluster")',
+      ),
+    partition: z
+      .string()
+      .regex(/^[A-Za-z0-9_.,-]*$/, 'a Slurm partition name (or a comma-separated list)')
+      .default('')
+      .describe("Slurm: partition (sbatch --partition); empty = the cluster's default partition"),
+    account: z
+      .string()
+      .regex(/^[A-Za-z0-9_.-]*$/, 'a Slurm account name')
+      .default('')
+      .describe("Slurm: account charged (sbatch --account); empty = the user's default account"),
+    nodes: posInt.default(1).describe('Slurm: nodes of the batch job (sbatch --nodes)'),
+    gpus_per_node: nonNegInt.default(0).describe('Slurm: GPUs per node (sbatch --gpus-per-node); 0 = none requested'),
+    cpus_per_task: nonNegInt
+      .default(0)
+      .describe("Slurm: CPUs of the trainer's task (sbatch --cpus-per-task); 0 = the partition's default"),
+    mem: z
+      .string()
+      .regex(/^(\d+[KMGT]?)?$/, 'a size such as 64G')
+      .default('')
+      .describe('Slurm: memory per node (sbatch --mem, e.g. "64G"); empty = the partition\'s default'),
+    time_limit: z
+      .string()
+      .refine((t) => t === '' || SLURM_TIME.test(t), 'a Slurm time such as 30, 4:00:00 or 1-00:00:00')
+      .default('')
+      .describe(
+        "Slurm: time limit of one batch job (sbatch --time: minutes, h:mm:ss or d-hh:mm:ss); empty = the partition's default. A job that reaches it saves a checkpoint (see signal_seconds) and the stage continues in a new job",
+      ),
+    signal_seconds: posInt
+      .max(65535)
+      .default(120)
+      .describe(
+        'Slurm: seconds before the time limit at which Slurm sends the trainer SIGUSR1 (sbatch --signal=B:USR1@N), so that it saves a checkpoint and ends before it is killed. Slurm checks time limits periodically: it may come about 30 s early or late',
+      ),
+    sbatch_args: z
+      .array(z.string().min(1))
+      .default([])
+      .describe(
+        'Slurm: extra sbatch options, one per element (e.g. ["--qos=high", "--constraint=a100"]). Worker-side configs only: a workflow input\'s set cannot name it',
+      ),
+    setup: z
+      .array(z.string())
+      .default([])
+      .describe(
+        'Slurm: shell lines the batch script runs before it starts the trainer (e.g. "module load cuda/12.1"); a failing line fails the job. Worker-side configs only: a workflow input\'s set cannot name it',
+      ),
+    poll_seconds: posNum
+      .default(5)
+      .describe(
+        "Slurm: seconds between the worker's reads of the job's state (scontrol); progress is read from metrics.jsonl every second",
+      ),
+    max_failed_starts: posInt
+      .default(3)
+      .describe(
+        "Slurm: consecutive batch jobs of a stage that end without training a step and without a result before the stage fails for good, with the end of the last job's output",
+      ),
+  })
+  .describe(
+    'Ours: where shards run. The stage config hash leaves this section out: changing it under a running job is allowed',
+  );
+
 export const stageConfigSchema = z.strictObject({
   job: jobSchema.prefault({}),
   model: modelSchema,
@@ -216,6 +287,7 @@ export const stageConfigSchema = z.strictObject({
   wandb: wandbSchema.prefault({}),
   shard: shardSchema.prefault({}),
   runtime: runtimeSchema.prefault({}),
+  launcher: launcherSchema.prefault({}),
 });
 
 export type StageConfig = z.infer<typeof stageConfigSchema>;

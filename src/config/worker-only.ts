@@ -5,8 +5,9 @@
  * configs and presets only. Planning checks `set` against this list (and the trainShard activity
  * checks it again); the config files on the worker may set these fields as they need.
  *
- * The fields arrive with the Slurm launcher and the command engine (issues 3/6 and 4/6); they
- * are listed here already, so that no release accepts them from a workflow input.
+ * launcher.setup and launcher.sbatch_args belong to the Slurm launcher ([launcher], src/train/launch);
+ * engine.command arrives with the command engine (issue 4/6) and is listed here already, so that no
+ * release accepts it from a workflow input.
  */
 import type { ConfigProblem } from '../errors';
 

@@ -17,6 +17,7 @@ export const USER_ERROR_KINDS = [
   'Interrupted',
   'SearchAttributesMissing',
   'ConnectionError',
+  'SlurmError',
 ] as const;
 
 export type UserErrorKind = (typeof USER_ERROR_KINDS)[number];

@@ -35,6 +35,25 @@ export interface PlannedStage {
   heartbeatTimeoutSeconds: number;
   /** Seconds between the running shard's progress reports to the workflow (shard.progress_seconds). */
   progressSeconds: number;
+  /** Where the stage's shards run (the [launcher] section); absent in plans made before launchers existed = local. */
+  launcher?: LauncherSettings;
+}
+
+/** The [launcher] section as planned: where a shard runs. Small JSON (history carries it). */
+export interface LauncherSettings {
+  kind: 'local' | 'slurm';
+  partition: string;
+  account: string;
+  nodes: number;
+  gpusPerNode: number;
+  cpusPerTask: number;
+  mem: string;
+  timeLimit: string;
+  signalSeconds: number;
+  sbatchArgs: string[];
+  setup: string[];
+  pollSeconds: number;
+  maxFailedStarts: number;
 }
 
 export interface Plan {
@@ -160,6 +179,15 @@ export interface ShardProgress {
   /** The shard's backend ("tensorflow", "wasm", "cpu") and device ("cpu: <processor>, N threads", "gpu: <model>"); absent before its first step. */
   backend?: string;
   device?: string;
+  /** Where the shard runs: a Slurm shard's job id and state (absent for reports of older workers). */
+  launcher?: LauncherState;
+}
+
+/** A running shard's launcher: "local", or "slurm" with the Slurm job id and state (PENDING, RUNNING, ...). */
+export interface LauncherState {
+  kind: 'local' | 'slurm';
+  jobId: string | null;
+  state: string | null;
 }
 
 /** State carried across continue-as-new. */

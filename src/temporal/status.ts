@@ -10,7 +10,7 @@ import { temporal } from '@temporalio/proto';
 import { connectionOf, jobHandle, progressQuery } from './client';
 import type { ConnectionSummary } from './connection';
 import { stepText } from '../shared/progress';
-import type { CurriculumResult, Progress, ShardProgress } from '../shared/types';
+import type { CurriculumResult, LauncherState, Progress, ShardProgress } from '../shared/types';
 
 export interface StageStatusLine {
   stage: string;
@@ -49,6 +49,8 @@ export interface JobStatus {
   /** Backend of the running shard ("tensorflow", "wasm", "cpu") and its device ("cpu: <processor>, N threads", "gpu: <model>"), from its heartbeat; null before its first step. */
   backend: string | null;
   device: string | null;
+  /** Where the running shard runs, from its heartbeat: a Slurm shard's job id and state; null when unknown. */
+  launcher: LauncherState | null;
   lastFailure: string | null;
   result: CurriculumResult | null;
   /** Where and how the asking client connected: address, namespace, TLS, client certificate, API key (never the secrets); null when not known. */
@@ -114,6 +116,7 @@ export function summarise(
   lastFailure: string | null,
 ): Omit<JobStatus, 'connection'> {
   const stages: StageStatusLine[] = [];
+  const running = status === 'RUNNING';
   if (progress) {
     progress.stages.forEach((name, i) => {
       const done = progress.completed.find((c) => c.stage === name);
@@ -175,6 +178,7 @@ export function summarise(
     attempt,
     backend: hb?.backend ?? null,
     device: hb?.device ?? null,
+    launcher: (running && hb?.launcher) || null,
     lastFailure,
     result,
   };
@@ -198,5 +202,11 @@ export function statusLine(s: JobStatus): string {
         : s.state && s.state !== 'running'
           ? ` [${s.state}]`
           : '';
-  return `${s.job}: ${stepText(s.stage ?? '-', s.step, s.totalSteps, s.loss)}${extra}`;
+  return `${s.job}: ${stepText(s.stage ?? '-', s.step, s.totalSteps, s.loss)}${extra}${launcherText(s.launcher)}`;
+}
+
+/** " (slurm job 1234 RUNNING)" for a shard on Slurm; "" otherwise. */
+export function launcherText(l: LauncherState | null): string {
+  if (l?.kind !== 'slurm') return '';
+  return l.jobId ? ` (slurm job ${l.jobId} ${l.state ?? ''})`.replace(' )', ')') : ' (slurm: submitting)';
 }

@@ -1,7 +1,7 @@
 /** Live progress of a job: one progress bar per stage (cli-progress), or plain lines without a TTY. */
 import type { Client } from '@temporalio/client';
 import cliProgress from 'cli-progress';
-import { formatEta, type JobStatus, jobStatus, type StageStatusLine, statusLine } from './status';
+import { formatEta, type JobStatus, jobStatus, launcherText, type StageStatusLine, statusLine } from './status';
 
 export interface WatchOptions {
   intervalMs?: number;
@@ -138,12 +138,14 @@ class WatchView {
     const running = st.stage === s.stage && !st.done;
     const waiting = s.worker === 'none' ? '(waiting for a worker)' : '';
     const state = s.state && s.state !== 'running' ? `(${s.state})` : '';
+    // Where the running shard runs when that is a Slurm job: "(slurm job 1234 RUNNING)".
+    const where = launcherText(s.launcher).trim();
     return {
       stage: st.stage.padStart(4),
       loss: st.loss === null ? '  -   ' : st.loss.toFixed(4),
       rate: r?.rate ? r.rate.toFixed(2) : '-',
       etaText: st.done ? 'done' : formatEta(r?.rate ? (st.totalSteps - st.step) / r.rate : null),
-      note: running ? waiting || state : '',
+      note: running ? waiting || state || where : '',
     };
   }
 }

@@ -21,7 +21,7 @@ export interface ShardRequest {
   /** Who writes, for the stage's lease (e.g. the workflow and activity attempt). */
   who?: string;
   /** Bound into every log line of the shard (default job: the job folder's name). */
-  logContext?: { job?: string; attempt?: number };
+  logContext?: { job?: string; attempt?: number; slurmJob?: string };
 }
 
 /** A shard's outcome: where the stage stands (the summary that goes to the workflow). */

@@ -68,6 +68,7 @@ async function trainShard(req: ShardRequest, ctl: ShardControl): Promise<ShardRe
     ...(req.logContext?.attempt ? { attempt: req.logContext.attempt } : {}),
     backend,
     device,
+    ...(req.logContext?.slurmJob ? { slurmJob: req.logContext.slurmJob } : {}),
   });
   // Progress reports carry the backend and device (status, heartbeats, metric labels).
   const runCtl: ShardControl = { ...ctl, onProgress: (p) => ctl.onProgress?.({ ...p, backend, device }) };

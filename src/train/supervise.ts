@@ -6,7 +6,7 @@
 import { spawn } from 'node:child_process';
 import * as path from 'node:path';
 import * as readline from 'node:readline';
-import { USER_ERROR_KINDS, UserError, type UserErrorKind } from '../errors';
+import { asUserErrorKind, UserError } from '../errors';
 import { logger } from '../log';
 import { decode } from './protocol';
 import type { CheckpointSaved, ShardProgress, ShardRequest, ShardResult } from './shard-types';
@@ -92,7 +92,7 @@ export function superviseShard(req: ShardRequest, opts: SuperviseOptions = {}): 
       if (killTimer) clearTimeout(killTimer);
       opts.signal?.removeEventListener('abort', onAbort);
       if (result) return resolve(result);
-      if (failure?.userError) return reject(new UserError(failure.message, { kind: userErrorKind(failure.kind) }));
+      if (failure?.userError) return reject(new UserError(failure.message, { kind: asUserErrorKind(failure.kind) }));
       if (failure) return reject(new ChildFailedError(`training child failed: ${failure.message}`));
       reject(
         new ChildFailedError(`training child exited (${sig ? `signal ${sig}` : `code ${code}`}) without a result`),
@@ -100,8 +100,4 @@ export function superviseShard(req: ShardRequest, opts: SuperviseOptions = {}): 
     });
     child.on('error', (e) => reject(new ChildFailedError(`cannot start the training child: ${e.message}`)));
   });
-}
-
-function userErrorKind(kind: string): UserErrorKind {
-  return (USER_ERROR_KINDS as readonly string[]).includes(kind) ? (kind as UserErrorKind) : 'UserError';
 }

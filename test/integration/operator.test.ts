@@ -333,6 +333,7 @@ test('a running job: waiting for a worker, watch, search attributes, current det
       'jobDir',
       'lastCheckpoint',
       'lastFailure',
+      'launcher',
       'loss',
       'result',
       'stage',

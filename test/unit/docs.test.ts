@@ -74,6 +74,11 @@ const COVERAGE: { command: RegExp; file: string; evidence: RegExp }[] = [
     evidence: /\['workflow', 'start', '--address', srv\.address, '--type', 'trainCurriculum'/,
   },
   { command: /^npm run cli -- watch my-job$/, file: OPS, evidence: /\[CLI, 'watch', job/ },
+  {
+    command: /^squeue --me --name my-job\.18s$/,
+    file: 'test/slurm.ts',
+    evidence: /execFileSync\('squeue', \['--noheader', '--me', '--name', name/,
+  },
   { command: /^npm run cli -- status my-job --json$/, file: OPS, evidence: /cli\(\['status', job, '--json'\]\)/ },
   {
     command: /^npm run cli -- plot my-job --out my-job\.png$/,
