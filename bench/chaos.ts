@@ -234,6 +234,14 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
   let srv: DevServer = await startServer(db);
   const port = srv.port;
   let c: Client = await connect(srv.address);
+  // Training children held (SIGSTOP) across a server restart, continued once the next kill is
+  // armed: on a fast machine training would otherwise run past the next kill's target (even to
+  // the stage's end) while the server restarts, and that kill would interrupt nothing.
+  let held: number[] = [];
+  const release = (): void => {
+    for (const pid of held) signal(pid, 'SIGCONT');
+    held = [];
+  };
   const workers: WorkerProc[] = [];
   const newWorker = async (): Promise<WorkerProc> => {
     const w = spawnWorker(srv.address, queue, {}, ['--allow-path', dir]);
@@ -263,8 +271,8 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
     let serverRestarts = 0;
     for (const [i, k] of plan.entries()) {
       const rec: KillRecord = { kind: k.kind, stage: k.stage, step: k.step, at: 0, workerPid: w.proc.pid };
-      if (k.kind === 'step') await killAfterStep(k, w, jobDir, lines);
-      else await killDuringWrite(k, stages[k.stageIndex]!, w, jobDir, marker, lines, rec);
+      if (k.kind === 'step') await killAfterStep(k, w, jobDir, lines, release);
+      else await killDuringWrite(k, stages[k.stageIndex]!, w, jobDir, marker, lines, rec, release);
       rec.at = since();
       killedAtMs.push(Date.now());
       rec.exitSignal = w.proc.signalCode;
@@ -281,6 +289,8 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
         // Restart the server while the new worker trains: wait for a fresh metrics line first.
         const before = stages.map((s) => lines(s.name).length);
         await waitUntil('training to resume', () => stages.some((s, j) => lines(s.name).length > before[j]!), 300_000);
+        held = trainingChildren(marker);
+        for (const pid of held) signal(pid, 'SIGSTOP');
         await c.connection.close();
         await srv.stop();
         await sleep(1000);
@@ -290,6 +300,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
         log(`chaos: Temporal server restarted at ${since().toFixed(1)} s`);
       }
     }
+    release();
     const result = (await c.workflow.getHandle(job).result()) as CurriculumResult;
     const chaosSeconds = since();
     const completions = await trainShardCompletions(c, job);
@@ -332,6 +343,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
     };
     return report;
   } finally {
+    release();
     for (const w of workers) await w.kill('SIGKILL');
     await c.connection.close().catch(() => {});
     await srv.stop();
@@ -375,8 +387,10 @@ async function killAfterStep(
   w: WorkerProc,
   jobDir: string,
   lines: (stage: string) => number[],
+  armed: () => void,
 ): Promise<void> {
   const seen = lines(k.stage).length;
+  armed();
   await waitUntil(
     `${k.stage} step ${k.step}`,
     () =>
@@ -420,8 +434,11 @@ async function killDuringWrite(
   marker: string,
   lines: (stage: string) => number[],
   rec: KillRecord,
+  armed: () => void,
 ): Promise<void> {
   const ck = checkpointsDir(stageDir(jobDir, k.stage));
+  // A stage not started yet cannot start while training is held.
+  if (!fs.existsSync(ck)) armed();
   await waitUntil(`${k.stage} checkpoints folder`, () => fs.existsSync(ck), 600_000, 20);
   const saved = (step: number): boolean => fs.existsSync(path.join(ck, stepDirName(step)));
   let step = k.step;
@@ -434,6 +451,7 @@ async function killDuringWrite(
       // A stage that trained to its end before the kill was armed (a fast machine) gets no new step.
       const ended = (): boolean => lines(k.stage).includes(stage.steps);
       if (ended()) rec.note = 'the stage had trained to its end when armed; killed at once';
+      armed();
       await waitUntil(`a new ${k.stage} step`, () => ended() || lines(k.stage).length > seen, 600_000, 20);
       await w.kill('SIGKILL');
       return;
@@ -492,6 +510,7 @@ async function killDuringWrite(
     };
     const watcher = fs.watch(ck, () => check());
     const poll = setInterval(check, 2);
+    armed();
     const refresh = setInterval(() => {
       children = trainingChildren(marker);
     }, 100);
@@ -510,6 +529,15 @@ async function killDuringWrite(
   await w.kill('SIGKILL');
   rec.duringWrite = tmpName !== undefined && fs.existsSync(path.join(ck, tmpName)) && !fs.existsSync(done);
   if (tmpName === undefined) rec.note = 'the write finished before it was seen';
+}
+
+/** Sends a signal to a process that may be gone already. */
+function signal(pid: number, sig: NodeJS.Signals): void {
+  try {
+    process.kill(pid, sig);
+  } catch {
+    /* already gone */
+  }
 }
 
 async function waitUntil(what: string, fn: () => boolean, timeoutMs: number, everyMs = 50): Promise<void> {

@@ -381,7 +381,8 @@ test('a running job: waiting for a worker, watch, search attributes, current det
     assert.match(drawn, /ops-job: stage -, step 0\/0, loss - \[waiting for a worker\]/, 'a line while no worker polls');
     assert.match(drawn, / 3s \|[█░]+\| 30\/30 steps \| loss \d\.\d{4} \| [\d.-]+ steps\/s \| ETA done/);
     const partial = [
-      ...drawn.matchAll(/ 9s \|[█░]+\| (\d+)\/30 steps \| loss [\d.]+ \| ([\d.]+) steps\/s \| ETA (\d+s)/g),
+      // Rate and ETA are "-" until the watch has seen the stage advance.
+      ...drawn.matchAll(/ 9s \|[█░]+\| (\d+)\/30 steps \| loss [\d.]+ \| ([\d.]+|-) steps\/s \| ETA (\S+)/g),
     ].map((m) => Number(m[1]));
     for (const n of seenBars) assert.ok(partial.includes(n), `the 9s bar showed step ${n}: ${partial.join(',')}`);
   });
