@@ -473,8 +473,17 @@ export function loadStageConfig(fileArg: string, overrides: Overrides = {}, opts
   const video = videoLengthInfo(config.model.video_length);
   const problems = semanticProblems(file, config, video, opts);
   if (problems.length > 0) throw new ConfigError(problems);
-  const hash = crypto.createHash('sha256').update(JSON.stringify(config)).digest('hex');
-  return { file, config, video, hash };
+  return { file, config, video, hash: configHash(config) };
+}
+
+/**
+ * The hash of what a stage trains: the whole config except `validation`, which never changes
+ * training (so turning it on or off, or changing it under a running job, keeps the hash, the
+ * checkpoints' state and the "config changed" check as they were).
+ */
+export function configHash(config: StageConfig): string {
+  const { validation: _measuredOnly, ...trained } = config;
+  return crypto.createHash('sha256').update(JSON.stringify(trained)).digest('hex');
 }
 
 export interface LoadedCurriculum {
