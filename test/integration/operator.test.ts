@@ -255,6 +255,7 @@ test('a running job: waiting for a worker, watch, search attributes, current det
     'ttt_step',
     'ttt_loss',
     'ttt_grad_norm',
+    'ttt_val_loss',
     'ttt_step_seconds_bucket',
     'ttt_step_seconds_count',
     'ttt_checkpoints_total',
@@ -418,8 +419,12 @@ test('a running job: waiting for a worker, watch, search attributes, current det
     const drawn = bars();
     assert.match(drawn, /ops-job: stage -, step 0\/0, loss - \[waiting for a worker\]/, 'a line while no worker polls');
     assert.match(drawn, / 3s \|[█░]+\| 30\/30 steps \| loss \d\.\d{4} \| [\d.-]+ steps\/s \| ETA done/);
+    // The ETA in any of formatEta's units: early in a stage the smoothed rate is still low, and
+    // whether the ETA reads "55s" or "2m" there depends on the machine's speed, not on the bar.
     const partial = [
-      ...drawn.matchAll(/ 9s \|[█░]+\| (\d+)\/30 steps \| loss [\d.]+ \| ([\d.]+) steps\/s \| ETA (\d+s)/g),
+      ...drawn.matchAll(
+        / 9s \|[█░]+\| (\d+)\/30 steps \| loss [\d.]+ \| ([\d.]+) steps\/s \| ETA (\d+s|\d+m|[\d.]+h)/g,
+      ),
     ].map((m) => Number(m[1]));
     for (const n of seenBars) assert.ok(partial.includes(n), `the 9s bar showed step ${n}: ${partial.join(',')}`);
   });

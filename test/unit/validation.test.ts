@@ -16,6 +16,8 @@ import { modelDims } from '../../src/config/dims';
 import { loadStageConfig } from '../../src/config/load';
 import { ConfigError } from '../../src/errors';
 import { promoteStage } from '../../src/job';
+import type { Progress, ShardProgress } from '../../src/shared/types';
+import { statusLine, summarise } from '../../src/temporal/status';
 import { ropeForModel } from '../../src/model/dit';
 import { readMetricsFile, stageValidation } from '../../src/train/metrics';
 import { ModelState } from '../../src/train/model-state';
@@ -165,4 +167,61 @@ test('stage 1 learns: the validation loss falls; promotion reports its start and
   const again = [...m.validation, { ...m.validation[3]!, val_loss: 0.123 }];
   assert.deepEqual(stageValidation(again, 12), { valLossStart: val[0], valLossEnd: 0.123 });
   assert.deepEqual(stageValidation([], 12), { valLossStart: null, valLossEnd: null });
+});
+
+test('status: a finished stage shows its validation loss at start and end, the running one its latest', () => {
+  const done = {
+    stage: '3s',
+    steps: 40,
+    finalCheckpoint: '/j/3s/final',
+    modelSha256: 'x',
+    firstLoss: 0.85,
+    lastLoss: 0.66,
+    valLossStart: 0.9684,
+    valLossEnd: 0.4986,
+    wallSeconds: 20,
+  };
+  const progress: Progress = {
+    jobName: 'j',
+    jobDir: '/j',
+    state: 'running',
+    stage: '9s',
+    stageIndex: 1,
+    stages: ['3s', '9s'],
+    stageSteps: [40, 12],
+    until: '9s',
+    step: 4,
+    totalSteps: 12,
+    lastLoss: 0.5,
+    valLoss: 0.4946,
+    valStep: 0,
+    lastCheckpoint: null,
+    completed: [done],
+  };
+  const hb: ShardProgress = { stage: '9s', step: 6, totalSteps: 12, loss: 0.6, gradNorm: 1, stepSeconds: 0.5 };
+  // The heartbeat has no validation loss yet: the workflow's (step 0) stands, and is the start value.
+  let s = summarise('j', 'RUNNING', progress, hb, null, 'polling', 1, null);
+  assert.deepEqual(
+    s.stages.map((x) => [x.stage, x.valLossStart, x.valLoss, x.valStep]),
+    [
+      ['3s', 0.9684, 0.4986, 40],
+      ['9s', 0.4946, 0.4946, 0],
+    ],
+  );
+  assert.deepEqual([s.valLoss, s.valStep], [0.4946, 0]);
+  assert.equal(statusLine({ ...s, connection: null }), 'j: stage 9s, step 6/12, loss 0.6; val loss 0.4946 at step 0');
+  // A newer one in the heartbeat wins; the start value is then not known to status.
+  s = summarise('j', 'RUNNING', progress, { ...hb, valLoss: 0.49, valStep: 6 }, null, 'polling', 1, null);
+  assert.deepEqual([s.stages[1]!.valLoss, s.stages[1]!.valStep, s.stages[1]!.valLossStart], [0.49, 6, null]);
+  // A completed job: from its result, start -> end; older results without the fields show none.
+  const result = { jobName: 'j', curriculum: 'c', until: '3s', stages: [done] };
+  s = summarise('j', 'COMPLETED', undefined, undefined, result, 'unknown', null, null);
+  assert.equal(
+    statusLine({ ...s, connection: null }),
+    'j: stage 3s, step 40/40, loss 0.66 [completed]; val loss 0.9684 -> 0.4986',
+  );
+  const { valLossStart: _s, valLossEnd: _e, ...older } = done;
+  s = summarise('j', 'COMPLETED', undefined, undefined, { ...result, stages: [older] }, 'unknown', null, null);
+  assert.deepEqual([s.valLoss, s.stages[0]!.valLossStart], [null, null]);
+  assert.equal(statusLine({ ...s, connection: null }), 'j: stage 3s, step 40/40, loss 0.66 [completed]');
 });
