@@ -125,16 +125,18 @@ function stepValues(rows: MetricRow[], elapsed: (r: MetricRow) => number): Recor
 const TRAINING = 'training step';
 const VALIDATION = 'validation';
 
-/** The validation points' data: one value per validation line, with the points' aria-labels. */
+/** The validation points' data: one value per validation line (but those not finite), with the points' aria-labels. */
 function validationValues(rows: ValidationRow[], elapsed: (r: ValidationRow) => number): Record<string, unknown>[] {
-  return rows.map((r) => ({
-    series: VALIDATION,
-    stage: r.stage,
-    step: r.step,
-    time: elapsed(r),
-    val_loss: r.val_loss,
-    d_val_loss: `val_loss stage ${r.stage} step ${r.step} = ${r.val_loss}`,
-  }));
+  return rows
+    .filter((r) => r.val_loss !== null)
+    .map((r) => ({
+      series: VALIDATION,
+      stage: r.stage,
+      step: r.step,
+      time: elapsed(r),
+      val_loss: r.val_loss,
+      d_val_loss: `val_loss stage ${r.stage} step ${r.step} = ${r.val_loss}`,
+    }));
 }
 
 /**
@@ -333,7 +335,7 @@ export async function plotJob(
   return {
     file: path.resolve(out),
     rows: rows.length,
-    validation: validation.length,
+    validation: validation.filter((v) => v.val_loss !== null).length,
     stages: [...new Set(rows.map((r) => r.stage))],
   };
 }

@@ -8,7 +8,7 @@
  *                    weights); written before the checkpoint of that step, so a resumed stage
  *                    never misses one (a step redone writes it again, with the same value)
  *
- * A step line has `loss`; a validation line has `val_loss` and no `loss`.
+ * A step line has `loss`; a validation line has `val_loss` (null when it was not finite) and no `loss`.
  */
 import * as fs from 'node:fs';
 import { UserError } from '../errors';
@@ -31,7 +31,8 @@ export interface MetricsLine {
 export interface ValidationLine {
   stage: string;
   step: number;
-  val_loss: number;
+  /** null when not finite (JSON has no NaN or Infinity). */
+  val_loss: number | null;
   /** Seconds the measurement took. */
   val_time: number;
   time: string;
@@ -41,7 +42,7 @@ export type MetricsFileLine = MetricsLine | ValidationLine;
 
 export function isValidationLine(l: unknown): l is ValidationLine {
   const o = l as Partial<ValidationLine> & { loss?: unknown };
-  return typeof o?.val_loss === 'number' && o.loss === undefined;
+  return o !== null && typeof o === 'object' && 'val_loss' in o && o.loss === undefined;
 }
 
 export interface StageMetrics {
@@ -84,7 +85,7 @@ export function stageValidation(
 ): { valLossStart: number | null; valLossEnd: number | null } {
   const at = (s: number): number | null => {
     const found = validation.filter((v) => v.step === s);
-    return found.length > 0 ? found[found.length - 1]!.val_loss : null;
+    return found.length > 0 ? (found[found.length - 1]!.val_loss ?? null) : null;
   };
   return { valLossStart: at(0), valLossEnd: at(steps) };
 }

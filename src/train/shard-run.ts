@@ -72,9 +72,19 @@ export class ShardRun {
 
   /**
    * Resumes from the stage's latest complete checkpoint, or starts the stage from `initFrom`
-   * (a weights folder; null = fresh seeded init) and saves step 0 (auditable and resumable).
+   * (a weights folder; null = fresh seeded init), measures its validation loss and saves step 0
+   * (auditable and resumable).
    */
   open(initFrom: string | null): void {
+    try {
+      this.openAt(initFrom);
+    } catch (e) {
+      this.close();
+      throw e;
+    }
+  }
+
+  private openAt(initFrom: string | null): void {
     const latest = this.latestValid();
     if (latest) {
       this.restore(latest);
@@ -158,16 +168,17 @@ export class ShardRun {
     const v = this.validation.measure(this.model.params);
     this.ctl.beforeWrite?.();
     this.lease.check(`writing the validation loss of step ${step}`);
+    const finite = Number.isFinite(v.loss);
     const line: ValidationLine = {
       stage: this.name,
       step,
-      val_loss: v.loss,
+      val_loss: finite ? v.loss : null,
       val_time: v.seconds,
       time: new Date().toISOString(),
     };
     this.writeMetrics(line);
-    this.val = { step, loss: v.loss };
-    this.log.info({ step, valLoss: v.loss, seconds: v.seconds }, 'validation loss');
+    if (finite) this.val = { step, loss: v.loss };
+    this.log.info({ step, valLoss: finite ? v.loss : String(v.loss), seconds: v.seconds }, 'validation loss');
   }
 
   /**

@@ -85,12 +85,7 @@ async function trainShard(req: ShardRequest, ctl: ShardControl): Promise<ShardRe
       runCtl,
       validation,
     );
-    try {
-      run.open(req.initFrom);
-    } catch (e) {
-      run.close();
-      throw e;
-    }
+    run.open(req.initFrom);
     const startStep = run.step;
     const batches = stageBatches(c, dims, log, () => run.step);
     const bound = shardBound(req, c, t0, startStep, ctl);

@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { test } from 'node:test';
-import { initBackend } from '../../src/backend';
+import { initBackend, tf } from '../../src/backend';
 import { loadCheckpoint, verifyCheckpoint } from '../../src/checkpoint/store';
 import { modelDims } from '../../src/config/dims';
 import { loadStageConfig } from '../../src/config/load';
@@ -138,7 +138,9 @@ test('the validation loss is a function of the weights: the same after a resume 
     for (const step of [4, 6]) {
       model.loadWeights(loadCheckpoint(path.join(resumed, '3s', 'checkpoints', `step-0000000${step}`)).model, 'ck');
       const recorded = vr.find(([s]) => s === step)![1]!;
+      const tensors = tf.memory().numTensors;
       assert.equal(measure(), recorded, `step ${step}: the recorded value, exactly`);
+      assert.equal(tf.memory().numTensors, tensors, 'no tensor is left behind');
       assert.equal(measure(), recorded, `step ${step}: measuring twice gives the same value`);
       const one = measure({ ...stage.config, validation: { ...stage.config.validation, batch_size: 1 } });
       assert.ok(Math.abs(one - recorded) <= 1e-6 * recorded, `step ${step}: batch size 1 gives ${one} ~ ${recorded}`);
