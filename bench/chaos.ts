@@ -24,6 +24,7 @@ import { startJob } from '../src/temporal/client';
 import { loadCurriculum, type Overrides } from '../src/config/load';
 import { normaliseStageName } from '../src/shared/stages';
 import { checkpointsDir, finalDir, metricsFile, stageDir } from '../src/paths';
+import { isValidationLine } from '../src/train/metrics';
 import { rngFor } from '../src/rng';
 import { startDevServer, type DevServer } from '../src/temporal/devserver';
 import type { CurriculumResult } from '../src/shared/types';
@@ -127,7 +128,7 @@ interface PlannedKill {
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-/** Steps of a metrics.jsonl file, one per line (a torn last line is ignored). */
+/** Steps of a metrics.jsonl file, one per step line (a torn last line and validation lines are ignored). */
 export function metricLines(file: string): number[] {
   let text: string;
   try {
@@ -139,7 +140,8 @@ export function metricLines(file: string): number[] {
   for (const line of text.split('\n')) {
     if (!line.trim()) continue;
     try {
-      steps.push((JSON.parse(line) as { step: number }).step);
+      const l = JSON.parse(line) as { step: number };
+      if (!isValidationLine(l)) steps.push(l.step);
     } catch {
       /* a line cut by a kill */
     }
@@ -412,7 +414,8 @@ function fastestStepSeconds(file: string): number | undefined {
       .readFileSync(file, 'utf8')
       .split('\n')
       .filter(Boolean)
-      .map((l) => (JSON.parse(l) as { step_time: number }).step_time);
+      .map((l) => (JSON.parse(l) as { step_time?: number }).step_time)
+      .filter((t): t is number => typeof t === 'number');
     return times.length ? Math.min(...times) : undefined;
   } catch {
     return undefined;

@@ -8,6 +8,7 @@ import * as path from 'node:path';
 import { loadStageConfig } from '../src/config/load';
 import { writeSynthDataset } from '../src/data/synthfiles';
 import { modelDims } from '../src/config/dims';
+import { isValidationLine } from '../src/train/metrics';
 import { runShard } from '../src/train/shard';
 
 export async function dataBench(steps: number): Promise<{ dataSeconds: number; stepSeconds: number }> {
@@ -34,6 +35,7 @@ export async function dataBench(steps: number): Promise<{ dataSeconds: number; s
       .trim()
       .split('\n')
       .map((l) => JSON.parse(l) as { step_time: number; data_time: number })
+      .filter((l) => !isValidationLine(l))
       .slice(1); // the first step includes warm-up
     const sum = (k: 'step_time' | 'data_time'): number => rows.reduce((a, r) => a + r[k], 0);
     return { dataSeconds: sum('data_time') / rows.length, stepSeconds: sum('step_time') / rows.length };

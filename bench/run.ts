@@ -8,6 +8,8 @@
  *              thread with realistic 63 s samples vs dd (bench/native.ts)
  *   overhead   stage through Temporal / same steps direct, fresh processes, alternating (target <= 1.05)
  *   convert    CogVideoX conversion of a multi-GB checkpoint: peak RSS (target <= 1.5 x largest input shard + 300 MB), s/GB
+ *   validation the validation loss on the tiny curriculum: start -> end per stage, and its cost
+ *              (each stage with and without it, order alternating; same final weights)
  */
 import * as os from 'node:os';
 import { initBackend } from '../src/backend';
@@ -17,6 +19,7 @@ import { modelBench } from './model';
 import { nativeBench, prefetchBench } from './native';
 import { overheadBench } from './overhead';
 import { rematBench } from './remat';
+import { validationBench, validationTable } from './validation';
 
 async function main(): Promise<void> {
   const names = process.argv.slice(2);
@@ -87,6 +90,15 @@ async function main(): Promise<void> {
     );
     process.stdout.write(
       `overhead ratio (median of per-rep Temporal / direct): ${r.ratio.toFixed(3)}, spread ${Math.min(...r.ratios).toFixed(3)}-${Math.max(...r.ratios).toFixed(3)} (target <= 1.05); load average ${r.load[0].toFixed(1)} -> ${r.load[1].toFixed(1)} on ${os.cpus().length} cores${r.load[0] > os.cpus().length ? ' (loaded machine: not a measurement of the target)' : ''}\n\n`,
+    );
+  }
+  if (want('validation')) {
+    process.stdout.write(
+      'Validation loss on the tiny curriculum (configs/train/tiny: 2 samples x 3 timesteps, one forward pass each; 3s also every 10 steps), each stage with and without it, in this process, order alternating\n',
+    );
+    const r = await validationBench();
+    process.stdout.write(
+      `${validationTable(r.rows)}load average ${r.load[0].toFixed(1)} -> ${r.load[1].toFixed(1)} on ${os.cpus().length} cores\n\n`,
     );
   }
 }

@@ -73,7 +73,14 @@ export {
 } from './convert/convert';
 export { ConvertError, isDiffusersFolder } from './convert/config';
 export { watchJob, type WatchOptions } from './temporal/watch';
-export { plotJob, plotSpec, readJobMetrics, type MetricRow } from './plot/plot';
+export {
+  plotJob,
+  plotSpec,
+  readJobMetrics,
+  readJobValidation,
+  type MetricRow,
+  type ValidationRow,
+} from './plot/plot';
 export { trainingMetrics } from './temporal/metrics';
 export {
   createSearchAttributeCommands,

@@ -17,10 +17,11 @@ import { workerOnlyProblems } from './config/worker-only';
 import { type AllowedRoots, allowedRoots, confinePath } from './allowed-paths';
 import { ConfigError, UserError } from './errors';
 import { validateJobName } from './jobname';
-import { checkpointsDir, convertedInitDir, finalDir, jobDir, stageDir } from './paths';
+import { checkpointsDir, convertedInitDir, finalDir, jobDir, metricsFile, stageDir } from './paths';
 import { isDiffusersFolder } from './convert/config';
 import { convertDiffusers, type ConvertResult } from './convert/convert';
 import type { CurriculumInput, LauncherSettings, Plan, StageFinal, StageStatus } from './shared/types';
+import { readMetricsFile, stageValidation } from './train/metrics';
 
 /** Where a workflow input's own fields are named in errors. */
 const INPUT = 'input';
@@ -153,7 +154,14 @@ function launcherSettings(l: StageConfig['launcher']): LauncherSettings {
   };
 }
 
-function stageFinal(stage: string, ck: VerifiedCheckpoint): StageFinal {
+/** A stage's final checkpoint for the workflow, with the validation loss at its start and end (from its metrics.jsonl). */
+function stageFinal(stage: string, ck: VerifiedCheckpoint, sDir: string): StageFinal {
+  let validation = { valLossStart: null as number | null, valLossEnd: null as number | null };
+  try {
+    validation = stageValidation(readMetricsFile(metricsFile(sDir)).validation, ck.state.step);
+  } catch {
+    /* a damaged metrics file costs the validation figures, not the stage */
+  }
   return {
     stage,
     steps: ck.state.step,
@@ -161,6 +169,7 @@ function stageFinal(stage: string, ck: VerifiedCheckpoint): StageFinal {
     modelSha256: ck.state.files['model.safetensors']!.sha256,
     firstLoss: ck.state.firstLoss,
     lastLoss: ck.state.lastLoss,
+    ...validation,
   };
 }
 
@@ -169,7 +178,7 @@ function existingFinal(sDir: string, stage: string, steps: number): StageFinal |
   const fDir = finalDir(sDir);
   if (!fs.existsSync(fDir)) return null;
   const v = verifyCheckpoint(fDir);
-  return v.ok && v.state.step === steps ? stageFinal(stage, { dir: fDir, state: v.state }) : null;
+  return v.ok && v.state.step === steps ? stageFinal(stage, { dir: fDir, state: v.state }, sDir) : null;
 }
 
 /** Where a stage stands on disk. */
@@ -191,7 +200,7 @@ export function promoteStage(jobDirPath: string, stage: string, steps: number): 
       `stage ${stage} has no complete checkpoint at step ${steps} (latest: ${latest?.state.step ?? 'none'})`,
     );
   }
-  return stageFinal(stage, promoteCheckpoint(latest, finalDir(sDir)));
+  return stageFinal(stage, promoteCheckpoint(latest, finalDir(sDir)), sDir);
 }
 
 /**

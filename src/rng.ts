@@ -60,4 +60,4 @@ export function permutation(n: number, ...key: number[]): number[] {
 }
 
 /** Stream identifiers, so that different uses of one seed never share numbers. */
-export const STREAM = { init: 1, data: 2, noise: 3, timestep: 4, order: 5 } as const;
+export const STREAM = { init: 1, data: 2, noise: 3, timestep: 4, order: 5, validation: 6 } as const;

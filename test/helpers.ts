@@ -8,6 +8,7 @@ import { after, before } from 'node:test';
 import { Client, Connection } from '@temporalio/client';
 import { temporal } from '@temporalio/proto';
 import { startDevServer, type DevServer } from '../src/temporal/devserver';
+import { isValidationLine } from '../src/train/metrics';
 
 export const ROOT = path.resolve(__dirname, '..', '..');
 export const CLI = path.join(ROOT, 'dist', 'src', 'cli', 'main.js');
@@ -116,15 +117,29 @@ export async function waitFor<T>(
   }
 }
 
-/** Step entries of a stage's metrics.jsonl. */
-export function metricSteps(stageDir: string): number[] {
+/** The lines of a stage's metrics.jsonl, parsed. */
+function metricLines(stageDir: string): Record<string, unknown>[] {
   const f = path.join(stageDir, 'metrics.jsonl');
   if (!fs.existsSync(f)) return [];
   return fs
     .readFileSync(f, 'utf8')
     .split('\n')
     .filter(Boolean)
-    .map((l) => (JSON.parse(l) as { step: number }).step);
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
+}
+
+/** Step entries of a stage's metrics.jsonl (its step lines; validation lines are left out). */
+export function metricSteps(stageDir: string): number[] {
+  return metricLines(stageDir)
+    .filter((l) => !isValidationLine(l))
+    .map((l) => l.step as number);
+}
+
+/** The validation lines of a stage's metrics.jsonl: [step, val_loss] in file order. */
+export function metricValidation(stageDir: string): [number, number][] {
+  return metricLines(stageDir)
+    .filter(isValidationLine)
+    .map((l) => [l.step, l.val_loss] as [number, number]);
 }
 
 /** Pids of live training children (child.js) whose command line mentions `marker`. */

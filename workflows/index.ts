@@ -159,6 +159,8 @@ class CurriculumJob {
       step: 0,
       totalSteps: 0,
       lastLoss: null,
+      valLoss: null,
+      valStep: null,
       lastCheckpoint: null,
       completed: this.results,
     };
@@ -213,6 +215,8 @@ class CurriculumJob {
       step: 0,
       totalSteps: stage.steps,
       lastLoss: null,
+      valLoss: null,
+      valStep: null,
     });
     this.setState(this.paused ? 'paused' : 'running');
     const startedAt = this.carried?.stageStartedAt ?? Date.now();
@@ -237,6 +241,7 @@ class CurriculumJob {
       step: final.steps,
       lastCheckpoint: final.finalCheckpoint,
       lastLoss: final.lastLoss,
+      ...(typeof final.valLossEnd === 'number' ? { valLoss: final.valLossEnd, valStep: final.steps } : {}),
     });
     this.show();
   }
@@ -262,6 +267,7 @@ class CurriculumJob {
           acts.trainShard({ jobDir: plan.jobDir, stage, set: this.input.set ?? {}, initFrom }),
         );
         Object.assign(p, { step: r.step, lastLoss: r.lastLoss, lastCheckpoint: r.checkpoint });
+        if (typeof r.valLoss === 'number') Object.assign(p, { valLoss: r.valLoss, valStep: r.valStep ?? null });
         this.show();
         if (r.done) return;
       } catch (err) {
@@ -288,6 +294,7 @@ class CurriculumJob {
     const p = this.progress;
     if (r.stage !== p.stage || r.step <= p.step || p.state === 'completed') return;
     Object.assign(p, { step: r.step, lastLoss: r.loss });
+    if (typeof r.valLoss === 'number') Object.assign(p, { valLoss: r.valLoss, valStep: r.valStep ?? null });
     this.show();
   }
 
@@ -328,8 +335,14 @@ class CurriculumJob {
   }
 }
 
-/** A finished stage for the job's result; only these fields (histories of older workers carry more). */
+/**
+ * A finished stage for the job's result; only these fields (histories of older workers carry
+ * more). The validation loss at the stage's start and end is null where the promoting worker
+ * did not report it (validation off, or an older worker).
+ */
 function stageResult(f: StageFinal, wallSeconds: number): StageResult {
   const { stage, steps, finalCheckpoint, modelSha256, firstLoss, lastLoss } = f;
-  return { stage, steps, finalCheckpoint, modelSha256, firstLoss, lastLoss, wallSeconds };
+  const valLossStart = f.valLossStart ?? null;
+  const valLossEnd = f.valLossEnd ?? null;
+  return { stage, steps, finalCheckpoint, modelSha256, firstLoss, lastLoss, valLossStart, valLossEnd, wallSeconds };
 }

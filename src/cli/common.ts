@@ -126,17 +126,41 @@ export function progressBar(format: string, stream?: NodeJS.WritableStream): cli
   );
 }
 
-/** The finished job's table: one row per stage with its steps, losses, wall time and final checkpoint. */
+/** The relative change from a to b: "-48.52%", "+0.01%"; "-" when either is unknown. */
+export function relativeChange(a: number | null | undefined, b: number | null | undefined): string {
+  if (typeof a !== 'number' || typeof b !== 'number' || a === 0) return '-';
+  const pct = ((b - a) / Math.abs(a)) * 100;
+  return `${pct < 0 ? '-' : '+'}${Math.abs(pct).toFixed(2)}%`;
+}
+
+/**
+ * The finished job's table: one row per stage with its steps, the first and last single-step
+ * loss (one draw each, at random timesteps), the validation loss at the stage's start and end
+ * and its change (fixed samples, timesteps and noise: comparable), wall time and final checkpoint.
+ */
 export function resultTable(r: CurriculumResult, cwd = process.cwd()): string {
   const rows = r.stages.map((s) => [
     s.stage,
     String(s.steps),
     s.firstLoss?.toFixed(4) ?? '-',
     s.lastLoss?.toFixed(4) ?? '-',
+    s.valLossStart?.toFixed(4) ?? '-',
+    s.valLossEnd?.toFixed(4) ?? '-',
+    relativeChange(s.valLossStart, s.valLossEnd),
     s.wallSeconds.toFixed(1),
     s.finalCheckpoint,
   ]);
-  const head = ['stage', 'steps', 'first loss', 'last loss', 'wall s', 'final checkpoint'];
+  const head = [
+    'stage',
+    'steps',
+    'first loss',
+    'last loss',
+    'val start',
+    'val end',
+    'val change',
+    'wall s',
+    'final checkpoint',
+  ];
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   const fmt = (cells: string[]): string =>
     cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]!))).join('  ');

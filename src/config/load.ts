@@ -473,11 +473,19 @@ export function loadStageConfig(fileArg: string, overrides: Overrides = {}, opts
   const video = videoLengthInfo(config.model.video_length);
   const problems = semanticProblems(file, config, video, opts);
   if (problems.length > 0) throw new ConfigError(problems);
-  // Where shards run is not what they compute: [launcher] stays out of the hash, so that it may change
-  // under a running job, and hashes of configs from before the section existed stay the same.
-  const { launcher: _where, ...computed } = config;
-  const hash = crypto.createHash('sha256').update(JSON.stringify(computed)).digest('hex');
-  return { file, config, video, hash };
+  return { file, config, video, hash: configHash(config) };
+}
+
+/**
+ * The hash of what a stage trains: the whole config except `validation`, which never changes
+ * training (so turning it on or off, or changing it under a running job, keeps the hash, the
+ * checkpoints' state and the "config changed" check as they were), and `launcher`: where shards
+ * run is not what they compute, so it may change under a running job, and hashes of configs from
+ * before the section existed stay the same.
+ */
+export function configHash(config: StageConfig): string {
+  const { validation: _measuredOnly, launcher: _where, ...trained } = config;
+  return crypto.createHash('sha256').update(JSON.stringify(trained)).digest('hex');
 }
 
 export interface LoadedCurriculum {

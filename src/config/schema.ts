@@ -1,10 +1,11 @@
 import { z } from 'zod';
+import { NUM_TRAIN_TIMESTEPS } from '../diffusion/schedule';
 import { VIDEO_LENGTHS } from '../shared/stages';
 
 /**
  * The stage config tree. Section and field names follow TTT-Video-DiT's TOML configs
  * (job, model, training, optimizer, checkpoint, parallelism, remat), plus our own sections
- * `shard`, `runtime` and `launcher`. Every field can be overridden as `--section.field=value` or through
+ * `shard`, `runtime`, `launcher` and `validation`. Every field can be overridden as `--section.field=value` or through
  * `set` in the workflow input. The README's configuration reference is generated from the
  * `.describe()` texts below (see src/config/reference.ts).
  */
@@ -276,6 +277,41 @@ export const launcherSchema = z
     'Ours: where shards run. The stage config hash leaves this section out: changing it under a running job is allowed',
   );
 
+export const validationSchema = z
+  .strictObject({
+    samples: nonNegInt
+      .default(4)
+      .describe(
+        'Samples of the validation set: this many sample ids spread evenly over the training data source (there is no separate validation split, so this measures fit, not generalisation); 0 = no validation loss',
+      ),
+    timesteps: z
+      .array(
+        z
+          .number()
+          .int()
+          .min(0)
+          .max(NUM_TRAIN_TIMESTEPS - 1),
+      )
+      .min(1)
+      .default([100, 300, 500, 700, 900])
+      .describe(
+        'Fixed diffusion timesteps at which every validation sample is noised, with fixed noise per sample and timestep; the validation loss is the mean v-prediction loss over samples x timesteps',
+      ),
+    interval: nonNegInt
+      .default(0)
+      .describe(
+        'Also measure the validation loss every this many steps (0 = only at the start and the end of the stage)',
+      ),
+    batch_size: posInt
+      .default(1)
+      .describe(
+        'Validation (sample, timestep) pairs per forward pass; more is faster where memory allows (the value is the same for every batch size)',
+      ),
+  })
+  .describe(
+    "Ours: a validation loss that can be compared across steps, a deterministic function of the weights (fixed samples, timesteps and noise; forward only); measured at the stage's start and end and every `interval` steps, written to metrics.jsonl. It never changes training",
+  );
+
 export const stageConfigSchema = z.strictObject({
   job: jobSchema.prefault({}),
   model: modelSchema,
@@ -288,6 +324,7 @@ export const stageConfigSchema = z.strictObject({
   shard: shardSchema.prefault({}),
   runtime: runtimeSchema.prefault({}),
   launcher: launcherSchema.prefault({}),
+  validation: validationSchema.prefault({}),
 });
 
 export type StageConfig = z.infer<typeof stageConfigSchema>;

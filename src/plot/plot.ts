@@ -1,20 +1,24 @@
 /**
  * `ttt-curriculum plot`: the loss of every stage on one time axis with the stage boundaries
- * marked, the gradient norm and both learning rates, drawn from the stages' metrics.jsonl.
+ * marked, the validation loss (fixed samples, timesteps and noise) on the same panel, the
+ * gradient norm and both learning rates, drawn from the stages' metrics.jsonl.
  * Vega-Lite compiles the chart, Vega renders it to SVG headless (no browser, no canvas), and
  * resvg (prebuilt binaries from npm) turns the SVG into PNG.
  *
  * Every data point carries an aria-label "<series> stage <s> step <n> = <value>" with the exact
- * value from the metrics file (points are drawn up to POINT_LIMIT rows; lines always).
+ * value from the metrics file (points are drawn up to POINT_LIMIT rows; lines always; validation
+ * points always).
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { UserError } from '../errors';
 import { metricsFile } from '../paths';
-import type { MetricsLine } from '../train/shard-run';
+import { type MetricsLine, readMetricsFile, type ValidationLine } from '../train/metrics';
 
-/** One line of a stage's metrics.jsonl (written by ShardRun.commit). */
+/** A step line of a stage's metrics.jsonl (written by ShardRun.commit). */
 export type MetricRow = MetricsLine;
+/** A validation line of a stage's metrics.jsonl (written by ShardRun when the validation loss is due). */
+export type ValidationRow = ValidationLine;
 
 /** Rows above which points are left out (lines only): a 5000-step stage would make a huge SVG. */
 export const POINT_LIMIT = 3000;
@@ -28,46 +32,48 @@ export function stageNames(jobDirPath: string): string[] {
     .sort((a, b) => parseInt(a, 10) - parseInt(b, 10));
 }
 
-/** Every step line of every stage of a job, in time order. Throws a UserError naming the bad line. */
-export function readJobMetrics(jobDirPath: string): MetricRow[] {
-  const rows: MetricRow[] = [];
+/** Every line of every stage of a job, step lines and validation lines apart, each in time order. */
+export function readJobLines(jobDirPath: string): { steps: MetricRow[]; validation: ValidationRow[] } {
+  const steps: MetricRow[] = [];
+  const validation: ValidationRow[] = [];
   for (const stage of stageNames(jobDirPath)) {
-    const file = metricsFile(path.join(jobDirPath, stage));
-    const lines = fs.readFileSync(file, 'utf8').split('\n');
-    lines.forEach((line, i) => {
-      if (!line.trim()) return;
-      let r: MetricRow;
-      try {
-        r = JSON.parse(line) as MetricRow;
-      } catch {
-        // A line cut short by a crash in the middle of a write is the only expected damage: skip the last one.
-        if (i >= lines.length - 2) return;
-        throw new UserError(`line ${i + 1} is not JSON`, {
-          where: file,
-          kind: 'DataError',
-          fix: 'remove or repair the line',
-        });
-      }
-      rows.push({ ...r, stage: r.stage ?? stage });
-    });
+    const m = readMetricsFile(metricsFile(path.join(jobDirPath, stage)));
+    steps.push(...m.steps.map((r) => ({ ...r, stage: r.stage ?? stage })));
+    validation.push(...m.validation.map((r) => ({ ...r, stage: r.stage ?? stage })));
   }
-  return rows.sort((a, b) => Date.parse(a.time) - Date.parse(b.time));
+  const byTime = (a: { time: string }, b: { time: string }): number => Date.parse(a.time) - Date.parse(b.time);
+  return { steps: steps.sort(byTime), validation: validation.sort(byTime) };
 }
 
-/** The Vega-Lite spec: three panels (loss, gradient norm, learning rates) sharing the time axis. */
-export function plotSpec(rows: MetricRow[], title: string): Record<string, unknown> {
-  const time = timeAxis(rows);
-  const stages = [...new Set(rows.map((r) => r.stage))];
+/** Every step line of every stage of a job, in time order. Throws a UserError naming the bad line. */
+export function readJobMetrics(jobDirPath: string): MetricRow[] {
+  return readJobLines(jobDirPath).steps;
+}
+
+/** Every validation line of every stage of a job, in time order. */
+export function readJobValidation(jobDirPath: string): ValidationRow[] {
+  return readJobLines(jobDirPath).validation;
+}
+
+/**
+ * The Vega-Lite spec: three panels (loss with the validation loss, gradient norm, learning
+ * rates) sharing the time axis.
+ */
+export function plotSpec(rows: MetricRow[], title: string, validation: ValidationRow[] = []): Record<string, unknown> {
+  const time = timeAxis([...rows, ...validation]);
+  const all = [...rows, ...validation].sort((a, b) => Date.parse(a.time) - Date.parse(b.time));
+  const stages = [...new Set(all.map((r) => r.stage))];
+  const starts = (s: string): number => time.elapsed(all.find((r) => r.stage === s)!);
   const axes: Axes = {
     points: rows.length <= POINT_LIMIT,
     x: {
       field: 'time',
       type: 'quantitative',
-      title: `time since the first step (${time.unit})`,
+      title: `time since training started (${time.unit})`,
       scale: { nice: false },
     },
     color: { field: 'stage', type: 'nominal', sort: stages, title: 'stage' },
-    boundaries: stages.map((s) => ({ stage: s, time: time.elapsed(rows.find((r) => r.stage === s)!) })),
+    boundaries: stages.map((s) => ({ stage: s, time: starts(s) })),
   };
   return {
     $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
@@ -75,11 +81,11 @@ export function plotSpec(rows: MetricRow[], title: string): Record<string, unkno
     background: 'white',
     data: { values: stepValues(rows, time.elapsed) },
     vconcat: [
-      seriesPanel(axes, 'loss', 'loss', { type: 'log' }, true),
+      lossPanel(axes, validationValues(validation, time.elapsed)),
       seriesPanel(axes, 'grad_norm', 'gradient norm', { zero: false }, false),
       lrPanel(axes, lrValues(rows, time.elapsed)),
     ],
-    resolve: { scale: { x: 'shared', color: 'shared' } },
+    resolve: { scale: { x: 'shared', color: 'shared', strokeDash: 'independent' } },
   };
 }
 
@@ -91,10 +97,11 @@ interface Axes {
   points: boolean;
 }
 
-/** One time axis for all stages: wall time since the job's first step, in a unit that suits its length. */
-function timeAxis(rows: MetricRow[]): { unit: string; elapsed: (r: MetricRow) => number } {
-  const t0 = rows.length ? Date.parse(rows[0]!.time) : 0;
-  const span = rows.length ? (Date.parse(rows[rows.length - 1]!.time) - t0) / 1000 : 0;
+/** One time axis for all stages: wall time since the job's first metrics line, in a unit that suits its length. */
+function timeAxis(rows: { time: string }[]): { unit: string; elapsed: (r: { time: string }) => number } {
+  const times = rows.map((r) => Date.parse(r.time));
+  const t0 = times.length ? Math.min(...times) : 0;
+  const span = times.length ? (Math.max(...times) - t0) / 1000 : 0;
   const [unit, perUnit] = span < 600 ? ['s', 1] : span < 36_000 ? ['min', 60] : ['h', 3600];
   return { unit, elapsed: (r) => (Date.parse(r.time) - t0) / 1000 / perUnit };
 }
@@ -102,6 +109,7 @@ function timeAxis(rows: MetricRow[]): { unit: string; elapsed: (r: MetricRow) =>
 /** The loss and gradient-norm panels' data: one value per step, with the points' aria-labels. */
 function stepValues(rows: MetricRow[], elapsed: (r: MetricRow) => number): Record<string, unknown>[] {
   return rows.map((r) => ({
+    series: TRAINING,
     stage: r.stage,
     step: r.step,
     time: elapsed(r),
@@ -112,6 +120,64 @@ function stepValues(rows: MetricRow[], elapsed: (r: MetricRow) => number): Recor
     d_loss: `loss stage ${r.stage} step ${r.step} = ${r.loss}`,
     d_grad_norm: `grad_norm stage ${r.stage} step ${r.step} = ${r.grad_norm}`,
   }));
+}
+
+const TRAINING = 'training step';
+const VALIDATION = 'validation';
+
+/** The validation points' data: one value per validation line (but those not finite), with the points' aria-labels. */
+function validationValues(rows: ValidationRow[], elapsed: (r: ValidationRow) => number): Record<string, unknown>[] {
+  return rows
+    .filter((r) => r.val_loss !== null)
+    .map((r) => ({
+      series: VALIDATION,
+      stage: r.stage,
+      step: r.step,
+      time: elapsed(r),
+      val_loss: r.val_loss,
+      d_val_loss: `val_loss stage ${r.stage} step ${r.step} = ${r.val_loss}`,
+    }));
+}
+
+/**
+ * The loss panel: the single-step training loss (solid line per stage, its points) and the
+ * validation loss (dashed line per stage through diamonds), on one log scale.
+ */
+function lossPanel(axes: Axes, validation: Record<string, unknown>[]) {
+  const { x, color } = axes;
+  const scale = { type: 'log' };
+  const dash = {
+    field: 'series',
+    type: 'nominal',
+    title: 'loss',
+    scale: {
+      domain: [TRAINING, VALIDATION],
+      range: [
+        [1, 0],
+        [5, 3],
+      ],
+    },
+  };
+  const panel = seriesPanel(axes, 'loss', 'loss', scale, true);
+  panel.layer[0] = {
+    mark: { type: 'line', point: false },
+    encoding: { x, y: { field: 'loss', type: 'quantitative', title: 'loss', scale }, color, strokeDash: dash },
+  };
+  if (validation.length === 0) return panel;
+  const y = { field: 'val_loss', type: 'quantitative', scale };
+  panel.layer.push(
+    {
+      data: { values: validation },
+      mark: { type: 'line', strokeWidth: 2 },
+      encoding: { x, y, color, strokeDash: dash },
+    },
+    {
+      data: { values: validation },
+      mark: { type: 'point', shape: 'diamond', filled: true, size: 70 },
+      encoding: { x, y, color, description: { field: 'd_val_loss' } },
+    },
+  );
+  return panel;
 }
 
 /** The learning-rate panel's data: lr and lr_ssm of every step, one row each. */
@@ -154,7 +220,13 @@ function boundaryLayers(axes: Axes, labels: boolean): unknown[] {
 }
 
 /** A panel of one field of stepValues() over time: a line per stage, its points, the stage boundaries. */
-function seriesPanel(axes: Axes, field: string, titleY: string, scale: Record<string, unknown>, labels: boolean) {
+function seriesPanel(
+  axes: Axes,
+  field: string,
+  titleY: string,
+  scale: Record<string, unknown>,
+  labels: boolean,
+): { width: number; height: number; layer: unknown[] } {
   const { x, color } = axes;
   return {
     width: 900,
@@ -238,27 +310,32 @@ export function svgToPng(svg: string, scale = 2): Buffer {
   return new Resvg(svg, { fitTo: { mode: 'zoom', value: scale }, font: { loadSystemFonts: true } }).render().asPng();
 }
 
-/** Writes the plot of a job to `out` (.svg or .png); returns the number of steps drawn. */
+/** Writes the plot of a job to `out` (.svg or .png); returns the number of steps and validation points drawn. */
 export async function plotJob(
   jobDirPath: string,
   out: string,
   title = path.basename(jobDirPath),
-): Promise<{ file: string; rows: number; stages: string[] }> {
+): Promise<{ file: string; rows: number; validation: number; stages: string[] }> {
   const ext = path.extname(out).toLowerCase();
   if (ext !== '.svg' && ext !== '.png')
     throw new UserError(`cannot write ${out}: the picture is .svg or .png`, {
       kind: 'InvalidInput',
       fix: 'name the output file *.svg or *.png',
     });
-  const rows = readJobMetrics(jobDirPath);
+  const { steps: rows, validation } = readJobLines(jobDirPath);
   if (rows.length === 0) {
     throw new UserError(`no metrics under ${jobDirPath}`, {
       kind: 'InvalidInput',
       fix: 'plot a job that has trained at least one step (its <stage>/metrics.jsonl files), or pass --dir <job folder>',
     });
   }
-  const svg = await renderSvg(plotSpec(rows, title));
+  const svg = await renderSvg(plotSpec(rows, title, validation));
   fs.mkdirSync(path.dirname(path.resolve(out)), { recursive: true });
   fs.writeFileSync(out, ext === '.svg' ? svg : svgToPng(svg));
-  return { file: path.resolve(out), rows: rows.length, stages: [...new Set(rows.map((r) => r.stage))] };
+  return {
+    file: path.resolve(out),
+    rows: rows.length,
+    validation: validation.filter((v) => v.val_loss !== null).length,
+    stages: [...new Set(rows.map((r) => r.stage))],
+  };
 }

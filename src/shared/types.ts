@@ -88,6 +88,12 @@ export interface ShardSummary {
   stepsRun: number;
   firstLoss: number | null;
   lastLoss: number | null;
+  /**
+   * The last validation loss this shard measured (validation.*) and the step it was measured
+   * after; null when it measured none. Absent in results of older workers.
+   */
+  valLoss?: number | null;
+  valStep?: number | null;
   /** The checkpoint holding `step`. */
   checkpoint: string;
   seconds: number;
@@ -121,6 +127,13 @@ export interface StageFinal {
   modelSha256: string;
   firstLoss: number | null;
   lastLoss: number | null;
+  /**
+   * Validation loss (fixed samples, timesteps and noise; validation.*) of the stage's start
+   * weights and of its final weights, from its metrics.jsonl; null when not measured. Absent in
+   * results of older workers.
+   */
+  valLossStart?: number | null;
+  valLossEnd?: number | null;
 }
 
 export interface StageStatus {
@@ -159,6 +172,9 @@ export interface Progress {
   step: number;
   totalSteps: number;
   lastLoss: number | null;
+  /** The current stage's last validation loss known to the workflow and the step it was measured after; null when none. */
+  valLoss?: number | null;
+  valStep?: number | null;
   lastCheckpoint: string | null;
   completed: StageResult[];
 }
@@ -176,6 +192,9 @@ export interface ShardProgress {
   loss: number | null;
   gradNorm: number | null;
   stepSeconds: number | null;
+  /** The last validation loss the shard measured and the step it was measured after; absent until it measured one. */
+  valLoss?: number;
+  valStep?: number;
   /** The shard's backend ("tensorflow", "wasm", "cpu") and device ("cpu: <processor>, N threads", "gpu: <model>"); absent before its first step. */
   backend?: string;
   device?: string;

@@ -8,6 +8,7 @@
  *   ttt_step{job,stage}                        current step of the stage
  *   ttt_loss{job,stage}                        loss of the last step
  *   ttt_grad_norm{job,stage}                   gradient norm (before clipping) of the last step
+ *   ttt_val_loss{job,stage}                    validation loss last measured (validation.*)
  *   ttt_step_seconds{job,stage}                histogram of step times
  *   ttt_checkpoints_total{job,stage}           checkpoints saved
  *   ttt_checkpoint_save_seconds{job,stage}     histogram of checkpoint save times
@@ -38,6 +39,12 @@ export function trainingMetrics(meter: MetricMeter, tags: { job: string; stage: 
   const step = m.createGauge('ttt_step', 'int', 'steps', 'Current step of the stage');
   const loss = m.createGauge('ttt_loss', 'float', '', 'Loss of the last step');
   const gradNorm = m.createGauge('ttt_grad_norm', 'float', '', 'Gradient norm (before clipping) of the last step');
+  const valLoss = m.createGauge(
+    'ttt_val_loss',
+    'float',
+    '',
+    'Validation loss last measured (fixed samples and timesteps)',
+  );
   const stepSeconds = m.createHistogram('ttt_step_seconds', 'float', 's', 'Time of one optimizer step');
   const checkpoints = m.createCounter('ttt_checkpoints', 'checkpoints', 'Checkpoints saved');
   const saveSeconds = m.createHistogram(
@@ -55,6 +62,7 @@ export function trainingMetrics(meter: MetricMeter, tags: { job: string; stage: 
       step.set(p.step, b);
       if (p.loss !== null) loss.set(p.loss, b);
       if (p.gradNorm !== null) gradNorm.set(p.gradNorm, b);
+      if (p.valLoss !== undefined) valLoss.set(p.valLoss, b);
       if (p.stepSeconds !== null) stepSeconds.record(p.stepSeconds, b);
     },
     checkpoint(c) {

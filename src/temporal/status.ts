@@ -10,7 +10,7 @@ import { temporal } from '@temporalio/proto';
 import { connectionOf, jobHandle, progressQuery } from './client';
 import type { ConnectionSummary } from './connection';
 import { stepText } from '../shared/progress';
-import type { CurriculumResult, LauncherState, Progress, ShardProgress } from '../shared/types';
+import type { CurriculumResult, LauncherState, Progress, ShardProgress, StageResult } from '../shared/types';
 
 export interface StageStatusLine {
   stage: string;
@@ -18,6 +18,14 @@ export interface StageStatusLine {
   totalSteps: number;
   done: boolean;
   loss: number | null;
+  /**
+   * Validation loss (fixed samples, timesteps and noise; validation.*): the latest known and the
+   * step it was measured after (of a finished stage: its end), and the stage's start value where
+   * known (always for a finished stage that measured it); null when not measured.
+   */
+  valLoss: number | null;
+  valStep: number | null;
+  valLossStart: number | null;
   /** Of the running stage: 1 / the last step time reported by the shard's heartbeat; else null. */
   stepsPerSecond: number | null;
   /** Of the running stage: remaining steps / stepsPerSecond; else null. */
@@ -35,6 +43,9 @@ export interface JobStatus {
   step: number;
   totalSteps: number;
   loss: number | null;
+  /** The current stage's latest validation loss and the step it was measured after (see StageStatusLine). */
+  valLoss: number | null;
+  valStep: number | null;
   stepsPerSecond: number | null;
   etaSeconds: number | null;
   lastCheckpoint: string | null;
@@ -123,14 +134,18 @@ export function summarise(
       const total = progress.stageSteps[i] ?? 0;
       let step = done ? done.steps : 0;
       let loss = done ? done.lastLoss : null;
+      let val = done ? finishedVal(done) : noVal;
       let stepsPerSecond: number | null = null;
       if (!done && name === progress.stage) {
         step = progress.step;
         loss = progress.lastLoss;
+        val = runningVal(progress.valLoss ?? null, progress.valStep ?? null);
         if (hb && hb.stage === name && hb.step >= step) {
           step = hb.step;
           loss = hb.loss;
           if (hb.stepSeconds && hb.stepSeconds > 0) stepsPerSecond = 1 / hb.stepSeconds;
+          if (hb.valLoss !== undefined && (hb.valStep ?? 0) >= (val.valStep ?? -1))
+            val = runningVal(hb.valLoss, hb.valStep ?? null);
         }
       }
       const etaSeconds = stepsPerSecond ? (total - step) / stepsPerSecond : null;
@@ -140,6 +155,7 @@ export function summarise(
         totalSteps: total,
         done: !!done,
         loss,
+        ...val,
         stepsPerSecond,
         etaSeconds,
         finalCheckpoint: done?.finalCheckpoint ?? null,
@@ -153,6 +169,7 @@ export function summarise(
         totalSteps: s.steps,
         done: true,
         loss: s.lastLoss,
+        ...finishedVal(s),
         stepsPerSecond: null,
         etaSeconds: null,
         finalCheckpoint: s.finalCheckpoint,
@@ -167,6 +184,8 @@ export function summarise(
     step: current?.step ?? 0,
     totalSteps: current?.totalSteps ?? 0,
     loss: current?.loss ?? null,
+    valLoss: current?.valLoss ?? null,
+    valStep: current?.valStep ?? null,
     stepsPerSecond: current?.stepsPerSecond ?? null,
     etaSeconds: current?.etaSeconds ?? null,
     lastCheckpoint: progress?.lastCheckpoint ?? current?.finalCheckpoint ?? null,
@@ -184,6 +203,31 @@ export function summarise(
   };
 }
 
+type ValFields = Pick<StageStatusLine, 'valLoss' | 'valStep' | 'valLossStart'>;
+const noVal: ValFields = { valLoss: null, valStep: null, valLossStart: null };
+
+/** A finished stage's validation loss: start and end (null in results of older workers or with validation off). */
+function finishedVal(r: StageResult): ValFields {
+  const end = r.valLossEnd ?? null;
+  return { valLoss: end, valStep: end === null ? null : r.steps, valLossStart: r.valLossStart ?? null };
+}
+
+/** The running stage's latest validation loss; its start value is known when that is the latest. */
+function runningVal(valLoss: number | null, valStep: number | null): ValFields {
+  if (valLoss === null) return noVal;
+  return { valLoss, valStep, valLossStart: valStep === 0 ? valLoss : null };
+}
+
+/**
+ * "val loss 0.9684 -> 0.4986" (a finished stage: start -> end), "val loss 0.4946 at step 10"
+ * (the latest of a running stage); "" when not measured.
+ */
+export function valText(st: ValFields & { done: boolean }): string {
+  if (st.valLoss === null) return '';
+  if (st.done && st.valLossStart !== null) return `val loss ${st.valLossStart.toFixed(4)} -> ${st.valLoss.toFixed(4)}`;
+  return `val loss ${st.valLoss.toFixed(4)} at step ${st.valStep}`;
+}
+
 /** "12s", "14m", "3.2h"; "-" when unknown. */
 export function formatEta(seconds: number | null): string {
   if (seconds === null || !Number.isFinite(seconds)) return '-';
@@ -192,7 +236,10 @@ export function formatEta(seconds: number | null): string {
   return `${(seconds / 3600).toFixed(1)}h`;
 }
 
-/** One line: "job: stage 18s, step 420/1000, loss 0.183" plus the state when not simply running. */
+/**
+ * One line: "job: stage 18s, step 420/1000, loss 0.183" plus the state when not simply running,
+ * then the stage's validation loss when measured ("; val loss 0.1520 at step 400").
+ */
 export function statusLine(s: JobStatus): string {
   const extra =
     s.status !== 'RUNNING'
@@ -202,7 +249,9 @@ export function statusLine(s: JobStatus): string {
         : s.state && s.state !== 'running'
           ? ` [${s.state}]`
           : '';
-  return `${s.job}: ${stepText(s.stage ?? '-', s.step, s.totalSteps, s.loss)}${extra}${launcherText(s.launcher)}`;
+  const cur = s.stages.find((st) => st.stage === s.stage);
+  const val = valText(cur ?? { ...s, done: false, valLossStart: null });
+  return `${s.job}: ${stepText(s.stage ?? '-', s.step, s.totalSteps, s.loss)}${extra}${launcherText(s.launcher)}${val ? `; ${val}` : ''}`;
 }
 
 /** " (slurm job 1234 RUNNING)" for a shard on Slurm; "" otherwise. */

@@ -1,8 +1,8 @@
 /**
  * The mutable state of one shard of a stage: where training stands (step, losses, skipped
  * batches, the last checkpoint) and the operations that move it: open (resume or start),
- * commit a step (metrics line, progress, periodic checkpoint), roll back after a non-finite
- * loss, save. Every write first checks the stage's lease, so a superseded writer (a zombie
+ * commit a step (metrics line, validation loss when due, progress, periodic checkpoint), roll
+ * back after a non-finite loss, save. Every write first checks the stage's lease, so a superseded writer (a zombie
  * attempt) stops before it writes anything.
  */
 import * as fs from 'node:fs';
@@ -22,23 +22,13 @@ import type { LoadedStage } from '../config/load';
 import { UserError } from '../errors';
 import type { Logger } from '../log';
 import { checkpointsDir, metricsFile } from '../paths';
+import type { MetricsFileLine, MetricsLine, ValidationLine } from './metrics';
 import type { ModelState } from './model-state';
 import type { CheckpointSaved, ShardControl } from './shard-types';
 import type { StepGradients } from './step';
+import type { Validation } from './validation';
 
-/** One line of the stage's metrics.jsonl. */
-export interface MetricsLine {
-  stage: string;
-  step: number;
-  loss: number;
-  grad_norm: number;
-  lr: number;
-  lr_ssm: number;
-  step_time: number;
-  data_time: number;
-  tokens_per_s: number;
-  time: string;
-}
+export type { MetricsLine, ValidationLine } from './metrics';
 
 export class ShardRun {
   step = 0;
@@ -52,6 +42,8 @@ export class ShardRun {
   /** Data steps whose batch gave a non-finite loss (stepped over), and those events. */
   skippedBatches: number[] = [];
   nonFinite: NonFiniteEvent[] = [];
+  /** The last validation loss this shard measured, and the step it was measured after. */
+  val: { step: number; loss: number } | null = null;
   readonly ckDir: string;
   private readonly lease: Lease;
   private metricsFd: number | undefined;
@@ -63,6 +55,7 @@ export class ShardRun {
     who: string,
     private readonly log: Logger,
     private readonly ctl: ShardControl,
+    private readonly validation: Validation | null = null,
   ) {
     this.ckDir = checkpointsDir(stageDir);
     fs.mkdirSync(this.ckDir, { recursive: true });
@@ -79,9 +72,19 @@ export class ShardRun {
 
   /**
    * Resumes from the stage's latest complete checkpoint, or starts the stage from `initFrom`
-   * (a weights folder; null = fresh seeded init) and saves step 0 (auditable and resumable).
+   * (a weights folder; null = fresh seeded init), measures its validation loss and saves step 0
+   * (auditable and resumable).
    */
   open(initFrom: string | null): void {
+    try {
+      this.openAt(initFrom);
+    } catch (e) {
+      this.close();
+      throw e;
+    }
+  }
+
+  private openAt(initFrom: string | null): void {
     const latest = this.latestValid();
     if (latest) {
       this.restore(latest);
@@ -97,6 +100,7 @@ export class ShardRun {
         { initFrom: initFrom ?? 'fresh', initHash: this.initHash, lease: this.lease.epoch },
         'starting stage',
       );
+      this.validate(0);
       this.save();
     }
     this.lastSaved = this.step;
@@ -104,7 +108,12 @@ export class ShardRun {
 
   /** Opens the stage's metrics.jsonl for appending (closed by finish or close). */
   openMetrics(): void {
-    this.metricsFd = fs.openSync(metricsFile(this.stageDir), 'a');
+    if (this.metricsFd === undefined) this.metricsFd = fs.openSync(metricsFile(this.stageDir), 'a');
+  }
+
+  private writeMetrics(line: MetricsFileLine): void {
+    this.openMetrics();
+    fs.writeSync(this.metricsFd!, `${JSON.stringify(line)}\n`);
   }
 
   /** The data step (batch position) of training step s: skipped batches are stepped over. */
@@ -114,7 +123,10 @@ export class ShardRun {
     return d;
   }
 
-  /** Records trained step `step`: the metrics line, progress, and a checkpoint every checkpoint.interval steps. */
+  /**
+   * Records trained step `step`: the metrics line, the validation loss when due, progress, and a
+   * checkpoint every checkpoint.interval steps (after the validation line of its step).
+   */
   commit(step: number, g: StepGradients, lr: { base: number; ttt: number }, stepTime: number): void {
     this.step = step;
     if (this.firstLoss === null) this.firstLoss = g.loss;
@@ -133,7 +145,8 @@ export class ShardRun {
       tokens_per_s: (this.stage.config.training.global_batch_size * this.model.dims.seqLen) / stepTime,
       time: new Date().toISOString(),
     };
-    fs.writeSync(this.metricsFd!, `${JSON.stringify(line)}\n`);
+    this.writeMetrics(line);
+    this.validate(step);
     this.ctl.onProgress?.({
       stage: this.name,
       step,
@@ -141,8 +154,31 @@ export class ShardRun {
       loss: g.loss,
       gradNorm: g.gradNorm,
       stepSeconds: stepTime,
+      ...(this.val ? { valLoss: this.val.loss, valStep: this.val.step } : {}),
     });
     if (step % this.stage.config.checkpoint.interval === 0 || step === this.total) this.save();
+  }
+
+  /**
+   * Measures the validation loss of the current weights when it is due after `step`, and writes
+   * its line. A function of the weights only: a step redone after a resume measures the same value.
+   */
+  private validate(step: number): void {
+    if (!this.validation?.due(step, this.total)) return;
+    const v = this.validation.measure(this.model.params);
+    this.ctl.beforeWrite?.();
+    this.lease.check(`writing the validation loss of step ${step}`);
+    const finite = Number.isFinite(v.loss);
+    const line: ValidationLine = {
+      stage: this.name,
+      step,
+      val_loss: finite ? v.loss : null,
+      val_time: v.seconds,
+      time: new Date().toISOString(),
+    };
+    this.writeMetrics(line);
+    if (finite) this.val = { step, loss: v.loss };
+    this.log.info({ step, valLoss: finite ? v.loss : String(v.loss), seconds: v.seconds }, 'validation loss');
   }
 
   /**

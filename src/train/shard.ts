@@ -4,9 +4,9 @@
  * checkpoint every `checkpoint.interval` steps and at the end. Used in-process by
  * `ttt-curriculum train`, and in a child process by the trainShard activity.
  *
- *   load and check the stage config -> open the run (lease, resume or init, step-0 checkpoint)
- *   -> step until done or a bound: commit it, or roll back after a non-finite loss
- *   -> save the last step
+ *   load and check the stage config -> open the run (lease, resume or init, step-0 validation
+ *   loss and checkpoint) -> step until done or a bound: commit it (validation loss when due), or
+ *   roll back after a non-finite loss -> save the last step
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -25,6 +25,7 @@ import { ModelState } from './model-state';
 import { ShardRun } from './shard-run';
 import type { ShardControl, ShardRequest, ShardResult } from './shard-types';
 import { applyStep, disposeGradients, isFiniteStep, learningRates, stepGradients } from './step';
+import { Validation } from './validation';
 
 export type { CheckpointSaved, ShardControl, ShardProgress, ShardRequest, ShardResult } from './shard-types';
 export { checkWeights } from './model-state';
@@ -75,7 +76,16 @@ async function trainShard(req: ShardRequest, ctl: ShardControl): Promise<ShardRe
   const model = new ModelState(stage, dims);
   const rope = ropeForModel(dims);
   try {
-    const run = new ShardRun(stage, model, stageDir(req.jobDir, name), req.who ?? `pid ${process.pid}`, log, runCtl);
+    const validation = c.validation.samples > 0 ? new Validation(c, dims, rope) : null;
+    const run = new ShardRun(
+      stage,
+      model,
+      stageDir(req.jobDir, name),
+      req.who ?? `pid ${process.pid}`,
+      log,
+      runCtl,
+      validation,
+    );
     run.open(req.initFrom);
     const startStep = run.step;
     const batches = stageBatches(c, dims, log, () => run.step);
@@ -125,6 +135,8 @@ async function trainShard(req: ShardRequest, ctl: ShardControl): Promise<ShardRe
       stepsRun: run.step - startStep,
       firstLoss: run.firstLoss,
       lastLoss: run.lastLoss,
+      valLoss: run.val?.loss ?? null,
+      valStep: run.val?.step ?? null,
       checkpoint: run.checkpoint,
       seconds: (Date.now() - t0) / 1000,
       backend,
@@ -179,9 +191,13 @@ function stageBatches(c: StageConfig, dims: ModelDims, log: Logger, currentStep:
     bad: new Map<number, string>(),
     onSkip: (id, reason) => log.warn({ step: currentStep() + 1, sample: id, reason }, 'skipping a bad sample'),
   };
+  return openPrefetcher({ config: c, dims, microSize: microBatchSize(c), accum: c.training.grad_accum_steps, skip });
+}
+
+/** Samples per micro-batch: global_batch_size / (data-parallel size) / grad_accum_steps. */
+function microBatchSize(c: StageConfig): number {
   const t = c.training;
-  const size = t.global_batch_size / (c.parallelism.dp_replicate * c.parallelism.dp_sharding) / t.grad_accum_steps;
-  return openPrefetcher({ config: c, dims, microSize: size, accum: t.grad_accum_steps, skip });
+  return t.global_batch_size / (c.parallelism.dp_replicate * c.parallelism.dp_sharding) / t.grad_accum_steps;
 }
 
 function freeMegabytes(dir: string): string {

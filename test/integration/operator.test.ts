@@ -16,7 +16,8 @@ import type { Client } from '@temporalio/client';
 import { defaultPayloadConverter } from '@temporalio/common';
 import type { temporal } from '@temporalio/proto';
 import { freePort, temporalCli, type DevServer } from '../../src/temporal/devserver';
-import type { MetricRow } from '../../src/plot/plot';
+import type { MetricRow, ValidationRow } from '../../src/plot/plot';
+import { isValidationLine } from '../../src/train/metrics';
 import type { CurriculumResult } from '../../src/shared/types';
 import { TRAINING_JOB, TRAINING_STAGE, TRAINING_STEP } from '../../workflows/definitions';
 import {
@@ -63,13 +64,16 @@ function cli(args: string[]): string {
 const metadata = async (id: string): Promise<temporal.api.sdk.v1.IWorkflowMetadata> =>
   c.workflow.getHandle(id).query<temporal.api.sdk.v1.IWorkflowMetadata>('__temporal_workflow_metadata');
 
-function metricRows(stage: string): MetricRow[] {
+function metricLines(stage: string): (MetricRow | ValidationRow)[] {
   return fs
     .readFileSync(path.join(runs, job, stage, 'metrics.jsonl'), 'utf8')
     .split('\n')
     .filter(Boolean)
-    .map((l) => JSON.parse(l) as MetricRow);
+    .map((l) => JSON.parse(l) as MetricRow | ValidationRow);
 }
+const metricRows = (stage: string): MetricRow[] =>
+  metricLines(stage).filter((l): l is MetricRow => !isValidationLine(l));
+const validationRows = (stage: string): ValidationRow[] => metricLines(stage).filter(isValidationLine);
 
 /** Every element opened is closed in order: the SVG is well-formed XML (no parser dependency for this). */
 function assertWellFormed(svg: string): void {
@@ -251,6 +255,7 @@ test('a running job: waiting for a worker, watch, search attributes, current det
     'ttt_step',
     'ttt_loss',
     'ttt_grad_norm',
+    'ttt_val_loss',
     'ttt_step_seconds_bucket',
     'ttt_step_seconds_count',
     'ttt_checkpoints_total',
@@ -312,9 +317,10 @@ test('a running job: waiting for a worker, watch, search attributes, current det
     60_000,
     300,
   );
+  // The validation loss (configs/train/tiny: measured at each stage's start and end, 3s also every 10 steps).
   assert.match(
     cli(['status', job]),
-    /^ops-job: stage 9s, step \d+\/30, loss [\d.]+ \[paused\]\n {2}3s +30\/30 done loss /,
+    /^ops-job: stage 9s, step \d+\/30, loss [\d.]+ \[paused\](; val loss [\d.]+ at step \d+)?\n {2}3s +30\/30 done loss [\d.]+ {2}val loss [\d.]+ -> [\d.]+\n/,
   );
   assert.match((await metadata(job)).currentDetails ?? '', /^stage 9s, step \d+\/30, loss .* \[paused\]$/);
   assert.match(cli(['resume', job]), /resume sent to ops-job/);
@@ -344,12 +350,37 @@ test('a running job: waiting for a worker, watch, search attributes, current det
       'stepsPerSecond',
       'totalSteps',
       'until',
+      'valLoss',
+      'valStep',
       'worker',
     ].sort(),
   );
   assert.deepEqual(
     Object.keys(status.stages[0]!).sort(),
-    ['done', 'etaSeconds', 'finalCheckpoint', 'loss', 'stage', 'step', 'stepsPerSecond', 'totalSteps'].sort(),
+    [
+      'done',
+      'etaSeconds',
+      'finalCheckpoint',
+      'loss',
+      'stage',
+      'step',
+      'stepsPerSecond',
+      'totalSteps',
+      'valLoss',
+      'valLossStart',
+      'valStep',
+    ].sort(),
+  );
+  // Stage 3s is done: its validation loss at the start and the end, as its metrics file has them.
+  const val3 = validationRows('3s');
+  assert.deepEqual(
+    val3.map((v) => v.step),
+    [0, 10, 20, 30],
+    '3s: validation at the start, every validation.interval = 10 steps and at the end',
+  );
+  assert.deepEqual(
+    [status.stages[0]!.valLossStart, status.stages[0]!.valLoss, status.stages[0]!.valStep],
+    [val3[0]!.val_loss, val3[3]!.val_loss, 30],
   );
   assert.equal(status.worker, 'polling');
   // Where and how `status` connected: a plaintext dev server, no credentials.
@@ -373,6 +404,15 @@ test('a running job: waiting for a worker, watch, search attributes, current det
       ['9s', 30],
     ],
   );
+  // The result carries each stage's validation loss at its start and end, from its metrics file.
+  for (const st of result.stages) {
+    const v = validationRows(st.stage);
+    assert.deepEqual(
+      [st.valLossStart, st.valLossEnd],
+      [v.find((x) => x.step === 0)!.val_loss, v.find((x) => x.step === 30)!.val_loss],
+      `${st.stage}: validation loss at start and end`,
+    );
+  }
   assert.equal(await watchExit, 0);
   assert.equal(await ttyExit, 0);
   await t.test('progress bars in a pseudo-terminal', { skip: hasScript ? false : NO_SCRIPT }, () => {
@@ -380,6 +420,8 @@ test('a running job: waiting for a worker, watch, search attributes, current det
     const drawn = bars();
     assert.match(drawn, /ops-job: stage -, step 0\/0, loss - \[waiting for a worker\]/, 'a line while no worker polls');
     assert.match(drawn, / 3s \|[█░]+\| 30\/30 steps \| loss \d\.\d{4} \| [\d.-]+ steps\/s \| ETA done/);
+    // The ETA in any of formatEta's units: early in a stage the smoothed rate is still low, and
+    // whether the ETA reads "55s" or "2m" there depends on the machine's speed, not on the bar.
     const partial = [
       // Rate and ETA are "-" until the watch has seen the stage advance.
       ...drawn.matchAll(/ 9s \|[█░]+\| (\d+)\/30 steps \| loss [\d.]+ \| ([\d.]+|-) steps\/s \| ETA (\S+)/g),
@@ -440,7 +482,11 @@ test('a running job: waiting for a worker, watch, search attributes, current det
   // plot: SVG whose points are exactly the metrics files' values, placed in order; PNG valid.
   const svgFile = path.join(dir, 'ops.svg');
   const pngFile = path.join(dir, 'ops.png');
-  assert.match(cli(['plot', job, '--out', svgFile]), /wrote .*ops\.svg: 60 steps of stages 3s, 9s/);
+  const vals = [...validationRows('3s'), ...validationRows('9s')];
+  assert.match(
+    cli(['plot', job, '--out', svgFile]),
+    new RegExp(`wrote .*ops\\.svg: 60 steps of stages 3s, 9s, ${vals.length} validation points`),
+  );
   cli(['plot', job, '--out', pngFile]);
   const svg = fs.readFileSync(svgFile, 'utf8');
   assert.match(svg, /^<svg [^>]*xmlns="http:\/\/www\.w3\.org\/2000\/svg"[^>]*width="(\d+)" height="(\d+)"/);
@@ -466,6 +512,14 @@ test('a running job: waiting for a worker, watch, search attributes, current det
       `${series}: one point per metrics line, same values`,
     );
   }
+  assert.deepEqual(
+    points
+      .filter((p) => p.series === 'val_loss')
+      .map((p) => `${p.key}=${p.value}`)
+      .sort(),
+    vals.map((v) => `${v.stage}/${v.step}=${v.val_loss}`).sort(),
+    'val_loss: one point per validation line, same values',
+  );
   const loss = points.filter((p) => p.series === 'loss');
   const byLoss = [...loss].sort((a, b) => a.value - b.value);
   for (let i = 1; i < byLoss.length; i++)
@@ -551,6 +605,11 @@ test('cancel with the command; demo on an existing server ends with its plot; se
     },
   );
   assert.match(demo, /Job ops-demo \(configs\/curriculum\/tiny\.toml\) finished through stage 3s:/);
+  // The summary row: single-step first and last loss, then the validation loss at start and end and its change.
+  assert.match(
+    demo,
+    /stage +steps +first loss +last loss +val start +val end +val change +wall s +final checkpoint\n3s +6 +[\d.]+ +[\d.]+ +[\d.]+ +[\d.]+ +[-+][\d.]+% +[\d.]+ +\S+ops-demo\/3s\/final\n/,
+  );
   assert.match(demo, /Loss, gradient norm and learning rates: .*ops-demo\/plot\.svg/);
   const pic = fs.readFileSync(path.join(demoRuns, 'ops-demo', 'plot.svg'), 'utf8');
   assert.equal([...pic.matchAll(/aria-label="loss stage 3s step \d+ = /g)].length, 6, 'the demo plot has the 6 steps');

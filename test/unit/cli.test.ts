@@ -120,10 +120,30 @@ test('the shared CLI helpers: --set overrides, sizes, the result table and the s
   const result: CurriculumResult = {
     jobName: 'j',
     curriculum: path.join(ROOT, 'configs/curriculum/tiny.toml'),
-    until: '9s',
+    until: '18s',
     stages: [
-      { ...stage, stage: '3s', steps: 4, firstLoss: 1.5, lastLoss: 0.25, wallSeconds: 3.25, finalCheckpoint: '/j/3s' },
-      { ...stage, stage: '9s', steps: 12, wallSeconds: 10, finalCheckpoint: '/j/9s' },
+      {
+        ...stage,
+        stage: '3s',
+        steps: 4,
+        firstLoss: 1.5,
+        lastLoss: 0.25,
+        valLossStart: 1.0,
+        valLossEnd: 0.5,
+        wallSeconds: 3.25,
+        finalCheckpoint: '/j/3s',
+      },
+      {
+        ...stage,
+        stage: '9s',
+        steps: 12,
+        valLossStart: 0.5033,
+        valLossEnd: 0.50319,
+        wallSeconds: 10,
+        finalCheckpoint: '/j/9s',
+      },
+      // A stage of an older worker: no validation fields.
+      { ...stage, stage: '18s', steps: 8, wallSeconds: 1, finalCheckpoint: '/j/18s' },
     ],
   };
   const table = resultTable(result, ROOT);
@@ -131,20 +151,48 @@ test('the shared CLI helpers: --set overrides, sizes, the result table and the s
     table,
     [
       '',
-      'Job j (configs/curriculum/tiny.toml) finished through stage 9s:',
-      'stage  steps  first loss  last loss  wall s  final checkpoint',
-      '3s     4      1.5000      0.2500     3.3     /j/3s',
-      '9s     12     -           -          10.0    /j/9s',
+      'Job j (configs/curriculum/tiny.toml) finished through stage 18s:',
+      'stage  steps  first loss  last loss  val start  val end  val change  wall s  final checkpoint',
+      '3s     4      1.5000      0.2500     1.0000     0.5000   -50.00%     3.3     /j/3s',
+      '9s     12     -           -          0.5033     0.5032   -0.02%      10.0    /j/9s',
+      '18s    8      -           -          -          -        -           1.0     /j/18s',
       '',
     ].join('\n'),
   );
-  const line = { stage: '9s', step: 5, totalSteps: 12, done: false, loss: 0.5, finalCheckpoint: null };
+  const line = {
+    stage: '9s',
+    step: 5,
+    totalSteps: 12,
+    done: false,
+    loss: 0.5,
+    valLoss: null,
+    valStep: null,
+    valLossStart: null,
+    finalCheckpoint: null,
+  };
   assert.equal(
     stageLine({ ...line, stepsPerSecond: 2, etaSeconds: 3.5 }),
     '  9s        5/12      loss 0.5000  2.00 steps/s  ETA 4s',
   );
   assert.equal(
+    stageLine({ ...line, valLoss: 0.41234, valStep: 4, stepsPerSecond: 2, etaSeconds: 3.5 }),
+    '  9s        5/12      loss 0.5000  val loss 0.4123 at step 4  2.00 steps/s  ETA 4s',
+  );
+  assert.equal(
     stageLine({ ...line, done: true, loss: null, stepsPerSecond: null, etaSeconds: null }),
     '  9s        5/12 done ',
+  );
+  assert.equal(
+    stageLine({
+      ...line,
+      step: 12,
+      done: true,
+      valLoss: 0.5,
+      valStep: 12,
+      valLossStart: 0.75,
+      stepsPerSecond: null,
+      etaSeconds: null,
+    }),
+    '  9s       12/12 done loss 0.5000  val loss 0.7500 -> 0.5000',
   );
 });

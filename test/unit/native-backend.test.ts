@@ -91,4 +91,11 @@ test('the shard backend reaches status --json (from the heartbeat) and the step 
     ['ttt_steps', 'ttt_step', 'ttt_loss', 'ttt_grad_norm', 'ttt_step_seconds'],
   );
   for (const r of recorded) assert.deepEqual(r.tags, { backend: 'tensorflow', device }, r.name);
+  // A progress report that carries a validation loss also sets ttt_val_loss.
+  recorded.length = 0;
+  trainingMetrics(meter, { job: 'j', stage: '3s' }).step({ ...hb, valLoss: 0.4, valStep: 2 });
+  assert.ok(
+    recorded.some((r) => r.name === 'ttt_val_loss'),
+    recorded.map((r) => r.name).join(','),
+  );
 });

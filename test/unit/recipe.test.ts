@@ -10,7 +10,7 @@ import { AdamW, clipGlobalNorm } from '../../src/optim/adamw';
 import { learningRate } from '../../src/optim/schedule';
 import { hasWeightDecay, isTttParam } from '../../src/model/params';
 import { latestCompleteCheckpoint } from '../../src/checkpoint/store';
-import { CLI, ROOT, tmpDir } from '../helpers';
+import { CLI, metricSteps, ROOT, tmpDir } from '../helpers';
 
 test('zero-terminal-SNR schedule: SNR(999) = 0 and alphas_cumprod match the formula by hand', () => {
   assert.equal(ALPHAS_CUMPROD[999], 0);
@@ -124,12 +124,7 @@ test('bit-exact resume on the CPU backend: 6 steps straight equal 4 steps (stopp
       ],
       { cwd: ROOT, env: { ...process.env, TTT_LOG_LEVEL: 'warn' }, stdio: 'pipe', encoding: 'utf8' },
     );
-  const steps = (name: string): number[] =>
-    fs
-      .readFileSync(path.join(dump, name, '3s', 'metrics.jsonl'), 'utf8')
-      .split('\n')
-      .filter(Boolean)
-      .map((l) => (JSON.parse(l) as { step: number }).step);
+  const steps = (name: string): number[] => metricSteps(path.join(dump, name, '3s'));
   assert.match(run('straight'), /3s: steps 0->6 of 6 \(stage complete\)/);
   // The first run stops at k = 4 (its last checkpoint is step 4), the second resumes from k = 4:
   // it trains steps 5 and 6 only, so every step has exactly one metrics line.

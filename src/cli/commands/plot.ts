@@ -1,4 +1,4 @@
-/** `plot <job>`: loss, gradient norm and learning rates of a job's metrics files, as .svg or .png. */
+/** `plot <job>`: loss (and validation loss), gradient norm and learning rates of a job's metrics files, as .svg or .png. */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { UserError } from '../../errors';
@@ -35,7 +35,7 @@ export const register: Register = (program) => {
   const cmd = program
     .command('plot <job>')
     .description(
-      'draw loss (every stage on one time axis, boundaries marked), gradient norm and learning rates from the metrics files',
+      'draw loss and validation loss (every stage on one time axis, boundaries marked), gradient norm and learning rates from the metrics files',
     );
   connectionOptions(cmd)
     .option('--out <file>', 'output picture, .svg or .png (default: <job>.svg)')
@@ -43,6 +43,7 @@ export const register: Register = (program) => {
     .action(async (job: string, o: ConnectionFlags & { out?: string; dir?: string }) => {
       const dir = o.dir ? path.resolve(o.dir) : await jobFolder(job, o);
       const r = await plotJob(dir, o.out ?? `${job}.svg`, plotTitle(job));
-      process.stdout.write(`wrote ${r.file}: ${r.rows} steps of stages ${r.stages.join(', ')}\n`);
+      const val = r.validation > 0 ? `, ${r.validation} validation points` : '';
+      process.stdout.write(`wrote ${r.file}: ${r.rows} steps of stages ${r.stages.join(', ')}${val}\n`);
     });
 };

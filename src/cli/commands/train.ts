@@ -37,9 +37,13 @@ function progressDisplay(stage: string): { onProgress: (p: ShardProgress) => voi
   };
 }
 
-/** "3s: steps 0->3 of 6, first loss ..., last loss ..., 1.2s on tensorflow (cpu: <processor>, 2 threads)" and the checkpoint. */
+/**
+ * "3s: steps 0->3 of 6, first loss ..., last loss ..., val loss ... at step 3, 1.2s on tensorflow
+ * (cpu: <processor>, 2 threads)" and the checkpoint; the validation loss is the last this run measured.
+ */
 export function trainSummary(r: ShardResult): string {
-  const losses = `first loss ${r.firstLoss?.toFixed(4) ?? '-'}, last loss ${r.lastLoss?.toFixed(4) ?? '-'}`;
+  const val = typeof r.valLoss === 'number' ? `, val loss ${r.valLoss.toFixed(4)} at step ${r.valStep}` : '';
+  const losses = `first loss ${r.firstLoss?.toFixed(4) ?? '-'}, last loss ${r.lastLoss?.toFixed(4) ?? '-'}${val}`;
   return (
     `${r.stage}: steps ${r.startStep}->${r.step} of ${r.totalSteps}${r.done ? ' (stage complete)' : ''}, ` +
     `${losses}, ${r.seconds.toFixed(1)}s on ${r.backend} (${r.device})\ncheckpoint: ${r.checkpoint}\n`
