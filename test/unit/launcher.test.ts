@@ -206,6 +206,16 @@ test('metrics.jsonl is followed from an offset: complete lines of the stage only
   assert.deepEqual(await f.read(), [
     { stage: '3s', step: 2, totalSteps: 10, loss: 0.2, gradNorm: 1, stepSeconds: 0.5 },
   ]);
+  // A validation line is no step: its value rides on the following progress reports.
+  const val = (step: number, v: number): string =>
+    `${JSON.stringify({ stage: '3s', step, val_loss: v, val_time: 0.1, time: '' })}\n`;
+  fs.appendFileSync(file, val(2, 0.4));
+  assert.deepEqual(await f.read(), []);
+  fs.appendFileSync(file, line('3s', 3) + val(3, 0.3) + line('3s', 4));
+  assert.deepEqual(await f.read(), [
+    { stage: '3s', step: 3, totalSteps: 10, loss: 0.3, gradNorm: 1, stepSeconds: 0.5, valLoss: 0.4, valStep: 2 },
+    { stage: '3s', step: 4, totalSteps: 10, loss: 0.4, gradNorm: 1, stepSeconds: 0.5, valLoss: 0.3, valStep: 3 },
+  ]);
 });
 
 test('failed start-ups are the newest ended jobs that trained nothing and reported nothing; a stop is no failure', () => {

@@ -6,7 +6,7 @@
  */
 import * as fs from 'node:fs';
 import type { ShardProgress } from '../../shared/types';
-import type { MetricsLine } from '../shard-run';
+import { isValidationLine, type MetricsLine, type ValidationLine } from '../metrics';
 
 export class LineFollower {
   private partial = '';
@@ -46,6 +46,8 @@ export class LineFollower {
 /** The progress of a stage's metrics.jsonl lines from a byte offset on. */
 export class MetricsFollower {
   private readonly lines: LineFollower;
+  /** The last validation loss read, and the step it was measured after. */
+  private val: { valLoss: number; valStep: number } | undefined;
 
   constructor(
     file: string,
@@ -65,13 +67,18 @@ export class MetricsFollower {
   }
 
   private progress(line: string): ShardProgress | undefined {
-    let m: MetricsLine;
+    let m: MetricsLine | ValidationLine;
     try {
-      m = JSON.parse(line) as MetricsLine;
+      m = JSON.parse(line) as MetricsLine | ValidationLine;
     } catch {
       return undefined;
     }
     if (m.stage !== this.stage || typeof m.step !== 'number') return undefined;
+    // A validation line is no step: its value rides on the next progress reports, as a local shard's does.
+    if (isValidationLine(m)) {
+      if (typeof m.val_loss === 'number') this.val = { valLoss: m.val_loss, valStep: m.step };
+      return undefined;
+    }
     return {
       stage: m.stage,
       step: m.step,
@@ -79,6 +86,7 @@ export class MetricsFollower {
       loss: m.loss,
       gradNorm: m.grad_norm,
       stepSeconds: m.step_time,
+      ...this.val,
     };
   }
 }
