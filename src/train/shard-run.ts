@@ -37,6 +37,8 @@ export interface MetricsLine {
   step_time: number;
   data_time: number;
   tokens_per_s: number;
+  /** Samples the step trained on (the built-in engine: training.global_batch_size). */
+  samples?: number;
   time: string;
 }
 
@@ -130,7 +132,8 @@ export class ShardRun {
       lr_ssm: lr.ttt,
       step_time: stepTime,
       data_time: g.dataSeconds,
-      tokens_per_s: (this.stage.config.training.global_batch_size * this.model.dims.seqLen) / stepTime,
+      tokens_per_s: (g.samples.length * this.model.dims.seqLen) / stepTime,
+      samples: g.samples.length,
       time: new Date().toISOString(),
     };
     fs.writeSync(this.metricsFd!, `${JSON.stringify(line)}\n`);
