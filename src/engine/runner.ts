@@ -168,6 +168,8 @@ export class CommandRunner {
         const p = logProgress.parse(line, cmd.progressPattern);
         if (p) this.progress(p.step, p.loss, p.gradNorm, true);
       }
+      // A line may follow a save ("saved step-N"): a stop waiting for a checkpoint looks at once.
+      if (this.stopping?.mode === 'checkpoint') this.checkStop();
     };
     let open = 2;
     const ended = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
@@ -212,7 +214,7 @@ export class CommandRunner {
     });
   }
 
-  /** Progress, checkpoints, bounds, stop deadlines and the lease, twice a second. */
+  /** Progress, checkpoints, bounds, stop deadlines and the lease, twice a second (and on every output line). */
   private async tick(follower: MetricsFollower | undefined, lease: Lease | undefined): Promise<void> {
     try {
       lease?.check('training on');
@@ -224,18 +226,29 @@ export class CommandRunner {
       return;
     }
     if (follower) for (const p of await follower.read()) this.progress(p.step, p.loss, p.gradNorm, false);
+    this.refreshLatest();
+    this.checkStop();
+  }
+
+  /** The latest complete checkpoint's step, read again from the layout. */
+  private refreshLatest(): number {
     const cmd = this.spec.command;
     const latest = latestComplete(cmd.layout, cmd.runDir)?.step ?? this.latestStep;
     if (latest !== this.latestStep) {
       this.latestStep = latest;
       this.log.info({ step: latest }, 'engine: new complete checkpoint');
     }
+    return latest;
+  }
+
+  /** Starts a stop at a bound; ends a stop that reached its checkpoint or its deadline. */
+  private checkStop(): void {
     const now = Date.now();
     if ((now - this.t0) / 1000 >= this.spec.maxSeconds) this.beginStop('time');
     if (this.spec.maxSteps > 0 && this.lastStep - this.startStep >= this.spec.maxSteps) this.beginStop('steps');
     const s = this.stopping;
     if (!s || this.terminating) return;
-    if (s.mode === 'checkpoint' && this.latestStep > s.baseStep) {
+    if (s.mode === 'checkpoint' && this.refreshLatest() > s.baseStep) {
       this.log.info({ step: this.latestStep }, 'engine: the trainer reached a new checkpoint; terminating it');
       this.terminate();
     } else if (now >= s.deadline) {
@@ -277,6 +290,7 @@ export class CommandRunner {
       backend: this.backend,
       device: this.device,
     });
+    this.checkStop();
   }
 
   /** Begins a stop for `reason`. A user's stop overrides a bound's; a bound never kills. */
@@ -290,7 +304,8 @@ export class CommandRunner {
       ? now + policy.graceSeconds * 1000
       : Math.max(now + policy.graceSeconds * 1000, this.t0 + (2 * this.spec.maxSeconds + 300) * 1000);
     const already = this.stopping?.mode === mode && mode !== 'kill';
-    this.stopping = { reason, mode, baseStep: this.latestStep, deadline: already ? this.stopping!.deadline : deadline };
+    const baseStep = this.stopping?.baseStep ?? this.refreshLatest();
+    this.stopping = { reason, mode, baseStep, deadline: already ? this.stopping!.deadline : deadline };
     this.log.info({ reason, mode, step: this.lastStep }, 'engine: stopping the trainer');
     if (!this.child) return;
     if (mode === 'kill') this.terminate();
