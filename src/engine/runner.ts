@@ -62,6 +62,10 @@ export class TrainerFailedError extends Error {
 
 /** Seconds between SIGTERM and SIGKILL when the trainer is terminated. */
 const TERM_GRACE_SECONDS = 10;
+/** Milliseconds between reads of metrics.jsonl and the lease. */
+const TICK_MS = 250;
+/** Milliseconds between reads of the layout (a checkpoint folder may be large to inspect) unless a stop waits for one. */
+const LAYOUT_POLL_MS = 2000;
 /** Lines of the trainer's output kept for an error message. */
 const TAIL_LINES = 20;
 
@@ -83,6 +87,7 @@ export class CommandRunner {
   private lastStep = 0;
   private latestStep = 0;
   private lastProgress: { step: number; at: number } | undefined;
+  private layoutReadAt = 0;
   private progressed = false;
   private readonly tail: string[] = [];
   private readonly files: StageEngineFiles;
@@ -127,8 +132,8 @@ export class CommandRunner {
         ? new MetricsFollower(metrics, fileSize(metrics), this.spec.stage, this.spec.totalSteps)
         : undefined;
     if (this.stopping) return this.finish({ code: null, signal: null }); // stopped before it started
-    const exit = await this.start();
-    const ticker = setInterval(() => void this.tick(follower, lease), 500);
+    const { exit } = await this.start();
+    const ticker = setInterval(() => void this.tick(follower, lease), TICK_MS);
     let ended: { code: number | null; signal: NodeJS.Signals | null };
     try {
       ended = await exit;
@@ -142,8 +147,8 @@ export class CommandRunner {
     return this.finish(ended);
   }
 
-  /** Starts the trainer in a process group of its own; resolves when it has started, with its end. */
-  private start(): Promise<Promise<{ code: number | null; signal: NodeJS.Signals | null }>> {
+  /** Starts the trainer in a process group of its own; resolves when it has started, with its end (`exit`). */
+  private start(): Promise<{ exit: Promise<{ code: number | null; signal: NodeJS.Signals | null }> }> {
     const cmd = this.spec.command;
     const argv = cmd.argv.map((a) => a.split(HEAD_NODE_MARK).join(os.hostname()));
     const out = this.spec.outputFile ? fs.openSync(this.files.output(), 'a') : undefined;
@@ -205,16 +210,17 @@ export class CommandRunner {
         done();
       });
     });
+    // Wrapped: a promise resolved with a promise would wait for it (for the trainer's end).
     return new Promise((resolve) => {
       child.once('spawn', () => {
         if (child.pid !== undefined) this.onStarted?.(child.pid);
-        resolve(ended);
+        resolve({ exit: ended });
       });
-      child.once('error', () => resolve(ended));
+      child.once('error', () => resolve({ exit: ended }));
     });
   }
 
-  /** Progress, checkpoints, bounds, stop deadlines and the lease, twice a second (and on every output line). */
+  /** Progress, bounds, stop deadlines and the lease, four times a second; new checkpoints every LAYOUT_POLL_MS. */
   private async tick(follower: MetricsFollower | undefined, lease: Lease | undefined): Promise<void> {
     try {
       lease?.check('training on');
@@ -226,12 +232,13 @@ export class CommandRunner {
       return;
     }
     if (follower) for (const p of await follower.read()) this.progress(p.step, p.loss, p.gradNorm, false);
-    this.refreshLatest();
+    if (Date.now() - this.layoutReadAt >= LAYOUT_POLL_MS) this.refreshLatest();
     this.checkStop();
   }
 
   /** The latest complete checkpoint's step, read again from the layout. */
   private refreshLatest(): number {
+    this.layoutReadAt = Date.now();
     const cmd = this.spec.command;
     const latest = latestComplete(cmd.layout, cmd.runDir)?.step ?? this.latestStep;
     if (latest !== this.latestStep) {
