@@ -133,7 +133,13 @@ export class CommandRunner {
         : undefined;
     if (this.stopping) return this.finish({ code: null, signal: null }); // stopped before it started
     const { exit } = await this.start();
-    const ticker = setInterval(() => void this.tick(follower, lease), TICK_MS);
+    const ticker = setInterval(
+      () =>
+        this.tick(follower, lease).catch((e: unknown) =>
+          this.log.warn({ err: (e as Error).message }, 'engine: cannot follow the trainer; trying again'),
+        ),
+      TICK_MS,
+    );
     let ended: { code: number | null; signal: NodeJS.Signals | null };
     try {
       ended = await exit;
