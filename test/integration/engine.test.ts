@@ -113,7 +113,7 @@ async function trained(job: string, stage: string, n: number): Promise<void> {
 async function progressSignals(job: string): Promise<ShardProgress[]> {
   return (await historyEvents(c, job)).flatMap((e) => {
     const a = e.workflowExecutionSignaledEventAttributes;
-    if (!a || a.signalName !== 'shardProgress') return [];
+    if (a?.signalName !== 'shardProgress') return [];
     return [defaultPayloadConverter.fromPayload<ShardProgress>(a.input!.payloads![0]! as never)];
   });
 }
