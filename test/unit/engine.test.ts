@@ -55,6 +55,12 @@ test('presets come from the worker --engine-dir folders first, then configs/engi
   const shipped = new EngineCatalog();
   assert.deepEqual(shipped.names(), ['tfjs', 'ours', 'ttt-video-dit-slurm', 'ttt-video-dit']);
   assert.equal(shipped.preset('tfjs').kind, 'tfjs');
+  // Every shipped preset reads (its argv template and fields are valid).
+  for (const name of shipped.names()) assert.equal(shipped.preset(name).name, name);
+  const tvd = shipped.preset('ttt-video-dit');
+  assert.ok(tvd.kind === 'command' && tvd.checkpoint_layout === 'ttt-video-dit' && tvd.stop === 'kill');
+  assert.equal(tvd.cwd, '{env.TTT_VIDEO_DIT_DIR}', "where train.py lives is the worker's setting");
+  assert.ok(tvd.command.includes('--checkpoint.resume') && tvd.command.includes('{config}'));
   const ours = shipped.preset('ours');
   assert.equal(ours.kind, 'command');
   assert.ok(ours.kind === 'command' && ours.checkpoint_layout === 'ours' && ours.stop === 'signal');
