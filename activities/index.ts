@@ -7,7 +7,8 @@ import { Context } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
 import { isUserError } from '../src/errors';
 import { type AllowedRoots, allowedRoots, confinePath } from '../src/allowed-paths';
-import { checkJobDir, checkShardInput, inspectStage, planCurriculum, promoteStage } from '../src/job';
+import { checkJobDir, checkShardInput, inspectStage, planCurriculum, promoteStage, shardEngine } from '../src/job';
+import { EngineCatalog } from '../src/engine/preset';
 import { type Logger, logger } from '../src/log';
 import { withoutTemporalSettings } from '../src/temporal/connection';
 import { trainingMetrics } from '../src/temporal/metrics';
@@ -41,13 +42,16 @@ async function userErrorsAreFinal<T>(fn: () => Promise<T> | T): Promise<T> {
 export interface ActivitiesOptions {
   /** The folders that job inputs may reach (default: allowedRoots(): the working directory, configs/ read-only). */
   allowed?: AllowedRoots;
+  /** Where engine presets are found (default: the package's configs/engine/; a worker adds its --engine-dir folders). */
+  engines?: EngineCatalog;
 }
 
 export function createActivities(opts: ActivitiesOptions = {}): Activities {
   const allowed = opts.allowed ?? allowedRoots();
+  const engines = opts.engines ?? new EngineCatalog();
   return {
     async planCurriculum(input: CurriculumInput): Promise<Plan> {
-      const plan = await userErrorsAreFinal(() => planCurriculum(input, allowed));
+      const plan = await userErrorsAreFinal(() => planCurriculum(input, allowed, engines));
       const ctx = Context.current();
       const ns = ctx.info.workflowNamespace ?? ctx.client.options.namespace;
       return { ...plan, searchAttributes: await searchAttributesExist(ctx.client.connection.operatorService, ns) };
@@ -113,9 +117,10 @@ export function createActivities(opts: ActivitiesOptions = {}): Activities {
 
     /**
      * Trains one shard where the plan says (a child process, or a Slurm job it submits or
-     * re-attaches to); heartbeats progress, reports it to the workflow every shard.progress_seconds
-     * and records it in the worker's metrics; on cancellation the shard checkpoints, then the
-     * cancellation is reported.
+     * re-attaches to) with the stage's engine (the built-in trainer, or an external one from the
+     * worker's preset); heartbeats progress, reports it to the workflow every shard.progress_seconds
+     * and records it in the worker's metrics; on cancellation the shard stops as its engine can
+     * (a checkpoint first where it can), then the cancellation is reported.
      */
     async trainShard(input: TrainShardInput): Promise<ShardSummary> {
       const ctx = Context.current();
@@ -134,14 +139,18 @@ export function createActivities(opts: ActivitiesOptions = {}): Activities {
         stepSeconds: null,
         ...(launcher.kind === 'slurm' ? { launcher: { kind: 'slurm', jobId: null, state: null } } : {}),
       };
-      await userErrorsAreFinal(() =>
-        checkShardInput(allowed, {
+      const command = await userErrorsAreFinal(() => {
+        const stage = checkShardInput(
+          allowed,
+          { jobDir: input.jobDir, initFrom: input.initFrom, configFile: input.stage.configFile, set: input.set },
+          engines,
+        );
+        return shardEngine(stage, {
           jobDir: input.jobDir,
           initFrom: input.initFrom,
-          configFile: input.stage.configFile,
-          set: input.set,
-        }),
-      );
+          expectedConfigHash: input.stage.configHash,
+        });
+      });
       ctx.heartbeat(last);
       const beat = setInterval(() => ctx.heartbeat(last), 2000);
       const report = progressReporter(ctx, input.stage.progressSeconds, log);
@@ -164,6 +173,7 @@ export function createActivities(opts: ActivitiesOptions = {}): Activities {
                 who: `workflow ${info.workflowExecution?.workflowId} activity attempt ${info.attempt}`,
                 logContext: { job, attempt: info.attempt },
               },
+              ...(command ? { command } : {}),
             },
             {
               // The trainer (a child, or a Slurm job) never talks to Temporal: it gets none of the connection secrets.

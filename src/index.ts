@@ -47,6 +47,9 @@ export {
   type AllowedRoot,
 } from './allowed-paths';
 export { WORKER_ONLY_FIELDS, type WorkerOnlyField } from './config/worker-only';
+export { EngineCatalog, type EnginePreset, type CommandPreset } from './engine/preset';
+export { LAYOUTS, logProgress, type LayoutSupport } from './engine/registry';
+export type { CheckpointLayout, CompleteCheckpoint, LogProgress } from './engine/types';
 export {
   SEARCH_ATTRIBUTES,
   TRAINING_JOB,

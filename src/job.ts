@@ -11,7 +11,14 @@ import {
   verifyCheckpoint,
   type VerifiedCheckpoint,
 } from './checkpoint/store';
-import { loadCurriculum, loadStageConfig, resolveConfigPath, resolveUntil, type Overrides } from './config/load';
+import {
+  type LoadedStage,
+  loadCurriculum,
+  loadStageConfig,
+  resolveConfigPath,
+  resolveUntil,
+  type Overrides,
+} from './config/load';
 import type { StageConfig } from './config/schema';
 import { workerOnlyProblems } from './config/worker-only';
 import { type AllowedRoots, allowedRoots, confinePath } from './allowed-paths';
@@ -21,6 +28,11 @@ import { checkpointsDir, convertedInitDir, finalDir, jobDir, metricsFile, stageD
 import { isDiffusersFolder } from './convert/config';
 import { convertDiffusers, type ConvertResult } from './convert/convert';
 import type { CurriculumInput, LauncherSettings, Plan, StageFinal, StageStatus } from './shared/types';
+import { type CommandShard, prepareCommandShard } from './engine/command';
+import { StageEngineFiles } from './engine/files';
+import { externalInitProblems } from './engine/init';
+import type { EngineCatalog } from './engine/preset';
+import { externalFinal, latestComplete } from './engine/summary';
 import { readMetricsFile, stageValidation } from './train/metrics';
 
 /** Where a workflow input's own fields are named in errors. */
@@ -31,8 +43,13 @@ const INPUT_SET = 'input.set';
  * Validates a job input and the curriculum it names; returns the plan (small JSON). Every path
  * the input reaches must lie inside `allowed` (default: the working directory, plus the package's
  * configs/ read-only), and `set` may name no worker-only field (src/config/worker-only.ts).
+ * `engines`: where engine presets are found (the worker's --engine-dir folders, then configs/engine/).
  */
-export function planCurriculum(input: CurriculumInput, allowed: AllowedRoots = allowedRoots()): Plan {
+export function planCurriculum(
+  input: CurriculumInput,
+  allowed: AllowedRoots = allowedRoots(),
+  engines?: EngineCatalog,
+): Plan {
   if (input === null || typeof input !== 'object')
     throw new UserError('workflow input must be a JSON object', {
       kind: 'InvalidInput',
@@ -58,9 +75,12 @@ export function planCurriculum(input: CurriculumInput, allowed: AllowedRoots = a
   if (workerOnly.length > 0) throw new ConfigError(workerOnly);
   // Before the file is read: an error about its contents would show a file the job may not see.
   confinePath(allowed, resolveConfigPath(input.curriculum), 'read', { file: INPUT, field: 'curriculum' });
-  const cur = loadCurriculum(input.curriculum, set, { overrideSource: INPUT_SET, allowed });
+  const cur = loadCurriculum(input.curriculum, set, { overrideSource: INPUT_SET, allowed, engines });
   const until = resolveUntil(input.until, cur.stages);
   const dump = cur.stages[0]!.config.job.dump_folder;
+  const first = cur.stages[0]!;
+  const initProblems = externalInitProblems(first.engine, first.config.checkpoint.init_state_dir, first.file);
+  if (initProblems.length > 0) throw new ConfigError(initProblems);
   return {
     jobName,
     jobDir: jobDir(dump, jobName),
@@ -181,17 +201,43 @@ function existingFinal(sDir: string, stage: string, steps: number): StageFinal |
   return v.ok && v.state.step === steps ? stageFinal(stage, { dir: fDir, state: v.state }, sDir) : null;
 }
 
+/**
+ * The external layout that trained the stage (its engine record, written when a shard of an
+ * external engine starts), or undefined: the stage's checkpoints are ours, where the built-in
+ * engine keeps them (also those of the "ours" layout).
+ */
+function externalLayout(sDir: string): { layout: 'ttt-video-dit'; runDir: string } | undefined {
+  const r = new StageEngineFiles(sDir).readRecord();
+  return r && r.layout !== 'ours' ? { layout: r.layout, runDir: r.runDir } : undefined;
+}
+
 /** Where a stage stands on disk. */
 export function inspectStage(jobDirPath: string, stage: string, steps: number): StageStatus {
   const sDir = stageDir(jobDirPath, stage);
+  const ext = externalLayout(sDir);
+  if (ext) {
+    const final = externalFinal(ext.layout, ext.runDir, sDir, stage, steps);
+    return { stage, final, step: final ? steps : (latestComplete(ext.layout, ext.runDir)?.step ?? 0) };
+  }
   const final = existingFinal(sDir, stage, steps);
   if (final) return { stage, final, step: steps };
   return { stage, final: null, step: latestCompleteCheckpoint(checkpointsDir(sDir))?.state.step ?? 0 };
 }
 
-/** Promotes the stage's completed checkpoint to <stage>/final. */
+/**
+ * Promotes the stage's completed checkpoint to <stage>/final. A stage of an external layout keeps
+ * its last complete checkpoint where it is: that folder is its final (the next stage's init).
+ */
 export function promoteStage(jobDirPath: string, stage: string, steps: number): StageFinal {
   const sDir = stageDir(jobDirPath, stage);
+  const ext = externalLayout(sDir);
+  if (ext) {
+    const final = externalFinal(ext.layout, ext.runDir, sDir, stage, steps);
+    if (final) return final;
+    throw new Error(
+      `stage ${stage} has no complete checkpoint at step ${steps} in ${ext.runDir} (latest: ${latestComplete(ext.layout, ext.runDir)?.step ?? 'none'})`,
+    );
+  }
   const latest = latestCompleteCheckpoint(checkpointsDir(sDir));
   if (!latest || latest.state.step !== steps) {
     const existing = existingFinal(sDir, stage, steps);
@@ -211,12 +257,42 @@ export function promoteStage(jobDirPath: string, stage: string, steps: number): 
 export function checkShardInput(
   allowed: AllowedRoots,
   input: { jobDir: string; initFrom: string | null; configFile: string; set: Overrides },
-): void {
+  engines?: EngineCatalog,
+): LoadedStage {
   const workerOnly = workerOnlyProblems(input.set, INPUT_SET);
   if (workerOnly.length > 0) throw new ConfigError(workerOnly);
   checkJobDir(allowed, input.jobDir, 'write');
   if (input.initFrom !== null) confinePath(allowed, input.initFrom, 'read', { file: INPUT, field: 'initFrom' });
-  loadStageConfig(input.configFile, input.set, { overrideSource: INPUT_SET, allowed, checkPaths: false });
+  return loadStageConfig(input.configFile, input.set, {
+    overrideSource: INPUT_SET,
+    allowed,
+    checkPaths: false,
+    engines,
+  });
+}
+
+/**
+ * The engine of a shard: for an external one, the trainer made ready (stage config written out,
+ * argv filled from the worker's preset) and refused if the stage config changed since planning; for
+ * the built-in one undefined (its child checks the config itself), and the stage's engine record
+ * removed, so that its own checkpoints decide where the stage stands.
+ */
+export function shardEngine(
+  stage: LoadedStage,
+  at: { jobDir: string; initFrom: string | null; expectedConfigHash?: string },
+): CommandShard | undefined {
+  const files = new StageEngineFiles(stageDir(at.jobDir, stage.video.stage));
+  if (stage.engine.kind !== 'command') {
+    files.clearRecord();
+    return undefined;
+  }
+  if (at.expectedConfigHash && at.expectedConfigHash !== stage.hash)
+    throw new UserError('the stage config changed since the job was planned', {
+      where: stage.file,
+      kind: 'ConfigChanged',
+      fix: 'restore the config, or start the job again so that it is planned with the new config',
+    });
+  return prepareCommandShard({ stage, jobDir: at.jobDir, initFrom: at.initFrom });
 }
 
 /** A job folder handed to an activity must lie where job inputs may `access`. */

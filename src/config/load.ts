@@ -12,7 +12,17 @@ import {
   type DiffusersConfig,
 } from '../convert/config';
 import { ConfigError, type ConfigProblem, UserError } from '../errors';
-import { curriculumSchema, MOVED_FIELDS, stageConfigSchema, type StageConfig } from './schema';
+import {
+  BUILTIN_ENGINE,
+  curriculumSchema,
+  MOVED_FIELDS,
+  PRESET_FIELDS,
+  stageConfigSchema,
+  type StageConfig,
+} from './schema';
+import { BUILTIN, EngineCatalog, type EnginePreset } from '../engine/preset';
+import { externalBatchProblems, externalMeshProblems, layoutProblems } from '../engine/mesh';
+import { layoutSupport } from '../engine/registry';
 import { normaliseStageName, videoLengthInfo, type VideoLengthInfo } from '../shared/stages';
 import { PACKAGE_ROOT } from '../package-root';
 import { type AllowedRoots, confinePath } from '../allowed-paths';
@@ -34,14 +44,23 @@ export interface LoadOptions {
    * `train`, whose user is the machine's user).
    */
   allowed?: AllowedRoots;
+  /** Where `engine.preset` is looked up (default: the package's configs/engine/ only). */
+  engines?: EngineCatalog;
+  /**
+   * Validate for the built-in trainer whatever `engine.preset` says: the trainer itself (the
+   * training child, `ttt-curriculum train`) is the built-in engine.
+   */
+  builtinEngine?: boolean;
 }
 
 export interface LoadedStage {
   file: string;
   config: StageConfig;
   video: VideoLengthInfo;
-  /** sha256 of the validated config JSON without [launcher]: detects a config edited under a running job. */
+  /** sha256 of the validated config JSON without [launcher] (and [engine] while built in): detects a config edited under a running job. */
   hash: string;
+  /** The engine that trains it (engine.preset): the built-in trainer or a preset. */
+  engine: EnginePreset;
 }
 
 export { PACKAGE_ROOT };
@@ -179,14 +198,21 @@ function zodProblems(
       for (const key of issue.keys) {
         const field = [...issue.path, key].join('.');
         const moved = MOVED_FIELDS[field];
+        const preset = issue.path.join('.') === 'engine' && (PRESET_FIELDS as readonly string[]).includes(key);
         problems.push({
           file,
           field,
           value: getPath(raw, [...issue.path, key]),
-          message: moved ? `this field lives in another section here` : 'unknown field',
+          message: moved
+            ? `this field lives in another section here`
+            : preset
+              ? 'this field belongs in an engine preset, not in a stage config'
+              : 'unknown field',
           fix: moved
             ? `move it to ${moved}`
-            : `remove it or check its spelling (see the configuration reference in README.md)`,
+            : preset
+              ? 'put it in a preset file <name>.toml in a worker --engine-dir folder (or configs/engine/) and set engine.preset = "<name>" (see README, "Engines")'
+              : `remove it or check its spelling (see the configuration reference in README.md)`,
         });
       }
       continue;
@@ -205,16 +231,44 @@ function zodProblems(
   return problems;
 }
 
-/** Semantic checks the schema cannot express. */
-function semanticProblems(file: string, c: StageConfig, video: VideoLengthInfo, opts: LoadOptions): ConfigProblem[] {
+/** Semantic checks the schema cannot express. The mesh and batch rules depend on the engine. */
+function semanticProblems(
+  file: string,
+  c: StageConfig,
+  video: VideoLengthInfo,
+  engine: EnginePreset,
+  opts: LoadOptions,
+): ConfigProblem[] {
+  const engineProblems =
+    engine.kind === 'command'
+      ? [...externalMeshProblems(file, c, engine), ...externalBatchProblems(file, c), ...commandLayoutProblems(engine)]
+      : [...meshProblems(file, c, opts.devices ?? availableDevices()), ...batchProblems(file, c)];
   return [
-    ...meshProblems(file, c, opts.devices ?? availableDevices()),
+    ...engineProblems,
     ...patchProblems(file, c),
     ...sequenceProblems(file, c, video),
     ...headDimProblems(file, c),
-    ...batchProblems(file, c),
     ...(opts.checkPaths !== false ? [...datasetProblems(file, c), ...initStateProblems(file, c)] : []),
   ];
+}
+
+/** A command preset's layout must be readable by this build, and its progress parseable. */
+function commandLayoutProblems(engine: Extract<EnginePreset, { kind: 'command' }>): ConfigProblem[] {
+  try {
+    return layoutProblems(
+      engine,
+      layoutSupport(engine.checkpoint_layout, { file: engine.file, field: 'checkpoint_layout' }),
+    );
+  } catch (e) {
+    if (e instanceof ConfigError) return e.problems;
+    throw e;
+  }
+}
+
+/** The engine a stage names, from `opts.engines` (the built-in one for the trainer itself). */
+function stageEngine(c: StageConfig, opts: LoadOptions, where: { file: string; field: string }): EnginePreset {
+  if (opts.builtinEngine || c.engine.preset === BUILTIN_ENGINE) return BUILTIN;
+  return (opts.engines ?? new EngineCatalog()).preset(c.engine.preset, where);
 }
 
 /** The device mesh must use exactly the devices of one training process. */
@@ -311,19 +365,20 @@ function headDimProblems(file: string, c: StageConfig): ConfigProblem[] {
   ];
 }
 
-/** The global batch must split evenly over the data-parallel ranks and the accumulation steps. */
+/**
+ * The built-in engine trains every step on the whole global batch on its one device, whatever the
+ * mesh says: the batch must split evenly into the accumulation steps' micro-batches.
+ */
 function batchProblems(file: string, c: StageConfig): ConfigProblem[] {
   const t = c.training;
-  const p = c.parallelism;
-  const dp = p.dp_replicate * p.dp_sharding;
-  if (t.global_batch_size % (dp * t.grad_accum_steps) === 0) return [];
+  if (t.global_batch_size % t.grad_accum_steps === 0) return [];
   return [
     {
       file,
       field: 'training.global_batch_size',
       value: t.global_batch_size,
-      message: `not divisible by data-parallel ranks (${dp}) x training.grad_accum_steps (${t.grad_accum_steps})`,
-      fix: `use a multiple of ${dp * t.grad_accum_steps}`,
+      message: `not divisible by training.grad_accum_steps (${t.grad_accum_steps}): the built-in engine trains a step as ${t.grad_accum_steps} equal micro-batches`,
+      fix: `use a multiple of ${t.grad_accum_steps}`,
     },
   ];
 }
@@ -471,9 +526,11 @@ export function loadStageConfig(fileArg: string, overrides: Overrides = {}, opts
     if (outside.length > 0) throw new ConfigError(outside);
   }
   const video = videoLengthInfo(config.model.video_length);
-  const problems = semanticProblems(file, config, video, opts);
+  const engineWhere = { file: overridden.has('engine.preset') ? overrideSource : file, field: 'engine.preset' };
+  const engine = stageEngine(config, opts, engineWhere);
+  const problems = semanticProblems(file, config, video, engine, opts);
   if (problems.length > 0) throw new ConfigError(problems);
-  return { file, config, video, hash: configHash(config) };
+  return { file, config, video, hash: configHash(config), engine };
 }
 
 /**
@@ -481,10 +538,12 @@ export function loadStageConfig(fileArg: string, overrides: Overrides = {}, opts
  * training (so turning it on or off, or changing it under a running job, keeps the hash, the
  * checkpoints' state and the "config changed" check as they were), and `launcher`: where shards
  * run is not what they compute, so it may change under a running job, and hashes of configs from
- * before the section existed stay the same.
+ * before the section existed stay the same. So does [engine] while it is the built-in one (the
+ * default); another engine is part of what the stage is.
  */
 export function configHash(config: StageConfig): string {
-  const { validation: _measuredOnly, launcher: _where, ...trained } = config;
+  const { validation: _measuredOnly, launcher: _where, engine: _engine, ...computed } = config;
+  const trained = config.engine.preset === BUILTIN_ENGINE ? computed : { ...computed, engine: config.engine };
   return crypto.createHash('sha256').update(JSON.stringify(trained)).digest('hex');
 }
 

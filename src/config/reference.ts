@@ -7,6 +7,7 @@
  */
 import * as fs from 'node:fs';
 import { z } from 'zod';
+import { presetSchema } from '../engine/preset';
 import { curriculumSchema, stageConfigSchema } from './schema';
 
 export const BEGIN =
@@ -62,18 +63,29 @@ export function configReference(): string {
     }
     out.push('');
   }
-  const cur = z.toJSONSchema(curriculumSchema, { io: 'input', unrepresentable: 'any' }) as JsonSchema;
-  out.push('#### Curriculum file', '', '| field | type | default | meaning |', '|---|---|---|---|');
-  for (const [field, f] of Object.entries(cur.properties ?? {})) {
+  fileTable(out, '#### Curriculum file', curriculumSchema);
+  out.push('');
+  fileTable(
+    out,
+    '#### Engine preset (`<name>.toml` in a `worker --engine-dir` folder or `configs/engine/`; see "Engines")',
+    presetSchema,
+  );
+  return `${out.join('\n').trimEnd()}\n`;
+}
+
+/** One table of a file's top-level fields. */
+function fileTable(out: string[], title: string, schema: z.ZodType): void {
+  const s = z.toJSONSchema(schema, { io: 'input', unrepresentable: 'any' }) as JsonSchema;
+  out.push(title, '', '| field | type | default | meaning |', '|---|---|---|---|');
+  for (const [field, f] of Object.entries(s.properties ?? {})) {
     const def =
       f.default !== undefined
         ? `\`${JSON.stringify(f.default)}\``
-        : (cur.required ?? []).includes(field)
+        : (s.required ?? []).includes(field)
           ? '**required**'
           : '';
     out.push(`| \`${field}\` | ${typeText(f)} | ${def} | ${cell(f.description ?? '')} |`);
   }
-  return `${out.join('\n').trimEnd()}\n`;
 }
 
 /** The README with its reference section replaced by the generated one. */

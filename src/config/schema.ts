@@ -72,8 +72,16 @@ export const modelSchema = z
 export const trainingSchema = z
   .strictObject({
     steps: posInt.describe('Optimizer steps in this stage'),
-    global_batch_size: posInt.default(1).describe('Samples per optimizer step across all data-parallel ranks'),
-    grad_accum_steps: posInt.default(1).describe('Micro-batches accumulated per optimizer step'),
+    global_batch_size: posInt
+      .default(1)
+      .describe(
+        'Samples per optimizer step, whatever the mesh: the built-in engine trains each step on this many samples on its one device; an external engine splits them over its data-parallel ranks',
+      ),
+    grad_accum_steps: posInt
+      .default(1)
+      .describe(
+        'Micro-batches accumulated per optimizer step (the built-in engine: global_batch_size / grad_accum_steps samples each; it must divide evenly)',
+      ),
     dataset_path: z
       .string()
       .min(1)
@@ -147,7 +155,9 @@ export const parallelismSchema = z
       .default('bfloat16')
       .describe('Compute dtype (TensorFlow.js computes in float32; see README)'),
   })
-  .describe('Device mesh; dp_replicate * dp_sharding * tp_sharding must equal the devices available');
+  .describe(
+    'Device mesh; dp_replicate * dp_sharding * tp_sharding must equal the devices: the built-in engine has one (TTT_DEVICES says otherwise) and the mesh never changes what a step computes; an external engine gets launcher.nodes x the GPUs per node (see "Engines")',
+  );
 
 export const rematSchema = z
   .strictObject({
@@ -227,8 +237,16 @@ export const launcherSchema = z
       .regex(/^[A-Za-z0-9_.-]*$/, 'a Slurm account name')
       .default('')
       .describe("Slurm: account charged (sbatch --account); empty = the user's default account"),
-    nodes: posInt.default(1).describe('Slurm: nodes of the batch job (sbatch --nodes)'),
-    gpus_per_node: nonNegInt.default(0).describe('Slurm: GPUs per node (sbatch --gpus-per-node); 0 = none requested'),
+    nodes: posInt
+      .default(1)
+      .describe(
+        'Slurm: nodes of the batch job (sbatch --nodes); an external engine gets it as {nodes}. The local launcher runs on one node',
+      ),
+    gpus_per_node: nonNegInt
+      .default(0)
+      .describe(
+        "Slurm: GPUs per node (sbatch --gpus-per-node); 0 = none requested. An external engine gets it as {gpus_per_node} (local or Slurm); 0 = the engine preset's gpus_per_node",
+      ),
     cpus_per_task: nonNegInt
       .default(0)
       .describe("Slurm: CPUs of the trainer's task (sbatch --cpus-per-task); 0 = the partition's default"),
@@ -270,7 +288,7 @@ export const launcherSchema = z
     max_failed_starts: posInt
       .default(3)
       .describe(
-        "Slurm: consecutive batch jobs of a stage that end without training a step and without a result before the stage fails for good, with the end of the last job's output",
+        "Consecutive starts of a stage's trainer that end without training a step and without a result (Slurm batch jobs; an external engine's runs under the local launcher too) before the stage fails for good, with the end of the last one's output",
       ),
   })
   .describe(
@@ -312,6 +330,27 @@ export const validationSchema = z
     "Ours: a validation loss that can be compared across steps, a deterministic function of the weights (fixed samples, timesteps and noise; forward only); measured at the stage's start and end and every `interval` steps, written to metrics.jsonl. It never changes training",
   );
 
+/** The built-in engine's name: `engine.preset = "tfjs"` (the default) is never looked up as a preset file. */
+export const BUILTIN_ENGINE = 'tfjs';
+
+/** An engine preset's name: a plain file name without its .toml (no folder, no "..", nothing a shell reads). */
+export const ENGINE_PRESET_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
+
+export const engineSchema = z
+  .strictObject({
+    preset: z
+      .string()
+      .regex(ENGINE_PRESET_NAME, 'a preset name: letters, digits, ".", "_", "-" (no folder)')
+      .refine((n) => !n.includes('..'), 'a preset name without ".."')
+      .default(BUILTIN_ENGINE)
+      .describe(
+        'What trains a shard: "tfjs" = the built-in TensorFlow.js trainer; any other name = the engine preset <name>.toml from a worker --engine-dir folder or configs/engine/ (an external trainer such as TTT-Video-DiT\'s train.py under torchrun; see "Engines"). Programs and argv come only from presets: a workflow input\'s set cannot name engine.command',
+      ),
+  })
+  .describe(
+    'Ours: the engine that trains a shard. The stage config hash leaves this section out while it is the built-in "tfjs"',
+  );
+
 export const stageConfigSchema = z.strictObject({
   job: jobSchema.prefault({}),
   model: modelSchema,
@@ -325,6 +364,7 @@ export const stageConfigSchema = z.strictObject({
   runtime: runtimeSchema.prefault({}),
   launcher: launcherSchema.prefault({}),
   validation: validationSchema.prefault({}),
+  engine: engineSchema.prefault({}),
 });
 
 export type StageConfig = z.infer<typeof stageConfigSchema>;
@@ -341,3 +381,6 @@ export const MOVED_FIELDS: Record<string, string> = {
   'training.warmup_steps': 'optimizer.warmup_steps',
   'training.adapter_method': 'model.adapter_method',
 };
+
+/** Fields that live in an engine preset, not in a stage config: a clear pointer beats "unknown field". */
+export const PRESET_FIELDS = ['command', 'checkpoint_layout', 'kind', 'cwd', 'env', 'stop', 'stop_signal'] as const;

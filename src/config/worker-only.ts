@@ -5,9 +5,10 @@
  * configs and presets only. Planning checks `set` against this list (and the trainShard activity
  * checks it again); the config files on the worker may set these fields as they need.
  *
- * launcher.setup and launcher.sbatch_args belong to the Slurm launcher ([launcher], src/train/launch);
- * engine.command arrives with the command engine (issue 4/6) and is listed here already, so that no
- * release accepts it from a workflow input.
+ * launcher.setup and launcher.sbatch_args belong to the Slurm launcher ([launcher], src/train/launch).
+ * An external engine's program, argv, working directory and environment live only in engine presets
+ * (src/engine/preset.ts: worker-side files, picked by name with engine.preset); a set that names
+ * them is refused here with a pointer to presets, before it could be mistaken for an unknown field.
  */
 import type { ConfigProblem } from '../errors';
 
@@ -25,6 +26,16 @@ export const WORKER_ONLY_FIELDS: readonly WorkerOnlyField[] = [
     field: 'engine.command',
     holds: 'a program and its argv',
     fix: 'pick an engine preset by name ("engine.preset"); presets live in the worker\'s configs/engine/ or the folders it is started with',
+  },
+  {
+    field: 'engine.cwd',
+    holds: "the external trainer's working directory",
+    fix: 'pick an engine preset by name ("engine.preset"); its cwd is set in the preset file on the worker',
+  },
+  {
+    field: 'engine.env',
+    holds: "the external trainer's environment",
+    fix: 'pick an engine preset by name ("engine.preset"); its env is set in the preset file on the worker',
   },
   {
     field: 'launcher.setup',

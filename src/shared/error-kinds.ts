@@ -18,6 +18,7 @@ export const USER_ERROR_KINDS = [
   'SearchAttributesMissing',
   'ConnectionError',
   'SlurmError',
+  'EngineError',
 ] as const;
 
 export type UserErrorKind = (typeof USER_ERROR_KINDS)[number];

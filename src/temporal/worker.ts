@@ -1,6 +1,7 @@
 /** Runs a Worker with the plugin until it is shut down (SIGINT/SIGTERM) or `signal` aborts. */
 import { NativeConnection, Worker } from '@temporalio/worker';
 import { type AllowedRoots, allowedRoots, describeRoots } from '../allowed-paths';
+import { EngineCatalog } from '../engine/preset';
 import { type ConnectionSettings, connectionSettings, openConnection, type TemporalTarget } from './connection';
 import { logger } from '../log';
 import { TttCurriculumPlugin } from './plugin';
@@ -21,6 +22,11 @@ export interface WorkerOptions extends Partial<TemporalTarget> {
    * in TTT_ALLOW_PATHS, else the working directory. The package's configs/ is always readable.
    */
   allowPaths?: readonly string[];
+  /**
+   * Folders of engine presets (`worker --engine-dir`, repeatable), searched in this order before the
+   * package's configs/engine/. They are the worker's: a job only names a preset.
+   */
+  engineDirs?: readonly string[];
   signal?: AbortSignal;
 }
 
@@ -30,10 +36,12 @@ export interface CreatedWorker {
   /** Where and how it connected; `settings.summary` is the part without secrets. */
   settings: ConnectionSettings;
   allowed: AllowedRoots;
+  engines: EngineCatalog;
 }
 
 export async function createWorker(opts: WorkerOptions = {}): Promise<CreatedWorker> {
   const allowed = allowedRoots({ allowPaths: opts.allowPaths });
+  const engines = EngineCatalog.forWorker(opts.engineDirs);
   const settings = connectionSettings(opts);
   installTemporalRuntime(
     opts.metricsPort !== undefined ? { metricsAddress: `${opts.metricsHost ?? '0.0.0.0'}:${opts.metricsPort}` } : {},
@@ -51,7 +59,7 @@ export async function createWorker(opts: WorkerOptions = {}): Promise<CreatedWor
     connection,
     namespace: settings.namespace,
     taskQueue: settings.taskQueue,
-    plugins: [new TttCurriculumPlugin({ allowed })],
+    plugins: [new TttCurriculumPlugin({ allowed, engines })],
     maxConcurrentActivityTaskExecutions: opts.maxConcurrentActivities ?? 2,
     // A shard checkpoints when asked to stop; give it time on shutdown.
     shutdownGraceTime: '60s',
@@ -59,16 +67,18 @@ export async function createWorker(opts: WorkerOptions = {}): Promise<CreatedWor
     maxHeartbeatThrottleInterval: '2s',
     defaultHeartbeatThrottleInterval: '2s',
   });
-  return { worker, connection, settings, allowed };
+  return { worker, connection, settings, allowed, engines };
 }
 
 export async function runWorker(opts: WorkerOptions = {}): Promise<void> {
-  const { worker, connection, settings, allowed } = await createWorker(opts);
+  const { worker, connection, settings, allowed, engines } = await createWorker(opts);
   logger.info(
     {
       ...settings.summary,
       taskQueue: settings.taskQueue,
       allowedPaths: describeRoots(allowed),
+      engines: engines.names().join(', '),
+      engineDirs: engines.dirs.join(', '),
       ...(opts.metricsPort !== undefined
         ? { metrics: `http://${opts.metricsHost ?? '0.0.0.0'}:${opts.metricsPort}/metrics` }
         : {}),

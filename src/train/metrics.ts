@@ -24,6 +24,8 @@ export interface MetricsLine {
   step_time: number;
   data_time: number;
   tokens_per_s: number;
+  /** Samples the step trained on (the built-in engine: training.global_batch_size). */
+  samples?: number;
   time: string;
 }
 

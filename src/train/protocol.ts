@@ -10,6 +10,8 @@ export type ChildMessage =
   | ({ ttt: 'progress' } & ShardProgress)
   | ({ ttt: 'checkpoint' } & CheckpointSaved)
   | { ttt: 'result'; result: ShardResult }
+  /** The engine runner's trainer started: its pid, which is also its process group (src/engine/child.ts). */
+  | { ttt: 'started'; pid: number }
   | { ttt: 'error'; message: string; userError: boolean; kind: string };
 
 export type { ShardRequest };

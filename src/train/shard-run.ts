@@ -142,7 +142,8 @@ export class ShardRun {
       lr_ssm: lr.ttt,
       step_time: stepTime,
       data_time: g.dataSeconds,
-      tokens_per_s: (this.stage.config.training.global_batch_size * this.model.dims.seqLen) / stepTime,
+      tokens_per_s: (g.samples.length * this.model.dims.seqLen) / stepTime,
+      samples: g.samples.length,
       time: new Date().toISOString(),
     };
     this.writeMetrics(line);

@@ -151,7 +151,8 @@ async function trainShard(req: ShardRequest, ctl: ShardControl): Promise<ShardRe
 
 /** The stage config, refused if it changed since the job was planned. */
 function loadCheckedStage(req: ShardRequest): LoadedStage {
-  const stage = loadStageConfig(req.configFile, req.overrides, { checkPaths: true });
+  // This process is the built-in engine, whatever engine.preset says.
+  const stage = loadStageConfig(req.configFile, req.overrides, { checkPaths: true, builtinEngine: true });
   if (req.expectedConfigHash && req.expectedConfigHash !== stage.hash) {
     throw new UserError('the stage config changed since the job was planned', {
       where: stage.file,
@@ -182,8 +183,9 @@ function shardBound(
 
 /**
  * The stage's micro-batches, `take(dataStep, micro)`, read ahead on the prefetch thread while a step
- * runs. Each holds global_batch_size / (data-parallel size) / grad_accum_steps samples; bad samples
- * are skipped with a warning up to training.max_bad_samples.
+ * runs. Each holds global_batch_size / grad_accum_steps samples: a step trains on the whole global
+ * batch whatever the mesh says (the mesh describes devices; on one device it never changes the
+ * math). Bad samples are skipped with a warning up to training.max_bad_samples.
  */
 function stageBatches(c: StageConfig, dims: ModelDims, log: Logger, currentStep: () => number): BatchPrefetcher {
   const skip: SkipPolicy = {
@@ -194,10 +196,9 @@ function stageBatches(c: StageConfig, dims: ModelDims, log: Logger, currentStep:
   return openPrefetcher({ config: c, dims, microSize: microBatchSize(c), accum: c.training.grad_accum_steps, skip });
 }
 
-/** Samples per micro-batch: global_batch_size / (data-parallel size) / grad_accum_steps. */
-function microBatchSize(c: StageConfig): number {
-  const t = c.training;
-  return t.global_batch_size / (c.parallelism.dp_replicate * c.parallelism.dp_sharding) / t.grad_accum_steps;
+/** Samples per micro-batch of the built-in engine: global_batch_size / grad_accum_steps, whatever the mesh. */
+export function microBatchSize(c: Pick<StageConfig, 'training'>): number {
+  return c.training.global_batch_size / c.training.grad_accum_steps;
 }
 
 function freeMegabytes(dir: string): string {

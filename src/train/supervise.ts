@@ -19,6 +19,12 @@ export interface SuperviseOptions {
   /** Seconds to wait for a stopping child before SIGKILL (default 120). */
   stopGraceSeconds?: number;
   env?: NodeJS.ProcessEnv;
+  /**
+   * The child's script and argument (default: the built-in trainer, child.js with the request).
+   * The engine runner (src/engine/child.ts) speaks the same protocol and reports its trainer's
+   * process group ("started"), which is killed with it as a last resort.
+   */
+  entry?: { script: string; arg: string };
 }
 
 const CHILD = path.join(__dirname, 'child.js');
@@ -33,7 +39,8 @@ export class ChildFailedError extends Error {
 
 export function superviseShard(req: ShardRequest, opts: SuperviseOptions = {}): Promise<ShardResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CHILD, JSON.stringify(req)], {
+    const entry = opts.entry ?? { script: CHILD, arg: JSON.stringify(req) };
+    const child = spawn(process.execPath, [entry.script, entry.arg], {
       stdio: ['pipe', 'pipe', 'inherit'],
       env: { ...process.env, ...opts.env },
     });
@@ -41,8 +48,19 @@ export function superviseShard(req: ShardRequest, opts: SuperviseOptions = {}): 
     let result: ShardResult | undefined;
     let failure: { message: string; userError: boolean; kind: string } | undefined;
     let killTimer: NodeJS.Timeout | undefined;
-    const killOnExit = (): void => {
+    /** An external trainer's process group (the engine runner's "started"). */
+    let trainerGroup: number | undefined;
+    const killAll = (): void => {
       child.kill('SIGKILL');
+      if (trainerGroup === undefined) return;
+      try {
+        process.kill(-trainerGroup, 'SIGKILL');
+      } catch {
+        /* gone */
+      }
+    };
+    const killOnExit = (): void => {
+      killAll();
     };
     process.once('exit', killOnExit);
     const onAbort = (): void => {
@@ -51,7 +69,7 @@ export function superviseShard(req: ShardRequest, opts: SuperviseOptions = {}): 
       killTimer = setTimeout(
         () => {
           log.warn('training child did not stop in time; killing it');
-          child.kill('SIGKILL');
+          killAll();
         },
         (opts.stopGraceSeconds ?? 120) * 1000,
       );
@@ -81,6 +99,9 @@ export function superviseShard(req: ShardRequest, opts: SuperviseOptions = {}): 
         }
         case 'result':
           result = m.result;
+          break;
+        case 'started':
+          trainerGroup = m.pid;
           break;
         case 'error':
           failure = { message: m.message, userError: m.userError, kind: m.kind };

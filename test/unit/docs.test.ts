@@ -100,6 +100,11 @@ const COVERAGE: { command: RegExp; file: string; evidence: RegExp }[] = [
     file: OPS,
     evidence: /'--metrics-port', String\(metricsPort\), '--metrics-host', '127\.0\.0\.1', '--allow-path', dir/,
   },
+  {
+    command: /^npm run cli -- worker --allow-path \S+ --engine-dir \S+$/,
+    file: 'test/integration/engine.test.ts',
+    evidence: /\['--allow-path', dir, '--engine-dir', engines\]/,
+  },
   // With the TLS settings of "Connecting to Temporal" in the environment (the leading VAR=value are dropped here).
   {
     command: /^npm run cli -- worker --allow-path \S+$/,

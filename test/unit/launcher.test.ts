@@ -218,10 +218,13 @@ test('metrics.jsonl is followed from an offset: complete lines of the stage only
   ]);
 });
 
-test('failed start-ups are the newest ended jobs that trained nothing and reported nothing; a stop is no failure', () => {
+test('failed start-ups are the newest ended jobs that trained nothing and reported no result; a stop is no failure', () => {
   const files = new StageSlurmFiles(tmpDir('starts'));
   files.ensure();
-  const job = (id: string, ended?: { outcome: 'result' | 'none'; progressed: boolean; stopped?: boolean }) => {
+  const job = (
+    id: string,
+    ended?: { outcome: 'result' | 'error' | 'none'; progressed: boolean; stopped?: boolean },
+  ) => {
     files.recordSubmission({ jobId: id, name: 'j.3s', submittedAt: '', by: '', metricsBytes: 0 });
     if (ended) files.recordEnd({ jobId: id, state: 'FAILED', exitCode: '1:0', at: '', stopped: false, ...ended });
   };
@@ -233,7 +236,12 @@ test('failed start-ups are the newest ended jobs that trained nothing and report
   assert.deepEqual(files.failedStarts(), ['11', '9']);
   job('12', { outcome: 'none', progressed: true });
   assert.deepEqual(files.failedStarts(), []);
-  assert.deepEqual(files.submitted(), ['7', '8', '9', '10', '11', '12'], 'numeric order');
+  // An error reported before any step (an external trainer that exits non-zero at its start) is a failed start too.
+  job('13', { outcome: 'error', progressed: false });
+  assert.deepEqual(files.failedStarts(), ['13']);
+  job('14', { outcome: 'error', progressed: true });
+  assert.deepEqual(files.failedStarts(), []);
+  assert.deepEqual(files.submitted(), ['7', '8', '9', '10', '11', '12', '13', '14'], 'numeric order');
 });
 
 test('a worker without sbatch or squeue: a non-retryable SlurmError that says what to do', async () => {

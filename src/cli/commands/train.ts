@@ -76,12 +76,18 @@ export function trainConfigFile(
 
 async function train(positional: string | undefined, o: TrainFlags, ctx: CliContext): Promise<void> {
   const { file: config, overrides } = trainConfigFile(positional, ctx.overrides);
-  const stage = loadStageConfig(config, overrides, { overrideSource: 'command line' });
+  // `train` is the built-in trainer, whatever engine.preset says.
+  const stage = loadStageConfig(config, overrides, { overrideSource: 'command line', builtinEngine: true });
   const c = stage.config;
   const dir = jobDir(c.job.dump_folder, c.job.exp_name);
   const display = progressDisplay(stage.video.stage);
   const ac = new AbortController();
   process.once('SIGINT', () => ac.abort());
+  // SIGUSR1 (an engine preset's stop_signal, Slurm's time-limit warning): save a checkpoint and end, exit code 0.
+  let stopRequested = false;
+  process.on('SIGUSR1', () => {
+    stopRequested = true;
+  });
   const init = stageInit(o.init || c.checkpoint.init_state_dir, dir);
   const { initFrom, conversion } = await prepareInit(
     init,
@@ -101,7 +107,10 @@ async function train(positional: string | undefined, o: TrainFlags, ctx: CliCont
     maxSeconds: Number.POSITIVE_INFINITY,
     who: 'ttt-curriculum train',
   };
-  const r = await runShard(request, { shouldStop: () => ac.signal.aborted, onProgress: display.onProgress });
+  const r = await runShard(request, {
+    shouldStop: () => stopRequested || ac.signal.aborted,
+    onProgress: display.onProgress,
+  });
   display.stop();
   process.stdout.write(trainSummary(r));
 }
@@ -110,7 +119,7 @@ export const register: Register = (program, ctx) => {
   program
     .command('train [config]')
     .description(
-      'train one stage locally, without Temporal; resumes from the latest checkpoint of job.exp_name under job.dump_folder (the config may also be given as --job.config_file, as in TTT-Video-DiT)',
+      'train one stage locally, without Temporal; resumes from the latest checkpoint of job.exp_name under job.dump_folder (the config may also be given as --job.config_file, as in TTT-Video-DiT); SIGINT or SIGUSR1 saves a checkpoint and ends',
     )
     .option('--init <dir>', 'initial weights folder (default: checkpoint.init_state_dir, else fresh)')
     .option('--max-steps <n>', 'stop after this many steps (the stage resumes next time)', toNumber)

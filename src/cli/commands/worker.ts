@@ -9,6 +9,7 @@ interface WorkerFlags extends ConnectionFlags {
   metricsHost: string;
   registerSearchAttributes: boolean;
   allowPath: string[];
+  engineDir: string[];
 }
 
 export const register: Register = (program) => {
@@ -28,6 +29,12 @@ export const register: Register = (program) => {
       [],
     )
     .option(
+      '--engine-dir <dir>',
+      'folder of engine presets (<name>.toml), searched before the package\'s configs/engine/ (repeatable; see README, "Engines")',
+      collect,
+      [],
+    )
+    .option(
       '--no-register-search-attributes',
       'do not create missing job search attributes (jobs then run without them, after one warning)',
     )
@@ -43,6 +50,7 @@ export const register: Register = (program) => {
         metricsHost: o.metricsHost,
         registerSearchAttributes: o.registerSearchAttributes,
         allowPaths: o.allowPath,
+        engineDirs: o.engineDir,
         signal: ac.signal,
       });
     });

@@ -18,5 +18,5 @@ export { DetachedError, type LaunchOptions, type Launcher, type ShardLaunch } fr
 
 /** The launcher of a planned stage; plans made before launchers existed run locally. */
 export function launcherFor(settings: LauncherSettings | undefined): Launcher {
-  return settings?.kind === 'slurm' ? new SlurmLauncher(settings) : new LocalLauncher();
+  return settings?.kind === 'slurm' ? new SlurmLauncher(settings) : new LocalLauncher(settings?.maxFailedStarts);
 }

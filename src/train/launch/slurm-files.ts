@@ -90,13 +90,17 @@ export class StageSlurmFiles {
     return readJson<ChildMessage>(this.result(id));
   }
 
-  /** Consecutive ended jobs, newest first, that trained nothing and reported nothing: failed start-ups. */
+  /**
+   * Consecutive ended jobs, newest first, that trained nothing and reported no result: failed
+   * start-ups (an error outcome without a trained step counts: an external trainer that exits
+   * non-zero at its start, every time).
+   */
   failedStarts(): string[] {
     const out: string[] = [];
     for (const id of this.submitted().reverse()) {
       const e = this.ended(id);
       if (!e || e.stopped) continue;
-      if (e.outcome !== 'none' || e.progressed) break;
+      if (e.outcome === 'result' || e.progressed) break;
       out.push(id);
     }
     return out;

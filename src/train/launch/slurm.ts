@@ -10,6 +10,11 @@
  * The job outlives this worker. Pause and cancel signal it (SIGUSR1: save and end); a worker that
  * stops watching (shutdown, an attempt Temporal gave up) leaves it running for the next attempt.
  * Every job takes the stage's next lease when its trainer starts, so a superseded one cannot write.
+ *
+ * An external engine's shard (launch.command) runs the same way: the job's program is the engine
+ * runner (src/engine/child.ts --detached), which starts the trainer, turns SIGUSR1 into the
+ * preset's stop, writes the result file from the trainer's checkpoints, and puts progress from the
+ * trainer's output lines into metrics.jsonl.
  */
 import * as path from 'node:path';
 import { asUserErrorKind, UserError } from '../../errors';
@@ -18,6 +23,7 @@ import { metricsFile, stageDir } from '../../paths';
 import type { LauncherSettings, ShardProgress } from '../../shared/types';
 import type { ShardResult } from '../shard-types';
 import { decode } from '../protocol';
+import { ENGINE_CHILD, runnerSpec } from '../../engine/runner';
 import { fileSize, LineFollower, MetricsFollower } from './metrics-follow';
 import {
   cancelJob,
@@ -121,8 +127,9 @@ export class SlurmLauncher implements Launcher {
   ): Promise<string> {
     const failed = files.failedStarts();
     if (failed.length >= this.settings.maxFailedStarts) throw failedStartsError(name, files, failed);
-    writeAtomically(files.request(), launch.request);
-    writeAtomically(files.script(), batchScript(this.settings.setup, files));
+    const { command } = launch;
+    writeAtomically(files.request(), command ? runnerSpec({ ...launch, command }, null) : launch.request);
+    writeAtomically(files.script(), batchScript(this.settings.setup, files, command ? ENGINE_CHILD : CHILD));
     const args = sbatchArgs(this.settings, name, files);
     const metricsBytes = fileSize(metricsFile(sDir));
     const jobId = await sbatch(args, files.script(), launch.stage, env);
@@ -195,11 +202,12 @@ export function sbatchArgs(s: LauncherSettings, name: string, files: StageSlurmF
 }
 
 /**
- * The batch script: the setup lines, then the trainer in place of the shell (exec), so that the
- * batch shell's signals (--signal=B:USR1, scancel --batch) reach it. This worker's node and package
- * must be at the same paths on the compute nodes (a shared file system).
+ * The batch script: the setup lines, then the trainer (`entry`: the built-in child.js, or the
+ * engine runner of an external engine) in place of the shell (exec), so that the batch shell's
+ * signals (--signal=B:USR1, scancel --batch) reach it. This worker's node and package must be at
+ * the same paths on the compute nodes (a shared file system).
  */
-export function batchScript(setup: readonly string[], files: StageSlurmFiles): string {
+export function batchScript(setup: readonly string[], files: StageSlurmFiles, entry = CHILD): string {
   return [
     '#!/bin/bash',
     '# One training shard, written by the ttt-curriculum worker (README: "Running on a Slurm cluster").',
@@ -207,7 +215,7 @@ export function batchScript(setup: readonly string[], files: StageSlurmFiles): s
     'set -e',
     ...setup,
     `dir=${shellQuote(files.dir)}`,
-    `exec ${shellQuote(process.execPath)} ${shellQuote(CHILD)} --detached ${shellQuote(files.request())} "$dir/$SLURM_JOB_ID.result.json" "$dir/$SLURM_JOB_ID.checkpoints.jsonl"`,
+    `exec ${shellQuote(process.execPath)} ${shellQuote(entry)} --detached ${shellQuote(files.request())} "$dir/$SLURM_JOB_ID.result.json" "$dir/$SLURM_JOB_ID.checkpoints.jsonl"`,
     '',
   ].join('\n');
 }
@@ -318,11 +326,17 @@ class SlurmJobWatch {
         this.log.warn({ slurmJob: this.jobId, err: String(e) }, 'slurm: cannot signal the job; cancelling it');
         await cancelJob(this.jobId).catch(() => {});
       });
-    } else if (now - this.stopSentAt > STOP_GRACE_SECONDS * 1000) {
+    } else if (now - this.stopSentAt > this.stopGraceSeconds() * 1000) {
       this.stopSentAt = Number.POSITIVE_INFINITY;
       this.log.warn({ slurmJob: this.jobId }, 'slurm: the job did not end in time after SIGUSR1; cancelling it');
       await cancelJob(this.jobId).catch(() => {});
     }
+  }
+
+  /** How long a signalled job gets: an external engine's runner also waits for its trainer (stop_grace_seconds). */
+  private stopGraceSeconds(): number {
+    const c = this.launch.command;
+    return c ? Math.max(STOP_GRACE_SECONDS, c.stop.graceSeconds + 30) : STOP_GRACE_SECONDS;
   }
 
   /** Records the job's end and returns its result, or throws what went wrong. */

@@ -1,6 +1,7 @@
 /** The contract of a launcher (see index.ts). */
 import type { Logger } from '../../log';
 import type { LauncherSettings, LauncherState, ShardProgress } from '../../shared/types';
+import type { CommandShard } from '../../engine/command';
 import type { CheckpointSaved, ShardRequest, ShardResult } from '../shard-types';
 
 export interface ShardLaunch {
@@ -9,6 +10,11 @@ export interface ShardLaunch {
   stage: string;
   totalSteps: number;
   request: ShardRequest;
+  /**
+   * An external engine's trainer (src/engine/command.ts), run through the engine runner; absent: the
+   * built-in trainer runs `request`. Either way `request` carries the job folder and the shard's bounds.
+   */
+  command?: CommandShard;
 }
 
 export interface LaunchOptions {

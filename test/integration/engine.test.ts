@@ -1,0 +1,322 @@
+/**
+ * The command engine through the whole workflow, with a real dev server and worker processes,
+ * locally: this project's own trainer run as an external one (`engine.preset = "ours"`: the
+ * engine runner starts `ttt-curriculum train` as a program of its own), and worker-side presets
+ * from `worker --engine-dir`.
+ *
+ *   - the tiny curriculum, cut into shards, with finals byte-identical to the built-in engine's;
+ *   - pause, resume and cancel: the trainer saves on SIGUSR1, or (a preset with stop = "kill") is
+ *     killed and the stage resumes from its last complete checkpoint;
+ *   - the worker SIGKILLed mid-stage: its trainer dies with it, another worker resumes the stage;
+ *   - a trainer that fails at every start: retried, then a non-retryable EngineError.
+ *
+ * Under Slurm: engine-slurm.test.ts. A real torchrun (PyTorch DDP on 2 CPU processes, TTT-Video-DiT's
+ * layout) is tested by the engine-ttt branch's test/integration/engine-torchrun.test.ts.
+ */
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { after, before, test } from 'node:test';
+import { type Client, WorkflowFailedError } from '@temporalio/client';
+import { ActivityFailure, ApplicationFailure, defaultPayloadConverter } from '@temporalio/common';
+import { latestCompleteCheckpoint } from '../../src/checkpoint/store';
+import { pauseSignal, progressQuery, resumeSignal, startJob } from '../../src/temporal/client';
+import type { DevServer } from '../../src/temporal/devserver';
+import type { CurriculumResult, ShardProgress } from '../../src/shared/types';
+import {
+  client,
+  eventTypeName,
+  historyEvents,
+  metricSteps,
+  server,
+  spawnWorker,
+  tmpDir,
+  waitFor,
+  type WorkerProc,
+} from '../helpers';
+
+const dir = tmpDir('engine');
+const runs = path.join(dir, 'runs');
+const engines = path.join(dir, 'engines');
+const queue = 'engine';
+let srv: DevServer;
+let worker: WorkerProc;
+let c: Client;
+const t0 = Date.now();
+
+/** Worker-side presets: the "ours" trainer stopped by a kill, and a trainer that cannot start. */
+function writePresets(): void {
+  fs.mkdirSync(engines, { recursive: true });
+  const ours = `command = ["ttt-curriculum", "train", "{config}", "--job.exp_name={exp_name}", "--job.dump_folder={dump_folder}", "--checkpoint.init_state_dir={init}"]\ncheckpoint_layout = "ours"\n`;
+  fs.writeFileSync(path.join(engines, 'ours-kill.toml'), `kind = "command"\n${ours}stop = "kill"\n`);
+  fs.writeFileSync(
+    path.join(engines, 'broken.toml'),
+    `kind = "command"\ncommand = ["ttt-curriculum", "train", "{config}", "--job.exp_name={exp_name}", "--job.dump_folder={dump_folder}", "--training.dataset_path=/nonexistent/data"]\ncheckpoint_layout = "ours"\n`,
+  );
+}
+
+const workerArgs = (): string[] => ['--allow-path', dir, '--engine-dir', engines];
+
+before(async () => {
+  writePresets();
+  srv = await server(path.join(dir, 'temporal.sqlite'));
+  worker = spawnWorker(srv.address, queue, {}, workerArgs());
+  await worker.ready;
+  c = await client(srv.address);
+});
+
+after(async () => {
+  await c?.connection.close();
+  await worker?.kill('SIGTERM');
+  await srv?.stop();
+  process.stdout.write(`# engine tests: ${((Date.now() - t0) / 1000).toFixed(1)} s in all\n`);
+});
+
+function input(jobName: string, set: Record<string, unknown>, until = '3s') {
+  return {
+    jobName,
+    curriculum: 'configs/curriculum/tiny.toml',
+    until,
+    set: { 'job.dump_folder': runs, 'training.global_batch_size': 1, ...set },
+  };
+}
+
+const stageDir = (job: string, stage: string): string => path.join(runs, job, stage);
+
+/** Pids of live trainers of a job: `ttt-curriculum train` processes reading a config under its folder. */
+function trainers(job: string): number[] {
+  const marker = `${path.join(runs, job)}/`;
+  return fs
+    .readdirSync('/proc')
+    .filter((p) => /^\d+$/.test(p))
+    .filter((p) => {
+      try {
+        const cmd = fs.readFileSync(`/proc/${p}/cmdline`, 'utf8').split('\0');
+        return cmd.includes('train') && cmd.some((a) => a.startsWith(marker));
+      } catch {
+        return false;
+      }
+    })
+    .map(Number);
+}
+
+async function trained(job: string, stage: string, n: number): Promise<void> {
+  await waitFor(
+    `${job} ${stage}: ${n} steps`,
+    () => (metricSteps(stageDir(job, stage)).length >= n ? true : undefined),
+    300_000,
+    50,
+  );
+}
+
+/** The shardProgress signals the workflow received. */
+async function progressSignals(job: string): Promise<ShardProgress[]> {
+  return (await historyEvents(c, job)).flatMap((e) => {
+    const a = e.workflowExecutionSignaledEventAttributes;
+    if (a?.signalName !== 'shardProgress') return [];
+    return [defaultPayloadConverter.fromPayload<ShardProgress>(a.input!.payloads![0]! as never)];
+  });
+}
+
+async function failure(h: { result(): Promise<unknown> }): Promise<ApplicationFailure> {
+  const err = await h.result().then(
+    () => assert.fail('the job should fail'),
+    (e: unknown) => e,
+  );
+  assert.ok(err instanceof WorkflowFailedError, String(err));
+  assert.ok(err.cause instanceof ActivityFailure, String(err.cause));
+  assert.ok(err.cause.cause instanceof ApplicationFailure, String(err.cause.cause));
+  return err.cause.cause;
+}
+
+test('the tiny curriculum with ttt-curriculum train as an external engine, in shards: every final byte-identical to the built-in engine', async (t) => {
+  const set = { 'training.steps': 8, 'checkpoint.interval': 2, 'shard.progress_seconds': 0.5 };
+  const t1 = Date.now();
+  const [external, builtin] = (await Promise.all([
+    startJob(c, input('engine-ours', { ...set, 'engine.preset': 'ours', 'shard.max_steps': 3 }, '63s'), {
+      taskQueue: queue,
+    }).then((h) => h.result()),
+    startJob(c, input('engine-builtin', set, '63s'), { taskQueue: queue }).then((h) => h.result()),
+  ])) as CurriculumResult[];
+  assert.deepEqual(
+    external.stages.map((s) => s.stage),
+    ['3s', '9s', '18s', '30s', '63s'],
+  );
+  for (const [i, s] of external.stages.entries()) {
+    assert.equal(
+      s.modelSha256,
+      builtin.stages[i]!.modelSha256,
+      `${s.stage}: the final differs from the built-in engine's`,
+    );
+    assert.equal(s.finalCheckpoint, path.join(runs, 'engine-ours', s.stage, 'final'));
+    assert.deepEqual([s.firstLoss, s.lastLoss], [builtin.stages[i]!.firstLoss, builtin.stages[i]!.lastLoss]);
+    const runsLog = fs
+      .readFileSync(path.join(stageDir('engine-ours', s.stage), 'engine', 'runs.jsonl'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { exit: string; stopped: boolean; endStep: number });
+    // shard.max_steps = 3 stops the trainer with SIGUSR1 once its metrics show 3 more steps; it may take a
+    // step or two more before it sees the signal, so 8 steps take 2 or 3 runs.
+    assert.ok(runsLog.length >= 2, `${s.stage}: the trainer was stopped at the shard's bound and resumed`);
+    assert.ok(
+      runsLog.slice(0, -1).every((r) => r.stopped && r.exit === '0'),
+      `${s.stage}: each saved and ended`,
+    );
+    assert.equal(runsLog.at(-1)!.endStep, 8);
+  }
+  // Progress reached the workflow from the external trainer's metrics.jsonl, labelled with the engine.
+  const signals = await progressSignals('engine-ours');
+  assert.ok(signals.length > 0, 'shardProgress signals');
+  assert.ok(signals.every((p) => p.backend === 'ours' && p.device === '1 node x 1 device'));
+  t.diagnostic(
+    `5 stages x 8 steps in ${((Date.now() - t1) / 1000).toFixed(1)} s; finals ${external.stages.map((s) => `${s.stage} ${s.modelSha256.slice(0, 12)}`).join(', ')}`,
+  );
+});
+
+test('pause, resume and cancel an external trainer that saves on SIGUSR1: each stop saves the last trained step', async (t) => {
+  const job = 'engine-controls';
+  const h = await startJob(
+    c,
+    input(job, {
+      'engine.preset': 'ours',
+      'training.steps': 400,
+      'checkpoint.interval': 100,
+      'shard.max_seconds': 600,
+    }),
+    { taskQueue: queue },
+  );
+  const sDir = stageDir(job, '3s');
+  await trained(job, '3s', 3);
+  assert.equal(trainers(job).length, 1, 'one trainer runs');
+  await h.signal(pauseSignal);
+  await waitFor('paused', async () => ((await h.query(progressQuery)).state === 'paused' ? true : undefined), 120_000);
+  assert.deepEqual(trainers(job), [], 'no trainer while paused');
+  const paused = metricSteps(sDir);
+  const ck = latestCompleteCheckpoint(path.join(sDir, 'checkpoints'));
+  assert.equal(ck?.state.step, paused.at(-1), 'the pause saved the last trained step');
+  await h.signal(resumeSignal);
+  await trained(job, '3s', paused.length + 2);
+  await h.cancel();
+  await assert.rejects(h.result(), (e: unknown) => e instanceof WorkflowFailedError);
+  assert.equal((await h.describe()).status.name, 'CANCELLED');
+  await waitFor('the trainer to end', () => (trainers(job).length === 0 ? true : undefined), 60_000, 100);
+  const done = metricSteps(sDir);
+  const ck2 = latestCompleteCheckpoint(path.join(sDir, 'checkpoints'));
+  assert.equal(ck2?.state.step, done.at(-1), 'the cancel saved the last trained step');
+  const runsLog = fs
+    .readFileSync(path.join(sDir, 'engine', 'runs.jsonl'), 'utf8')
+    .trim()
+    .split('\n');
+  assert.ok(
+    runsLog.every((l) => JSON.parse(l).exit === '0'),
+    'each run ended by itself after its save (exit code 0)',
+  );
+  t.diagnostic(`paused at step ${paused.at(-1)}, cancelled at step ${done.at(-1)}`);
+});
+
+test('a worker-side preset (--engine-dir) that stops with a kill: pause kills the trainer, resume continues from its last complete checkpoint', async (t) => {
+  const job = 'engine-kill';
+  const steps = 24;
+  const interval = 5;
+  const h = await startJob(
+    c,
+    input(job, { 'engine.preset': 'ours-kill', 'training.steps': steps, 'checkpoint.interval': interval }),
+    { taskQueue: queue },
+  );
+  const sDir = stageDir(job, '3s');
+  // Past a checkpoint and not at one: the kill loses the steps since step 5.
+  await trained(job, '3s', 7);
+  await h.signal(pauseSignal);
+  await waitFor('paused', async () => ((await h.query(progressQuery)).state === 'paused' ? true : undefined), 120_000);
+  assert.deepEqual(trainers(job), []);
+  const atPause = metricSteps(sDir);
+  const ck = latestCompleteCheckpoint(path.join(sDir, 'checkpoints'))!;
+  assert.equal(ck.state.step % interval, 0, 'no save on the stop: the last complete checkpoint is an interval one');
+  assert.ok(ck.state.step <= atPause.at(-1)!);
+  const runsLog = fs
+    .readFileSync(path.join(sDir, 'engine', 'runs.jsonl'), 'utf8')
+    .trim()
+    .split('\n');
+  assert.equal(JSON.parse(runsLog.at(-1)!).exit, 'SIGTERM', 'terminated, not saved');
+  await h.signal(resumeSignal);
+  const result = (await h.result()) as CurriculumResult;
+  assert.equal(result.stages[0]!.steps, steps);
+  const all = metricSteps(sDir);
+  assert.deepEqual(
+    [...new Set(all)].sort((a, b) => a - b),
+    Array.from({ length: steps }, (_, i) => i + 1),
+  );
+  assert.equal(
+    all[atPause.length],
+    ck.state.step + 1,
+    'the resumed trainer went on after the last complete checkpoint',
+  );
+  t.diagnostic(
+    `paused at step ${atPause.at(-1)}, resumed from step ${ck.state.step}; ${all.length - steps} steps redone`,
+  );
+});
+
+test('the worker SIGKILLed while its external trainer runs: the trainer dies with it; another worker resumes the stage', async (t) => {
+  const job = 'engine-crash';
+  const q = 'engine-crash';
+  const steps = 30;
+  const a = spawnWorker(srv.address, q, {}, workerArgs());
+  let b: WorkerProc | undefined;
+  try {
+    await a.ready;
+    const h = await startJob(
+      c,
+      input(job, {
+        'engine.preset': 'ours',
+        'training.steps': steps,
+        'checkpoint.interval': 5,
+        'shard.heartbeat_timeout_seconds': 4,
+      }),
+      { taskQueue: q },
+    );
+    const sDir = stageDir(job, '3s');
+    await trained(job, '3s', 7);
+    const [trainer] = trainers(job);
+    assert.ok(trainer, 'the trainer runs');
+    await a.kill('SIGKILL');
+    await waitFor(
+      'the orphaned trainer to be killed',
+      () => (trainers(job).includes(trainer) ? undefined : true),
+      60_000,
+      50,
+    );
+    const atKill = metricSteps(sDir).length;
+    b = spawnWorker(srv.address, q, {}, workerArgs());
+    await b.ready;
+    const result = (await h.result()) as CurriculumResult;
+    assert.equal(result.stages[0]!.steps, steps);
+    const all = metricSteps(sDir);
+    assert.deepEqual(
+      [...new Set(all)].sort((x, y) => x - y),
+      Array.from({ length: steps }, (_, i) => i + 1),
+    );
+    assert.ok(all.length - steps <= 5, `at most checkpoint.interval steps redone (${all.length - steps})`);
+    t.diagnostic(`killed the worker at ${atKill} steps; ${all.length - steps} steps redone by the next worker`);
+  } finally {
+    await a.kill();
+    await b?.kill('SIGTERM');
+  }
+});
+
+test('an external trainer that fails at every start: retried, then a non-retryable EngineError with its output', async (t) => {
+  const job = 'engine-broken';
+  const h = await startJob(c, input(job, { 'engine.preset': 'broken' }), { taskQueue: queue });
+  const app = await failure(h);
+  assert.equal(app.type, 'EngineError');
+  assert.equal(app.nonRetryable, true);
+  assert.match(
+    app.message,
+    /the last 3 runs of engine broken for stage 3s ended without training a step or reporting a result \(exits: 1, 1, 1\)/,
+  );
+  assert.match(app.message, /training\.dataset_path = "\/nonexistent\/data": no such directory/);
+  const attempts = (await historyEvents(c, job))
+    .filter((e) => eventTypeName(e) === 'EVENT_TYPE_ACTIVITY_TASK_STARTED')
+    .map((e) => e.activityTaskStartedEventAttributes?.attempt ?? 0);
+  assert.equal(Math.max(...attempts), 4, 'three failed starts, and the attempt that refused a fourth');
+  t.diagnostic(`trainShard failed for good at attempt ${Math.max(...attempts)}`);
+});
