@@ -18,11 +18,13 @@
  * its fixed ones, model sizes other than its presets') are a ConfigError rather than silently
  * training something else.
  */
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { stringify } from 'smol-toml';
 import type { StageConfig } from '../../config/schema';
 import { ConfigError, type ConfigProblem } from '../../errors';
 import type { CompleteCheckpoint } from '../types';
+import { checkDcpFolder } from './layout';
 
 type Section = 'job' | 'model' | 'training' | 'optimizer' | 'checkpoint' | 'parallelism' | 'remat' | 'wandb';
 type Value = string | number | boolean | string[];
@@ -186,12 +188,27 @@ export function tttVideoDitProblems(c: StageConfig, file = 'stage config'): Conf
 
 /**
  * A stage config as a TTT-Video-DiT config file. Throws a ConfigError when TTT-Video-DiT cannot
- * train it as configured (tttVideoDitProblems).
+ * train it as configured (tttVideoDitProblems), or when init_state_dir exists and is not a
+ * complete DCP checkpoint (ours are safetensors: TTT-Video-DiT cannot load them).
  */
 export function tttVideoDitToml(c: StageConfig, opts: TttTomlOptions = {}): string {
-  const problems = tttVideoDitProblems(c, opts.file);
-  if (problems.length > 0) throw new ConfigError(problems);
   const resolve = (p: string) => path.resolve(opts.baseDir ?? process.cwd(), p);
+  const problems = tttVideoDitProblems(c, opts.file);
+  const init = c.checkpoint.init_state_dir === '' ? undefined : resolve(c.checkpoint.init_state_dir);
+  // It loads init weights with DCP (ttt/infra/checkpoint.py `load_pretrained`): stage 1's are its
+  // converter's output (scripts/convert_weights_from_hf.sh), later stages' a step folder.
+  if (init !== undefined && fs.existsSync(init)) {
+    const check = checkDcpFolder(init);
+    if (!check.complete)
+      problems.push({
+        file: opts.file ?? 'stage config',
+        field: 'checkpoint.init_state_dir',
+        value: c.checkpoint.init_state_dir,
+        message: `TTT-Video-DiT loads init weights as a DCP checkpoint, and this folder is not a complete one (${check.reason})`,
+        fix: "point it at TTT-Video-DiT's converted weights (its scripts/convert_weights_from_hf.sh writes DCP) or at a complete step-N folder of the previous stage",
+      });
+  }
+  if (problems.length > 0) throw new ConfigError(problems);
   const sections = new Map<string, { plain: Record<string, Value>; floats: Record<string, number> }>();
   const put = (to: string, v: Value, float = false) => {
     const [section, field] = to.split('.') as [string, string];
