@@ -115,6 +115,12 @@ export interface TttTomlOptions {
   resumeFrom?: CompleteCheckpoint | null;
   /** The config file's name in problems (default "stage config"). */
   file?: string;
+  /**
+   * Whether an existing init_state_dir must be a complete DCP checkpoint (default true: what
+   * TTT-Video-DiT loads). False for a trainer that reads this config format but loads other
+   * weights, e.g. one whose preset has checkpoint_layout = "ours" (test/fixtures/ddp_train.py).
+   */
+  initMustBeDcp?: boolean;
 }
 
 /** Model sizes of TTT-Video-DiT's presets (ttt/models/configs.py `PREDEFINED_CONFIGS` and the dataclass defaults). */
@@ -189,7 +195,7 @@ export function tttVideoDitProblems(c: StageConfig, file = 'stage config'): Conf
 /**
  * A stage config as a TTT-Video-DiT config file. Throws a ConfigError when TTT-Video-DiT cannot
  * train it as configured (tttVideoDitProblems), or when init_state_dir exists and is not a
- * complete DCP checkpoint (ours are safetensors: TTT-Video-DiT cannot load them).
+ * complete DCP checkpoint (ours are safetensors: TTT-Video-DiT cannot load them; see initMustBeDcp).
  */
 export function tttVideoDitToml(c: StageConfig, opts: TttTomlOptions = {}): string {
   const resolve = (p: string) => path.resolve(opts.baseDir ?? process.cwd(), p);
@@ -197,7 +203,7 @@ export function tttVideoDitToml(c: StageConfig, opts: TttTomlOptions = {}): stri
   const init = c.checkpoint.init_state_dir === '' ? undefined : resolve(c.checkpoint.init_state_dir);
   // It loads init weights with DCP (ttt/infra/checkpoint.py `load_pretrained`): stage 1's are its
   // converter's output (scripts/convert_weights_from_hf.sh), later stages' a step folder.
-  if (init !== undefined && fs.existsSync(init)) {
+  if (init !== undefined && opts.initMustBeDcp !== false && fs.existsSync(init)) {
     const check = checkDcpFolder(init);
     if (!check.complete)
       problems.push({
