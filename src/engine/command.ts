@@ -109,8 +109,10 @@ export function prepareCommandShard(o: {
     cwd,
     env: preset.env,
     runDir: folders.runDir,
+    // A preset's pattern reads progress from the output lines with any layout (a trainer that
+    // writes our checkpoints but not our metrics.jsonl); else the layout says where it comes from.
     progressPattern:
-      support.progress === 'output' ? preset.progress_pattern || (support.defaultProgressPattern ?? null) : null,
+      preset.progress_pattern || (support.progress === 'output' ? (support.defaultProgressPattern ?? null) : null),
     stop: { how: preset.stop, signal: preset.stop_signal, graceSeconds: preset.stop_grace_seconds },
     devices,
     configFile,

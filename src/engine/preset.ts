@@ -77,7 +77,7 @@ export const presetSchema = z.strictObject({
     .string()
     .default('')
     .describe(
-      'Layouts other than "ours": a regular expression for the trainer\'s progress lines with named groups step, loss and grad_norm; "" = the default pattern for the layout. "ours" reads metrics.jsonl instead',
+      'A regular expression for the trainer\'s progress lines with named groups step, loss and grad_norm; "" = the default pattern for the layout ("ttt-video-dit": its "Steps N/T | ... | Metrics: loss: ..., grad_norm: ..." lines; "ours": none, the trainer writes metrics.jsonl itself). Set with layout "ours", it reads progress from the output lines instead of metrics.jsonl',
     ),
   stop: z
     .enum(['signal', 'checkpoint', 'kill'])

@@ -3,18 +3,17 @@
  * layout reader (types.ts: CheckpointLayout), the writer of the stage config file that {config}
  * names, where the trainer's progress comes from, and the parser of progress from log lines.
  *
- * "ours" is built in. "ttt-video-dit" plugs in here (src/engine/ttt-video-dit/: its DCP layout
- * reader and its TOML writer; src/engine/log-progress.ts: its log-line parser and default pattern):
- *
- *   LAYOUTS['ttt-video-dit'] = { layout: tttVideoDitLayout, writeConfig: tttVideoDitToml,
- *     stepsDir: (run) => path.join(run, 'checkpoint'), progress: 'output', defaultProgressPattern: DEFAULT_PATTERN };
- *   logProgress.parse = parseProgressLine;
- *
- * Until then a preset with checkpoint_layout = "ttt-video-dit" is refused at planning.
+ * "ours" is our own checkpoint store (src/engine/ours.ts); "ttt-video-dit" is TTT-Video-DiT's DCP
+ * step folders under `<run>/checkpoint/` (src/engine/ttt-video-dit/: its layout reader and its TOML
+ * writer), with progress from its log lines (src/engine/log-progress.ts).
  */
+import * as path from 'node:path';
 import type { StageConfig } from '../config/schema';
 import { ConfigError } from '../errors';
+import { parseProgressLine, TTT_VIDEO_DIT_PROGRESS_PATTERN } from './log-progress';
 import { oursLayout, oursStageToml } from './ours';
+import { tttVideoDitToml } from './ttt-video-dit/config';
+import { TTT_CHECKPOINT_SUBDIR, tttVideoDitLayout } from './ttt-video-dit/layout';
 import type { CheckpointLayout, LogProgress } from './types';
 
 export type LayoutName = CheckpointLayout['name'];
@@ -41,36 +40,25 @@ export interface LayoutSupport {
 
 export const LAYOUTS: Partial<Record<LayoutName, LayoutSupport>> = {
   ours: { layout: oursLayout, writeConfig: oursStageToml, progress: 'metrics' },
+  // Resuming: the runner moves torn step folders aside before each start and the preset passes
+  // --checkpoint.resume, so TTT-Video-DiT's own choice (the newest step-N) is a complete one.
+  'ttt-video-dit': {
+    layout: tttVideoDitLayout,
+    writeConfig: (c) => tttVideoDitToml(c),
+    progress: 'output',
+    defaultProgressPattern: TTT_VIDEO_DIT_PROGRESS_PATTERN.source,
+    stepsDir: (run) => path.join(run, TTT_CHECKPOINT_SUBDIR),
+  },
 };
 
 /**
- * Progress from a trainer's output line, for layouts whose progress is "output". The default reads
- * a regular expression with the named groups step, loss and grad_norm (loss and grad_norm may be
- * absent); engine-ttt's parseProgressLine replaces it.
+ * Progress from a trainer's output line (log-progress.ts: a regular expression with the named
+ * groups step, loss and grad_norm; loss and grad_norm may be absent). An object, so that tests can
+ * stand in for it.
  */
 export const logProgress: { parse: (line: string, pattern: string) => LogProgress | null } = {
-  parse: parseNamedGroups,
+  parse: parseProgressLine,
 };
-
-const patterns = new Map<string, RegExp>();
-
-export function parseNamedGroups(line: string, pattern: string): LogProgress | null {
-  let re = patterns.get(pattern);
-  if (!re) {
-    re = new RegExp(pattern);
-    patterns.set(pattern, re);
-  }
-  const g = re.exec(line)?.groups;
-  if (!g || g.step === undefined) return null;
-  const num = (s: string | undefined): number | null => {
-    if (s === undefined) return null;
-    const n = Number(s);
-    return Number.isFinite(n) ? n : null;
-  };
-  const step = num(g.step);
-  if (step === null || !Number.isInteger(step)) return null;
-  return { step, loss: num(g.loss), gradNorm: num(g.grad_norm) };
-}
 
 /** The support of a layout; a ConfigError naming the preset when this build has none. */
 export function layoutSupport(name: LayoutName, where: { file: string; field: string }): LayoutSupport {
