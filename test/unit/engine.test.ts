@@ -252,7 +252,8 @@ test('the built-in engine: a step trains on global_batch_size samples whatever t
         .readFileSync(path.join(jobDir, '3s', 'metrics.jsonl'), 'utf8')
         .split('\n')
         .filter(Boolean)
-        .map((l) => JSON.parse(l) as { step: number; samples: number });
+        .map((l) => JSON.parse(l) as { step: number; samples: number; loss?: number })
+        .filter((l) => l.loss !== undefined); // step lines, not validation lines
       return { lines, model: sha256File(path.join(r.checkpoint, 'model.safetensors')) };
     } finally {
       if (saved === undefined) delete process.env.TTT_DEVICES;
