@@ -50,6 +50,23 @@ function rankPids(lines: string[]): Map<number, number> {
 }
 
 /**
+ * The pid of rank `rank` of the run under `work`, from /proc (torchrun sets RANK in each rank's
+ * environment): its "rank R pid P" line may reach torchrun's copied output after other ranks' lines.
+ */
+function rankPidOf(work: string, rank: number): number {
+  for (const p of fs.readdirSync('/proc').filter((x) => /^\d+$/.test(x))) {
+    try {
+      const cmd = fs.readFileSync(`/proc/${p}/cmdline`, 'utf8');
+      if (!cmd.includes(FIXTURE) || !cmd.includes(work)) continue;
+      if (fs.readFileSync(`/proc/${p}/environ`, 'utf8').split('\0').includes(`RANK=${rank}`)) return Number(p);
+    } catch {
+      // gone
+    }
+  }
+  throw new Error(`no rank ${rank} of the run under ${work}`);
+}
+
+/**
  * Runs the fixture under torchrun with 2 processes; `onLine` sees every line of its output as it
  * comes (torchrun --tee copies the ranks' output, each behind "[defaultR]:") with torchrun's pid.
  */
@@ -176,9 +193,9 @@ test('one rank SIGKILLed: torchrun fails, and the next run resumes from the last
   const work = tmpDir('torchrun-kill');
   const config = stageToml(work, '3s', 12);
   let killed = 0;
-  const crashed = await torchrun(work, tttArgs(work, config, '', ['--fixture.hold_at_step=6']), (line, lines) => {
+  const crashed = await torchrun(work, tttArgs(work, config, '', ['--fixture.hold_at_step=6']), (line) => {
     if (line.endsWith('Holding at step 6 (--fixture.hold_at_step).')) {
-      killed = rankPids(lines).get(1)!;
+      killed = rankPidOf(work, 1);
       process.kill(killed, 'SIGKILL');
     }
   });
@@ -199,13 +216,9 @@ test('one rank SIGKILLed: torchrun fails, and the next run resumes from the last
 
 test('a stop signal to one rank (SIGUSR1) or to torchrun (SIGTERM): the ranks save the step they are at', async () => {
   const one = tmpDir('torchrun-usr1');
-  const usr1 = await torchrun(
-    one,
-    tttArgs(one, stageToml(one, '3s', 12), '', ['--fixture.hold_at_step=6']),
-    (l, ls) => {
-      if (l.endsWith('Holding at step 6 (--fixture.hold_at_step).')) process.kill(rankPids(ls).get(1)!, 'SIGUSR1');
-    },
-  );
+  const usr1 = await torchrun(one, tttArgs(one, stageToml(one, '3s', 12), '', ['--fixture.hold_at_step=6']), (l) => {
+    if (l.endsWith('Holding at step 6 (--fixture.hold_at_step).')) process.kill(rankPidOf(one, 1), 'SIGUSR1');
+  });
   ok(usr1, 'SIGUSR1 to rank 1');
   assert.ok(usr1.lines.some((l) => l.endsWith('Stopping at step 6 on a signal.')));
   assert.deepEqual(steps(one, '3s'), [6, 4], 'step 6 saved on the signal');
