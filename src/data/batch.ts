@@ -54,25 +54,16 @@ export function openDataSource(c: StageConfig, d: ModelDims): DataSource {
   return { size: c.training.synthetic_samples, sample: (n) => synthSample(seed, n, dims) };
 }
 
-/**
- * The micro-batch `micro` of optimizer step `step` (1-based): `size` samples starting at
- * stream position (step-1)*globalBatch + micro*size.
- */
-export function makeBatch(
-  src: DataSource,
-  d: ModelDims,
-  seed: number,
-  step: number,
-  globalBatch: number,
-  micro: number,
-  size: number,
-  cache?: Map<number, number[]>,
-  skip?: SkipPolicy,
-): Batch {
-  return batchTensors(hostBatch(src, d, seed, step, globalBatch, micro, size, cache, skip));
+/** hostBatch's micro-batch as tensors, on this thread. */
+export function makeBatch(...args: Parameters<typeof hostBatch>): Batch {
+  return batchTensors(hostBatch(...args));
 }
 
-/** makeBatch's arrays: reads, decodes and noises the samples (no tensors: runs on any thread). */
+/**
+ * The arrays of micro-batch `micro` of optimizer step `step` (1-based): `size` samples starting at
+ * stream position (step-1)*globalBatch + micro*size, read, decoded and noised (no tensors: runs on
+ * any thread).
+ */
 export function hostBatch(
   src: DataSource,
   d: ModelDims,
