@@ -7,7 +7,7 @@ import { tf } from '../backend';
 import type { StageConfig } from '../config/schema';
 import { noiseAndTarget, sampleTimestep } from '../diffusion/objective';
 import type { ModelDims } from '../model/dims';
-import { normals, STREAM } from '../rng';
+import { normalSource, STREAM } from '../rng';
 import { openJsonlDataset } from './jsonl';
 import { type DataSource, readSample, type SkipPolicy } from './source';
 import { synthSample, type SynthDims } from './synthetic';
@@ -90,10 +90,9 @@ export function hostBatch(
     ids.push(id);
     const t = sampleTimestep(seed, step, slot);
     ts[b] = t;
-    const eps = normals(vidLen, seed, STREAM.noise, step, slot);
     noiseAndTarget(
       s.video,
-      eps,
+      normalSource(seed, STREAM.noise, step, slot),
       t,
       noisy.subarray(b * vidLen, (b + 1) * vidLen),
       target.subarray(b * vidLen, (b + 1) * vidLen),

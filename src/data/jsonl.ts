@@ -10,7 +10,7 @@ import * as path from 'node:path';
 import type { StageConfig } from '../config/schema';
 import { UserError } from '../errors';
 import type { ModelDims } from '../model/dims';
-import { normals, STREAM } from '../rng';
+import { normalSource, STREAM } from '../rng';
 import type { DataSource } from './source';
 import { readTensorFile } from './files';
 
@@ -120,7 +120,7 @@ export function openJsonlDataset(c: StageConfig, d: ModelDims): DataSource {
       const video = new Float32Array(T * C * H * W);
       if (posterior) {
         // latent = (mean + exp(logvar/2) * eps) * scale, eps fixed per sample.
-        const eps = normals(video.length, c.training.seed, STREAM.data, n, 0x9057);
+        const eps = normalSource(c.training.seed, STREAM.data, n, 0x9057);
         const plane = H * W;
         for (let t = 0; t < T; t++) {
           for (let ch = 0; ch < C; ch++) {
@@ -128,7 +128,7 @@ export function openJsonlDataset(c: StageConfig, d: ModelDims): DataSource {
               const mean = v.data[(t * 2 * C + ch) * plane + k]!;
               const logvar = v.data[(t * 2 * C + C + ch) * plane + k]!;
               const o = (t * C + ch) * plane + k;
-              video[o] = (mean + Math.exp(logvar / 2) * eps[o]!) * scale;
+              video[o] = (mean + Math.exp(logvar / 2) * Math.fround(eps())) * scale;
             }
           }
         }

@@ -13,10 +13,14 @@ export function sampleTimestep(seed: number, step: number, slot: number): number
   return Math.floor(rngFor(seed, STREAM.timestep, step, slot)() * NUM_TRAIN_TIMESTEPS);
 }
 
-/** Writes x_t into `noisy` and the v-target into `target` (float32, as the model sees them). */
+/**
+ * Writes x_t into `noisy` and the v-target into `target` (float32, as the model sees them), with
+ * the noise drawn from `noise` (rng.ts normalSource) in element order, in the same pass: no noise
+ * array (for a 63 s latent, 22 M values) is written or read back.
+ */
 export function noiseAndTarget(
   x0: Float32Array,
-  eps: Float32Array,
+  noise: () => number,
   t: number,
   noisy: Float32Array,
   target: Float32Array,
@@ -24,8 +28,10 @@ export function noiseAndTarget(
   const a = Math.fround(Math.sqrt(ALPHAS_CUMPROD[t]!));
   const s = Math.fround(Math.sqrt(1 - a * a));
   for (let i = 0; i < x0.length; i++) {
-    noisy[i] = a * x0[i]! + s * eps[i]!;
-    target[i] = a * eps[i]! - s * x0[i]!;
+    const eps = Math.fround(noise());
+    const x = x0[i]!;
+    noisy[i] = a * x + s * eps;
+    target[i] = a * eps - s * x;
   }
 }
 

@@ -22,7 +22,7 @@ import { noiseAndTarget } from '../diffusion/objective';
 import { UserError } from '../errors';
 import type { ModelDims } from '../model/dims';
 import { ditForward, type Params, type RopeTables } from '../model/dit';
-import { normals, STREAM } from '../rng';
+import { normalSource, STREAM } from '../rng';
 
 /** One measurement: the loss and how long it took. */
 export interface ValidationResult {
@@ -95,9 +95,8 @@ export class Validation {
     pairs.forEach(({ id, t }, k) => {
       if (this.last?.id !== id) this.last = { id, s: this.source().sample(id) };
       const s = this.last.s;
-      const eps = normals(vidLen, seed, STREAM.validation, id, t);
       const at = (a: Float32Array): Float32Array => a.subarray(k * vidLen, (k + 1) * vidLen);
-      noiseAndTarget(s.video, eps, t, at(noisy), at(target));
+      noiseAndTarget(s.video, normalSource(seed, STREAM.validation, id, t), t, at(noisy), at(target));
       text.set(s.text, k * txtLen);
     });
     const videoShape = [b, d.latentFrames, d.inChannels, d.latentHeight, d.latentWidth];

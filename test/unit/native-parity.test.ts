@@ -6,10 +6,10 @@
  * compared element for element: its first step is about lr·sign(g), which flips for elements
  * whose gradient is float32 noise.)
  *
- * One gradient is conditioned worse than that in float32: learnable_ttt_lr_bias of the first
- * layer, a sum with heavy cancellation, on which the two float32 reference implementations, wasm
- * and the pure-JavaScript cpu backend, already differ by about 1e-4. A tensor whose cpu-vs-wasm
- * difference is that large is held to twice that difference instead (named in the diagnostic).
+ * Every gradient is held to 1e-4, the worst-conditioned too: learnable_ttt_lr_bias, a sum with
+ * heavy cancellation, on which the two float32 reference implementations, wasm and the
+ * pure-JavaScript cpu backend, already differ by about 1e-4. That cpu-vs-wasm difference is
+ * reported beside each gradient's (the diagnostic) to show how close to float32 noise 1e-4 is.
  */
 import assert from 'node:assert/strict';
 import * as path from 'node:path';
@@ -85,17 +85,16 @@ test('one training step on tensorflow equals wasm: loss, the gradient norm and e
     `grad norm ${native.gradNorm} vs ${wasm.gradNorm}`,
   );
   assert.deepEqual([...native.grads.keys()], [...wasm.grads.keys()]);
-  let worst = { name: '', err: 0 };
-  const widened: string[] = [];
+  const rows: { name: string; err: number; floor: number }[] = [];
   for (const [n, g] of wasm.grads) {
     const err = relativeError(native.grads.get(n)!, g);
     const floor = relativeError(cpu.grads.get(n)!, g); // two float32 references
-    const tol = Math.max(TOL, 2 * floor);
-    if (tol > TOL) widened.push(`${n}: tensorflow ${err.toExponential(2)}, cpu ${floor.toExponential(2)}`);
-    else if (err > worst.err) worst = { name: n, err };
-    assert.ok(err < tol, `gradient of ${n}: relative error ${err} (cpu vs wasm: ${floor})`);
+    rows.push({ name: n, err, floor });
+    assert.ok(err < TOL, `gradient of ${n}: relative error ${err} (cpu vs wasm: ${floor})`);
   }
+  const worst = rows.reduce((a, b) => (b.err > a.err ? b : a));
+  const noisiest = rows.reduce((a, b) => (b.floor > a.floor ? b : a));
   t.diagnostic(
-    `${wasm.grads.size} gradients; loss ${wasm.loss} (relative difference ${lossErr.toExponential(2)}); largest gradient difference within 1e-4: ${worst.err.toExponential(2)} (${worst.name}); held to 2x the cpu-vs-wasm difference: ${widened.join('; ') || 'none'}`,
+    `${wasm.grads.size} gradients; loss ${wasm.loss} (relative difference ${lossErr.toExponential(2)}); largest gradient difference ${worst.err.toExponential(2)} (${worst.name}; cpu vs wasm there ${worst.floor.toExponential(2)}); largest cpu-vs-wasm difference ${noisiest.floor.toExponential(2)} (${noisiest.name}; tensorflow vs wasm there ${noisiest.err.toExponential(2)})`,
   );
 });
