@@ -198,6 +198,30 @@ export function pythonWithTorch(): string {
   return py;
 }
 
+/**
+ * test/fixtures/ddp_train.py: a small PyTorch DDP trainer with TTT-Video-DiT's command line, config
+ * file and log lines, and checkpoints of ours; run under torchrun with pythonWithTorch().
+ */
+export const DDP_FIXTURE = path.join(ROOT, 'test', 'fixtures', 'ddp_train.py');
+
+/**
+ * The pid of rank `rank` of a run of DDP_FIXTURE whose command line mentions `marker`, from /proc
+ * (torchrun sets RANK in each rank's environment): the rank's own "pid" line may reach torchrun's
+ * copied output after other ranks' lines. Throws when there is none.
+ */
+export function ddpRankPid(marker: string, rank: number): number {
+  for (const p of fs.readdirSync('/proc').filter((x) => /^\d+$/.test(x))) {
+    try {
+      const cmd = fs.readFileSync(`/proc/${p}/cmdline`, 'utf8');
+      if (!cmd.includes(DDP_FIXTURE) || !cmd.includes(marker)) continue;
+      if (fs.readFileSync(`/proc/${p}/environ`, 'utf8').split('\0').includes(`RANK=${rank}`)) return Number(p);
+    } catch {
+      // gone
+    }
+  }
+  throw new Error(`no rank ${rank} of a ${DDP_FIXTURE} run that mentions ${marker}`);
+}
+
 /** Runs a script of test/python with that Python (default: the one with safetensors + numpy); returns its JSON output. */
 export function runPython<T>(script: string, args: string[], python = pythonWithSafetensors()): T {
   const r = spawnSync(python, [path.join(ROOT, 'test', 'python', script), ...args], {
