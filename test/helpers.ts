@@ -6,7 +6,9 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, before } from 'node:test';
 import { Client, Connection } from '@temporalio/client';
+import { defaultPayloadConverter } from '@temporalio/common';
 import { temporal } from '@temporalio/proto';
+import type { ShardProgress } from '../src/shared/types';
 import { startDevServer, type DevServer } from '../src/temporal/devserver';
 import { isValidationLine } from '../src/train/metrics';
 
@@ -84,13 +86,13 @@ export interface SharedServer {
   c: Client;
 }
 
-export function sharedServer(prefix: string, queue: string): SharedServer {
+export function sharedServer(prefix: string, queue: string, workerArgs: string[] = []): SharedServer {
   const dir = tmpDir(prefix);
   const env = { dir, runs: path.join(dir, 'runs'), queue } as SharedServer;
   before(async () => {
     env.srv = await server(path.join(dir, 'temporal.sqlite'));
     // Job inputs write under the test's folder: allow it (the default is the working directory).
-    env.worker = spawnWorker(env.srv.address, queue, {}, ['--allow-path', dir]);
+    env.worker = spawnWorker(env.srv.address, queue, {}, ['--allow-path', dir, ...workerArgs]);
     await env.worker.ready;
     env.c = await client(env.srv.address);
   });
@@ -168,6 +170,15 @@ export async function historyEvents(
 
 export function eventTypeName(e: temporal.api.history.v1.IHistoryEvent): string {
   return temporal.api.enums.v1.EventType[e.eventType ?? 0] ?? String(e.eventType);
+}
+
+/** The shardProgress signals a job's workflow received, in order. */
+export async function progressSignals(c: Client, workflowId: string): Promise<ShardProgress[]> {
+  return (await historyEvents(c, workflowId)).flatMap((e) => {
+    const a = e.workflowExecutionSignaledEventAttributes;
+    if (a?.signalName !== 'shardProgress') return [];
+    return [defaultPayloadConverter.fromPayload<ShardProgress>(a.input!.payloads![0]! as never)];
+  });
 }
 
 /**

@@ -246,7 +246,7 @@ export function tttVideoDitToml(c: StageConfig, opts: TttTomlOptions = {}): stri
     if (opts.resumeFrom !== null) put('checkpoint.resume_step', opts.resumeFrom.step);
   }
   const header = [
-    `# Written by ttt-curriculum for TTT-Video-DiT's train.py (--job.config_file): stage ${c.model.video_length} of ${c.job.exp_name}.`,
+    `# Written by ttt-curriculum in TTT-Video-DiT's config format (train.py --job.config_file): stage ${c.model.video_length} of ${c.job.exp_name}.`,
     "# Fields that exist only in ttt-curriculum's configs are left out.",
   ];
   // smol-toml writes a whole number as an integer; numbersAsFloat writes every number as a float.
