@@ -10,8 +10,9 @@
  *   - the worker SIGKILLed mid-stage: its trainer dies with it, another worker resumes the stage;
  *   - a trainer that fails at every start: retried, then a non-retryable EngineError.
  *
- * Under Slurm: engine-slurm.test.ts. A real torchrun (PyTorch DDP on 2 CPU processes) with a trainer
- * that has TTT-Video-DiT's command line and log lines: test/unit/torchrun-fixture.test.ts.
+ * Under Slurm: engine-slurm.test.ts. A real torchrun (PyTorch DDP on 2 CPU processes) running a
+ * trainer with TTT-Video-DiT's command line, config file and log lines as a preset through the
+ * workflow: torchrun-engine.test.ts.
  */
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
