@@ -48,8 +48,8 @@ export {
 } from './allowed-paths';
 export { WORKER_ONLY_FIELDS, type WorkerOnlyField } from './config/worker-only';
 export { EngineCatalog, type EnginePreset, type CommandPreset } from './engine/preset';
-export { LAYOUTS, logProgress, type LayoutSupport } from './engine/registry';
-export type { CheckpointLayout, CompleteCheckpoint, LogProgress } from './engine/types';
+export { CONFIG_WRITERS, type ConfigWriter, LAYOUTS, logProgress, type LayoutSupport } from './engine/registry';
+export type { CheckpointLayout, CompleteCheckpoint, ConfigFormat, LogProgress } from './engine/types';
 export {
   SEARCH_ATTRIBUTES,
   TRAINING_JOB,

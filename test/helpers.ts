@@ -6,7 +6,9 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, before } from 'node:test';
 import { Client, Connection } from '@temporalio/client';
+import { defaultPayloadConverter } from '@temporalio/common';
 import { temporal } from '@temporalio/proto';
+import type { ShardProgress } from '../src/shared/types';
 import { startDevServer, type DevServer } from '../src/temporal/devserver';
 import { isValidationLine } from '../src/train/metrics';
 
@@ -84,13 +86,13 @@ export interface SharedServer {
   c: Client;
 }
 
-export function sharedServer(prefix: string, queue: string): SharedServer {
+export function sharedServer(prefix: string, queue: string, workerArgs: string[] = []): SharedServer {
   const dir = tmpDir(prefix);
   const env = { dir, runs: path.join(dir, 'runs'), queue } as SharedServer;
   before(async () => {
     env.srv = await server(path.join(dir, 'temporal.sqlite'));
     // Job inputs write under the test's folder: allow it (the default is the working directory).
-    env.worker = spawnWorker(env.srv.address, queue, {}, ['--allow-path', dir]);
+    env.worker = spawnWorker(env.srv.address, queue, {}, ['--allow-path', dir, ...workerArgs]);
     await env.worker.ready;
     env.c = await client(env.srv.address);
   });
@@ -170,6 +172,15 @@ export function eventTypeName(e: temporal.api.history.v1.IHistoryEvent): string 
   return temporal.api.enums.v1.EventType[e.eventType ?? 0] ?? String(e.eventType);
 }
 
+/** The shardProgress signals a job's workflow received, in order. */
+export async function progressSignals(c: Client, workflowId: string): Promise<ShardProgress[]> {
+  return (await historyEvents(c, workflowId)).flatMap((e) => {
+    const a = e.workflowExecutionSignaledEventAttributes;
+    if (a?.signalName !== 'shardProgress') return [];
+    return [defaultPayloadConverter.fromPayload<ShardProgress>(a.input!.payloads![0]! as never)];
+  });
+}
+
 /**
  * The Python that has numpy + safetensors (scripts/ensure-python.sh installs them into
  * .tools/venv; TTT_PYTHON overrides). The interop tests require it: CI installs it.
@@ -196,6 +207,30 @@ export function pythonWithTorch(): string {
       `${py} does not exist: install torch (Debian: apt-get install python3-torch python3-venv), then run bash scripts/ensure-torch.sh`,
     );
   return py;
+}
+
+/**
+ * test/fixtures/ddp_train.py: a small PyTorch DDP trainer with TTT-Video-DiT's command line, config
+ * file and log lines, and checkpoints of ours; run under torchrun with pythonWithTorch().
+ */
+export const DDP_FIXTURE = path.join(ROOT, 'test', 'fixtures', 'ddp_train.py');
+
+/**
+ * The pid of rank `rank` of a run of DDP_FIXTURE whose command line mentions `marker`, from /proc
+ * (torchrun sets RANK in each rank's environment): the rank's own "pid" line may reach torchrun's
+ * copied output after other ranks' lines. Throws when there is none.
+ */
+export function ddpRankPid(marker: string, rank: number): number {
+  for (const p of fs.readdirSync('/proc').filter((x) => /^\d+$/.test(x))) {
+    try {
+      const cmd = fs.readFileSync(`/proc/${p}/cmdline`, 'utf8');
+      if (!cmd.includes(DDP_FIXTURE) || !cmd.includes(marker)) continue;
+      if (fs.readFileSync(`/proc/${p}/environ`, 'utf8').split('\0').includes(`RANK=${rank}`)) return Number(p);
+    } catch {
+      // gone
+    }
+  }
+  throw new Error(`no rank ${rank} of a ${DDP_FIXTURE} run that mentions ${marker}`);
 }
 
 /** Runs a script of test/python with that Python (default: the one with safetensors + numpy); returns its JSON output. */

@@ -383,4 +383,13 @@ export const MOVED_FIELDS: Record<string, string> = {
 };
 
 /** Fields that live in an engine preset, not in a stage config: a clear pointer beats "unknown field". */
-export const PRESET_FIELDS = ['command', 'checkpoint_layout', 'kind', 'cwd', 'env', 'stop', 'stop_signal'] as const;
+export const PRESET_FIELDS = [
+  'command',
+  'checkpoint_layout',
+  'config_format',
+  'kind',
+  'cwd',
+  'env',
+  'stop',
+  'stop_signal',
+] as const;

@@ -1,6 +1,7 @@
 /**
  * A shard of a command engine, made ready on the worker: the stage config written out in the
- * trainer's format, the preset's argv template filled, where the trainer keeps its checkpoints.
+ * trainer's format (the preset's config_format), the preset's argv template filled, where the
+ * trainer keeps its checkpoints (its checkpoint_layout).
  * The result (CommandShard) is what a launcher runs (src/train/launch: a local child, or a Slurm
  * batch job), through the engine runner (runner.ts).
  *
@@ -18,8 +19,8 @@ import { UserError } from '../errors';
 import { stageDir } from '../paths';
 import { StageEngineFiles } from './files';
 import { engineDevices, type EngineDevices } from './mesh';
-import { type CommandPreset, fillTemplate, HEAD_NODE_MARK, type Placeholder } from './preset';
-import { type LayoutName, layoutSupport } from './registry';
+import { type CommandPreset, fillTemplate, HEAD_NODE_MARK, isTttVideoDitTrainer, type Placeholder } from './preset';
+import { CONFIG_WRITERS, type LayoutName, layoutSupport } from './registry';
 import { writeAtomically } from '../train/launch/slurm-files';
 
 /** How a running trainer is stopped (the preset's stop, stop_signal, stop_grace_seconds). */
@@ -80,8 +81,12 @@ export function prepareCommandShard(o: {
   const support = layoutSupport(preset.checkpoint_layout, { file: preset.file, field: 'checkpoint_layout' });
   const files = new StageEngineFiles(stageDir(o.jobDir, name));
   files.ensure();
-  const configFile = files.config(preset.checkpoint_layout);
-  writeAtomically(configFile, support.writeConfig(o.stage.config));
+  const configFile = files.config(preset.config_format);
+  const write = CONFIG_WRITERS[preset.config_format];
+  writeAtomically(
+    configFile,
+    write(o.stage.config, { stageFile: o.stage.file, tttVideoDitTrainer: isTttVideoDitTrainer(preset) }),
+  );
   const folders = trainerFolders(preset.checkpoint_layout, o.jobDir, name);
   const devices = engineDevices(o.stage.config, preset);
   const values: Record<Placeholder, string> = {

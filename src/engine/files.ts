@@ -3,7 +3,8 @@
  *
  *   engine.json        which engine trained the stage and where its checkpoints are (EngineRecord);
  *                      inspectStage and promoteStage read the stage through it
- *   config.<layout>.toml  the stage config written out for the trainer ({config})
+ *   config.<format>.toml  the stage config written out for the trainer ({config}), in the
+ *                      preset's config_format
  *   runs.jsonl         one line per run of the trainer under the local launcher (EngineRun): how
  *                      it ended; consecutive failed starts end the stage (launcher.max_failed_starts)
  *   output.log         the trainer's output under the local launcher (under Slurm: slurm/<id>.out)
@@ -12,6 +13,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { writeAtomically } from '../train/launch/slurm-files';
 import type { LayoutName } from './registry';
+import type { ConfigFormat } from './types';
 
 export interface EngineRecord {
   preset: string;
@@ -50,7 +52,7 @@ export class StageEngineFiles {
   }
 
   readonly record = (): string => path.join(this.dir, 'engine.json');
-  readonly config = (layout: LayoutName): string => path.join(this.dir, `config.${layout}.toml`);
+  readonly config = (format: ConfigFormat): string => path.join(this.dir, `config.${format}.toml`);
   readonly runs = (): string => path.join(this.dir, 'runs.jsonl');
   readonly output = (): string => path.join(this.dir, 'output.log');
 

@@ -17,7 +17,7 @@ import { z } from 'zod';
 import { BUILTIN_ENGINE, ENGINE_PRESET_NAME } from '../config/schema';
 import { ConfigError, type ConfigProblem, UserError } from '../errors';
 import { PACKAGE_ROOT } from '../package-root';
-import type { CheckpointLayout } from './types';
+import { type CheckpointLayout, CONFIG_FORMATS, type ConfigFormat } from './types';
 
 /**
  * The placeholders of a command template (and of `cwd`), besides {env.NAME}. All but {head_node}
@@ -54,6 +54,12 @@ export const presetSchema = z.strictObject({
     .optional()
     .describe(
       'kind = "command": how its checkpoints are laid out and read: "ours" (this project\'s step folders and metrics.jsonl) or "ttt-video-dit" (DCP step-N folders under {dump_folder}/{exp_name}/checkpoint, progress from its log lines)',
+    ),
+  config_format: z
+    .enum(CONFIG_FORMATS)
+    .optional()
+    .describe(
+      'kind = "command": the format of the stage config file that {config} names: "ours" (this project\'s TOML, every field) or "ttt-video-dit" (TTT-Video-DiT\'s TOML: its sections and names). Default: the checkpoint_layout\'s. With checkpoint_layout = "ttt-video-dit" the trainer is TTT-Video-DiT\'s train.py, which reads only its own format, and the job is refused where train.py cannot train it as configured (its 5B or debug model presets, precomputed data, its fixed AdamW constants, DCP init weights); "ttt-video-dit" with checkpoint_layout = "ours" is a trainer that shares only its config file (e.g. test/fixtures/ddp_train.py), and none of those checks apply',
     ),
   cwd: z
     .string()
@@ -102,12 +108,14 @@ export const presetSchema = z.strictObject({
 type PresetFile = z.infer<typeof presetSchema>;
 
 /** A preset of kind "command" as it is used: every field set. */
-export interface CommandPreset extends Omit<PresetFile, 'kind' | 'command' | 'checkpoint_layout'> {
+export interface CommandPreset extends Omit<PresetFile, 'kind' | 'command' | 'checkpoint_layout' | 'config_format'> {
   kind: 'command';
   name: string;
   file: string;
   command: string[];
   checkpoint_layout: CheckpointLayout['name'];
+  /** The preset's config_format, or its checkpoint_layout's where it has none. */
+  config_format: ConfigFormat;
 }
 
 export type EnginePreset = { kind: 'tfjs'; name: string; file: string | null } | CommandPreset;
@@ -246,8 +254,53 @@ export function readPreset(name: string, file: string): EnginePreset {
         fix: 'capture the step number as (?<step>\\d+) (loss and grad_norm as (?<loss>...) and (?<grad_norm>...))',
       });
   }
+  const configFormat = p.config_format ?? p.checkpoint_layout;
+  if (configFormat && p.checkpoint_layout && p.command)
+    problems.push(...configFormatProblems(file, configFormat, p.checkpoint_layout, p.command[0]!));
   if (problems.length > 0) throw new ConfigError(problems);
-  return { ...p, kind: 'command', name, file, command: p.command!, checkpoint_layout: p.checkpoint_layout! };
+  return {
+    ...p,
+    kind: 'command',
+    name,
+    file,
+    command: p.command!,
+    checkpoint_layout: p.checkpoint_layout!,
+    config_format: configFormat!,
+  };
+}
+
+/**
+ * Whether the trainer of a preset is TTT-Video-DiT's train.py itself, so that what train.py cannot
+ * train as configured is refused (ttt-video-dit/config.ts: tttVideoDitProblems, DCP init weights).
+ * The checkpoint layout decides, not a flag of its own: only train.py writes the DCP step folders
+ * of the "ttt-video-dit" layout, and a trainer that writes ours (model.safetensors with state.json)
+ * has a model and a weight loader of its own, whatever config format it reads; a separate flag
+ * could only contradict the layout. Stage 1's init check follows the same rule (init.ts).
+ */
+export const isTttVideoDitTrainer = (preset: Pick<CommandPreset, 'checkpoint_layout'>): boolean =>
+  preset.checkpoint_layout === 'ttt-video-dit';
+
+/** A config format its trainer cannot read: train.py reads only its own, `ttt-curriculum train` only ours. */
+function configFormatProblems(
+  file: string,
+  format: ConfigFormat,
+  layout: CheckpointLayout['name'],
+  program: string,
+): ConfigProblem[] {
+  const problem = (message: string, fix: string): ConfigProblem[] => [
+    { file, field: 'config_format', value: format, message, fix },
+  ];
+  if (isTttVideoDitTrainer({ checkpoint_layout: layout }) && format !== 'ttt-video-dit')
+    return problem(
+      `checkpoint_layout = "${layout}" is TTT-Video-DiT's train.py, which reads only its own config format (a section it does not know is an error there)`,
+      'remove config_format (it follows checkpoint_layout) or set config_format = "ttt-video-dit"',
+    );
+  if (program === 'ttt-curriculum' && format !== 'ours')
+    return problem(
+      "the command runs ttt-curriculum, whose train command reads this project's config format",
+      'remove config_format (it follows checkpoint_layout) or set config_format = "ours"',
+    );
+  return [];
 }
 
 const placeholderList = (): string =>

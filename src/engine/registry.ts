@@ -1,7 +1,8 @@
 /**
  * What this project knows about each checkpoint layout of an external engine, in one place: the
- * layout reader (types.ts: CheckpointLayout), the writer of the stage config file that {config}
- * names, where the trainer's progress comes from, and the parser of progress from log lines.
+ * layout reader (types.ts: CheckpointLayout), where the trainer's progress comes from, and the
+ * parser of progress from log lines; and about each config format, the writer of the stage config
+ * file that {config} names (a preset's config_format, by default its checkpoint_layout's).
  *
  * "ours" is our own checkpoint store (src/engine/ours.ts); "ttt-video-dit" is TTT-Video-DiT's DCP
  * step folders under `<run>/checkpoint/` (src/engine/ttt-video-dit/: its layout reader and its TOML
@@ -14,14 +15,12 @@ import { parseProgressLine, TTT_VIDEO_DIT_PROGRESS_PATTERN } from './log-progres
 import { oursLayout, oursStageToml } from './ours';
 import { tttVideoDitToml } from './ttt-video-dit/config';
 import { TTT_CHECKPOINT_SUBDIR, tttVideoDitLayout } from './ttt-video-dit/layout';
-import type { CheckpointLayout, LogProgress } from './types';
+import type { CheckpointLayout, ConfigFormat, LogProgress } from './types';
 
 export type LayoutName = CheckpointLayout['name'];
 
 export interface LayoutSupport {
   layout: CheckpointLayout;
-  /** The stage config in the trainer's own format: the file that {config} names. */
-  writeConfig(config: StageConfig): string;
   /**
    * Where its progress comes from: "metrics" = the trainer writes the stage's metrics.jsonl itself
    * (ours); "output" = its output lines, parsed with the preset's progress_pattern (or
@@ -39,16 +38,27 @@ export interface LayoutSupport {
 }
 
 export const LAYOUTS: Partial<Record<LayoutName, LayoutSupport>> = {
-  ours: { layout: oursLayout, writeConfig: oursStageToml, progress: 'metrics' },
+  ours: { layout: oursLayout, progress: 'metrics' },
   // Resuming: the runner moves torn step folders aside before each start and the preset passes
   // --checkpoint.resume, so TTT-Video-DiT's own choice (the newest step-N) is a complete one.
   'ttt-video-dit': {
     layout: tttVideoDitLayout,
-    writeConfig: (c) => tttVideoDitToml(c),
     progress: 'output',
     defaultProgressPattern: TTT_VIDEO_DIT_PROGRESS_PATTERN.source,
     stepsDir: (run) => path.join(run, TTT_CHECKPOINT_SUBDIR),
   },
+};
+
+/**
+ * The stage config in a trainer's format: the file that {config} names. `stageFile` names the stage
+ * config in problems; `tttVideoDitTrainer`: the trainer is TTT-Video-DiT's train.py itself
+ * (preset.ts: isTttVideoDitTrainer), so what it cannot train as configured is a ConfigError.
+ */
+export type ConfigWriter = (config: StageConfig, o: { stageFile: string; tttVideoDitTrainer: boolean }) => string;
+
+export const CONFIG_WRITERS: Record<ConfigFormat, ConfigWriter> = {
+  ours: (c) => oursStageToml(c),
+  'ttt-video-dit': (c, o) => tttVideoDitToml(c, { file: o.stageFile, trainPy: o.tttVideoDitTrainer }),
 };
 
 /**

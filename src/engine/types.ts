@@ -22,6 +22,10 @@ export interface CheckpointLayout {
   latestComplete(runDir: string): CompleteCheckpoint | null;
 }
 
+/** The formats of the stage config file written for an external trainer ({config}). */
+export const CONFIG_FORMATS = ['ours', 'ttt-video-dit'] as const;
+export type ConfigFormat = (typeof CONFIG_FORMATS)[number];
+
 /** One progress report read from a trainer's output line. */
 export interface LogProgress {
   step: number;

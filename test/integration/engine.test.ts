@@ -10,24 +10,26 @@
  *   - the worker SIGKILLed mid-stage: its trainer dies with it, another worker resumes the stage;
  *   - a trainer that fails at every start: retried, then a non-retryable EngineError.
  *
- * Under Slurm: engine-slurm.test.ts. A real torchrun (PyTorch DDP on 2 CPU processes) with a trainer
- * that has TTT-Video-DiT's command line and log lines: test/unit/torchrun-fixture.test.ts.
+ * Under Slurm: engine-slurm.test.ts. A real torchrun (PyTorch DDP on 2 CPU processes) running a
+ * trainer with TTT-Video-DiT's command line, config file and log lines as a preset through the
+ * workflow: torchrun-engine.test.ts.
  */
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, before, test } from 'node:test';
 import { type Client, WorkflowFailedError } from '@temporalio/client';
-import { ActivityFailure, ApplicationFailure, defaultPayloadConverter } from '@temporalio/common';
+import { ActivityFailure, ApplicationFailure } from '@temporalio/common';
 import { latestCompleteCheckpoint } from '../../src/checkpoint/store';
 import { pauseSignal, progressQuery, resumeSignal, startJob } from '../../src/temporal/client';
 import type { DevServer } from '../../src/temporal/devserver';
-import type { CurriculumResult, ShardProgress } from '../../src/shared/types';
+import type { CurriculumResult } from '../../src/shared/types';
 import {
   client,
   eventTypeName,
   historyEvents,
   metricSteps,
+  progressSignals,
   server,
   spawnWorker,
   tmpDir,
@@ -109,15 +111,6 @@ async function trained(job: string, stage: string, n: number): Promise<void> {
   );
 }
 
-/** The shardProgress signals the workflow received. */
-async function progressSignals(job: string): Promise<ShardProgress[]> {
-  return (await historyEvents(c, job)).flatMap((e) => {
-    const a = e.workflowExecutionSignaledEventAttributes;
-    if (a?.signalName !== 'shardProgress') return [];
-    return [defaultPayloadConverter.fromPayload<ShardProgress>(a.input!.payloads![0]! as never)];
-  });
-}
-
 async function failure(h: { result(): Promise<unknown> }): Promise<ApplicationFailure> {
   const err = await h.result().then(
     () => assert.fail('the job should fail'),
@@ -165,7 +158,7 @@ test('the tiny curriculum with ttt-curriculum train as an external engine, in sh
     assert.equal(runsLog.at(-1)!.endStep, 8);
   }
   // Progress reached the workflow from the external trainer's metrics.jsonl, labelled with the engine.
-  const signals = await progressSignals('engine-ours');
+  const signals = await progressSignals(c, 'engine-ours');
   assert.ok(signals.length > 0, 'shardProgress signals');
   assert.ok(signals.every((p) => p.backend === 'ours' && p.device === '1 node x 1 device'));
   t.diagnostic(

@@ -1,6 +1,7 @@
 /**
- * Engines (issue 14) without Temporal: presets and their lookup, the honest mesh, the built-in
- * engine's batch whatever the mesh, a command shard made ready, and the engine runner with a
+ * Engines (issue 14) without Temporal: presets and their lookup, config_format beside
+ * checkpoint_layout, the honest mesh, the built-in engine's batch whatever the mesh, a command
+ * shard made ready (its config file in the preset's format), and the engine runner with a
  * stand-in external trainer (test/fixtures/fake-trainer.ts) in a stand-in DCP-like layout:
  * progress from its output lines, the result from its checkpoints, torn folders set aside, the
  * three ways of stopping, the shard's bounds, failed starts, the stage's final in place.
@@ -9,11 +10,13 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, before, test } from 'node:test';
+import { parse as parseToml } from 'smol-toml';
 import { loadCurriculum, loadStageConfig } from '../../src/config/load';
 import { type CommandShard, trainerFolders } from '../../src/engine/command';
 import { engineDir } from '../../src/engine/files';
 import { EngineCatalog, fillTemplate, HEAD_NODE_MARK } from '../../src/engine/preset';
 import { LAYOUTS, type LayoutSupport } from '../../src/engine/registry';
+import { TTT_SECTIONS } from '../../src/engine/ttt-video-dit/config';
 import { CommandRunner, type RunnerSpec, TrainerFailedError } from '../../src/engine/runner';
 import { folderDigest } from '../../src/engine/summary';
 import type { CheckpointLayout } from '../../src/engine/types';
@@ -31,6 +34,8 @@ const TINY_3S = path.join(ROOT, 'configs/train/tiny/3s.toml');
 const TINY = path.join(ROOT, 'configs/curriculum/tiny.toml');
 const FAKE = path.join(ROOT, 'dist/test/fixtures/fake-trainer.js');
 const log = logger.child({ test: 'engine' });
+/** The start of a preset whose trainer is a torchrun program (not this package's CLI). */
+const TORCHRUN_PRESET = 'kind = "command"\ncommand = ["torchrun", "ddp_train.py", "{config}"]\n';
 
 function configError(fn: () => unknown): ConfigError {
   try {
@@ -112,6 +117,46 @@ test('a preset with an unknown placeholder, no argv or a bad pattern is a Config
   assert.match(configError(() => c.preset('b')).message, /b\.toml: command: a command preset needs its argv/);
   assert.match(configError(() => c.preset('c')).message, /progress_pattern = .*has no named group "step"/);
   assert.match(configError(() => c.preset('d')).message, /d\.toml: shell: unknown preset field/);
+});
+
+test('config_format follows checkpoint_layout unless a preset sets it; a trainer that cannot read it is a ConfigError naming the preset file', () => {
+  for (const name of ['ours', 'ttt-video-dit', 'ttt-video-dit-slurm']) {
+    const p = new EngineCatalog().preset(name);
+    assert.ok(p.kind === 'command' && p.config_format === p.checkpoint_layout, name);
+  }
+  const dir = engineDirWith({
+    'ddp.toml': `${TORCHRUN_PRESET}checkpoint_layout = "ours"\nconfig_format = "ttt-video-dit"\n`,
+    'tvd-ours.toml': `${TORCHRUN_PRESET}checkpoint_layout = "ttt-video-dit"\nconfig_format = "ours"\n`,
+    'cli-tvd.toml':
+      'kind = "command"\ncommand = ["ttt-curriculum", "train", "{config}"]\ncheckpoint_layout = "ours"\nconfig_format = "ttt-video-dit"\n',
+    'yaml.toml': `${TORCHRUN_PRESET}checkpoint_layout = "ours"\nconfig_format = "yaml"\n`,
+  });
+  const engines = EngineCatalog.forWorker([dir]);
+  const ddp = engines.preset('ddp');
+  assert.ok(ddp.kind === 'command' && ddp.config_format === 'ttt-video-dit' && ddp.checkpoint_layout === 'ours');
+  const problem = (name: string) => {
+    const e = configError(() => engines.preset(name));
+    assert.equal(e.problems.length, 1, e.message);
+    assert.equal(e.problems[0]!.file, path.join(dir, `${name}.toml`));
+    assert.equal(e.problems[0]!.field, 'config_format');
+    return e.problems[0]!;
+  };
+  const tvd = problem('tvd-ours');
+  assert.match(
+    tvd.message,
+    /checkpoint_layout = "ttt-video-dit" is TTT-Video-DiT's train\.py, which reads only its own config format/,
+  );
+  assert.match(tvd.fix, /remove config_format \(it follows checkpoint_layout\) or set config_format = "ttt-video-dit"/);
+  assert.match(
+    problem('cli-tvd').message,
+    /the command runs ttt-curriculum, whose train command reads this project's config format/,
+  );
+  problem('yaml');
+  // Refused at planning, with the preset's file and field.
+  assert.match(
+    configError(() => loadStageConfig(TINY_3S, { 'engine.preset': 'tvd-ours' }, { engines })).message,
+    /tvd-ours\.toml: config_format = "ours": checkpoint_layout = "ttt-video-dit" is TTT-Video-DiT's train\.py/,
+  );
 });
 
 test('placeholders: {name} from the shard, {env.NAME} from the worker (a missing one named), {{ }} literal', () => {
@@ -322,6 +367,47 @@ test('a command shard: the stage config written for the trainer, the argv filled
   assert.equal(fs.existsSync(path.join(engineDir(cmd.runDir), 'engine.json')), false);
 });
 
+test('config_format = "ttt-video-dit" with checkpoint_layout = "ours": TTT-Video-DiT\'s config file for the tiny model on synthetic data; for train.py itself the same stage is refused', () => {
+  const runs = tmpDir('format');
+  const init = tmpDir('ours-init');
+  fs.writeFileSync(path.join(init, 'model.safetensors'), '');
+  const engines = EngineCatalog.forWorker([
+    engineDirWith({
+      'ddp.toml': `${TORCHRUN_PRESET}checkpoint_layout = "ours"\nconfig_format = "ttt-video-dit"\n`,
+      'tvd.toml': `${TORCHRUN_PRESET}checkpoint_layout = "ttt-video-dit"\n`,
+    }),
+  ]);
+  const set = { 'job.dump_folder': runs, 'checkpoint.init_state_dir': init };
+  const jobDir = path.join(runs, 'job');
+  const stage = loadStageConfig(TINY_3S, { ...set, 'engine.preset': 'ddp' }, { engines });
+  const cmd = shardEngine(stage, { jobDir, initFrom: init });
+  assert.ok(cmd);
+  assert.equal(cmd.configFile, path.join(jobDir, '3s', 'engine', 'config.ttt-video-dit.toml'));
+  assert.deepEqual(cmd.argv, ['torchrun', 'ddp_train.py', cmd.configFile]);
+  // Its checkpoints are ours: where the built-in engine keeps them.
+  assert.deepEqual([cmd.layout, cmd.runDir], ['ours', path.join(jobDir, '3s')]);
+  const written = parseToml(fs.readFileSync(cmd.configFile, 'utf8')) as Record<string, Record<string, unknown>>;
+  assert.deepEqual(
+    Object.keys(written).filter((k) => !TTT_SECTIONS.includes(k)),
+    [],
+    "only TTT-Video-DiT's sections",
+  );
+  assert.equal(written.training!.dataset_path, 'synthetic');
+  assert.equal(written.model!.size, 'tiny');
+  assert.equal(written.checkpoint!.init_state_dir, init, 'init weights of ours, not DCP');
+  // The same stage for TTT-Video-DiT's train.py: what it cannot train, named in the stage file.
+  const e = configError(() =>
+    shardEngine(loadStageConfig(TINY_3S, { ...set, 'engine.preset': 'tvd' }, { engines }), {
+      jobDir: path.join(runs, 'tvd'),
+      initFrom: init,
+    }),
+  );
+  const fields = e.problems.map((p) => p.field);
+  for (const f of ['training.dataset_path', 'model.size', 'checkpoint.init_state_dir'])
+    assert.ok(fields.includes(f), `${f} in ${fields.join(', ')}`);
+  assert.ok(e.problems.every((p) => p.file === TINY_3S));
+});
+
 test('a preset whose checkpoint layout this build cannot read is refused at planning', () => {
   const saved = LAYOUTS['ttt-video-dit'];
   delete LAYOUTS['ttt-video-dit'];
@@ -367,7 +453,6 @@ before(() => {
   savedLayout = LAYOUTS['ttt-video-dit'];
   LAYOUTS['ttt-video-dit'] = {
     layout: fakeLayout,
-    writeConfig: () => 'fake = true\n',
     progress: 'output',
     defaultProgressPattern: PATTERN,
     stepsDir: (run) => path.join(run, 'checkpoint'),

@@ -16,7 +16,8 @@
  *   requires an absolute job.dump_folder (`_validate_config`), so paths are written absolute.
  * Settings it cannot honour (a synthetic dataset, a constant schedule, AdamW constants other than
  * its fixed ones, model sizes other than its presets') are a ConfigError rather than silently
- * training something else.
+ * training something else; for a trainer that reads only this config format (trainPy = false)
+ * they are written as they are ("synthetic" too).
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -43,6 +44,8 @@ const same = (section: keyof StageConfig, field: string): FieldMap['from'] => {
 const copied = (section: Section, fields: string[]): FieldMap[] =>
   fields.map((f) => ({ to: `${section}.${f}`, from: same(section, f) }));
 
+const synthetic = (c: StageConfig): boolean => c.training.dataset_path === 'synthetic';
+
 /** TTT-Video-DiT's fields (ttt/infra/config_manager.py) that a stage config sets, in its section order. */
 const TTT_FIELDS: FieldMap[] = [
   ...copied('job', ['exp_name']),
@@ -53,10 +56,17 @@ const TTT_FIELDS: FieldMap[] = [
   ...copied('model', ['mini_batch_size']),
   { to: 'model.scale_factor', from: (c) => c.training.vae_scale_factor, float: true },
   { to: 'training.adapter_method', from: (c) => c.model.adapter_method },
-  { to: 'training.dataset_path', from: (c, resolve) => resolve(c.training.dataset_path) },
+  // The synthetic source (only for a trainer other than train.py) is written as it is.
+  {
+    to: 'training.dataset_path',
+    from: (c, resolve) => (synthetic(c) ? c.training.dataset_path : resolve(c.training.dataset_path)),
+  },
   {
     to: 'training.jsonl_paths',
-    from: (c, resolve) => c.training.jsonl_paths.map((j) => path.resolve(resolve(c.training.dataset_path), j)),
+    from: (c, resolve) =>
+      synthetic(c)
+        ? c.training.jsonl_paths
+        : c.training.jsonl_paths.map((j) => path.resolve(resolve(c.training.dataset_path), j)),
   },
   ...copied('training', ['global_batch_size', 'grad_accum_steps']),
   { to: 'training.warmup_steps', from: (c) => c.optimizer.warmup_steps },
@@ -116,11 +126,13 @@ export interface TttTomlOptions {
   /** The config file's name in problems (default "stage config"). */
   file?: string;
   /**
-   * Whether an existing init_state_dir must be a complete DCP checkpoint (default true: what
-   * TTT-Video-DiT loads). False for a trainer that reads this config format but loads other
-   * weights, e.g. one whose preset has checkpoint_layout = "ours" (test/fixtures/ddp_train.py).
+   * Whether the reader is TTT-Video-DiT's train.py itself (default true): then what it cannot train
+   * as configured (tttVideoDitProblems), and an existing init_state_dir that is not a complete DCP
+   * checkpoint, are a ConfigError. False for a trainer that reads only this config format, with a
+   * model and weights of its own: a preset with checkpoint_layout = "ours" and config_format =
+   * "ttt-video-dit" (test/fixtures/ddp_train.py; preset.ts: isTttVideoDitTrainer).
    */
-  initMustBeDcp?: boolean;
+  trainPy?: boolean;
 }
 
 /** Model sizes of TTT-Video-DiT's presets (ttt/models/configs.py `PREDEFINED_CONFIGS` and the dataclass defaults). */
@@ -148,7 +160,7 @@ export function tttVideoDitProblems(c: StageConfig, file = 'stage config'): Conf
   const out: ConfigProblem[] = [];
   const problem = (field: string, value: unknown, message: string, fix: string) =>
     out.push({ file, field, value, message, fix });
-  if (c.training.dataset_path === 'synthetic')
+  if (synthetic(c))
     problem(
       'training.dataset_path',
       'synthetic',
@@ -193,17 +205,19 @@ export function tttVideoDitProblems(c: StageConfig, file = 'stage config'): Conf
 }
 
 /**
- * A stage config as a TTT-Video-DiT config file. Throws a ConfigError when TTT-Video-DiT cannot
- * train it as configured (tttVideoDitProblems), or when init_state_dir exists and is not a
- * complete DCP checkpoint (ours are safetensors: TTT-Video-DiT cannot load them; see initMustBeDcp).
+ * A stage config as a TTT-Video-DiT config file. For train.py itself (opts.trainPy, the default),
+ * throws a ConfigError when it cannot train it as configured (tttVideoDitProblems), or when
+ * init_state_dir exists and is not a complete DCP checkpoint (ours are safetensors: train.py
+ * cannot load them).
  */
 export function tttVideoDitToml(c: StageConfig, opts: TttTomlOptions = {}): string {
   const resolve = (p: string) => path.resolve(opts.baseDir ?? process.cwd(), p);
-  const problems = tttVideoDitProblems(c, opts.file);
+  const trainPy = opts.trainPy !== false;
+  const problems = trainPy ? tttVideoDitProblems(c, opts.file) : [];
   const init = c.checkpoint.init_state_dir === '' ? undefined : resolve(c.checkpoint.init_state_dir);
   // It loads init weights with DCP (ttt/infra/checkpoint.py `load_pretrained`): stage 1's are its
   // converter's output (scripts/convert_weights_from_hf.sh), later stages' a step folder.
-  if (init !== undefined && opts.initMustBeDcp !== false && fs.existsSync(init)) {
+  if (init !== undefined && trainPy && fs.existsSync(init)) {
     const check = checkDcpFolder(init);
     if (!check.complete)
       problems.push({
@@ -232,7 +246,7 @@ export function tttVideoDitToml(c: StageConfig, opts: TttTomlOptions = {}): stri
     if (opts.resumeFrom !== null) put('checkpoint.resume_step', opts.resumeFrom.step);
   }
   const header = [
-    `# Written by ttt-curriculum for TTT-Video-DiT's train.py (--job.config_file): stage ${c.model.video_length} of ${c.job.exp_name}.`,
+    `# Written by ttt-curriculum in TTT-Video-DiT's config format (train.py --job.config_file): stage ${c.model.video_length} of ${c.job.exp_name}.`,
     "# Fields that exist only in ttt-curriculum's configs are left out.",
   ];
   // smol-toml writes a whole number as an integer; numbersAsFloat writes every number as a float.
