@@ -1,8 +1,10 @@
 /**
  * The stage's metrics.jsonl: one JSON object per line, appended by the training shard.
  *
- *   step line        {"stage","step","loss","grad_norm","lr","lr_ssm","step_time","data_time","tokens_per_s","time"}
- *                    one per trained step (a step redone after a crash or a retry has a line again)
+ *   step line        {"stage","step","loss","grad_norm","lr","lr_ssm","step_time","data_time","tokens_per_s","samples","backend","device","time"}
+ *                    one per trained step (a step redone after a crash or a retry has a line again);
+ *                    backend and device are what training ran on (describeBackend), so that a
+ *                    trainer watched only through this file (a Slurm job) shows them too
  *   validation line  {"stage","step","val_loss","val_time","time"}
  *                    the validation loss of the weights after `step` steps (0: the stage's start
  *                    weights); written before the checkpoint of that step, so a resumed stage
@@ -26,6 +28,10 @@ export interface MetricsLine {
   tokens_per_s: number;
   /** Samples the step trained on (the built-in engine: training.global_batch_size). */
   samples?: number;
+  /** The backend the step ran on ("tensorflow", "wasm", "cpu"). */
+  backend?: string;
+  /** Its device: "cpu: <model>, N threads" or "gpu: <model>". */
+  device?: string;
   time: string;
 }
 

@@ -56,6 +56,8 @@ export class ShardRun {
     private readonly log: Logger,
     private readonly ctl: ShardControl,
     private readonly validation: Validation | null = null,
+    /** The backend and device training runs on, written into every step line. */
+    private readonly runsOn: { backend: string; device: string } | null = null,
   ) {
     this.ckDir = checkpointsDir(stageDir);
     fs.mkdirSync(this.ckDir, { recursive: true });
@@ -144,6 +146,7 @@ export class ShardRun {
       data_time: g.dataSeconds,
       tokens_per_s: (g.samples.length * this.model.dims.seqLen) / stepTime,
       samples: g.samples.length,
+      ...this.runsOn,
       time: new Date().toISOString(),
     };
     this.writeMetrics(line);

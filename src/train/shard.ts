@@ -85,6 +85,7 @@ async function trainShard(req: ShardRequest, ctl: ShardControl): Promise<ShardRe
       log,
       runCtl,
       validation,
+      { backend, device },
     );
     run.open(req.initFrom);
     const startStep = run.step;

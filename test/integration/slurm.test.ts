@@ -338,13 +338,18 @@ test('pause, resume and cancel through Slurm: each saves a checkpoint and ends t
   await trained(job, '3s', 3);
   const [running] = liveJobsNamed(`${job}.3s`);
   const first = running!.split(' ')[0]!;
-  const status = await waitFor('status with the slurm job', () => {
+  const status = await waitFor('status with the slurm job and its backend', () => {
     const s = JSON.parse(cli(['status', job, '--json'])) as {
       launcher: { kind: string; jobId: string; state: string };
+      backend: string | null;
+      device: string | null;
     };
-    return s.launcher?.jobId ? s : undefined;
+    return s.launcher?.jobId && s.backend ? s : undefined;
   });
   assert.deepEqual(status.launcher, { kind: 'slurm', jobId: first, state: 'RUNNING' });
+  // What the trainer in the Slurm job runs on, from its metrics.jsonl lines.
+  assert.ok(['tensorflow', 'wasm', 'cpu'].includes(status.backend!), `backend ${status.backend}`);
+  assert.match(status.device ?? '', /^(cpu|gpu): /);
   assert.match(cli(['status', job]), new RegExp(`stage 3s, step \\d+/400, loss .* \\(slurm job ${first} RUNNING\\)`));
 
   await h.signal(pauseSignal);

@@ -216,6 +216,12 @@ test('metrics.jsonl is followed from an offset: complete lines of the stage only
     { stage: '3s', step: 3, totalSteps: 10, loss: 0.3, gradNorm: 1, stepSeconds: 0.5, valLoss: 0.4, valStep: 2 },
     { stage: '3s', step: 4, totalSteps: 10, loss: 0.4, gradNorm: 1, stepSeconds: 0.5, valLoss: 0.3, valStep: 3 },
   ]);
+  // The backend and device of a step line (the built-in trainer writes them) reach its progress.
+  const on = { backend: 'tensorflow', device: 'cpu: AMD EPYC, 2 threads' };
+  fs.appendFileSync(file, `${JSON.stringify({ ...JSON.parse(line('3s', 5)), ...on })}\n`);
+  assert.deepEqual(await f.read(), [
+    { stage: '3s', step: 5, totalSteps: 10, loss: 0.5, gradNorm: 1, stepSeconds: 0.5, valLoss: 0.3, valStep: 3, ...on },
+  ]);
 });
 
 test('failed start-ups are the newest ended jobs that trained nothing and reported no result; a stop is no failure', () => {

@@ -89,6 +89,9 @@ test('validation never changes training: the same steps and checkpoint bytes wit
   assert.deepEqual(mb.validation, [], 'validation.samples = 0: no validation line');
   const training = (m: typeof ma) => m.steps.map((s) => [s.step, s.loss, s.grad_norm, s.lr, s.lr_ssm]);
   assert.deepEqual(training(ma), training(mb), 'the same steps: losses, gradient norms, learning rates');
+  // Every step line says what it ran on (a Slurm job's progress is read from these lines).
+  for (const s of ma.steps) assert.deepEqual([s.backend, s.device], [a.backend, a.device], `step ${s.step}`);
+  assert.ok(a.backend !== undefined && a.device !== undefined && a.device !== '');
   for (const step of [0, 3, 6])
     for (const f of ['model.safetensors', 'optimizer.safetensors'])
       assert.ok(ckFile(on, step, f).equals(ckFile(off, step, f)), `step ${step} ${f}: byte-identical`);

@@ -87,6 +87,8 @@ export class MetricsFollower {
       gradNorm: m.grad_norm,
       stepSeconds: m.step_time,
       ...this.val,
+      ...(typeof m.backend === 'string' ? { backend: m.backend } : {}),
+      ...(typeof m.device === 'string' ? { device: m.device } : {}),
     };
   }
 }
