@@ -1,10 +1,12 @@
 /**
  * Engines (issue 14) without Temporal: presets and their lookup, config_format beside
- * checkpoint_layout, the honest mesh, the built-in engine's batch whatever the mesh, a command
- * shard made ready (its config file in the preset's format), and the engine runner with a
- * stand-in external trainer (test/fixtures/fake-trainer.ts) in a stand-in DCP-like layout:
- * progress from its output lines, the result from its checkpoints, torn folders set aside, the
- * three ways of stopping, the shard's bounds, failed starts, the stage's final in place.
+ * checkpoint_layout, named progress patterns, the honest mesh, train.py's feasibility at planning,
+ * the built-in engine's batch whatever the mesh, a command shard made ready (its config file in
+ * the preset's format), and the engine runner with a stand-in external trainer
+ * (test/fixtures/fake-trainer.ts) in a stand-in DCP-like layout: progress from its output lines,
+ * the result from its checkpoints, torn folders set aside, the three ways of stopping, the shard's
+ * bounds, failed starts, fencing of a trainer that takes no lease itself, the stage's final in
+ * place.
  */
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
