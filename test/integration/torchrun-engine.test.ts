@@ -220,13 +220,32 @@ function trainShardStarts(events: temporal.api.history.v1.IHistoryEvent[]) {
     .filter((a) => trainShard.has(String(a.scheduledEventId)));
 }
 
-test("one rank SIGKILLed mid-stage: torchrun fails, trainShard is retried and resumes from the last complete checkpoint; the final is byte-identical to the uninterrupted run's", async (t) => {
-  const job = 'torchrun-kill';
-  const t0 = Date.now();
+/** Starts stage 3s of `job` with the holding preset; resolves once its trainer holds at step HOLD. */
+async function startHeld(job: string) {
   const h = await startJob(env.c, input(job, 'ddp-hold', '3s'), { taskQueue: env.queue });
   const output = path.join(stageDir(job, '3s'), 'engine', 'output.log');
   // A hang guard, not a speed claim.
   await waitFor(`"${HOLD_LINE}"`, () => (readText(output).includes(HOLD_LINE) ? true : undefined), 300_000, 100);
+  return { h, output };
+}
+
+/** The activity failed once, retryably, with `message`; the attempt that completed is the second. */
+async function assertRetriedOnce(job: string, message: RegExp): Promise<void> {
+  const starts = trainShardStarts(await historyEvents(env.c, job));
+  assert.deepEqual(
+    starts.map((a) => a.attempt),
+    [2],
+    'one trainShard, completed at its second attempt',
+  );
+  const failure = starts[0]!.lastFailure;
+  assert.match(failure?.message ?? '', message);
+  assert.equal(failure?.applicationFailureInfo?.nonRetryable ?? false, false);
+}
+
+test("one rank SIGKILLed mid-stage: torchrun fails, trainShard is retried and resumes from the last complete checkpoint; the final is byte-identical to the uninterrupted run's", async (t) => {
+  const job = 'torchrun-kill';
+  const t0 = Date.now();
+  const { h, output } = await startHeld(job);
   const rank1 = ddpRankPid(`${path.join(env.runs, job)}/`, 1);
   process.kill(rank1, 'SIGKILL');
   const result = (await h.result()) as CurriculumResult;
@@ -251,20 +270,12 @@ test("one rank SIGKILLed mid-stage: torchrun fails, trainShard is retried and re
   assert.equal(runs[1]!.exit, '0');
 
   // The activity failed and was retried: the attempt that completed is the second, after the failure.
-  const starts = trainShardStarts(await historyEvents(env.c, job));
-  assert.deepEqual(
-    starts.map((a) => a.attempt),
-    [2],
-    'one trainShard, completed at its second attempt',
-  );
-  const failure = starts[0]!.lastFailure;
-  assert.match(
-    failure?.message ?? '',
+  await assertRetriedOnce(
+    job,
     new RegExp(
       `engine ddp-hold exited with code ${runs[0]!.exit} at step ${HOLD}; the stage resumes from its latest complete checkpoint \\(step 4\\)`,
     ),
   );
-  assert.equal(failure?.applicationFailureInfo?.nonRetryable ?? false, false);
 
   // It resumed from the last complete checkpoint (step 4), and did not hold again.
   assert.ok(resumed.some((l) => l.endsWith('Resuming experiment at step 4.')));
@@ -295,10 +306,7 @@ test('fenced: the engine runner holds the stage lease for the fixture (layout ou
   const job = 'torchrun-fenced';
   const t0 = Date.now();
   const sDir = stageDir(job, '3s');
-  const h = await startJob(env.c, input(job, 'ddp-hold', '3s'), { taskQueue: env.queue });
-  const output = path.join(sDir, 'engine', 'output.log');
-  // A hang guard, not a speed claim.
-  await waitFor(`"${HOLD_LINE}"`, () => (readText(output).includes(HOLD_LINE) ? true : undefined), 300_000, 100);
+  const { h } = await startHeld(job);
   // The runner took the stage's first lease for the trainer, which takes none itself.
   const lease = (n: number) =>
     JSON.parse(readText(path.join(sDir, 'leases', `${String(n).padStart(8, '0')}.json`)) || 'null') as {
@@ -313,18 +321,10 @@ test('fenced: the engine runner holds the stage lease for the fixture (layout ou
   assert.equal(result.stages[0]!.steps, STEPS);
 
   // The fenced attempt failed retryably with the fence's message; the second took the next lease and completed.
-  const starts = trainShardStarts(await historyEvents(env.c, job));
-  assert.deepEqual(
-    starts.map((a) => a.attempt),
-    [2],
-    'one trainShard, completed at its second attempt',
-  );
-  const failure = starts[0]!.lastFailure;
-  assert.match(
-    failure?.message ?? '',
+  await assertRetriedOnce(
+    job,
     /fenced: lease 1 on .*\/3s was superseded by lease 2 \(a newer writer \(the test\), pid \d+/,
   );
-  assert.equal(failure?.applicationFailureInfo?.nonRetryable ?? false, false);
   assert.match(lease(3)?.who ?? '(no lease 3)', new RegExp(`^workflow ${job} activity attempt 2$`));
 
   // The runner killed torchrun (its group, ranks included) at the hold; the retried run resumed from step 4.
