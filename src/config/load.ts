@@ -20,9 +20,10 @@ import {
   stageConfigSchema,
   type StageConfig,
 } from './schema';
-import { BUILTIN, EngineCatalog, type EnginePreset } from '../engine/preset';
+import { BUILTIN, EngineCatalog, type EnginePreset, isTttVideoDitTrainer } from '../engine/preset';
 import { externalBatchProblems, externalMeshProblems, layoutProblems } from '../engine/mesh';
 import { layoutSupport } from '../engine/registry';
+import { tttVideoDitProblems } from '../engine/ttt-video-dit/config';
 import { normaliseStageName, videoLengthInfo, type VideoLengthInfo } from '../shared/stages';
 import { PACKAGE_ROOT } from '../package-root';
 import { type AllowedRoots, confinePath } from '../allowed-paths';
@@ -241,7 +242,14 @@ function semanticProblems(
 ): ConfigProblem[] {
   const engineProblems =
     engine.kind === 'command'
-      ? [...externalMeshProblems(file, c, engine), ...externalBatchProblems(file, c), ...commandLayoutProblems(engine)]
+      ? [
+          ...externalMeshProblems(file, c, engine),
+          ...externalBatchProblems(file, c),
+          ...commandLayoutProblems(engine),
+          // What TTT-Video-DiT's train.py cannot train as configured: refused when the job is
+          // planned, not at its first shard (stage 1's init weights: job.ts, externalInitProblems).
+          ...(isTttVideoDitTrainer(engine) ? tttVideoDitProblems(c, file) : []),
+        ]
       : [...meshProblems(file, c, opts.devices ?? availableDevices()), ...batchProblems(file, c)];
   return [
     ...engineProblems,

@@ -19,7 +19,15 @@ import { UserError } from '../errors';
 import { stageDir } from '../paths';
 import { StageEngineFiles } from './files';
 import { engineDevices, type EngineDevices } from './mesh';
-import { type CommandPreset, fillTemplate, HEAD_NODE_MARK, isTttVideoDitTrainer, type Placeholder } from './preset';
+import {
+  type CommandPreset,
+  fillTemplate,
+  HEAD_NODE_MARK,
+  isTttVideoDitTrainer,
+  type Placeholder,
+  THIS_CLI,
+  trainerTakesLease,
+} from './preset';
 import { CONFIG_WRITERS, type LayoutName, layoutSupport } from './registry';
 import { writeAtomically } from '../train/launch/slurm-files';
 
@@ -42,6 +50,11 @@ export interface CommandShard {
   env: Record<string, string>;
   /** The trainer's experiment folder as the layout reads it (ours: the stage folder). */
   runDir: string;
+  /**
+   * Whether the trainer takes the stage's lease itself (this package's CLI); else the runner takes
+   * it and kills the trainer once a newer writer takes the stage (preset.ts: trainerTakesLease).
+   */
+  trainerTakesLease: boolean;
   /** The regular expression of its progress lines; null: it writes metrics.jsonl itself (ours). */
   progressPattern: string | null;
   stop: StopPolicy;
@@ -50,7 +63,7 @@ export interface CommandShard {
   configFile: string;
 }
 
-/** This package's CLI, for a command whose program is "ttt-curriculum". */
+/** This package's CLI, for a command whose program is THIS_CLI ("ttt-curriculum"). */
 export const CLI_JS = path.join(__dirname, '..', 'cli', 'main.js');
 
 /** The experiment folder arguments of a trainer of `layout`, and where the layout then reads it. */
@@ -114,6 +127,7 @@ export function prepareCommandShard(o: {
     cwd,
     env: preset.env,
     runDir: folders.runDir,
+    trainerTakesLease: trainerTakesLease(preset),
     // A preset's pattern reads progress from the output lines with any layout (a trainer that
     // writes our checkpoints but not our metrics.jsonl); else the layout says where it comes from.
     progressPattern:
@@ -124,7 +138,7 @@ export function prepareCommandShard(o: {
   };
 }
 
-/** "ttt-curriculum" as the program: this package's CLI, run with this process's node. */
+/** THIS_CLI ("ttt-curriculum") as the program: this package's CLI, run with this process's node. */
 function resolveProgram(argv: string[], preset: CommandPreset): string[] {
   const [program, ...args] = argv;
   if (!program)
@@ -133,5 +147,5 @@ function resolveProgram(argv: string[], preset: CommandPreset): string[] {
       kind: 'ConfigError',
       fix: 'name the program as the first element of command',
     });
-  return program === 'ttt-curriculum' ? [process.execPath, CLI_JS, ...args] : argv;
+  return program === THIS_CLI ? [process.execPath, CLI_JS, ...args] : argv;
 }

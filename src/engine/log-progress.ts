@@ -25,6 +25,20 @@ export const TTT_VIDEO_DIT_PROGRESS_PATTERN = new RegExp(
     String.raw`(?:.*?\| Metrics: (?:loss: (?<loss>${FLOAT}))?(?:.*?\bgrad_norm: (?<grad_norm>${FLOAT}))?)?`,
 );
 
+/**
+ * Patterns a preset's `progress_pattern` may name instead of spelling them out: a trainer of ours
+ * that logs as TTT-Video-DiT does (e.g. test/fixtures/ddp_train.py) sets progress_pattern =
+ * "ttt-video-dit". A name is never a pattern itself: it has no named group `step`.
+ */
+export const PROGRESS_PATTERNS: Readonly<Record<string, RegExp>> = {
+  'ttt-video-dit': TTT_VIDEO_DIT_PROGRESS_PATTERN,
+};
+
+/** A preset's `progress_pattern` as a regular expression's source: a name of PROGRESS_PATTERNS resolved, else as it is. */
+export function progressPatternSource(pattern: string): string {
+  return Object.hasOwn(PROGRESS_PATTERNS, pattern) ? PROGRESS_PATTERNS[pattern]!.source : pattern;
+}
+
 /** A pattern given as text (a preset's `progress_pattern`), checked: it compiles and has a `step` group. */
 export function compileProgressPattern(source: string, where = 'progress pattern'): RegExp {
   let re: RegExp;

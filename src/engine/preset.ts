@@ -17,6 +17,7 @@ import { z } from 'zod';
 import { BUILTIN_ENGINE, ENGINE_PRESET_NAME } from '../config/schema';
 import { ConfigError, type ConfigProblem, UserError } from '../errors';
 import { PACKAGE_ROOT } from '../package-root';
+import { PROGRESS_PATTERNS, progressPatternSource } from './log-progress';
 import { type CheckpointLayout, CONFIG_FORMATS, type ConfigFormat } from './types';
 
 /**
@@ -83,7 +84,7 @@ export const presetSchema = z.strictObject({
     .string()
     .default('')
     .describe(
-      'A regular expression for the trainer\'s progress lines with named groups step, loss and grad_norm; "" = the default pattern for the layout ("ttt-video-dit": its "Steps N/T | ... | Metrics: loss: ..., grad_norm: ..." lines; "ours": none, the trainer writes metrics.jsonl itself). Set with layout "ours", it reads progress from the output lines instead of metrics.jsonl',
+      'The trainer\'s progress lines: a regular expression with named groups step, loss and grad_norm, or the name of a known pattern: "ttt-video-dit" = TTT-Video-DiT\'s "Steps N/T | ... | Metrics: loss: ..., grad_norm: ..." lines; "" = the default pattern for the layout ("ttt-video-dit": its own; "ours": none, the trainer writes metrics.jsonl itself). Set with layout "ours", it reads progress from the output lines instead of metrics.jsonl (e.g. "ttt-video-dit" for a trainer that logs as TTT-Video-DiT does)',
     ),
   stop: z
     .enum(['signal', 'checkpoint', 'kill'])
@@ -212,7 +213,8 @@ export function readPreset(name: string, file: string): EnginePreset {
         }),
       ),
     );
-  const p = parsed.data;
+  // A named pattern ("ttt-video-dit") stands for its regular expression from here on.
+  const p = { ...parsed.data, progress_pattern: progressPatternSource(parsed.data.progress_pattern) };
   if (p.kind === 'tfjs') return { kind: 'tfjs', name, file };
   const problems: ConfigProblem[] = [];
   if (!p.command)
@@ -250,8 +252,8 @@ export function readPreset(name: string, file: string): EnginePreset {
         file,
         field: 'progress_pattern',
         value: p.progress_pattern,
-        message: 'has no named group "step"',
-        fix: 'capture the step number as (?<step>\\d+) (loss and grad_norm as (?<loss>...) and (?<grad_norm>...))',
+        message: `has no named group "step", and it is not the name of a known pattern (${progressPatternNames()})`,
+        fix: 'capture the step number as (?<step>\\d+) (loss and grad_norm as (?<loss>...) and (?<grad_norm>...)), or name a known pattern',
       });
   }
   const configFormat = p.config_format ?? p.checkpoint_layout;
@@ -280,6 +282,18 @@ export function readPreset(name: string, file: string): EnginePreset {
 export const isTttVideoDitTrainer = (preset: Pick<CommandPreset, 'checkpoint_layout'>): boolean =>
   preset.checkpoint_layout === 'ttt-video-dit';
 
+/** A command's first element that means this package's CLI (run with the worker's node: command.ts). */
+export const THIS_CLI = 'ttt-curriculum';
+
+/**
+ * Whether the trainer of a preset fences itself: it takes the stage's lease and checks it before
+ * every write, so that the engine runner must not take one (the trainer's newer lease would fence
+ * the runner, which would kill it). Only this package's CLI does (`ttt-curriculum train` runs the
+ * built-in trainer). Every other trainer, whatever its checkpoint layout, knows nothing of leases:
+ * the runner holds the lease for it and kills it once a newer writer takes the stage (runner.ts).
+ */
+export const trainerTakesLease = (preset: Pick<CommandPreset, 'command'>): boolean => preset.command[0] === THIS_CLI;
+
 /** A config format its trainer cannot read: train.py reads only its own, `ttt-curriculum train` only ours. */
 function configFormatProblems(
   file: string,
@@ -295,13 +309,18 @@ function configFormatProblems(
       `checkpoint_layout = "${layout}" is TTT-Video-DiT's train.py, which reads only its own config format (a section it does not know is an error there)`,
       'remove config_format (it follows checkpoint_layout) or set config_format = "ttt-video-dit"',
     );
-  if (program === 'ttt-curriculum' && format !== 'ours')
+  if (program === THIS_CLI && format !== 'ours')
     return problem(
       "the command runs ttt-curriculum, whose train command reads this project's config format",
       'remove config_format (it follows checkpoint_layout) or set config_format = "ours"',
     );
   return [];
 }
+
+const progressPatternNames = (): string =>
+  Object.keys(PROGRESS_PATTERNS)
+    .map((n) => JSON.stringify(n))
+    .join(', ');
 
 const placeholderList = (): string =>
   `the placeholders ${PLACEHOLDERS.map((x) => `{${x}}`).join(', ')}, {env.NAME}, and {{ }} for literal braces`;

@@ -122,7 +122,9 @@ export class CommandRunner {
     const cmd = this.spec.command;
     this.files.ensure();
     this.checkFailedStarts();
-    const lease = cmd.layout === 'ours' ? undefined : Lease.acquire(this.sDir, this.spec.who);
+    // Fencing: a trainer that does not take the stage's lease itself (any but this package's CLI,
+    // whatever its layout) is fenced here, by a lease the runner holds for it.
+    const lease = cmd.trainerTakesLease ? undefined : Lease.acquire(this.sDir, this.spec.who);
     const latest = latestComplete(cmd.layout, cmd.runDir);
     this.setAsideTorn(latest?.step ?? -1);
     this.startStep = this.latestStep = this.lastStep = latest?.step ?? 0;

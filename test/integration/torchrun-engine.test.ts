@@ -5,13 +5,18 @@
  * engine runner, with a real dev server and worker.
  *
  *   - the tiny curriculum: every stage completes and hands its final to the next; progress, read
- *     from the log lines with TTT-Video-DiT's default pattern, reaches the workflow;
+ *     from the log lines with TTT-Video-DiT's pattern (progress_pattern = "ttt-video-dit"), reaches
+ *     the workflow;
  *   - one rank SIGKILLed mid-stage: torchrun fails, trainShard is retried, the stage resumes from
- *     its last complete checkpoint and ends byte-identical to the uninterrupted run.
+ *     its last complete checkpoint and ends byte-identical to the uninterrupted run;
+ *   - fenced: the engine runner holds the stage's lease for the fixture (which knows nothing of
+ *     leases, though its layout is ours); a newer writer takes the stage mid-run, the runner kills
+ *     torchrun and its ranks, trainShard is retried and the stage ends byte-identical.
  *
  * The preset: checkpoint_layout = "ours" (the fixture writes our checkpoints) with config_format =
- * "ttt-video-dit" (it reads TTT-Video-DiT's config file). Python: pythonWithTorch() (Debian's torch
- * 1.13, whose launcher on Python 3.11 needs --redirects 1 --tee 1). Assertions are on history
+ * "ttt-video-dit" (it reads TTT-Video-DiT's config file); torchrun's --log_dir in the test's
+ * folder (else each run leaves a /tmp/torchelastic_* folder). Python: pythonWithTorch() (Debian's
+ * torch 1.13, whose launcher on Python 3.11 needs --redirects 1 --tee 1). Assertions are on history
  * events, files and metrics lines, never on time. The fixture's stop signals: the unit test
  * test/unit/torchrun-fixture.test.ts.
  */
@@ -21,8 +26,9 @@ import * as path from 'node:path';
 import { test } from 'node:test';
 import type { temporal } from '@temporalio/proto';
 import { stringify } from 'smol-toml';
+import { Lease } from '../../src/checkpoint/lease';
 import { verifyCheckpoint, weightsHash } from '../../src/checkpoint/store';
-import { parseProgressLine, TTT_VIDEO_DIT_PROGRESS_PATTERN } from '../../src/engine/log-progress';
+import { parseProgressLine } from '../../src/engine/log-progress';
 import type { CurriculumResult } from '../../src/shared/types';
 import { startJob } from '../../src/temporal/client';
 import {
@@ -44,10 +50,16 @@ const STEPS = 8;
 const HOLD = 6;
 const HOLD_LINE = `Holding at step ${HOLD} (--fixture.hold_at_step).`;
 
-/** Worker-side presets: the fixture under torchrun, and the same holding once at step HOLD (for the kill). */
-function writePresets(): string {
-  const dir = tmpDir('torchrun-presets');
-  const torchrun = [pythonWithTorch(), '-m', 'torch.distributed.run', '--standalone', '--nnodes=1'];
+const presetDir = tmpDir('torchrun-presets');
+/** torchrun's --log_dir: a folder per run (its ranks' output), here rather than in /tmp. */
+const TORCH_LOGS = path.join(presetDir, 'torchelastic');
+
+/** Worker-side presets: the fixture under torchrun, and the same holding once at step HOLD (for the kill and the fence). */
+function writePresets(dir: string): string {
+  const torchrun = [
+    ...[pythonWithTorch(), '-m', 'torch.distributed.run', '--standalone', '--nnodes=1'],
+    ...['--log_dir', TORCH_LOGS],
+  ];
   const command = [
     ...[...torchrun, '--nproc_per_node={gpus_per_node}', '--redirects', '1', '--tee', '1', DDP_FIXTURE],
     ...['--job.config_file', '{config}', '--job.exp_name', '{exp_name}', '--job.dump_folder', '{dump_folder}'],
@@ -61,8 +73,8 @@ function writePresets(): string {
     config_format: 'ttt-video-dit',
     gpus_per_node: 2,
     env: { OMP_NUM_THREADS: '1' },
-    // Its checkpoints are ours, its progress is in its log lines (it writes no metrics.jsonl).
-    progress_pattern: TTT_VIDEO_DIT_PROGRESS_PATTERN.source,
+    // Its checkpoints are ours, its progress is in its log lines (it writes no metrics.jsonl), as TTT-Video-DiT's.
+    progress_pattern: 'ttt-video-dit',
     stop: 'kill',
   };
   fs.writeFileSync(path.join(dir, 'ddp.toml'), stringify(preset));
@@ -72,7 +84,7 @@ function writePresets(): string {
   return dir;
 }
 
-const env = sharedServer('torchrun-engine', 'torchrun-engine', ['--engine-dir', writePresets()]);
+const env = sharedServer('torchrun-engine', 'torchrun-engine', ['--engine-dir', writePresets(presetDir)]);
 
 function input(jobName: string, preset: string, until: string) {
   return {
@@ -180,6 +192,8 @@ test('the tiny curriculum with a torchrun engine (DDP, 2 gloo processes): every 
       [['0', 0, STEPS]],
     );
   }
+  // torchrun kept its logs in the test's folder (--log_dir), a folder per run, none in /tmp.
+  assert.ok(fs.readdirSync(TORCH_LOGS).length >= STAGES.length, fs.readdirSync(TORCH_LOGS).join(' '));
   // Progress reached the workflow (shardProgress signals in its history), labelled with the engine.
   const signals = await progressSignals(env.c, job);
   assert.deepEqual([...new Set(signals.map((p) => p.stage))], STAGES, 'progress of every stage');
@@ -206,13 +220,32 @@ function trainShardStarts(events: temporal.api.history.v1.IHistoryEvent[]) {
     .filter((a) => trainShard.has(String(a.scheduledEventId)));
 }
 
-test("one rank SIGKILLed mid-stage: torchrun fails, trainShard is retried and resumes from the last complete checkpoint; the final is byte-identical to the uninterrupted run's", async (t) => {
-  const job = 'torchrun-kill';
-  const t0 = Date.now();
+/** Starts stage 3s of `job` with the holding preset; resolves once its trainer holds at step HOLD. */
+async function startHeld(job: string) {
   const h = await startJob(env.c, input(job, 'ddp-hold', '3s'), { taskQueue: env.queue });
   const output = path.join(stageDir(job, '3s'), 'engine', 'output.log');
   // A hang guard, not a speed claim.
   await waitFor(`"${HOLD_LINE}"`, () => (readText(output).includes(HOLD_LINE) ? true : undefined), 300_000, 100);
+  return { h, output };
+}
+
+/** The activity failed once, retryably, with `message`; the attempt that completed is the second. */
+async function assertRetriedOnce(job: string, message: RegExp): Promise<void> {
+  const starts = trainShardStarts(await historyEvents(env.c, job));
+  assert.deepEqual(
+    starts.map((a) => a.attempt),
+    [2],
+    'one trainShard, completed at its second attempt',
+  );
+  const failure = starts[0]!.lastFailure;
+  assert.match(failure?.message ?? '', message);
+  assert.equal(failure?.applicationFailureInfo?.nonRetryable ?? false, false);
+}
+
+test("one rank SIGKILLed mid-stage: torchrun fails, trainShard is retried and resumes from the last complete checkpoint; the final is byte-identical to the uninterrupted run's", async (t) => {
+  const job = 'torchrun-kill';
+  const t0 = Date.now();
+  const { h, output } = await startHeld(job);
   const rank1 = ddpRankPid(`${path.join(env.runs, job)}/`, 1);
   process.kill(rank1, 'SIGKILL');
   const result = (await h.result()) as CurriculumResult;
@@ -237,20 +270,12 @@ test("one rank SIGKILLed mid-stage: torchrun fails, trainShard is retried and re
   assert.equal(runs[1]!.exit, '0');
 
   // The activity failed and was retried: the attempt that completed is the second, after the failure.
-  const starts = trainShardStarts(await historyEvents(env.c, job));
-  assert.deepEqual(
-    starts.map((a) => a.attempt),
-    [2],
-    'one trainShard, completed at its second attempt',
-  );
-  const failure = starts[0]!.lastFailure;
-  assert.match(
-    failure?.message ?? '',
+  await assertRetriedOnce(
+    job,
     new RegExp(
       `engine ddp-hold exited with code ${runs[0]!.exit} at step ${HOLD}; the stage resumes from its latest complete checkpoint \\(step 4\\)`,
     ),
   );
-  assert.equal(failure?.applicationFailureInfo?.nonRetryable ?? false, false);
 
   // It resumed from the last complete checkpoint (step 4), and did not hold again.
   assert.ok(resumed.some((l) => l.endsWith('Resuming experiment at step 4.')));
@@ -264,5 +289,64 @@ test("one rank SIGKILLed mid-stage: torchrun fails, trainShard is retried and re
   assert.equal(result.stages[0]!.modelSha256, reference.modelSha256);
   t.diagnostic(
     `rank 1 (pid ${rank1}) killed at step ${HOLD}; resumed from step 4; ${((Date.now() - t0) / 1000).toFixed(1)} s`,
+  );
+});
+
+const isAlive = (pid: number): boolean => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ESRCH') return false;
+    throw e;
+  }
+};
+
+test('fenced: the engine runner holds the stage lease for the fixture (layout ours, not our CLI); a newer writer takes the stage mid-run, the runner kills torchrun and its ranks, trainShard is retried; the final is byte-identical', async (t) => {
+  const job = 'torchrun-fenced';
+  const t0 = Date.now();
+  const sDir = stageDir(job, '3s');
+  const { h } = await startHeld(job);
+  // The runner took the stage's first lease for the trainer, which takes none itself.
+  const lease = (n: number) =>
+    JSON.parse(readText(path.join(sDir, 'leases', `${String(n).padStart(8, '0')}.json`)) || 'null') as {
+      who: string;
+    } | null;
+  assert.match(lease(1)?.who ?? '(no lease 1)', new RegExp(`^workflow ${job} activity attempt 1$`));
+  const ranks = [0, 1].map((r) => ddpRankPid(`${path.join(env.runs, job)}/`, r));
+  // A newer writer (as a retried attempt would) takes the stage while the trainer holds at step HOLD.
+  const newer = Lease.acquire(sDir, 'a newer writer (the test)');
+  assert.equal(newer.epoch, 2);
+  const result = (await h.result()) as CurriculumResult;
+  assert.equal(result.stages[0]!.steps, STEPS);
+
+  // The fenced attempt failed retryably with the fence's message; the second took the next lease and completed.
+  await assertRetriedOnce(
+    job,
+    /fenced: lease 1 on .*\/3s was superseded by lease 2 \(a newer writer \(the test\), pid \d+/,
+  );
+  assert.match(lease(3)?.who ?? '(no lease 3)', new RegExp(`^workflow ${job} activity attempt 2$`));
+
+  // The runner killed torchrun (its group, ranks included) at the hold; the retried run resumed from step 4.
+  const runs = runsLog(job, '3s');
+  assert.deepEqual(
+    runs.map((r) => [r.exit, r.startStep, r.endStep]),
+    [
+      ['SIGKILL', 0, 4],
+      ['0', 4, STEPS],
+    ],
+  );
+  for (const pid of ranks) assert.equal(isAlive(pid), false, `rank pid ${pid} of the fenced run is gone`);
+  const [fenced, resumed, ...more] = outputRuns(job, '3s');
+  assert.ok(fenced && resumed && more.length === 0, 'two runs of torchrun');
+  assert.equal(progressSteps(fenced).at(-1), HOLD, 'the fenced run trained no step after the hold');
+  assert.ok(resumed.some((l) => l.endsWith('Resuming experiment at step 4.')));
+  assert.deepEqual(metricSteps(sDir), [1, 2, 3, 4, 5, 6, 5, 6, 7, 8], 'steps 5 and 6 trained again');
+
+  // Bit-exact: the same weights as the stage that was never interrupted.
+  const reference = (await curriculum()).result.stages[0]!;
+  assert.equal(result.stages[0]!.modelSha256, reference.modelSha256);
+  t.diagnostic(
+    `fenced at step ${HOLD} (ranks ${ranks.join(', ')}); resumed from step 4; ${((Date.now() - t0) / 1000).toFixed(1)} s`,
   );
 });

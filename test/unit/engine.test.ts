@@ -1,10 +1,12 @@
 /**
  * Engines (issue 14) without Temporal: presets and their lookup, config_format beside
- * checkpoint_layout, the honest mesh, the built-in engine's batch whatever the mesh, a command
- * shard made ready (its config file in the preset's format), and the engine runner with a
- * stand-in external trainer (test/fixtures/fake-trainer.ts) in a stand-in DCP-like layout:
- * progress from its output lines, the result from its checkpoints, torn folders set aside, the
- * three ways of stopping, the shard's bounds, failed starts, the stage's final in place.
+ * checkpoint_layout, named progress patterns, the honest mesh, train.py's feasibility at planning,
+ * the built-in engine's batch whatever the mesh, a command shard made ready (its config file in
+ * the preset's format), and the engine runner with a stand-in external trainer
+ * (test/fixtures/fake-trainer.ts) in a stand-in DCP-like layout: progress from its output lines,
+ * the result from its checkpoints, torn folders set aside, the three ways of stopping, the shard's
+ * bounds, failed starts, fencing of a trainer that takes no lease itself, the stage's final in
+ * place.
  */
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
@@ -15,9 +17,11 @@ import { loadCurriculum, loadStageConfig } from '../../src/config/load';
 import { type CommandShard, trainerFolders } from '../../src/engine/command';
 import { engineDir } from '../../src/engine/files';
 import { EngineCatalog, fillTemplate, HEAD_NODE_MARK } from '../../src/engine/preset';
-import { LAYOUTS, type LayoutSupport } from '../../src/engine/registry';
+import { CONFIG_WRITERS, LAYOUTS, type LayoutName, type LayoutSupport } from '../../src/engine/registry';
 import { TTT_SECTIONS } from '../../src/engine/ttt-video-dit/config';
 import { CommandRunner, type RunnerSpec, TrainerFailedError } from '../../src/engine/runner';
+import { TTT_VIDEO_DIT_PROGRESS_PATTERN } from '../../src/engine/log-progress';
+import { FencedError, Lease } from '../../src/checkpoint/lease';
 import { folderDigest } from '../../src/engine/summary';
 import type { CheckpointLayout } from '../../src/engine/types';
 import { ConfigError, UserError } from '../../src/errors';
@@ -32,6 +36,7 @@ import { CLI, metricSteps, ROOT, sha256File, tmpDir } from '../helpers';
 
 const TINY_3S = path.join(ROOT, 'configs/train/tiny/3s.toml');
 const TINY = path.join(ROOT, 'configs/curriculum/tiny.toml');
+const PAPER = path.join(ROOT, 'configs/curriculum/ttt-mlp.toml');
 const FAKE = path.join(ROOT, 'dist/test/fixtures/fake-trainer.js');
 const log = logger.child({ test: 'engine' });
 /** The start of a preset whose trainer is a torchrun program (not this package's CLI). */
@@ -105,18 +110,28 @@ test('a job picks a preset by name; an unknown name is a ConfigError listing the
   assert.match(bad.message, /engine\.preset = "\.\.\/\.\.\/etc\/passwd": a preset name/);
 });
 
-test('a preset with an unknown placeholder, no argv or a bad pattern is a ConfigError naming its file', () => {
+test('a preset with an unknown placeholder, no argv or a bad pattern is a ConfigError naming its file; a pattern may be named', () => {
   const dir = engineDirWith({
     'a.toml': 'kind = "command"\ncommand = ["t", "{stage_dir}"]\ncheckpoint_layout = "ours"\n',
     'b.toml': 'kind = "command"\ncheckpoint_layout = "ours"\n',
     'c.toml': 'kind = "command"\ncommand = ["t"]\ncheckpoint_layout = "ours"\nprogress_pattern = "loss (\\\\d+)"\n',
     'd.toml': 'kind = "command"\ncommand = ["t"]\ncheckpoint_layout = "ours"\nshell = "sh -c"\n',
+    'e.toml': 'kind = "command"\ncommand = ["t"]\ncheckpoint_layout = "ours"\nprogress_pattern = "ttt_video_dit"\n',
+    'f.toml': 'kind = "command"\ncommand = ["t"]\ncheckpoint_layout = "ours"\nprogress_pattern = "ttt-video-dit"\n',
   });
   const c = EngineCatalog.forWorker([dir]);
   assert.match(configError(() => c.preset('a')).message, /a\.toml: command = "\{stage_dir\}": unknown placeholder/);
   assert.match(configError(() => c.preset('b')).message, /b\.toml: command: a command preset needs its argv/);
   assert.match(configError(() => c.preset('c')).message, /progress_pattern = .*has no named group "step"/);
   assert.match(configError(() => c.preset('d')).message, /d\.toml: shell: unknown preset field/);
+  // A name stands for a known pattern: "ttt-video-dit" is TTT-Video-DiT's progress lines.
+  assert.match(
+    configError(() => c.preset('e')).message,
+    /e\.toml: progress_pattern = "ttt_video_dit": has no named group "step", and it is not the name of a known pattern \("ttt-video-dit"\)/,
+  );
+  const named = c.preset('f');
+  assert.ok(named.kind === 'command');
+  assert.equal(named.progress_pattern, TTT_VIDEO_DIT_PROGRESS_PATTERN.source);
 });
 
 test('config_format follows checkpoint_layout unless a preset sets it; a trainer that cannot read it is a ConfigError naming the preset file', () => {
@@ -344,6 +359,7 @@ test('a command shard: the stage config written for the trainer, the argv filled
     '--checkpoint.init_state_dir=/weights/init',
   ]);
   assert.equal(cmd.runDir, path.join(jobDir, '3s'));
+  assert.equal(cmd.trainerTakesLease, true, 'ttt-curriculum train takes the stage lease itself');
   assert.deepEqual(cmd.stop, { how: 'signal', signal: 'SIGUSR1', graceSeconds: 120 });
   // The written config is the stage's (as the built-in engine trains it), for the built-in trainer.
   const written = loadStageConfig(cmd.configFile, {}, { builtinEngine: true });
@@ -367,13 +383,13 @@ test('a command shard: the stage config written for the trainer, the argv filled
   assert.equal(fs.existsSync(path.join(engineDir(cmd.runDir), 'engine.json')), false);
 });
 
-test('config_format = "ttt-video-dit" with checkpoint_layout = "ours": TTT-Video-DiT\'s config file for the tiny model on synthetic data; for train.py itself the same stage is refused', () => {
+test('config_format = "ttt-video-dit" with checkpoint_layout = "ours": TTT-Video-DiT\'s config file for the tiny model on synthetic data, its progress by the named pattern, fenced by the runner; for train.py itself the same stage is refused when loaded, its init weights when written', () => {
   const runs = tmpDir('format');
   const init = tmpDir('ours-init');
   fs.writeFileSync(path.join(init, 'model.safetensors'), '');
   const engines = EngineCatalog.forWorker([
     engineDirWith({
-      'ddp.toml': `${TORCHRUN_PRESET}checkpoint_layout = "ours"\nconfig_format = "ttt-video-dit"\n`,
+      'ddp.toml': `${TORCHRUN_PRESET}checkpoint_layout = "ours"\nconfig_format = "ttt-video-dit"\nprogress_pattern = "ttt-video-dit"\n`,
       'tvd.toml': `${TORCHRUN_PRESET}checkpoint_layout = "ttt-video-dit"\n`,
     }),
   ]);
@@ -386,6 +402,9 @@ test('config_format = "ttt-video-dit" with checkpoint_layout = "ours": TTT-Video
   assert.deepEqual(cmd.argv, ['torchrun', 'ddp_train.py', cmd.configFile]);
   // Its checkpoints are ours: where the built-in engine keeps them.
   assert.deepEqual([cmd.layout, cmd.runDir], ['ours', path.join(jobDir, '3s')]);
+  // Its progress from its output lines, by the named pattern; it is not our CLI: the runner fences it.
+  assert.equal(cmd.progressPattern, TTT_VIDEO_DIT_PROGRESS_PATTERN.source);
+  assert.equal(cmd.trainerTakesLease, false);
   const written = parseToml(fs.readFileSync(cmd.configFile, 'utf8')) as Record<string, Record<string, unknown>>;
   assert.deepEqual(
     Object.keys(written).filter((k) => !TTT_SECTIONS.includes(k)),
@@ -395,17 +414,51 @@ test('config_format = "ttt-video-dit" with checkpoint_layout = "ours": TTT-Video
   assert.equal(written.training!.dataset_path, 'synthetic');
   assert.equal(written.model!.size, 'tiny');
   assert.equal(written.checkpoint!.init_state_dir, init, 'init weights of ours, not DCP');
-  // The same stage for TTT-Video-DiT's train.py: what it cannot train, named in the stage file.
-  const e = configError(() =>
-    shardEngine(loadStageConfig(TINY_3S, { ...set, 'engine.preset': 'tvd' }, { engines }), {
-      jobDir: path.join(runs, 'tvd'),
-      initFrom: init,
-    }),
+  // The same stage for TTT-Video-DiT's train.py: what it cannot train, named in the stage file when
+  // the stage is loaded (at planning, and again by each shard's activity) ...
+  const e = configError(() => loadStageConfig(TINY_3S, { ...set, 'engine.preset': 'tvd' }, { engines }));
+  assert.deepEqual(
+    e.problems.map((p) => [p.file, p.field]),
+    [
+      [TINY_3S, 'training.dataset_path'],
+      [TINY_3S, 'model.size'],
+    ],
   );
-  const fields = e.problems.map((p) => p.field);
-  for (const f of ['training.dataset_path', 'model.size', 'checkpoint.init_state_dir'])
-    assert.ok(fields.includes(f), `${f} in ${fields.join(', ')}`);
-  assert.ok(e.problems.every((p) => p.file === TINY_3S));
+  // ... and init weights that are not DCP where its config file is written (at the shard).
+  const w = configError(() =>
+    CONFIG_WRITERS['ttt-video-dit'](stage.config, { stageFile: TINY_3S, tttVideoDitTrainer: true }),
+  );
+  const fields = w.problems.map((p) => p.field);
+  assert.ok(fields.includes('checkpoint.init_state_dir'), fields.join(', '));
+  assert.ok(w.problems.every((p) => p.file === TINY_3S));
+});
+
+test("train.py's feasibility is checked at planning: the tiny curriculum with a TTT-Video-DiT preset fails at once, naming every stage file and field; a trainer that only reads its config format plans", () => {
+  const engines = EngineCatalog.forWorker([
+    engineDirWith({
+      'ddp.toml': `${TORCHRUN_PRESET}checkpoint_layout = "ours"\nconfig_format = "ttt-video-dit"\nprogress_pattern = "ttt-video-dit"\n`,
+      'tvd.toml': `${TORCHRUN_PRESET}checkpoint_layout = "ttt-video-dit"\n`,
+    }),
+  ]);
+  const runs = tmpDir('plan-tvd');
+  const plan = (preset: string) =>
+    planCurriculum(
+      { jobName: 'plan-tvd', curriculum: TINY, set: { 'engine.preset': preset, 'job.dump_folder': runs } },
+      allowedRoots({ allowPaths: [runs], env: {} }),
+      engines,
+    );
+  const e = configError(() => plan('tvd'));
+  const stageFiles = ['3s', '9s', '18s', '30s', '63s'].map((s) => path.join(ROOT, `configs/train/tiny/${s}.toml`));
+  assert.deepEqual(
+    e.problems.map((p) => [p.file, p.field]),
+    stageFiles.flatMap((f) => [
+      [f, 'training.dataset_path'],
+      [f, 'model.size'],
+    ]),
+  );
+  assert.match(e.message, /tiny\/63s\.toml: model\.size = "tiny": TTT-Video-DiT builds only its presets \(5B, debug\)/);
+  assert.deepEqual(fs.readdirSync(runs), [], 'nothing written: no shard ran');
+  assert.equal(plan('ddp').stages.length, 5);
 });
 
 test('a preset whose checkpoint layout this build cannot read is refused at planning', () => {
@@ -478,16 +531,21 @@ function fakeRun(o: {
   maxSeconds?: number;
   maxSteps?: number;
   jobDir?: string;
+  /** Default: the stand-in layout ("ttt-video-dit"). */
+  layout?: LayoutName;
+  trainerTakesLease?: boolean;
 }): FakeRun {
   const jobDir = o.jobDir ?? path.join(tmpDir('runner'), 'job');
-  const { runDir } = trainerFolders('ttt-video-dit', jobDir, '3s');
+  const layout = o.layout ?? 'ttt-video-dit';
+  const { runDir } = trainerFolders(layout, jobDir, '3s');
   const command: CommandShard = {
     preset: 'fake',
-    layout: 'ttt-video-dit',
+    layout,
     argv: [process.execPath, FAKE, runDir, String(o.total), String(o.interval), String(o.stepMs)],
     cwd: ROOT,
     env: o.env ?? {},
     runDir,
+    trainerTakesLease: o.trainerTakesLease ?? false,
     progressPattern: PATTERN,
     stop: { how: o.stop ?? 'kill', signal: 'SIGUSR1', graceSeconds: 60 },
     devices: { nodes: 1, gpusPerNode: 2 },
@@ -674,6 +732,57 @@ test('a trainer that exits non-zero fails retryably with its output; after max_f
   assert.equal(ok.result.done, true);
 });
 
+test('fencing: the runner holds the stage lease for a trainer that does not take it itself, whatever its layout, and kills it once a newer writer takes the stage', async () => {
+  // A trainer of layout "ours" that is not this package's CLI (as ddp_train.py): it knows nothing of leases.
+  const r = fakeRun({ total: 100_000, interval: 100_000, stepMs: 20, layout: 'ours' });
+  const sDir = path.join(r.jobDir, '3s');
+  const held = path.join(sDir, 'leases', '00000001.json');
+  let pid = 0;
+  let newer: Lease | undefined;
+  let unfenced = false;
+  const runner: CommandRunner = new CommandRunner(
+    r.spec,
+    log,
+    (p) => {
+      if (p.step < 3 || newer || unfenced) return;
+      // Unfenced, it would train on: stop it (at once, stop = "kill") and fail below.
+      if (!fs.existsSync(held)) {
+        unfenced = true;
+        runner.requestStop();
+      } else newer = Lease.acquire(sDir, 'a newer writer (the test)');
+    },
+    (started) => {
+      pid = started;
+    },
+  );
+  const e = await runner.run().then(
+    () => 'ended',
+    (x: unknown) => x,
+  );
+  assert.equal(unfenced, false, 'the runner holds a lease for the trainer');
+  assert.ok(e instanceof FencedError, String(e));
+  assert.match(e.message, /fenced: lease 1 on .* was superseded by lease 2 \(a newer writer \(the test\), pid \d+/);
+  assert.equal(
+    (JSON.parse(fs.readFileSync(held, 'utf8')) as { who: string }).who,
+    'the engine test',
+    "lease 1 is the runner's",
+  );
+  // Killed by the runner (it would have trained 100000 steps), with no result.
+  const runs = fs
+    .readFileSync(path.join(sDir, 'engine', 'runs.jsonl'), 'utf8')
+    .trim()
+    .split('\n');
+  const run = JSON.parse(runs.at(-1)!) as { exit: string; result: boolean };
+  assert.deepEqual([run.exit, run.result], ['SIGKILL', false]);
+  assert.ok(pid > 0);
+  assert.throws(() => process.kill(pid, 0), { code: 'ESRCH' }, 'the trainer is gone');
+  // A trainer that takes the lease itself (this package's CLI): the runner takes none, or its
+  // trainer's newer lease would fence it.
+  const own = fakeRun({ total: 2, interval: 2, stepMs: 10, trainerTakesLease: true });
+  assert.equal((await runFake(own)).result.step, 2);
+  assert.equal(fs.existsSync(path.join(own.jobDir, '3s', 'leases')), false);
+});
+
 test('a stage of an external layout: inspectStage and promoteStage read its checkpoints; the final is its last complete step folder', async () => {
   const r = fakeRun({ total: 4, interval: 2, stepMs: 10 });
   fs.mkdirSync(path.join(r.jobDir, '3s', 'engine'), { recursive: true });
@@ -735,23 +844,30 @@ test('the local launcher runs a command shard in the engine runner; the trainer 
 test('the engine of the paper curriculum, TTT-Video-DiT, gets DCP init weights: a safetensors or diffusers folder is refused at planning', () => {
   const weights = tmpDir('weights');
   fs.writeFileSync(path.join(weights, 'model.safetensors'), '');
+  // The paper curriculum (what train.py trains) on one device, with its precomputed data's files.
+  const data = tmpDir('precomp');
+  for (const s of ['3sec', '9sec', '18sec', '30sec', '63sec']) fs.writeFileSync(path.join(data, `${s}.jsonl`), '');
   const set = {
     'engine.preset': 'ttt-video-dit',
     'checkpoint.init_state_dir': weights,
+    'training.dataset_path': data,
     'launcher.gpus_per_node': 1,
+    'parallelism.dp_replicate': 1,
+    'parallelism.dp_sharding': 1,
+    'parallelism.tp_sharding': 1,
   };
-  const e = configError(() =>
-    planCurriculum({ jobName: 'dcp', curriculum: TINY, set }, allowedRoots({ allowPaths: [weights, ROOT], env: {} })),
+  const allowed = allowedRoots({ allowPaths: [weights, data, ROOT], env: {} });
+  const e = configError(() => planCurriculum({ jobName: 'dcp', curriculum: PAPER, set }, allowed));
+  assert.deepEqual(
+    e.problems.map((p) => p.field),
+    ['checkpoint.init_state_dir'],
   );
   assert.match(
     e.message,
     /checkpoint\.init_state_dir = .*loads its init weights with torch\.distributed\.checkpoint; this folder is not a torch\.distributed\.checkpoint \(DCP\) folder/,
   );
   fs.writeFileSync(path.join(weights, '.metadata'), '');
-  const plan = planCurriculum(
-    { jobName: 'dcp', curriculum: TINY, set },
-    allowedRoots({ allowPaths: [weights, ROOT], env: {} }),
-  );
+  const plan = planCurriculum({ jobName: 'dcp', curriculum: PAPER, set }, allowed);
   assert.equal(plan.stages[0]!.initStateDir, weights);
 });
 

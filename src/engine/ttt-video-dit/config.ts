@@ -155,7 +155,11 @@ const TTT_ADAMW: Partial<Record<keyof StageConfig['optimizer'], number>> = {
   weight_decay: 1e-4,
 };
 
-/** What in a stage config TTT-Video-DiT cannot do as configured; empty when it can. */
+/**
+ * What in a stage config TTT-Video-DiT cannot do as configured; empty when it can. Checked where a
+ * stage of a train.py preset is loaded (config/load.ts), so that a job is refused when it is planned,
+ * and again by the writer below.
+ */
 export function tttVideoDitProblems(c: StageConfig, file = 'stage config'): ConfigProblem[] {
   const out: ConfigProblem[] = [];
   const problem = (field: string, value: unknown, message: string, fix: string) =>
