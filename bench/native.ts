@@ -305,8 +305,12 @@ export async function prefetchBench(
     { samples: '63s', step: '63s', width: w512, label: "63 s samples, the 63 s stage's step (width 512)" },
     { samples: '63s', step: '3s', width: w1024, label: 'worst case: 63 s samples behind the 3 s step (width 1024)' },
   ];
-  w(`Data prefetch on ${backend}: realistic samples (latents [frames, 16, 60, 90], T5 chunks [242 or 202, 4096]) while training steps run, ${steps} steps each\n`);
-  w('| samples, step | MB/sample | dd MB/s | readSample MB/s | prefetch thread alone MB/s | step ms | data wait ms/step | wait / step |\n');
+  w(
+    `Data prefetch on ${backend}: realistic samples (latents [frames, 16, 60, 90], T5 chunks [242 or 202, 4096]) while training steps run, ${steps} steps each\n`,
+  );
+  w(
+    '| samples, step | MB/sample | dd MB/s | readSample MB/s | prefetch thread alone MB/s | step ms | data wait ms/step | wait / step |\n',
+  );
   w('|---|---|---|---|---|---|---|---|\n');
   for (const p of pairs) w(`${await prefetchCase(p.samples, p.step, p.width, p.label, steps)}\n`);
   w('(target: data wait < 5% of the step)\n\n');
