@@ -53,8 +53,9 @@ export interface CommandShard {
   /**
    * Whether the trainer takes the stage's lease itself (this package's CLI); else the runner takes
    * it and kills the trainer once a newer writer takes the stage (preset.ts: trainerTakesLease).
+   * Absent in a spec written before it existed (the runner then applies the old rule).
    */
-  trainerTakesLease: boolean;
+  trainerTakesLease?: boolean;
   /** The regular expression of its progress lines; null: it writes metrics.jsonl itself (ours). */
   progressPattern: string | null;
   stop: StopPolicy;

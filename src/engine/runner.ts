@@ -124,7 +124,10 @@ export class CommandRunner {
     this.checkFailedStarts();
     // Fencing: a trainer that does not take the stage's lease itself (any but this package's CLI,
     // whatever its layout) is fenced here, by a lease the runner holds for it.
-    const lease = cmd.trainerTakesLease ? undefined : Lease.acquire(this.sDir, this.spec.who);
+    // A spec written before trainerTakesLease existed (a Slurm job queued across an upgrade) had
+    // the rule "layout ours = our CLI, which takes the lease itself".
+    const takesLease = cmd.trainerTakesLease ?? cmd.layout === 'ours';
+    const lease = takesLease ? undefined : Lease.acquire(this.sDir, this.spec.who);
     const latest = latestComplete(cmd.layout, cmd.runDir);
     this.setAsideTorn(latest?.step ?? -1);
     this.startStep = this.latestStep = this.lastStep = latest?.step ?? 0;

@@ -781,6 +781,13 @@ test('fencing: the runner holds the stage lease for a trainer that does not take
   const own = fakeRun({ total: 2, interval: 2, stepMs: 10, trainerTakesLease: true });
   assert.equal((await runFake(own)).result.step, 2);
   assert.equal(fs.existsSync(path.join(own.jobDir, '3s', 'leases')), false);
+  // A spec written before trainerTakesLease existed (a Slurm job queued across an upgrade): the
+  // old rule, layout "ours" meant this package's CLI, which takes the lease itself.
+  // (The stand-in writes the other layout's checkpoints, so that run ends without a result.)
+  const old = fakeRun({ total: 2, interval: 2, stepMs: 10, layout: 'ours' });
+  delete old.spec.command.trainerTakesLease;
+  await assert.rejects(runFake(old), /without a complete checkpoint/);
+  assert.equal(fs.existsSync(path.join(old.jobDir, '3s', 'leases')), false, 'no lease taken by the runner');
 });
 
 test('a stage of an external layout: inspectStage and promoteStage read its checkpoints; the final is its last complete step folder', async () => {
