@@ -78,11 +78,11 @@ export function hostBatch(
   const F = d.latentFrames;
   const vidLen = F * d.inChannels * d.latentHeight * d.latentWidth;
   const txtLen = d.segments * d.textLength * d.textDim;
-  const noisy = new Float32Array(size * vidLen);
-  const target = new Float32Array(size * vidLen);
-  const text = new Float32Array(size * txtLen);
   const ts = new Float32Array(size);
   const ids: number[] = [];
+  let noisy: Float32Array | undefined;
+  let target: Float32Array | undefined;
+  let text: Float32Array | undefined;
   for (let b = 0; b < size; b++) {
     const slot = micro * size + b;
     const pos = (step - 1) * globalBatch + slot;
@@ -90,6 +90,12 @@ export function hostBatch(
     ids.push(id);
     const t = sampleTimestep(seed, step, slot);
     ts[b] = t;
+    // A micro-batch of one sample (a 63 s sample is 157 MB) is built in the sample's own arrays,
+    // which the source hands over (DataSource.sample): x_t over the latent, the text as it is.
+    const own = size === 1 && ownsBuffer(s.video) && ownsBuffer(s.text);
+    noisy ??= own ? s.video : new Float32Array(size * vidLen);
+    target ??= new Float32Array(size * vidLen);
+    text ??= own ? s.text : new Float32Array(size * txtLen);
     noiseAndTarget(
       s.video,
       normalSource(seed, STREAM.noise, step, slot),
@@ -97,8 +103,9 @@ export function hostBatch(
       noisy.subarray(b * vidLen, (b + 1) * vidLen),
       target.subarray(b * vidLen, (b + 1) * vidLen),
     );
-    text.set(s.text, b * txtLen);
+    if (text !== s.text) text.set(s.text, b * txtLen);
   }
+  if (!noisy || !target || !text) throw new Error(`hostBatch: a micro-batch of ${size} samples`);
   return {
     noisy,
     target,
@@ -108,6 +115,11 @@ export function hostBatch(
     textShape: [size, d.segments, d.textLength, d.textDim],
     sampleIds: ids,
   };
+}
+
+/** Whether a typed array spans its whole buffer (so that it can be transferred on its own). */
+function ownsBuffer(a: Float32Array): boolean {
+  return a.byteOffset === 0 && a.byteLength === a.buffer.byteLength;
 }
 
 /** A host batch as tensors (on the training thread). */

@@ -16,6 +16,10 @@ export interface SkipPolicy {
 
 export interface DataSource {
   size: number;
+  /**
+   * Sample `n`, in new arrays that the caller owns: hostBatch writes x_t over the latent and
+   * transfers both arrays to the training thread (a source must not keep or share them).
+   */
   sample(n: number): { video: Float32Array; text: Float32Array };
 }
 

@@ -16,7 +16,7 @@ export function sampleTimestep(seed: number, step: number, slot: number): number
 /**
  * Writes x_t into `noisy` and the v-target into `target` (float32, as the model sees them), with
  * the noise drawn from `noise` (rng.ts normalSource) in element order, in the same pass: no noise
- * array (for a 63 s latent, 22 M values) is written or read back.
+ * array (for a 63 s latent, 22 M values) is written or read back. `noisy` may be `x0` itself.
  */
 export function noiseAndTarget(
   x0: Float32Array,

@@ -42,6 +42,29 @@ test('the file dataset written by `dataset synth` gives the same batches as the 
   }
 });
 
+test("a micro-batch of one sample (built in the sample's own arrays) equals its slice of a larger micro-batch", () => {
+  const dir = tmpDir('synth-one');
+  const mem = loadStageConfig(CFG, { 'training.synthetic_samples': 5 });
+  const d = modelDims(mem.config);
+  writeSynthDataset(dir, mem.config, d, 5);
+  const file = fileStage(dir);
+  for (const src of [openDataSource(mem.config, d), openDataSource(file.config, modelDims(file.config))]) {
+    for (const step of [1, 4]) {
+      // Global batch 2: one micro-batch of 2 samples, or two micro-batches of 1 (slots 0 and 1).
+      const both = makeBatch(src, d, 0, step, 2, 0, 2);
+      const ones = [0, 1].map((micro) => makeBatch(src, d, 0, step, 2, micro, 1));
+      assert.deepEqual(
+        ones.flatMap((o) => o.sampleIds),
+        both.sampleIds,
+      );
+      for (const k of ['noisy', 'target', 'text', 'timesteps'] as const) {
+        const joined = ones.flatMap((o) => Array.from(o[k].dataSync()));
+        assert.deepEqual(joined, Array.from(both[k].dataSync()), `step ${step}: ${k}`);
+      }
+    }
+  }
+});
+
 test('a VAE posterior [T, 2C, H, W] is sampled as (mean + exp(logvar/2) eps) * vae_scale_factor', () => {
   const dir = tmpDir('posterior');
   const st = loadStageConfig(CFG, {});
