@@ -23,14 +23,18 @@ function fileStage(dir: string, extra: Record<string, unknown> = {}) {
   return loadStageConfig(CFG, { 'training.dataset_path': dir, 'training.jsonl_paths': ['9sec.jsonl'], ...extra });
 }
 
-test('the file dataset written by `dataset synth` gives the same batches as the in-memory synthetic source', () => {
-  const dir = tmpDir('synth');
+/** The in-memory synthetic source of 5 samples and the same samples written as a file dataset by `dataset synth`. */
+function synthSources(name: string) {
+  const dir = tmpDir(name);
   const mem = loadStageConfig(CFG, { 'training.synthetic_samples': 5 });
   const d = modelDims(mem.config);
   writeSynthDataset(dir, mem.config, d, 5);
   const file = fileStage(dir);
-  const a = openDataSource(mem.config, d);
-  const b = openDataSource(file.config, modelDims(file.config));
+  return { d, mem: openDataSource(mem.config, d), file: openDataSource(file.config, modelDims(file.config)) };
+}
+
+test('the file dataset written by `dataset synth` gives the same batches as the in-memory synthetic source', () => {
+  const { d, mem: a, file: b } = synthSources('synth');
   assert.equal(b.size, 5);
   for (const step of [1, 2, 3, 7]) {
     const x = makeBatch(a, d, 0, step, 2, 0, 2);
@@ -43,12 +47,8 @@ test('the file dataset written by `dataset synth` gives the same batches as the 
 });
 
 test("a micro-batch of one sample (built in the sample's own arrays) equals its slice of a larger micro-batch", () => {
-  const dir = tmpDir('synth-one');
-  const mem = loadStageConfig(CFG, { 'training.synthetic_samples': 5 });
-  const d = modelDims(mem.config);
-  writeSynthDataset(dir, mem.config, d, 5);
-  const file = fileStage(dir);
-  for (const src of [openDataSource(mem.config, d), openDataSource(file.config, modelDims(file.config))]) {
+  const { d, mem, file } = synthSources('synth-one');
+  for (const src of [mem, file]) {
     for (const step of [1, 4]) {
       // Global batch 2: one micro-batch of 2 samples, or two micro-batches of 1 (slots 0 and 1).
       const both = makeBatch(src, d, 0, step, 2, 0, 2);
