@@ -56,7 +56,7 @@ export class ShardRun {
     private readonly log: Logger,
     private readonly ctl: ShardControl,
     private readonly validation: Validation | null = null,
-    /** The backend and device training runs on, written into every step line. */
+    /** The backend and device training runs on, in every step line and progress report. */
     private readonly runsOn: { backend: string; device: string } | null = null,
   ) {
     this.ckDir = checkpointsDir(stageDir);
@@ -159,6 +159,7 @@ export class ShardRun {
       gradNorm: g.gradNorm,
       stepSeconds: stepTime,
       ...(this.val ? { valLoss: this.val.loss, valStep: this.val.step } : {}),
+      ...this.runsOn,
     });
     if (step % this.stage.config.checkpoint.interval === 0 || step === this.total) this.save();
   }

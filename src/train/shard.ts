@@ -71,8 +71,6 @@ async function trainShard(req: ShardRequest, ctl: ShardControl): Promise<ShardRe
     device,
     ...(req.logContext?.slurmJob ? { slurmJob: req.logContext.slurmJob } : {}),
   });
-  // Progress reports carry the backend and device (status, heartbeats, metric labels).
-  const runCtl: ShardControl = { ...ctl, onProgress: (p) => ctl.onProgress?.({ ...p, backend, device }) };
   const model = new ModelState(stage, dims);
   const rope = ropeForModel(dims);
   try {
@@ -83,8 +81,9 @@ async function trainShard(req: ShardRequest, ctl: ShardControl): Promise<ShardRe
       stageDir(req.jobDir, name),
       req.who ?? `pid ${process.pid}`,
       log,
-      runCtl,
+      ctl,
       validation,
+      // In every step line and progress report (status, heartbeats, metric labels).
       { backend, device },
     );
     run.open(req.initFrom);

@@ -71,7 +71,11 @@ test('which steps are measured, which samples, and the config fields', () => {
 test('validation never changes training: the same steps and checkpoint bytes with it on or off', async () => {
   const on = tmpDir('val-on');
   const off = tmpDir('val-off');
-  const a = await runShard({ configFile: CFG, overrides: SHORT, jobDir: on, initFrom: null, maxSeconds: UNBOUNDED });
+  const reports: ShardProgress[] = [];
+  const a = await runShard(
+    { configFile: CFG, overrides: SHORT, jobDir: on, initFrom: null, maxSeconds: UNBOUNDED },
+    { onProgress: (p) => reports.push(p) },
+  );
   const b = await runShard({
     configFile: CFG,
     overrides: { ...SHORT, 'validation.samples': 0 },
@@ -92,6 +96,11 @@ test('validation never changes training: the same steps and checkpoint bytes wit
   // Every step line says what it ran on (a Slurm job's progress is read from these lines).
   for (const s of ma.steps) assert.deepEqual([s.backend, s.device], [a.backend, a.device], `step ${s.step}`);
   assert.ok(a.backend !== undefined && a.device !== undefined && a.device !== '');
+  assert.deepEqual(
+    reports.map((p) => [p.step, p.backend, p.device]),
+    ma.steps.map((s) => [s.step, a.backend, a.device]),
+    'and every progress report',
+  );
   for (const step of [0, 3, 6])
     for (const f of ['model.safetensors', 'optimizer.safetensors'])
       assert.ok(ckFile(on, step, f).equals(ckFile(off, step, f)), `step ${step} ${f}: byte-identical`);
