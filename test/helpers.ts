@@ -144,18 +144,25 @@ export function metricValidation(stageDir: string): [number, number][] {
     .map((l) => [l.step, l.val_loss] as [number, number]);
 }
 
-/** Pids of live training children (child.js) whose command line mentions `marker`. */
-export function trainingChildren(marker: string): number[] {
+/**
+ * Pids of live processes whose command line (its arguments joined by NUL, as /proc has it) `match`
+ * accepts; `match` may read more of /proc/<pid> (a process that ends meanwhile is left out).
+ */
+export function processesWhere(match: (cmdline: string, pid: string) => boolean): number[] {
   const out: number[] = [];
   for (const pid of fs.readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
     try {
-      const cmd = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8');
-      if (cmd.includes('child.js') && cmd.includes(marker)) out.push(Number(pid));
+      if (match(fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8'), pid)) out.push(Number(pid));
     } catch {
       /* gone */
     }
   }
   return out;
+}
+
+/** Pids of live training children (child.js) whose command line mentions `marker`. */
+export function trainingChildren(marker: string): number[] {
+  return processesWhere((cmd) => cmd.includes('child.js') && cmd.includes(marker));
 }
 
 /** Events of a workflow's history by type name. */
@@ -221,16 +228,14 @@ export const DDP_FIXTURE = path.join(ROOT, 'test', 'fixtures', 'ddp_train.py');
  * copied output after other ranks' lines. Throws when there is none.
  */
 export function ddpRankPid(marker: string, rank: number): number {
-  for (const p of fs.readdirSync('/proc').filter((x) => /^\d+$/.test(x))) {
-    try {
-      const cmd = fs.readFileSync(`/proc/${p}/cmdline`, 'utf8');
-      if (!cmd.includes(DDP_FIXTURE) || !cmd.includes(marker)) continue;
-      if (fs.readFileSync(`/proc/${p}/environ`, 'utf8').split('\0').includes(`RANK=${rank}`)) return Number(p);
-    } catch {
-      // gone
-    }
-  }
-  throw new Error(`no rank ${rank} of a ${DDP_FIXTURE} run that mentions ${marker}`);
+  const [pid] = processesWhere(
+    (cmd, p) =>
+      cmd.includes(DDP_FIXTURE) &&
+      cmd.includes(marker) &&
+      fs.readFileSync(`/proc/${p}/environ`, 'utf8').split('\0').includes(`RANK=${rank}`),
+  );
+  if (pid === undefined) throw new Error(`no rank ${rank} of a ${DDP_FIXTURE} run that mentions ${marker}`);
+  return pid;
 }
 
 /** Runs a script of test/python with that Python (default: the one with safetensors + numpy); returns its JSON output. */

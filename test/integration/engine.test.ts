@@ -29,6 +29,7 @@ import {
   eventTypeName,
   historyEvents,
   metricSteps,
+  processesWhere,
   progressSignals,
   server,
   spawnWorker,
@@ -88,18 +89,10 @@ const stageDir = (job: string, stage: string): string => path.join(runs, job, st
 /** Pids of live trainers of a job: `ttt-curriculum train` processes reading a config under its folder. */
 function trainers(job: string): number[] {
   const marker = `${path.join(runs, job)}/`;
-  return fs
-    .readdirSync('/proc')
-    .filter((p) => /^\d+$/.test(p))
-    .filter((p) => {
-      try {
-        const cmd = fs.readFileSync(`/proc/${p}/cmdline`, 'utf8').split('\0');
-        return cmd.includes('train') && cmd.some((a) => a.startsWith(marker));
-      } catch {
-        return false;
-      }
-    })
-    .map(Number);
+  return processesWhere((cmdline) => {
+    const cmd = cmdline.split('\0');
+    return cmd.includes('train') && cmd.some((a) => a.startsWith(marker));
+  });
 }
 
 async function trained(job: string, stage: string, n: number): Promise<void> {
