@@ -80,17 +80,21 @@ export class StageEngineFiles {
     fs.appendFileSync(this.runs(), `${JSON.stringify(r)}\n`);
   }
 
-  /** Consecutive runs, newest first, that ended without progress, without a result and unasked: failed starts. */
-  failedStarts(): EngineRun[] {
+  /** The runs recorded so far, oldest first (none before the first). */
+  recordedRuns(): EngineRun[] {
     let lines: string[] = [];
     try {
       lines = fs.readFileSync(this.runs(), 'utf8').split('\n').filter(Boolean);
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
     }
+    return lines.map((l) => JSON.parse(l) as EngineRun);
+  }
+
+  /** Consecutive runs, newest first, that ended without progress, without a result and unasked: failed starts. */
+  failedStarts(): EngineRun[] {
     const out: EngineRun[] = [];
-    for (const l of lines.reverse()) {
-      const r = JSON.parse(l) as EngineRun;
+    for (const r of this.recordedRuns().reverse()) {
       if (r.stopped) continue;
       if (r.progressed || r.result) break;
       out.push(r);

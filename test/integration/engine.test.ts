@@ -21,6 +21,7 @@ import { after, before, test } from 'node:test';
 import { type Client, WorkflowFailedError } from '@temporalio/client';
 import { ActivityFailure, ApplicationFailure } from '@temporalio/common';
 import { latestCompleteCheckpoint } from '../../src/checkpoint/store';
+import { StageEngineFiles } from '../../src/engine/files';
 import { pauseSignal, progressQuery, resumeSignal, startJob } from '../../src/temporal/client';
 import type { DevServer } from '../../src/temporal/devserver';
 import type { CurriculumResult } from '../../src/shared/types';
@@ -136,11 +137,7 @@ test('the tiny curriculum with ttt-curriculum train as an external engine, in sh
     );
     assert.equal(s.finalCheckpoint, path.join(runs, 'engine-ours', s.stage, 'final'));
     assert.deepEqual([s.firstLoss, s.lastLoss], [builtin.stages[i]!.firstLoss, builtin.stages[i]!.lastLoss]);
-    const runsLog = fs
-      .readFileSync(path.join(stageDir('engine-ours', s.stage), 'engine', 'runs.jsonl'), 'utf8')
-      .trim()
-      .split('\n')
-      .map((l) => JSON.parse(l) as { exit: string; stopped: boolean; endStep: number });
+    const runsLog = new StageEngineFiles(stageDir('engine-ours', s.stage)).recordedRuns();
     // shard.max_steps = 3 stops the trainer with SIGUSR1 once its metrics show 3 more steps; it may take a
     // step or two more before it sees the signal, so 8 steps take 2 or 3 runs.
     assert.ok(runsLog.length >= 2, `${s.stage}: the trainer was stopped at the shard's bound and resumed`);
@@ -189,12 +186,9 @@ test('pause, resume and cancel an external trainer that saves on SIGUSR1: each s
   const done = metricSteps(sDir);
   const ck2 = latestCompleteCheckpoint(path.join(sDir, 'checkpoints'));
   assert.equal(ck2?.state.step, done.at(-1), 'the cancel saved the last trained step');
-  const runsLog = fs
-    .readFileSync(path.join(sDir, 'engine', 'runs.jsonl'), 'utf8')
-    .trim()
-    .split('\n');
+  const runsLog = new StageEngineFiles(sDir).recordedRuns();
   assert.ok(
-    runsLog.every((l) => JSON.parse(l).exit === '0'),
+    runsLog.every((r) => r.exit === '0'),
     'each run ended by itself after its save (exit code 0)',
   );
   t.diagnostic(`paused at step ${paused.at(-1)}, cancelled at step ${done.at(-1)}`);
@@ -219,11 +213,8 @@ test('a worker-side preset (--engine-dir) that stops with a kill: pause kills th
   const ck = latestCompleteCheckpoint(path.join(sDir, 'checkpoints'))!;
   assert.equal(ck.state.step % interval, 0, 'no save on the stop: the last complete checkpoint is an interval one');
   assert.ok(ck.state.step <= atPause.at(-1)!);
-  const runsLog = fs
-    .readFileSync(path.join(sDir, 'engine', 'runs.jsonl'), 'utf8')
-    .trim()
-    .split('\n');
-  assert.equal(JSON.parse(runsLog.at(-1)!).exit, 'SIGTERM', 'terminated, not saved');
+  const runsLog = new StageEngineFiles(sDir).recordedRuns();
+  assert.equal(runsLog.at(-1)!.exit, 'SIGTERM', 'terminated, not saved');
   await h.signal(resumeSignal);
   const result = (await h.result()) as CurriculumResult;
   assert.equal(result.stages[0]!.steps, steps);

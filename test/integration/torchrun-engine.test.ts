@@ -28,6 +28,7 @@ import type { temporal } from '@temporalio/proto';
 import { stringify } from 'smol-toml';
 import { Lease } from '../../src/checkpoint/lease';
 import { verifyCheckpoint, weightsHash } from '../../src/checkpoint/store';
+import { StageEngineFiles } from '../../src/engine/files';
 import { parseProgressLine } from '../../src/engine/log-progress';
 import type { CurriculumResult } from '../../src/shared/types';
 import { startJob } from '../../src/temporal/client';
@@ -127,11 +128,7 @@ const progressSteps = (lines: string[]): number[] =>
     return p ? [p.step] : [];
   });
 
-const runsLog = (job: string, stage: string) =>
-  readText(path.join(stageDir(job, stage), 'engine', 'runs.jsonl'))
-    .trim()
-    .split('\n')
-    .map((l) => JSON.parse(l) as { exit: string; startStep: number; endStep: number });
+const runsLog = (job: string, stage: string) => new StageEngineFiles(stageDir(job, stage)).recordedRuns();
 
 const modelSha = (dir: string): string => sha256File(path.join(dir, 'model.safetensors'));
 

@@ -15,7 +15,7 @@ import { after, before, test } from 'node:test';
 import { parse as parseToml } from 'smol-toml';
 import { loadCurriculum, loadStageConfig } from '../../src/config/load';
 import { type CommandShard, trainerFolders } from '../../src/engine/command';
-import { engineDir } from '../../src/engine/files';
+import { engineDir, StageEngineFiles } from '../../src/engine/files';
 import { EngineCatalog, fillTemplate, HEAD_NODE_MARK } from '../../src/engine/preset';
 import { CONFIG_WRITERS, LAYOUTS, type LayoutName, type LayoutSupport } from '../../src/engine/registry';
 import { TTT_SECTIONS } from '../../src/engine/ttt-video-dit/config';
@@ -768,11 +768,7 @@ test('fencing: the runner holds the stage lease for a trainer that does not take
     "lease 1 is the runner's",
   );
   // Killed by the runner (it would have trained 100000 steps), with no result.
-  const runs = fs
-    .readFileSync(path.join(sDir, 'engine', 'runs.jsonl'), 'utf8')
-    .trim()
-    .split('\n');
-  const run = JSON.parse(runs.at(-1)!) as { exit: string; result: boolean };
+  const run = new StageEngineFiles(sDir).recordedRuns().at(-1)!;
   assert.deepEqual([run.exit, run.result], ['SIGKILL', false]);
   assert.ok(pid > 0);
   assert.throws(() => process.kill(pid, 0), { code: 'ESRCH' }, 'the trainer is gone');
