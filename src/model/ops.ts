@@ -3,45 +3,121 @@ import { tf } from '../backend';
 import { matMul } from './matmul';
 
 const SQRT_2_OVER_PI = Math.sqrt(2 / Math.PI);
+const GELU_A = 0.044715;
 
 /**
- * GELU, tanh approximation: 0.5 x (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3), computed
- * as x * sigmoid(2u) (the same function: 1 + tanh(u) = 2 sigmoid(2u)) because the wasm backend's
- * Tanh is a scalar loop about 5x slower than its vectorised Sigmoid.
+ * s = sigmoid(v), v = 2u = 2 sqrt(2/pi) (x + 0.044715 x^3), and v' = dv/dx. GELU (tanh
+ * approximation) is 0.5 x (1 + tanh(u)) = x s (1 + tanh(u) = 2 sigmoid(2u)), computed with
+ * Sigmoid because the wasm backend's Tanh is a scalar loop about 5x slower than its vectorised
+ * Sigmoid; x*x rather than x.pow, which is several times slower on wasm.
  */
-export function geluTanh(x: tf.Tensor): tf.Tensor {
-  return tf.tidy(() => x.mul(twiceInner(x).sigmoid()));
+function sigmoidOfTwiceInner(x: tf.Tensor, x2: tf.Tensor): tf.Tensor {
+  return x2
+    .mul(2 * SQRT_2_OVER_PI * GELU_A)
+    .add(2 * SQRT_2_OVER_PI)
+    .mul(x)
+    .sigmoid();
+}
+function twiceInnerSlope(x2: tf.Tensor): tf.Tensor {
+  return x2.mul(6 * SQRT_2_OVER_PI * GELU_A).add(2 * SQRT_2_OVER_PI);
 }
 
-/** 2u = 2 sqrt(2/pi) (x + 0.044715 x^3); x*x*x rather than x.pow(3), which is several times slower on wasm. */
-function twiceInner(x: tf.Tensor): tf.Tensor {
-  return x.add(x.square().mul(x).mul(0.044715)).mul(2 * SQRT_2_OVER_PI);
+/** g'(x) = s + x s (1 - s) v' from x, x^2 and s. */
+function geluSlope(x: tf.Tensor, x2: tf.Tensor, s: tf.Tensor): tf.Tensor {
+  return s.sub(s.square()).mul(x).mul(twiceInnerSlope(x2)).add(s);
 }
 
-/** d/dx of geluTanh: s + 2 x s (1 - s) u', with s = sigmoid(2u) and u' = sqrt(2/pi) (1 + 3 * 0.044715 x^2). */
-export function geluTanhGrad(x: tf.Tensor): tf.Tensor {
-  return tf.tidy(() => {
-    const s = twiceInner(x).sigmoid();
-    const dInner = x
-      .square()
-      .mul(3 * 0.044715)
-      .add(1)
-      .mul(SQRT_2_OVER_PI);
-    return s.add(x.mul(2).mul(s).mul(tf.scalar(1).sub(s)).mul(dInner));
-  });
+type Saved = (ts: tf.Tensor[]) => void;
+
+/**
+ * GELU, tanh approximation, with its derivative written out (tf.customGrad): autodiff through
+ * its 7 elementwise ops would take about twice as many kernels in the backward pass as the
+ * closed form does (every kernel is a pass over the tensor and, on libtensorflow, tens of
+ * microseconds of dispatch). Checked against the tanh formula and finite differences in ttt.test.
+ */
+export const geluTanh: (x: tf.Tensor) => tf.Tensor = tf.customGrad(((x: tf.Tensor, save: Saved) => {
+  const x2 = x.square();
+  const s = sigmoidOfTwiceInner(x, x2);
+  save([x, s]);
+  return {
+    value: x.mul(s),
+    gradFunc: (dy: tf.Tensor, [sx, ss]: tf.Tensor[]) => dy.mul(geluSlope(sx!, sx!.square(), ss!)),
+  };
+}) as unknown as Parameters<typeof tf.customGrad>[0]) as unknown as (x: tf.Tensor) => tf.Tensor;
+
+/**
+ * d/dx of geluTanh: g' = s + x s (1 - s) v', with v' = 2 sqrt(2/pi) (1 + 3 * 0.044715 x^2). Its
+ * own derivative (the TTT inner gradient is differentiated by the outer backward pass) is
+ * written out too: g'' = s (1 - s) (2 v' + x v'^2 (1 - 2 s) + 12 sqrt(2/pi) 0.044715 x^2).
+ */
+export const geluTanhGrad: (x: tf.Tensor) => tf.Tensor = tf.customGrad(((x: tf.Tensor, save: Saved) => {
+  const x2 = x.square();
+  const s = sigmoidOfTwiceInner(x, x2);
+  save([x, s]);
+  return {
+    value: geluSlope(x, x2, s),
+    gradFunc: (dy: tf.Tensor, [sx, ss]: tf.Tensor[]) => {
+      const xs = sx!;
+      const sg = ss!;
+      const xx = xs.square();
+      const v1 = twiceInnerSlope(xx);
+      const curv = v1
+        .square()
+        .mul(xs)
+        .mul(sg.mul(-2).add(1))
+        .add(v1.mul(2))
+        .add(xx.mul(12 * SQRT_2_OVER_PI * GELU_A));
+      return dy.mul(sg.sub(sg.square()).mul(curv));
+    },
+  };
+}) as unknown as Parameters<typeof tf.customGrad>[0]) as unknown as (x: tf.Tensor) => tf.Tensor;
+
+const normalizers = new Map<number, (x: tf.Tensor) => tf.Tensor>();
+
+/**
+ * (x - mean) / sqrt(var + eps) over the last axis (biased variance), with its gradient written
+ * out (tf.customGrad): dx = (dy - mean(dy) - y mean(dy y)) / std, 7 kernels where autodiff
+ * through the 7 forward ops takes about twice as many (each a pass over the tensor). Exact with
+ * eps too: y and std are the forward's own.
+ */
+export function normalize(x: tf.Tensor, eps: number): tf.Tensor {
+  let f = normalizers.get(eps);
+  if (!f) {
+    f = tf.customGrad(((v: tf.Tensor, save: Saved) => {
+      const xc = v.sub(v.mean(-1, true));
+      const std = xc.square().mean(-1, true).add(eps).sqrt();
+      const y = xc.div(std);
+      save([y, std]);
+      return {
+        value: y,
+        gradFunc: (dy: tf.Tensor, [sy, sstd]: tf.Tensor[]) =>
+          dy
+            .sub(dy.mean(-1, true))
+            .sub(sy!.mul(dy.mul(sy!).mean(-1, true)))
+            .div(sstd!),
+      };
+    }) as unknown as Parameters<typeof tf.customGrad>[0]) as unknown as (x: tf.Tensor) => tf.Tensor;
+    normalizers.set(eps, f);
+  }
+  return f(x);
 }
 
 /** Layer norm over the last axis (biased variance); weight/bias broadcast against x. */
 export function layerNorm(x: tf.Tensor, weight: tf.Tensor | null, bias: tf.Tensor | null, eps: number): tf.Tensor {
   return tf.tidy(() => {
-    const mu = x.mean(-1, true);
-    const xc = x.sub(mu);
-    const v = xc.square().mean(-1, true);
-    let y = xc.div(v.add(eps).sqrt());
+    let y = normalize(x, eps);
     if (weight) y = y.mul(weight);
     if (bias) y = y.add(bias);
     return y;
   });
+}
+
+/** Sums t over the axes where `shape` (right-aligned, as broadcasting aligns) is 1: the gradient of a broadcast operand. */
+export function sumToShape(t: tf.Tensor, shape: number[]): tf.Tensor {
+  const off = t.rank - shape.length;
+  const axes: number[] = [];
+  for (let i = 0; i < t.rank; i++) if (i < off || (shape[i - off] === 1 && t.shape[i] !== 1)) axes.push(i);
+  return (axes.length ? t.sum(axes, true) : t).reshape(shape);
 }
 
 export function silu(x: tf.Tensor): tf.Tensor {

@@ -469,6 +469,19 @@ test('geluTanh and its derivative match the tanh formula of the paper code', () 
       .grad((t: tf.Tensor) => geluTanh(t).sum())(x)
       .dataSync(),
   );
+  // The second derivative (the outer backward pass through the TTT inner gradient), from the tanh formula:
+  // d/dx [0.5 (1 + t) + 0.5 x (1 - t^2) u'] = (1 - t^2) u' - x t (1 - t^2) u'^2 + 0.5 x (1 - t^2) u''.
+  const refCurv = xs.map((xv) => {
+    const t = Math.tanh(u(xv));
+    const u1 = k * (1 + 3 * 0.044715 * xv * xv);
+    const u2 = 6 * k * 0.044715 * xv;
+    return (1 - t * t) * u1 - xv * t * (1 - t * t) * u1 * u1 + 0.5 * xv * (1 - t * t) * u2;
+  });
+  const curv = Array.from(
+    tf
+      .grad((t: tf.Tensor) => geluTanhGrad(t).sum())(x)
+      .dataSync(),
+  );
   xs.forEach((xi, i) => {
     assert.ok(
       Math.abs(y[i]! - ref[i]!) <= 1e-5 * Math.max(1, Math.abs(ref[i]!)),
@@ -476,5 +489,6 @@ test('geluTanh and its derivative match the tanh formula of the paper code', () 
     );
     assert.ok(Math.abs(g[i]! - refGrad[i]!) <= 1e-5, `gelu'(${xi}) = ${g[i]}, expected ${refGrad[i]}`);
     assert.ok(Math.abs(auto[i]! - refGrad[i]!) <= 1e-5, `autodiff gelu'(${xi}) = ${auto[i]}, expected ${refGrad[i]}`);
+    assert.ok(Math.abs(curv[i]! - refCurv[i]!) <= 1e-5, `gelu''(${xi}) = ${curv[i]}, expected ${refCurv[i]}`);
   });
 });
