@@ -12,6 +12,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as tf from '@tensorflow/tfjs';
 import { logger } from './log';
+import { patchNativeKernels } from './native-kernels';
 import { patchWasmKernels } from './wasm-kernels';
 
 export { tf };
@@ -50,34 +51,11 @@ function requireNative(): boolean {
   for (const p of NATIVE_PACKAGES) {
     if (tryRequire(p)) {
       nativePackage = p;
-      shareSameDtypeCast();
+      patchNativeKernels();
       return true;
     }
   }
   return false;
-}
-
-/**
- * tfjs-node's Cast kernel runs a libtensorflow Cast op even from float32 to float32, which
- * TensorFlow.js's gradients of Mul, Sub and others ask for on every operand (370 of the 5300
- * kernels of a training step at width 1024, tens of microseconds of dispatch each). A cast to the
- * same dtype shares the input's data and counts a reference instead, as tfjs-node's own Identity
- * kernel does (the data is immutable); a real conversion keeps the original kernel.
- */
-function shareSameDtypeCast(): void {
-  const orig = tf.getKernel('Cast', 'tensorflow');
-  if (!orig) return;
-  tf.unregisterKernel('Cast', 'tensorflow');
-  tf.registerKernel({
-    kernelName: 'Cast',
-    backendName: 'tensorflow',
-    kernelFunc: (args) => {
-      const x = args.inputs.x as tf.TensorInfo;
-      if (x.dtype !== args.attrs?.dtype) return orig.kernelFunc(args);
-      (args.backend as unknown as { incRef(id: tf.DataId): void }).incRef(x.dataId);
-      return { dataId: x.dataId, shape: x.shape, dtype: x.dtype };
-    },
-  });
 }
 
 async function trySet(name: string): Promise<boolean> {

@@ -135,8 +135,6 @@ interface MiniBatch {
   X1: tf.Tensor;
   XV: tf.Tensor;
   eta: tf.Tensor;
-  /** Last row of eta as a column [B,H,K,1]: the weights of the carried-state update. */
-  e: tf.Tensor;
   lnW: tf.Tensor;
   lnB: tf.Tensor;
 }
@@ -154,13 +152,23 @@ export interface ScanOptions {
 }
 
 /**
- * Runs `step` over the mini-batches in order, carrying the inner weights from one to the next;
- * `step` returns the mini-batch's output and the updated weights.
+ * One mini-batch's output, and how to get the updated inner weights from `e`, the last row of
+ * eta as a column [B,H,K,1] (the weights of the carried-state update).
+ */
+interface StepResult<S> {
+  out: tf.Tensor;
+  next: (e: tf.Tensor) => S;
+}
+
+/**
+ * Runs `step` over the mini-batches in order, carrying the inner weights from one to the next.
+ * The weights after the last mini-batch are never used, so they are not computed (two products
+ * and their updates per scan: FLOPs the step would spend on nothing).
  */
 function scan<S extends State>(
   inp: TttLinearInputs,
   state: S,
-  step: (mb: MiniBatch, state: S) => { out: tf.Tensor; state: S },
+  step: (mb: MiniBatch, state: S) => StepResult<S>,
   opts: ScanOptions = {},
 ): tf.Tensor {
   const [B, H, NC, K, D] = inp.XQ.shape as number[];
@@ -168,7 +176,10 @@ function scan<S extends State>(
   const XKs = miniBatches(inp.XK);
   const XVs = miniBatches(inp.XV);
   const etas = miniBatches(inp.eta);
-  /** Mini-batches [i0, i1) from `st`, with the per-mini-batch tensors and norms given. */
+  /**
+   * The given mini-batches from `st`, with the per-mini-batch tensors and norms given; the
+   * weights after the last of them only if `keepLast` (else the state returned is stale).
+   */
   const run = (
     xq: tf.Tensor[],
     xk: tf.Tensor[],
@@ -177,44 +188,48 @@ function scan<S extends State>(
     lnWeight: tf.Tensor,
     lnBias: tf.Tensor,
     st: S,
+    keepLast: boolean,
   ): { outs: tf.Tensor[]; state: S } => {
     const lnW = lnWeight.reshape([1, H!, 1, D!]);
     const lnB = lnBias.reshape([1, H!, 1, D!]);
     const outs: tf.Tensor[] = [];
     for (let i = 0; i < xq.length; i++) {
       const eta = et[i]!;
-      const e = eta.slice([0, 0, K! - 1, 0], [-1, -1, 1, -1]).reshape([B!, H!, K!, 1]);
-      const r = step({ XQ: xq[i]!, X1: xk[i]!, XV: xv[i]!, eta, e, lnW, lnB }, st);
+      const r = step({ XQ: xq[i]!, X1: xk[i]!, XV: xv[i]!, eta, lnW, lnB }, st);
       outs.push(r.out);
-      st = r.state;
+      if (keepLast || i < xq.length - 1) st = r.next(eta.slice([0, 0, K! - 1, 0], [-1, -1, 1, -1]).reshape([B!, H!, K!, 1]));
     }
     return { outs, state: st };
   };
   const G = opts.checkpointGroup ?? 0;
-  if (G <= 0 || G >= NC!) return joinMiniBatches(run(XQs, XKs, XVs, etas, inp.lnWeight, inp.lnBias, state).outs);
+  if (G <= 0 || G >= NC!)
+    return joinMiniBatches(run(XQs, XKs, XVs, etas, inp.lnWeight, inp.lnBias, state, false).outs);
   // Grouped: each group is one recomputed piece whose output packs the group's outputs and the
-  // carried weights into one flat tensor (tf.customGrad has a single output).
-  const keys = Object.keys(state);
+  // carried weights into one flat tensor (tf.customGrad has a single output); the last group
+  // packs only its outputs.
+  const allKeys = Object.keys(state);
   const outs: tf.Tensor[] = [];
   for (let i0 = 0; i0 < NC!; i0 += G) {
     const n = Math.min(G, NC! - i0);
+    const keepLast = i0 + n < NC!;
+    const keys = keepLast ? allKeys : [];
     const pieces = [XQs, XKs, XVs, etas].map((xs) => xs.slice(i0, i0 + n));
     const shapes = [...Array.from({ length: n }, () => [B!, H!, K!, D!]), ...keys.map((k) => state[k]!.shape)];
     const packed = recomputed(
       {},
       [],
-      [...pieces.flat(), inp.lnWeight, inp.lnBias, ...keys.map((k) => state[k]!)],
+      [...pieces.flat(), inp.lnWeight, inp.lnBias, ...allKeys.map((k) => state[k]!)],
       (_, xs) => {
         const at = (j: number): tf.Tensor[] => xs.slice(j * n, (j + 1) * n);
-        const st = Object.fromEntries(keys.map((k, j) => [k, xs[4 * n + 2 + j]!])) as S;
-        const r = run(at(0), at(1), at(2), at(3), xs[4 * n]!, xs[4 * n + 1]!, st);
+        const st = Object.fromEntries(allKeys.map((k, j) => [k, xs[4 * n + 2 + j]!])) as S;
+        const r = run(at(0), at(1), at(2), at(3), xs[4 * n]!, xs[4 * n + 1]!, st, keepLast);
         return tf.concat([...r.outs, ...keys.map((k) => r.state[k]!)].map((t) => t.reshape([-1])));
       },
     );
     const sizes = shapes.map((sh) => sh.reduce((a, b) => a * b, 1));
     const parts = tf.split(packed, sizes).map((t, j) => t.reshape(shapes[j]!));
     outs.push(...parts.slice(0, n));
-    state = Object.fromEntries(keys.map((k, j) => [k, parts[n + j]!])) as S;
+    if (keepLast) state = Object.fromEntries(keys.map((k, j) => [k, parts[n + j]!])) as S;
   }
   return joinMiniBatches(outs);
 }
@@ -244,7 +259,7 @@ export function tttMlp(inp: TttMlpInputs, opts: ScanOptions = {}): tf.Tensor {
     scan(
       inp,
       { W1: inp.W1, b1: inp.b1, W2: inp.W2, b2: inp.b2 },
-      ({ XQ, X1, XV, eta, e, lnW, lnB }, { W1, b1, W2, b2 }) => {
+      ({ XQ, X1, XV, eta, lnW, lnB }, { W1, b1, W2, b2 }) => {
         // Inner forward (X1·W1, with the query path's XQ·W1 in the same product).
         const [X1W1, XQW1] = sharedProduct(X1, XQ, W1);
         const Z1 = X1W1.add(b1);
@@ -263,12 +278,12 @@ export function tttMlp(inp: TttMlpInputs, opts: ScanOptions = {}): tf.Tensor {
         // Carried state.
         return {
           out: XQ.add(lnApply(Z2bar, lnW, lnB)),
-          state: {
+          next: (e) => ({
             W1: W1.sub(matMul(e.mul(X1), G1, true, false)),
             b1: b1.sub(e.mul(G1).sum(2, true)),
             W2: W2.sub(matMul(e.mul(X2), G2, true, false)),
             b2: b2.sub(e.mul(G2).sum(2, true)),
-          },
+          }),
         };
       },
       opts,
@@ -283,14 +298,14 @@ export function tttLinear(inp: TttLinearInputs, opts: ScanOptions = {}): tf.Tens
     scan(
       inp,
       { W1: inp.W1, b1: inp.b1 },
-      ({ XQ, X1, XV, eta, e, lnW, lnB }, { W1, b1 }) => {
+      ({ XQ, X1, XV, eta, lnW, lnB }, { W1, b1 }) => {
         const [X1W1, XQW1] = sharedProduct(X1, XQ, W1);
         const Z1 = X1W1.add(b1);
         const G1 = lnFusedL2Grad(Z1, XV.sub(X1), lnW, lnB);
         const Z1bar = XQW1.sub(matMul(etaAttn(eta, XQ, X1), G1)).add(b1);
         return {
           out: XQ.add(lnApply(Z1bar, lnW, lnB)),
-          state: { W1: W1.sub(matMul(e.mul(X1), G1, true, false)), b1: b1.sub(e.mul(G1).sum(2, true)) },
+          next: (e) => ({ W1: W1.sub(matMul(e.mul(X1), G1, true, false)), b1: b1.sub(e.mul(G1).sum(2, true)) }),
         };
       },
       opts,
