@@ -197,13 +197,13 @@ function scan<S extends State>(
       const eta = et[i]!;
       const r = step({ XQ: xq[i]!, X1: xk[i]!, XV: xv[i]!, eta, lnW, lnB }, st);
       outs.push(r.out);
-      if (keepLast || i < xq.length - 1) st = r.next(eta.slice([0, 0, K! - 1, 0], [-1, -1, 1, -1]).reshape([B!, H!, K!, 1]));
+      if (keepLast || i < xq.length - 1)
+        st = r.next(eta.slice([0, 0, K! - 1, 0], [-1, -1, 1, -1]).reshape([B!, H!, K!, 1]));
     }
     return { outs, state: st };
   };
   const G = opts.checkpointGroup ?? 0;
-  if (G <= 0 || G >= NC!)
-    return joinMiniBatches(run(XQs, XKs, XVs, etas, inp.lnWeight, inp.lnBias, state, false).outs);
+  if (G <= 0 || G >= NC!) return joinMiniBatches(run(XQs, XKs, XVs, etas, inp.lnWeight, inp.lnBias, state, false).outs);
   // Grouped: each group is one recomputed piece whose output packs the group's outputs and the
   // carried weights into one flat tensor (tf.customGrad has a single output); the last group
   // packs only its outputs.
