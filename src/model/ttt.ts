@@ -55,13 +55,13 @@ const lnFusedL2Grad: (Z: tf.Tensor, target: tf.Tensor, w: tf.Tensor, b: tf.Tenso
 ) => {
   const D = Z.shape[Z.shape.length - 1]!;
   const xc = Z.sub(Z.mean(-1, true));
-  const std = xc.square().mean(-1, true).add(TTT_LN_EPS).sqrt();
-  const xhat = xc.div(std);
+  const inv = xc.square().mean(-1, true).add(TTT_LN_EPS).rsqrt(); // 1 / std (a multiply is cheaper than a divide)
+  const xhat = xc.mul(inv);
   const e = xhat.mul(w).add(b).sub(target);
   const gX = e.mul(w);
   const m2 = gX.mul(xhat).mean(-1, true);
-  const G = gX.sub(gX.mean(-1, true)).sub(xhat.mul(m2)).div(std);
-  save([xhat, std, e, gX, m2, G, w, b]);
+  const G = gX.sub(gX.mean(-1, true)).sub(xhat.mul(m2)).mul(inv);
+  save([xhat, inv, e, gX, m2, G, w, b]);
   return {
     value: G,
     gradFunc: (P: tf.Tensor, saved: tf.Tensor[]) => {
@@ -75,12 +75,13 @@ const lnFusedL2Grad: (Z: tf.Tensor, target: tf.Tensor, w: tf.Tensor, b: tf.Tenso
         tf.Tensor,
         tf.Tensor,
       ];
+      // ss is 1 / std.
       const mPx = P.mul(sx).mean(-1, true);
-      const R = P.sub(P.mean(-1, true)).sub(sx.mul(mPx)).div(ss);
+      const R = P.sub(P.mean(-1, true)).sub(sx.mul(mPx)).mul(ss);
       const Rw = R.mul(sw);
-      const Dh = Rw.mul(sw).sub(P.mul(sm2).add(sg.mul(mPx)).div(ss));
-      const Ds = P.mul(sG).sum(-1, true).add(Dh.mul(sx).sum(-1, true)).div(ss.mul(-D));
-      const dZ = Dh.sub(Dh.mean(-1, true)).div(ss).add(sx.mul(Ds));
+      const Dh = Rw.mul(sw).sub(P.mul(sm2).add(sg.mul(mPx)).mul(ss));
+      const Ds = P.mul(sG).sum(-1, true).add(Dh.mul(sx).sum(-1, true)).mul(ss.mul(-1 / D));
+      const dZ = Dh.sub(Dh.mean(-1, true)).mul(ss).add(sx.mul(Ds));
       return [dZ, Rw.neg(), sumToShape(R.mul(se.add(sw.mul(sx))), sw.shape), sumToShape(Rw, sb.shape)];
     },
   };
