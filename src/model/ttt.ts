@@ -80,7 +80,10 @@ const lnFusedL2Grad: (Z: tf.Tensor, target: tf.Tensor, w: tf.Tensor, b: tf.Tenso
       const R = P.sub(P.mean(-1, true)).sub(sx.mul(mPx)).mul(ss);
       const Rw = R.mul(sw);
       const Dh = Rw.mul(sw).sub(P.mul(sm2).add(sg.mul(mPx)).mul(ss));
-      const Ds = P.mul(sG).sum(-1, true).add(Dh.mul(sx).sum(-1, true)).mul(ss.mul(-1 / D));
+      const Ds = P.mul(sG)
+        .sum(-1, true)
+        .add(Dh.mul(sx).sum(-1, true))
+        .mul(ss.mul(-1 / D));
       const dZ = Dh.sub(Dh.mean(-1, true)).mul(ss).add(sx.mul(Ds));
       return [dZ, Rw.neg(), sumToShape(R.mul(se.add(sw.mul(sx))), sw.shape), sumToShape(Rw, sb.shape)];
     },
