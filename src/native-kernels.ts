@@ -39,45 +39,48 @@ const DTYPE_ATTR: Record<string, string> = { float32: 'TF_FLOAT', int32: 'TF_INT
 
 let patched = false;
 
+type KernelFunc = (args: Parameters<tf.KernelFunc>[0]) => ReturnType<tf.KernelFunc>;
+
+/** Registers `body` as the tensorflow backend's kernel `name`; `original` is the kernel it replaces. */
+function replace(
+  name: string,
+  body: (
+    x: tf.TensorInfo,
+    b: NodeBackend,
+    args: Parameters<KernelFunc>[0],
+    original: KernelFunc,
+  ) => ReturnType<KernelFunc>,
+): void {
+  const original = tf.getKernel(name, 'tensorflow')!.kernelFunc as KernelFunc;
+  tf.unregisterKernel(name, 'tensorflow');
+  tf.registerKernel({
+    kernelName: name,
+    backendName: 'tensorflow',
+    kernelFunc: (args) => body(args.inputs.x as tf.TensorInfo, args.backend as unknown as NodeBackend, args, original),
+  });
+}
+
 /** Replaces the tensorflow backend's Cast and Reshape kernels (call once tfjs-node is loaded). */
 export function patchNativeKernels(): void {
-  if (patched) return;
-  const cast = tf.getKernel('Cast', 'tensorflow');
-  const reshape = tf.getKernel('Reshape', 'tensorflow');
-  if (!cast || !reshape) return; // tfjs-node not loaded
+  if (patched || !tf.getKernel('Cast', 'tensorflow') || !tf.getKernel('Reshape', 'tensorflow')) return; // tfjs-node not loaded
   patched = true;
-  tf.unregisterKernel('Cast', 'tensorflow');
-  tf.registerKernel({
-    kernelName: 'Cast',
-    backendName: 'tensorflow',
-    kernelFunc: (args) => {
-      const x = args.inputs.x as tf.TensorInfo;
-      return x.dtype === args.attrs?.dtype ? share(x, args.backend as unknown as NodeBackend) : cast.kernelFunc(args);
-    },
-  });
-  tf.unregisterKernel('Reshape', 'tensorflow');
-  tf.registerKernel({
-    kernelName: 'Reshape',
-    backendName: 'tensorflow',
-    kernelFunc: (args) => {
-      const x = args.inputs.x as tf.TensorInfo;
-      const b = args.backend as unknown as NodeBackend;
-      const dtype = DTYPE_ATTR[x.dtype];
-      if (!dtype) return reshape.kernelFunc(args); // strings, complex: the original kernel
-      const shape = tf.util.inferFromImplicitShape(args.attrs?.shape as number[], tf.util.sizeFromShape(x.shape));
-      if (tf.util.arraysEqual(shape, x.shape)) return share(x, b);
-      const binding = b.binding as unknown as Record<string, number> & NodeBackend['binding'];
-      const shapeId = binding.createTensor([shape.length], binding.TF_INT32, Int32Array.from(shape));
-      try {
-        const attrs = [
-          { name: 'T', type: binding.TF_ATTR_TYPE, value: binding[dtype] },
-          { name: 'Tshape', type: binding.TF_ATTR_TYPE, value: binding.TF_INT32 },
-        ];
-        const [meta] = binding.executeOp('Reshape', attrs, [b.getInputTensorIds([x])[0]!, shapeId], 1);
-        return b.createOutputTensor(meta);
-      } finally {
-        binding.deleteTensor(shapeId);
-      }
-    },
+  replace('Cast', (x, b, args, original) => (x.dtype === args.attrs?.dtype ? share(x, b) : original(args)));
+  replace('Reshape', (x, b, args, original) => {
+    const dtype = DTYPE_ATTR[x.dtype];
+    if (!dtype) return original(args); // strings, complex: the original kernel
+    const shape = tf.util.inferFromImplicitShape(args.attrs?.shape as number[], tf.util.sizeFromShape(x.shape));
+    if (tf.util.arraysEqual(shape, x.shape)) return share(x, b);
+    const binding = b.binding as unknown as Record<string, number> & NodeBackend['binding'];
+    const shapeId = binding.createTensor([shape.length], binding.TF_INT32, Int32Array.from(shape));
+    try {
+      const attrs = [
+        { name: 'T', type: binding.TF_ATTR_TYPE, value: binding[dtype] },
+        { name: 'Tshape', type: binding.TF_ATTR_TYPE, value: binding.TF_INT32 },
+      ];
+      const [meta] = binding.executeOp('Reshape', attrs, [b.getInputTensorIds([x])[0]!, shapeId], 1);
+      return b.createOutputTensor(meta);
+    } finally {
+      binding.deleteTensor(shapeId);
+    }
   });
 }

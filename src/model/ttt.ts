@@ -46,6 +46,8 @@ export interface TttMlpInputs extends TttLinearInputs {
  *   dw = sum(R (e + w xhat)),   db = sum(R w)   (summed over the broadcast axes).
  * Checked against finite differences in ttt.test (every input of tttMlp and tttLinear).
  */
+type Eight<T> = [T, T, T, T, T, T, T, T];
+
 const lnFusedL2Grad: (Z: tf.Tensor, target: tf.Tensor, w: tf.Tensor, b: tf.Tensor) => tf.Tensor = tf.customGrad(((
   Z: tf.Tensor,
   target: tf.Tensor,
@@ -65,16 +67,7 @@ const lnFusedL2Grad: (Z: tf.Tensor, target: tf.Tensor, w: tf.Tensor, b: tf.Tenso
   return {
     value: G,
     gradFunc: (P: tf.Tensor, saved: tf.Tensor[]) => {
-      const [sx, ss, se, sg, sm2, sG, sw, sb] = saved as [
-        tf.Tensor,
-        tf.Tensor,
-        tf.Tensor,
-        tf.Tensor,
-        tf.Tensor,
-        tf.Tensor,
-        tf.Tensor,
-        tf.Tensor,
-      ];
+      const [sx, ss, se, sg, sm2, sG, sw, sb] = saved as Eight<tf.Tensor>;
       // ss is 1 / std.
       const mPx = P.mul(sx).mean(-1, true);
       const R = P.sub(P.mean(-1, true)).sub(sx.mul(mPx)).mul(ss);
