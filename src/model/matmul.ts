@@ -9,6 +9,7 @@
  * dA = dY·Bᵀ, dB = Aᵀ·dY). Other backends use tf.matMul as it is.
  */
 import { tf } from '../backend';
+import { withGradient } from './grad';
 
 /** Products smaller than this (m*k*n) use tf.matMul directly. */
 export const SMALL_PRODUCT = 65536;
@@ -48,7 +49,7 @@ function timesTransposed(X: tf.Tensor2D, Y: tf.Tensor2D): tf.Tensor {
 }
 
 function wasmMatMul(a: tf.Tensor, b: tf.Tensor, transA: boolean, transB: boolean): tf.Tensor {
-  const f = tf.customGrad(((x: tf.Tensor, y: tf.Tensor, save: tf.GradSaveFunc) => {
+  const f = withGradient<[tf.Tensor, tf.Tensor], [tf.Tensor, tf.Tensor]>(([x, y], save) => {
     save([x, y]);
     const A = transA ? swapLast(x) : x;
     return {
@@ -56,8 +57,7 @@ function wasmMatMul(a: tf.Tensor, b: tf.Tensor, transA: boolean, transB: boolean
         transB && x.rank === 2 && !transA
           ? timesTransposed(x as tf.Tensor2D, y as tf.Tensor2D)
           : fastProduct(A, transB ? swapLast(y) : y),
-      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
-        const [sx, sy] = saved as [tf.Tensor, tf.Tensor];
+      gradFunc: (dy, [sx, sy]) => {
         // Aᵀ and Bᵀ straight from the saved operands (an operand saved transposed is already it).
         const At = transA ? sx : swapLast(sx);
         // dL/dA = dY·Bᵀ
@@ -69,7 +69,7 @@ function wasmMatMul(a: tf.Tensor, b: tf.Tensor, transA: boolean, transB: boolean
         return [transA ? swapLast(dA) : dA, transB ? swapLast(dB) : dB];
       },
     };
-  }) as unknown as Parameters<typeof tf.customGrad>[0]);
+  });
   return f(a, b);
 }
 

@@ -1,5 +1,6 @@
 /** Small pure tensor functions shared by the model. */
 import { tf } from '../backend';
+import { withGradient } from './grad';
 import { matMul } from './matmul';
 
 const SQRT_2_OVER_PI = Math.sqrt(2 / Math.PI);
@@ -27,38 +28,31 @@ function geluSlope(x: tf.Tensor, x2: tf.Tensor, s: tf.Tensor): tf.Tensor {
   return s.sub(s.square()).mul(x).mul(twiceInnerSlope(x2)).add(s);
 }
 
-type Saved = (ts: tf.Tensor[]) => void;
-
 /**
  * GELU, tanh approximation, with its derivative written out (tf.customGrad): autodiff through
  * its 7 elementwise ops would take about twice as many kernels in the backward pass as the
  * closed form does (every kernel is a pass over the tensor and, on libtensorflow, tens of
  * microseconds of dispatch). Checked against the tanh formula and finite differences in ttt.test.
  */
-export const geluTanh: (x: tf.Tensor) => tf.Tensor = tf.customGrad(((x: tf.Tensor, save: Saved) => {
+export const geluTanh = withGradient<[tf.Tensor], [tf.Tensor, tf.Tensor]>(([x], save) => {
   const x2 = x.square();
   const s = sigmoidOfTwiceInner(x, x2);
   save([x, s]);
-  return {
-    value: x.mul(s),
-    gradFunc: (dy: tf.Tensor, [sx, ss]: tf.Tensor[]) => dy.mul(geluSlope(sx!, sx!.square(), ss!)),
-  };
-}) as unknown as Parameters<typeof tf.customGrad>[0]) as unknown as (x: tf.Tensor) => tf.Tensor;
+  return { value: x.mul(s), gradFunc: (dy, [sx, ss]) => dy.mul(geluSlope(sx, sx.square(), ss)) };
+});
 
 /**
  * d/dx of geluTanh: g' = s + x s (1 - s) v', with v' = 2 sqrt(2/pi) (1 + 3 * 0.044715 x^2). Its
  * own derivative (the TTT inner gradient is differentiated by the outer backward pass) is
  * written out too: g'' = s (1 - s) (2 v' + x v'^2 (1 - 2 s) + 12 sqrt(2/pi) 0.044715 x^2).
  */
-export const geluTanhGrad: (x: tf.Tensor) => tf.Tensor = tf.customGrad(((x: tf.Tensor, save: Saved) => {
+export const geluTanhGrad = withGradient<[tf.Tensor], [tf.Tensor, tf.Tensor]>(([x], save) => {
   const x2 = x.square();
   const s = sigmoidOfTwiceInner(x, x2);
   save([x, s]);
   return {
     value: geluSlope(x, x2, s),
-    gradFunc: (dy: tf.Tensor, [sx, ss]: tf.Tensor[]) => {
-      const xs = sx!;
-      const sg = ss!;
+    gradFunc: (dy, [xs, sg]) => {
       const xx = xs.square();
       const v1 = twiceInnerSlope(xx);
       const curv = v1
@@ -70,9 +64,16 @@ export const geluTanhGrad: (x: tf.Tensor) => tf.Tensor = tf.customGrad(((x: tf.T
       return dy.mul(sg.sub(sg.square()).mul(curv));
     },
   };
-}) as unknown as Parameters<typeof tf.customGrad>[0]) as unknown as (x: tf.Tensor) => tf.Tensor;
+});
 
 const normalizers = new Map<number, (x: tf.Tensor) => tf.Tensor>();
+
+/** (x - mean) * inv over the last axis, and inv = 1 / sqrt(var + eps) (biased variance): normalize's forward. */
+export function standardize(x: tf.Tensor, eps: number): { y: tf.Tensor; inv: tf.Tensor } {
+  const xc = x.sub(x.mean(-1, true));
+  const inv = xc.square().mean(-1, true).add(eps).rsqrt();
+  return { y: xc.mul(inv), inv };
+}
 
 /**
  * (x - mean) / sqrt(var + eps) over the last axis (biased variance), with its gradient written
@@ -85,20 +86,18 @@ const normalizers = new Map<number, (x: tf.Tensor) => tf.Tensor>();
 export function normalize(x: tf.Tensor, eps: number): tf.Tensor {
   let f = normalizers.get(eps);
   if (!f) {
-    f = tf.customGrad(((v: tf.Tensor, save: Saved) => {
-      const xc = v.sub(v.mean(-1, true));
-      const inv = xc.square().mean(-1, true).add(eps).rsqrt(); // 1 / std
-      const y = xc.mul(inv);
+    f = withGradient<[tf.Tensor], [tf.Tensor, tf.Tensor]>(([v], save) => {
+      const { y, inv } = standardize(v, eps);
       save([y, inv]);
       return {
         value: y,
-        gradFunc: (dy: tf.Tensor, [sy, sinv]: tf.Tensor[]) =>
+        gradFunc: (dy, [sy, sinv]) =>
           dy
             .sub(dy.mean(-1, true))
-            .sub(sy!.mul(dy.mul(sy!).mean(-1, true)))
-            .mul(sinv!),
+            .sub(sy.mul(dy.mul(sy).mean(-1, true)))
+            .mul(sinv),
       };
-    }) as unknown as Parameters<typeof tf.customGrad>[0]) as unknown as (x: tf.Tensor) => tf.Tensor;
+    });
     normalizers.set(eps, f);
   }
   return f(x);
@@ -116,9 +115,7 @@ export function layerNorm(x: tf.Tensor, weight: tf.Tensor | null, bias: tf.Tenso
 
 /** Sums t over the axes where `shape` (right-aligned, as broadcasting aligns) is 1: the gradient of a broadcast operand. */
 export function sumToShape(t: tf.Tensor, shape: number[]): tf.Tensor {
-  const off = t.rank - shape.length;
-  const axes: number[] = [];
-  for (let i = 0; i < t.rank; i++) if (i < off || (shape[i - off] === 1 && t.shape[i] !== 1)) axes.push(i);
+  const axes = tf.backend_util.getReductionAxes(shape, t.shape); // as TensorFlow.js's own broadcast gradients
   return (axes.length ? t.sum(axes, true) : t).reshape(shape);
 }
 

@@ -5,6 +5,7 @@
  * the gradient re-runs the piece under tf.grads.
  */
 import { tf } from '../backend';
+import { withGradient } from './grad';
 
 export type Params = Record<string, tf.Tensor>;
 
@@ -66,15 +67,12 @@ export function recomputed(
     names.forEach((n, i) => (Q[n] = all[k + i]!));
     return f(Q, all.slice(0, k));
   };
-  const op = tf.customGrad(((...args: unknown[]) => {
-    const save = args.pop() as tf.GradSaveFunc;
-    const all = args as tf.Tensor[];
+  const op = withGradient((all, save) => {
     save(all);
     return {
       value: tf.tidy(() => run(all)),
-      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) =>
-        nestedGrads((...xs: tf.Tensor[]) => run(xs).mul(dy).sum() as tf.Scalar, saved),
+      gradFunc: (dy, saved) => nestedGrads((...xs: tf.Tensor[]) => run(xs).mul(dy).sum() as tf.Scalar, saved),
     };
-  }) as unknown as Parameters<typeof tf.customGrad>[0]);
+  });
   return op(...inputs, ...names.map((n) => P[n]!));
 }

@@ -8,7 +8,8 @@
  */
 import { tf } from '../backend';
 import { matMul } from './matmul';
-import { geluTanh, geluTanhGrad, normalize, sumToShape } from './ops';
+import { withGradient } from './grad';
+import { geluTanh, geluTanhGrad, layerNorm, standardize, sumToShape } from './ops';
 import { recomputed } from './remat';
 
 export const TTT_LN_EPS = 1e-8;
@@ -46,19 +47,12 @@ export interface TttMlpInputs extends TttLinearInputs {
  *   dw = sum(R (e + w xhat)),   db = sum(R w)   (summed over the broadcast axes).
  * Checked against finite differences in ttt.test (every input of tttMlp and tttLinear).
  */
-type Eight<T> = [T, T, T, T, T, T, T, T];
-
-const lnFusedL2Grad: (Z: tf.Tensor, target: tf.Tensor, w: tf.Tensor, b: tf.Tensor) => tf.Tensor = tf.customGrad(((
-  Z: tf.Tensor,
-  target: tf.Tensor,
-  w: tf.Tensor,
-  b: tf.Tensor,
-  save: (ts: tf.Tensor[]) => void,
-) => {
+const lnFusedL2Grad = withGradient<
+  [tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor],
+  [tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]
+>(([Z, target, w, b], save) => {
   const D = Z.shape[Z.shape.length - 1]!;
-  const xc = Z.sub(Z.mean(-1, true));
-  const inv = xc.square().mean(-1, true).add(TTT_LN_EPS).rsqrt(); // 1 / std (a multiply is cheaper than a divide)
-  const xhat = xc.mul(inv);
+  const { y: xhat, inv } = standardize(Z, TTT_LN_EPS); // inv = 1 / std (a multiply is cheaper than a divide)
   const e = xhat.mul(w).add(b).sub(target);
   const gX = e.mul(w);
   const m2 = gX.mul(xhat).mean(-1, true);
@@ -66,8 +60,7 @@ const lnFusedL2Grad: (Z: tf.Tensor, target: tf.Tensor, w: tf.Tensor, b: tf.Tenso
   save([xhat, inv, e, gX, m2, G, w, b]);
   return {
     value: G,
-    gradFunc: (P: tf.Tensor, saved: tf.Tensor[]) => {
-      const [sx, ss, se, sg, sm2, sG, sw, sb] = saved as Eight<tf.Tensor>;
+    gradFunc: (P, [sx, ss, se, sg, sm2, sG, sw, sb]) => {
       // ss is 1 / std.
       const mPx = P.mul(sx).mean(-1, true);
       const R = P.sub(P.mean(-1, true)).sub(sx.mul(mPx)).mul(ss);
@@ -81,16 +74,7 @@ const lnFusedL2Grad: (Z: tf.Tensor, target: tf.Tensor, w: tf.Tensor, b: tf.Tenso
       return [dZ, Rw.neg(), sumToShape(R.mul(se.add(sw.mul(sx))), sw.shape), sumToShape(Rw, sb.shape)];
     },
   };
-}) as unknown as Parameters<typeof tf.customGrad>[0]) as unknown as (
-  Z: tf.Tensor,
-  target: tf.Tensor,
-  w: tf.Tensor,
-  b: tf.Tensor,
-) => tf.Tensor;
-
-function lnApply(Z: tf.Tensor, w: tf.Tensor, b: tf.Tensor): tf.Tensor {
-  return normalize(Z, TTT_LN_EPS).mul(w).add(b);
-}
+});
 
 /**
  * Splits [B,H,NC,K,X] into NC tensors [B,H,K,X]: one transpose to [NC,B,H,K,X], then tf.split,
@@ -274,7 +258,7 @@ export function tttMlp(inp: TttMlpInputs, opts: ScanOptions = {}): tf.Tensor {
           .add(b2);
         // Carried state.
         return {
-          out: XQ.add(lnApply(Z2bar, lnW, lnB)),
+          out: XQ.add(layerNorm(Z2bar, lnW, lnB, TTT_LN_EPS)),
           next: (e) => ({
             W1: W1.sub(matMul(e.mul(X1), G1, true, false)),
             b1: b1.sub(e.mul(G1).sum(2, true)),
@@ -301,7 +285,7 @@ export function tttLinear(inp: TttLinearInputs, opts: ScanOptions = {}): tf.Tens
         const G1 = lnFusedL2Grad(Z1, XV.sub(X1), lnW, lnB);
         const Z1bar = XQW1.sub(matMul(etaAttn(eta, XQ, X1), G1)).add(b1);
         return {
-          out: XQ.add(lnApply(Z1bar, lnW, lnB)),
+          out: XQ.add(layerNorm(Z1bar, lnW, lnB, TTT_LN_EPS)),
           next: (e) => ({ W1: W1.sub(matMul(e.mul(X1), G1, true, false)), b1: b1.sub(e.mul(G1).sum(2, true)) }),
         };
       },
