@@ -15,72 +15,54 @@
  * in tfjs-node, and upstream has no release with it.
  */
 import * as tf from '@tensorflow/tfjs';
+import { replaceKernels, share } from './kernel-patch';
 
 /** The parts of tfjs-node's NodeJSKernelBackend that the kernels use. */
 interface NodeBackend {
   incRef(dataId: tf.DataId): void;
   getInputTensorIds(tensors: tf.TensorInfo[]): number[];
   createOutputTensor(metadata: unknown): tf.TensorInfo;
-  binding: {
-    TF_INT32: number;
-    TF_ATTR_TYPE: number;
+  binding: Record<'TF_FLOAT' | 'TF_INT32' | 'TF_BOOL' | 'TF_ATTR_TYPE', number> & {
     createTensor(shape: number[], dtype: number, values: Int32Array): number;
     deleteTensor(id: number): void;
     executeOp(name: string, attrs: unknown[], inputs: number[], outputs: number): unknown[];
   };
 }
 
-function share(x: tf.TensorInfo, backend: NodeBackend): tf.TensorInfo {
-  backend.incRef(x.dataId);
-  return { dataId: x.dataId, shape: x.shape, dtype: x.dtype };
-}
+/** libtensorflow's dtype enum by TensorFlow.js dtype, for the types Reshape handles itself. */
+const DTYPE_ATTR: Partial<Record<string, 'TF_FLOAT' | 'TF_INT32' | 'TF_BOOL'>> = {
+  float32: 'TF_FLOAT',
+  int32: 'TF_INT32',
+  bool: 'TF_BOOL',
+};
 
-const DTYPE_ATTR: Record<string, string> = { float32: 'TF_FLOAT', int32: 'TF_INT32', bool: 'TF_BOOL' };
+/** Libtensorflow's Reshape with the shape handed over directly; undefined (the original kernel) for other dtypes. */
+function reshape(x: tf.TensorInfo, target: number[], b: NodeBackend): tf.TensorInfo | undefined {
+  const dtype = DTYPE_ATTR[x.dtype];
+  if (!dtype) return undefined; // complex: the original kernel
+  const shape = tf.util.inferFromImplicitShape(target, tf.util.sizeFromShape(x.shape));
+  if (tf.util.arraysEqual(shape, x.shape)) return share(x, b);
+  const { binding } = b;
+  const shapeId = binding.createTensor([shape.length], binding.TF_INT32, Int32Array.from(shape));
+  try {
+    const attrs = [
+      { name: 'T', type: binding.TF_ATTR_TYPE, value: binding[dtype] },
+      { name: 'Tshape', type: binding.TF_ATTR_TYPE, value: binding.TF_INT32 },
+    ];
+    const [meta] = binding.executeOp('Reshape', attrs, [b.getInputTensorIds([x])[0]!, shapeId], 1);
+    return b.createOutputTensor(meta);
+  } finally {
+    binding.deleteTensor(shapeId);
+  }
+}
 
 let patched = false;
 
-type KernelFunc = (args: Parameters<tf.KernelFunc>[0]) => ReturnType<tf.KernelFunc>;
-
-/** Registers `body` as the tensorflow backend's kernel `name`; `original` is the kernel it replaces. */
-function replace(
-  name: string,
-  body: (
-    x: tf.TensorInfo,
-    b: NodeBackend,
-    args: Parameters<KernelFunc>[0],
-    original: KernelFunc,
-  ) => ReturnType<KernelFunc>,
-): void {
-  const original = tf.getKernel(name, 'tensorflow')!.kernelFunc as KernelFunc;
-  tf.unregisterKernel(name, 'tensorflow');
-  tf.registerKernel({
-    kernelName: name,
-    backendName: 'tensorflow',
-    kernelFunc: (args) => body(args.inputs.x as tf.TensorInfo, args.backend as unknown as NodeBackend, args, original),
-  });
-}
-
 /** Replaces the tensorflow backend's Cast and Reshape kernels (call once tfjs-node is loaded). */
 export function patchNativeKernels(): void {
-  if (patched || !tf.getKernel('Cast', 'tensorflow') || !tf.getKernel('Reshape', 'tensorflow')) return; // tfjs-node not loaded
-  patched = true;
-  replace('Cast', (x, b, args, original) => (x.dtype === args.attrs?.dtype ? share(x, b) : original(args)));
-  replace('Reshape', (x, b, args, original) => {
-    const dtype = DTYPE_ATTR[x.dtype];
-    if (!dtype) return original(args); // strings, complex: the original kernel
-    const shape = tf.util.inferFromImplicitShape(args.attrs?.shape as number[], tf.util.sizeFromShape(x.shape));
-    if (tf.util.arraysEqual(shape, x.shape)) return share(x, b);
-    const binding = b.binding as unknown as Record<string, number> & NodeBackend['binding'];
-    const shapeId = binding.createTensor([shape.length], binding.TF_INT32, Int32Array.from(shape));
-    try {
-      const attrs = [
-        { name: 'T', type: binding.TF_ATTR_TYPE, value: binding[dtype] },
-        { name: 'Tshape', type: binding.TF_ATTR_TYPE, value: binding.TF_INT32 },
-      ];
-      const [meta] = binding.executeOp('Reshape', attrs, [b.getInputTensorIds([x])[0]!, shapeId], 1);
-      return b.createOutputTensor(meta);
-    } finally {
-      binding.deleteTensor(shapeId);
-    }
+  if (patched) return;
+  patched = replaceKernels<NodeBackend>('tensorflow', {
+    Cast: { input: 'x', body: (x, a, b) => (x.dtype === a.dtype ? share(x, b) : undefined) },
+    Reshape: { input: 'x', body: (x, a, b) => reshape(x, a.shape as number[], b) },
   });
 }

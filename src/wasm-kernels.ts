@@ -18,18 +18,13 @@
  * Identity already do.
  */
 import * as tf from '@tensorflow/tfjs';
+import { type KernelBody, replaceKernels, share } from './kernel-patch';
 
 /** The parts of tfjs-backend-wasm's BackendWasm that the kernel uses. */
 interface WasmBackend {
   makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
   typedArrayFromHeap(t: tf.TensorInfo): Float32Array | Int32Array | Uint8Array;
   incRef(dataId: tf.DataId): void;
-}
-
-/** The same data under a new tensor, with one more reference. */
-function share(x: tf.TensorInfo, backend: WasmBackend): tf.TensorInfo {
-  backend.incRef(x.dataId);
-  return { dataId: x.dataId, shape: x.shape, dtype: x.dtype };
 }
 
 /** Copies the box [begin, begin+size) of x (shape `shape`) into out, one contiguous run at a time. */
@@ -70,11 +65,7 @@ function sliceInPlace(x: tf.TensorInfo, begin: number[], size: number[], backend
 
 let patched = false;
 
-type Attrs = Record<string, unknown>;
-/** A replacement kernel body: numeric input `x`; returns undefined to defer to the original kernel. */
-type Body = (x: tf.TensorInfo, attrs: Attrs, backend: WasmBackend) => tf.TensorInfo | tf.TensorInfo[] | undefined;
-
-const BODIES: Record<string, { input: string; body: Body }> = {
+const BODIES: Record<string, { input: string; body: KernelBody<WasmBackend> }> = {
   Identity: { input: 'x', body: (x, _a, backend) => share(x, backend) },
   // A cast to another dtype converts: the original kernel does that.
   Cast: { input: 'x', body: (x, a, backend) => (x.dtype === a.dtype ? share(x, backend) : undefined) },
@@ -119,25 +110,5 @@ const BODIES: Record<string, { input: string; body: Body }> = {
 
 /** Replaces the wasm backend's Slice, SplitV, Unpack, Identity and Cast kernels (strings and dtype changes keep the originals). */
 export function patchWasmKernels(): void {
-  if (patched) return;
-  const names = Object.keys(BODIES);
-  const orig = new Map(names.map((k) => [k, tf.getKernel(k, 'wasm')]));
-  if (names.some((k) => !orig.get(k))) return; // wasm backend not registered
-  patched = true;
-  for (const k of names) {
-    const { input, body } = BODIES[k]!;
-    const original = orig.get(k)!.kernelFunc;
-    tf.unregisterKernel(k, 'wasm');
-    tf.registerKernel({
-      kernelName: k,
-      backendName: 'wasm',
-      kernelFunc: (args) => {
-        const x = args.inputs[input] as tf.TensorInfo;
-        return (
-          (x.dtype === 'string' ? undefined : body(x, args.attrs as Attrs, args.backend as WasmBackend)) ??
-          original(args)
-        );
-      },
-    });
-  }
+  if (!patched) patched = replaceKernels('wasm', BODIES);
 }
