@@ -13,6 +13,10 @@
  * step. This one hands libtensorflow the shape directly and deletes it after the op, and a
  * reshape to the same shape shares the data. There is no library alternative: the fix belongs
  * in tfjs-node, and upstream has no release with it.
+ *
+ * And one kernel TensorFlow.js lacks: SigmoidGrad (dy * y * (1 - y), libtensorflow's own op, one
+ * pass over the tensors where TensorFlow.js ops take three), which src/model/ops.ts sigmoidGrad
+ * uses where the backend registers it.
  */
 import * as tf from '@tensorflow/tfjs';
 import { replaceKernels, share } from './kernel-patch';
@@ -58,11 +62,27 @@ function reshape(x: tf.TensorInfo, target: number[], b: NodeBackend): tf.TensorI
 
 let patched = false;
 
-/** Replaces the tensorflow backend's Cast and Reshape kernels (call once tfjs-node is loaded). */
+/**
+ * Replaces the tensorflow backend's Cast and Reshape kernels and adds SigmoidGrad (call once
+ * tfjs-node is loaded).
+ */
 export function patchNativeKernels(): void {
   if (patched) return;
   patched = replaceKernels<NodeBackend>('tensorflow', {
     Cast: { input: 'x', body: (x, a, b) => (x.dtype === a.dtype ? share(x, b) : undefined) },
     Reshape: { input: 'x', body: (x, a, b) => reshape(x, a.shape as number[], b) },
   });
+  if (patched && !tf.getKernel('SigmoidGrad', 'tensorflow')) {
+    tf.registerKernel({
+      kernelName: 'SigmoidGrad',
+      backendName: 'tensorflow',
+      kernelFunc: ({ inputs, backend }) => {
+        const b = backend as unknown as NodeBackend;
+        const { y, dy } = inputs as { y: tf.TensorInfo; dy: tf.TensorInfo };
+        const attrs = [{ name: 'T', type: b.binding.TF_ATTR_TYPE, value: b.binding.TF_FLOAT }];
+        const [meta] = b.binding.executeOp('SigmoidGrad', attrs, b.getInputTensorIds([y, dy]), 1);
+        return b.createOutputTensor(meta);
+      },
+    });
+  }
 }

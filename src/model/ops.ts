@@ -3,8 +3,20 @@ import { tf } from '../backend';
 import { withGradient } from './grad';
 import { matMul } from './matmul';
 
-const SQRT_2_OVER_PI = Math.sqrt(2 / Math.PI);
-const GELU_A = 0.044715;
+/** GELU (tanh approximation) as x sigmoid(v), v = 2 sqrt(2/pi) (x + 0.044715 x^3) = x (GELU_V1 + GELU_V3 x^2). */
+export const GELU_V1 = 2 * Math.sqrt(2 / Math.PI);
+export const GELU_V3 = GELU_V1 * 0.044715;
+
+/**
+ * dy * y * (1 - y), the derivative of sigmoid at y = sigmoid(x) times dy: libtensorflow's own
+ * SigmoidGrad kernel (one pass over the tensors) where the backend has it (src/native-kernels.ts
+ * registers it for tensorflow; it does not broadcast), else three ops.
+ */
+export function sigmoidGrad(y: tf.Tensor, dy: tf.Tensor): tf.Tensor {
+  if (tf.util.arraysEqual(y.shape, dy.shape) && tf.getKernel('SigmoidGrad', tf.getBackend()))
+    return tf.engine().runKernel('SigmoidGrad', { y, dy }) as tf.Tensor;
+  return dy.mul(y.sub(y.square()));
+}
 
 /**
  * s = sigmoid(v), v = 2u = 2 sqrt(2/pi) (x + 0.044715 x^3), and v' = dv/dx. GELU (tanh
@@ -13,19 +25,15 @@ const GELU_A = 0.044715;
  * Sigmoid; x*x rather than x.pow, which is several times slower on wasm.
  */
 function sigmoidOfTwiceInner(x: tf.Tensor, x2: tf.Tensor): tf.Tensor {
-  return x2
-    .mul(2 * SQRT_2_OVER_PI * GELU_A)
-    .add(2 * SQRT_2_OVER_PI)
-    .mul(x)
-    .sigmoid();
+  return x2.mul(GELU_V3).add(GELU_V1).mul(x).sigmoid();
 }
 function twiceInnerSlope(x2: tf.Tensor): tf.Tensor {
-  return x2.mul(6 * SQRT_2_OVER_PI * GELU_A).add(2 * SQRT_2_OVER_PI);
+  return x2.mul(3 * GELU_V3).add(GELU_V1);
 }
 
 /** g'(x) = s + x s (1 - s) v' from x, x^2 and s. */
 function geluSlope(x: tf.Tensor, x2: tf.Tensor, s: tf.Tensor): tf.Tensor {
-  return s.sub(s.square()).mul(x).mul(twiceInnerSlope(x2)).add(s);
+  return sigmoidGrad(s, x.mul(twiceInnerSlope(x2))).add(s);
 }
 
 /**
@@ -60,8 +68,8 @@ export const geluTanhGrad = withGradient<[tf.Tensor], [tf.Tensor, tf.Tensor]>(([
         .mul(xs)
         .mul(sg.mul(-2).add(1))
         .add(v1.mul(2))
-        .add(xx.mul(12 * SQRT_2_OVER_PI * GELU_A));
-      return dy.mul(sg.sub(sg.square()).mul(curv));
+        .add(xx.mul(6 * GELU_V3));
+      return sigmoidGrad(sg, dy.mul(curv));
     },
   };
 });

@@ -11,6 +11,8 @@ import { matMul } from './matmul';
 import { withGradient } from './grad';
 import { geluTanh, geluTanhGrad, layerNorm, standardize, sumToShape } from './ops';
 import { recomputed } from './remat';
+import { joinMiniBatches, miniBatches } from './minibatch';
+import { tttMlpScan } from './ttt-mlp';
 
 export const TTT_LN_EPS = 1e-8;
 
@@ -75,28 +77,6 @@ const lnFusedL2Grad = withGradient<
     },
   };
 });
-
-/**
- * Splits [B,H,NC,K,X] into NC tensors [B,H,K,X]: one transpose to [NC,B,H,K,X], then tf.split,
- * whose gradient is one concat (a slice per mini-batch would make its gradient a zero-padded
- * full-size tensor per mini-batch: memory quadratic in the sequence length).
- */
-function miniBatches(x: tf.Tensor): tf.Tensor[] {
-  const [B, H, NC, K, X] = x.shape as [number, number, number, number, number];
-  if (NC === 1) return [x.reshape([B, H, K, X])]; // (tf.split's gradient fails for a single piece)
-  const t = x.transpose([2, 0, 1, 3, 4]);
-  return tf.split(t, NC, 0).map((p) => p.reshape([B, H, K, X]));
-}
-
-/** Stacks NC tensors [B,H,K,X] into [B,H,NC,K,X]. */
-function joinMiniBatches(xs: tf.Tensor[]): tf.Tensor {
-  return tf
-    .concat(
-      xs.map((x) => x.expandDims(0)),
-      0,
-    )
-    .transpose([1, 2, 0, 3, 4]);
-}
 
 function checkShapes(name: string, x: TttMlpInputs | TttLinearInputs): void {
   const q = x.XQ.shape;
@@ -233,9 +213,21 @@ function etaAttn(eta: tf.Tensor, A: tf.Tensor, B: tf.Tensor): tf.Tensor {
   return eta.mul(matMul(A, B, false, true).add(1));
 }
 
-/** TTT-MLP: inner model Z2 = gelu_tanh(X·W1 + b1)·W2 + b2, one gradient step per mini-batch. */
+/**
+ * TTT-MLP: inner model Z2 = gelu_tanh(X·W1 + b1)·W2 + b2, one gradient step per mini-batch. The
+ * whole scan is one op with its gradient written out (ttt-mlp.ts).
+ */
 export function tttMlp(inp: TttMlpInputs, opts: ScanOptions = {}): tf.Tensor {
   checkShapes('tttMlp', inp);
+  return tttMlpScan(inp, TTT_LN_EPS, opts.checkpointGroup ?? 0);
+}
+
+/**
+ * TTT-MLP written plainly, mini-batch by mini-batch, its gradient by autodiff: the reference
+ * the tests check tttMlp's written-out gradient against (values and gradients).
+ */
+export function tttMlpReference(inp: TttMlpInputs, opts: ScanOptions = {}): tf.Tensor {
+  checkShapes('tttMlpReference', inp);
   return tf.tidy(() =>
     scan(
       inp,

@@ -6,10 +6,13 @@
  * compared element for element: its first step is about lr·sign(g), which flips for elements
  * whose gradient is float32 noise.)
  *
- * Every gradient is held to 1e-4, the worst-conditioned too: learnable_ttt_lr_bias, a sum with
- * heavy cancellation, on which the two float32 reference implementations, wasm and the
- * pure-JavaScript cpu backend, already differ by about 1e-4. That cpu-vs-wasm difference is
- * reported beside each gradient's (the diagnostic) to show how close to float32 noise 1e-4 is.
+ * Every gradient is held to 1e-4 but one: learnable_ttt_lr_bias, a sum over all tokens with
+ * heavy cancellation, whose float32 value is not determined to 1e-4 by the math. Measured across
+ * six float32 computations of it (wasm, the pure-JavaScript cpu backend and tensorflow, each with
+ * the TTT-MLP gradient written out and by autodiff), any two differ by 1e-5 to 1.8e-4; cpu and
+ * wasm alone, the two reference implementations, by 2e-5 to 9e-5. It is held to 3e-4. The
+ * cpu-vs-wasm difference is reported beside each gradient's (the diagnostic) to show how close
+ * to float32 noise the tolerances are.
  */
 import assert from 'node:assert/strict';
 import * as path from 'node:path';
@@ -31,6 +34,8 @@ interface StepOutcome {
 }
 
 const TOL = 1e-4;
+/** learnable_ttt_lr_bias's tolerance (see above). */
+const TOL_LR_BIAS = 3e-4;
 
 async function trainingStep(backend: 'wasm' | 'tensorflow' | 'cpu'): Promise<StepOutcome> {
   assert.equal(await initBackend(backend), backend);
@@ -71,7 +76,7 @@ function relativeError(a: Float32Array, b: Float32Array): number {
   return den === 0 ? Math.sqrt(num) : Math.sqrt(num / den);
 }
 
-test('one training step on tensorflow equals wasm: loss, the gradient norm and every gradient within 1e-4 relative', async (t) => {
+test('one training step on tensorflow equals wasm: loss, the gradient norm and every gradient within 1e-4 relative (the TTT lr bias 3e-4)', async (t) => {
   const skip = nativeSkip();
   if (skip) return t.skip(skip);
   const wasm = await trainingStep('wasm');
@@ -90,7 +95,8 @@ test('one training step on tensorflow equals wasm: loss, the gradient norm and e
     const err = relativeError(native.grads.get(n)!, g);
     const floor = relativeError(cpu.grads.get(n)!, g); // two float32 references
     rows.push({ name: n, err, floor });
-    assert.ok(err < TOL, `gradient of ${n}: relative error ${err} (cpu vs wasm: ${floor})`);
+    const tol = n.endsWith('.learnable_ttt_lr_bias') ? TOL_LR_BIAS : TOL;
+    assert.ok(err < tol, `gradient of ${n}: relative error ${err} (cpu vs wasm: ${floor}), tolerance ${tol}`);
   }
   const worst = rows.reduce((a, b) => (b.err > a.err ? b : a));
   const noisiest = rows.reduce((a, b) => (b.floor > a.floor ? b : a));

@@ -13,7 +13,14 @@ import { ditBlock, ditForward, ropeForModel, tttLayer, type Params } from '../..
 import { matMul, SMALL_PRODUCT } from '../../src/model/matmul';
 import { geluTanh, geluTanhGrad, layerNorm } from '../../src/model/ops';
 import { initialParams } from '../../src/model/params';
-import { tttLinear, tttMlp, TTT_LN_EPS, type TttLinearInputs, type TttMlpInputs } from '../../src/model/ttt';
+import {
+  tttLinear,
+  tttMlp,
+  tttMlpReference,
+  TTT_LN_EPS,
+  type TttLinearInputs,
+  type TttMlpInputs,
+} from '../../src/model/ttt';
 import { rngFor } from '../../src/rng';
 import { ROOT } from '../helpers';
 import { testBackend } from '../native';
@@ -116,6 +123,54 @@ test('tttMlp: finite-difference gradient check for every input', () => {
         .sum() as tf.Scalar,
     { ...inp },
   );
+});
+
+test("tttMlp's written-out gradient equals autodiff of the plain form, with and without checkpoint groups", () => {
+  // Batch 2 and 4 mini-batches, so that batch axes, carried weights and partial groups all show.
+  const [B, H, NC, K, D, F] = [2, 2, 4, 4, 3, 5];
+  const inp: TttMlpInputs = {
+    XQ: rand([B, H, NC, K, D], 41),
+    XK: rand([B, H, NC, K, D], 42),
+    XV: rand([B, H, NC, K, D], 43),
+    eta: etaTensor(B, H, NC, K, 44, false),
+    lnWeight: rand([H, D], 45, 0.5).add(1),
+    lnBias: rand([H, D], 46, 0.3),
+    W1: rand([B, H, D, F], 47, 0.5),
+    b1: rand([B, H, 1, F], 48, 0.2),
+    W2: rand([B, H, F, D], 49, 0.5),
+    b2: rand([B, H, 1, D], 50, 0.2),
+  };
+  const names = Object.keys(inp) as (keyof TttMlpInputs)[];
+  const R = rand(inp.XQ.shape, 51);
+  const run = (f: (x: TttMlpInputs) => tf.Tensor) =>
+    tf.valueAndGrads((...xs: tf.Tensor[]) => {
+      const x = Object.fromEntries(names.map((n, i) => [n, xs[i]!])) as unknown as TttMlpInputs;
+      return f(x).mul(R).sum() as tf.Scalar;
+    })(names.map((n) => inp[n]));
+  const ref = run(tttMlpReference);
+  for (const checkpointGroup of [0, 1, 3]) {
+    const before = tf.memory().numTensors;
+    const ours = run((x) => tttMlp(x, { checkpointGroup }));
+    assert.ok(
+      Math.abs(ours.value.dataSync()[0]! - ref.value.dataSync()[0]!) <= 1e-5 * Math.abs(ref.value.dataSync()[0]!),
+    );
+    names.forEach((n, i) => {
+      const a = ours.grads[i]!.dataSync();
+      const r = ref.grads[i]!.dataSync();
+      assert.deepEqual(ours.grads[i]!.shape, ref.grads[i]!.shape, n);
+      let scale = 0;
+      let diff = 0;
+      for (let j = 0; j < r.length; j++) {
+        scale = Math.max(scale, Math.abs(r[j]!));
+        diff = Math.max(diff, Math.abs(a[j]! - r[j]!));
+      }
+      assert.ok(scale > 1e-3, `group ${checkpointGroup}: d/d${n} is not vacuous (max |grad| ${scale})`);
+      assert.ok(diff <= 1e-4 * scale, `group ${checkpointGroup}: d/d${n} differs by ${diff} (max |grad| ${scale})`);
+    });
+    tf.dispose([ours.value, ...ours.grads]);
+    // Nothing of the op's own is left behind (its saved tensors are freed after the backward pass).
+    assert.equal(tf.memory().numTensors, before, `group ${checkpointGroup}: tensors left behind`);
+  }
 });
 
 test('tttLinear: finite-difference gradient check for every input', () => {
