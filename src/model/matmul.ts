@@ -73,15 +73,29 @@ function wasmMatMul(a: tf.Tensor, b: tf.Tensor, transA: boolean, transB: boolean
   return f(a, b);
 }
 
-/** Multiply-add count of the products computed through matMul (forward calls), for FLOP/s benchmarks. */
-export const matMulStats = { flops: 0 };
+/**
+ * FLOPs (2 per multiply-add) of the products computed through matMul in forward passes, for FLOP/s
+ * benchmarks, which count a training step as its forward's x 3. Products of a written-out
+ * backward pass run inside `uncounted` (they are in that x 3 already), as does recomputation.
+ */
+export const matMulStats = { flops: 0, paused: 0 };
+
+/** f() without counting its products in matMulStats. */
+export function uncounted<R>(f: () => R): R {
+  matMulStats.paused++;
+  try {
+    return f();
+  } finally {
+    matMulStats.paused--;
+  }
+}
 
 /** a·b with optional transposes of the last two axes; batch dimensions must match (no broadcasting). */
 export function matMul(a: tf.Tensor, b: tf.Tensor, transA = false, transB = false): tf.Tensor {
   const m = a.shape[a.rank - (transA ? 1 : 2)]!;
   const k = a.shape[a.rank - (transA ? 2 : 1)]!;
   const n = b.shape[b.rank - (transB ? 2 : 1)]!;
-  matMulStats.flops += 2 * a.shape.slice(0, -2).reduce((x, y) => x * y, 1) * m * k * n;
+  if (!matMulStats.paused) matMulStats.flops += 2 * a.shape.slice(0, -2).reduce((x, y) => x * y, 1) * m * k * n;
   if (tf.getBackend() !== 'wasm') return tf.matMul(a, b, transA, transB);
   // Below about 64^3 multiply-adds per product the extra ops of the fast path cost more than they save (measured).
   if (m * k * n < SMALL_PRODUCT) return tf.matMul(a, b, transA, transB);

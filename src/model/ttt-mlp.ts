@@ -16,7 +16,7 @@
  * gelu(x) = x s, s = sigmoid(x (V1 + V3 x^2)), its slope Sd = s + x s (1 - s) v', v' = V1 + 3 V3 x^2.
  *
  *   Z1 = X1a W1a, A = gelu(Z1), Z2 = A W2 + b2
- *   G2 = d/dZ2 of 1/2 ||LN(Z2) - T||^2 (T = XV - XK; as ttt.ts lnFusedL2Grad)
+ *   G2 = d/dZ2 of 1/2 ||LN(Z2) - T||^2 (T = XV - XK; ln-l2.ts)
  *   P = G2 W2ᵀ, G1 = P ⊙ Sd
  *   M1 = eta ⊙ (XQa X1aᵀ), Z1b = XQa W1a - M1 G1, Ab = gelu(Z1b)
  *   M2 = eta ⊙ (Ab Aᵀ + 1), Z2b = Ab W2 - M2 G2 + b2
@@ -25,8 +25,9 @@
  */
 import { tf } from '../backend';
 import { withGradient } from './grad';
-import { matMul } from './matmul';
+import { matMul, uncounted } from './matmul';
 import { joinMiniBatches, miniBatches } from './minibatch';
+import { lnL2Grad, lnL2GradBackward } from './ln-l2';
 import { GELU_V1, GELU_V3, sigmoidGrad, standardize } from './ops';
 
 type T = tf.Tensor;
@@ -134,12 +135,8 @@ function forwardStep(
   const vp = x2.mul(3 * GELU_V3).add(GELU_V1);
   const Sd = sigmoidGrad(s, Z1.mul(vp)).add(s);
   const Z2 = matMul(A, W2).add(b2);
-  // Inner gradients (G2 as lnFusedL2Grad).
-  const { y: xh, inv } = standardize(Z2, eps);
-  const ee = xh.mul(w).add(b).sub(q.T[i]!);
-  const gX = ee.mul(w);
-  const m2 = gX.mul(xh).mean(-1, true);
-  const G2 = gX.sub(gX.mean(-1, true)).sub(xh.mul(m2)).mul(inv);
+  // Inner gradient of the LN-L2 loss.
+  const { xhat: xh, inv, e: ee, gX, m2, G: G2 } = lnL2Grad(Z2, q.T[i]!, w, b, eps);
   const P = matMul(G2, W2, false, true);
   const G1 = P.mul(Sd);
   // Query path (dual form).
@@ -215,7 +212,6 @@ type StepGrads = {
  */
 function backwardStep(q: Sequence, i: number, r: Saved, g: T, gs: Inner | undefined): StepGrads {
   const [XQa, X1a, e, eta, M1, w] = [q.XQa[i]!, q.X1a[i]!, q.e[i]!, q.eta[i]!, q.M1[i]!, q.w];
-  const D = g.shape[g.rank - 1]!;
   // out = XQ + LN(Z2b) w + b (dL/dXQ's g itself is added for the whole sequence).
   const gw = g.mul(w);
   const dZ2b = gw
@@ -258,21 +254,11 @@ function backwardStep(q: Sequence, i: number, r: Saved, g: T, gs: Inner | undefi
   const dSdn = dG1n.mul(r.P); // -dL/dSd
   dG2 = dG2.sub(matMul(dPn, r.W2));
   dW2.push(matMul(dPn, r.G2.neg(), true));
-  // G2, the LN-L2 gradient of Z2 (lnFusedL2Grad's backward).
-  const mPx = dG2.mul(r.xh).mean(-1, true);
-  const R = dG2.sub(dG2.mean(-1, true)).sub(r.xh.mul(mPx)).mul(r.inv);
-  const Rw = R.mul(w);
-  const Dh = Rw.mul(w).sub(dG2.mul(r.m2).add(r.gX.mul(mPx)).mul(r.inv));
-  const Ds = dG2
-    .mul(r.G2)
-    .sum(-1, true)
-    .add(Dh.mul(r.xh).sum(-1, true))
-    .mul(r.inv.mul(-1 / D));
-  const dZ2 = Dh.sub(Dh.mean(-1, true)).mul(r.inv).add(r.xh.mul(Ds));
-  const dw = R.mul(r.ee.add(r.xh.mul(w)))
-    .add(g.mul(r.nb))
-    .sum(2, true);
-  const db = Rw.add(g).sum(2, true);
+  // G2, the LN-L2 gradient of Z2.
+  const ln = lnL2GradBackward(dG2, { xhat: r.xh, inv: r.inv, e: r.ee, gX: r.gX, m2: r.m2, G: r.G2 }, w);
+  const dZ2 = ln.dZ;
+  const dw = ln.dw.add(g.mul(r.nb)).sum(2, true);
+  const db = ln.Rw.add(g).sum(2, true);
   // Z2 = A W2 + b2.
   db2.push(dZ2.sum(2, true));
   dW2.push(matMul(r.A, dZ2, true));
@@ -291,7 +277,7 @@ function backwardStep(q: Sequence, i: number, r: Saved, g: T, gs: Inner | undefi
     dState: { W1a: tf.addN(dW1a), W2: tf.addN(dW2), b2: tf.addN(db2) },
     dXQa,
     dX1a: dX1a ? dX1a.add(dX1aZ) : dX1aZ,
-    dT: Rw.neg(),
+    dT: ln.Rw.neg(),
     nM1,
     deta2: nM2.mul(r.S2p).neg(),
     de: de ? de.reshape([B!, H!, 1, K!]) : tf.zeros([B!, H!, 1, K!]),
@@ -340,7 +326,8 @@ function scanOp(eps: number, group: number): (...inputs: Inputs) => T {
     save([...inputs, ...flatten(starts), ...kept.flatMap((s) => SAVED.map((k) => s[k]))]);
     return {
       value: joinMiniBatches(outs),
-      gradFunc: (dy, saved) => tf.tidy(() => backward(dy, saved, eps, G)),
+      // (Its products, recomputed forwards included, are not counted as forward FLOPs.)
+      gradFunc: (dy, saved) => uncounted(() => tf.tidy(() => backward(dy, saved, eps, G))),
     };
   });
 }

@@ -9,7 +9,8 @@
 import { tf } from '../backend';
 import { matMul } from './matmul';
 import { withGradient } from './grad';
-import { geluTanh, geluTanhGrad, layerNorm, standardize, sumToShape } from './ops';
+import { geluTanh, geluTanhGrad, layerNorm, sumToShape } from './ops';
+import { lnL2Grad, lnL2GradBackward } from './ln-l2';
 import { recomputed } from './remat';
 import { joinMiniBatches, miniBatches } from './minibatch';
 import { tttMlpScan } from './ttt-mlp';
@@ -34,46 +35,19 @@ export interface TttMlpInputs extends TttLinearInputs {
   b2: tf.Tensor;
 }
 
-/**
- * G = d/dZ of 1/2 ||LN(Z) - target||^2 over D (LN: biased variance, eps added to the variance,
- * weight w and bias b broadcast), with its own gradient written out (tf.customGrad): the outer
- * backward pass differentiates this inner gradient, and autodiff through its ~20 elementwise
- * ops and reductions took about 55 kernels where the closed form below takes about 35. With
- * xhat = (Z - mean) / std, e = xhat w + b - target, gX = e w:
- *   G = (gX - mean(gX) - xhat mean(gX xhat)) / std.
- * For an upstream P = dL/dG (means over D):
- *   R = (P - mean(P) - xhat mean(P xhat)) / std                     (dL/dgX)
- *   Dh = R w^2 - (P mean(gX xhat) + gX mean(P xhat)) / std          (dL/dxhat)
- *   Ds = -(sum(P G) + sum(Dh xhat)) / std                           (dL/dstd, through xhat too)
- *   dZ = (Dh - mean(Dh)) / std + xhat Ds / D,   dtarget = -R w,
- *   dw = sum(R (e + w xhat)),   db = sum(R w)   (summed over the broadcast axes).
- * Checked against finite differences in ttt.test (every input of tttMlp and tttLinear).
- */
+/** lnL2Grad (ln-l2.ts) with its gradient written out, for TTT-Linear's autodiff scan. */
 const lnFusedL2Grad = withGradient<
   [tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor],
-  [tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]
+  [tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]
 >(([Z, target, w, b], save) => {
-  const D = Z.shape[Z.shape.length - 1]!;
-  const { y: xhat, inv } = standardize(Z, TTT_LN_EPS); // inv = 1 / std (a multiply is cheaper than a divide)
-  const e = xhat.mul(w).add(b).sub(target);
-  const gX = e.mul(w);
-  const m2 = gX.mul(xhat).mean(-1, true);
-  const G = gX.sub(gX.mean(-1, true)).sub(xhat.mul(m2)).mul(inv);
-  save([xhat, inv, e, gX, m2, G, w, b]);
+  const f = lnL2Grad(Z, target, w, b, TTT_LN_EPS);
+  const bShape = b.shape;
+  save([f.xhat, f.inv, f.e, f.gX, f.m2, f.G, w]);
   return {
-    value: G,
-    gradFunc: (P, [sx, ss, se, sg, sm2, sG, sw, sb]) => {
-      // ss is 1 / std.
-      const mPx = P.mul(sx).mean(-1, true);
-      const R = P.sub(P.mean(-1, true)).sub(sx.mul(mPx)).mul(ss);
-      const Rw = R.mul(sw);
-      const Dh = Rw.mul(sw).sub(P.mul(sm2).add(sg.mul(mPx)).mul(ss));
-      const Ds = P.mul(sG)
-        .sum(-1, true)
-        .add(Dh.mul(sx).sum(-1, true))
-        .mul(ss.mul(-1 / D));
-      const dZ = Dh.sub(Dh.mean(-1, true)).mul(ss).add(sx.mul(Ds));
-      return [dZ, Rw.neg(), sumToShape(R.mul(se.add(sw.mul(sx))), sw.shape), sumToShape(Rw, sb.shape)];
+    value: f.G,
+    gradFunc: (P, [xhat, inv, e, gX, m2, G, sw]) => {
+      const g = lnL2GradBackward(P, { xhat, inv, e, gX, m2, G }, sw);
+      return [g.dZ, g.Rw.neg(), sumToShape(g.dw, sw.shape), sumToShape(g.Rw, bShape)];
     },
   };
 });

@@ -10,7 +10,7 @@ import { initBackend, tf } from '../../src/backend';
 import { loadStageConfig } from '../../src/config/load';
 import { modelDims } from '../../src/config/dims';
 import { ditBlock, ditForward, ropeForModel, tttLayer, type Params } from '../../src/model/dit';
-import { matMul, SMALL_PRODUCT } from '../../src/model/matmul';
+import { matMul, matMulStats, SMALL_PRODUCT } from '../../src/model/matmul';
 import { geluTanh, geluTanhGrad, layerNorm } from '../../src/model/ops';
 import { initialParams } from '../../src/model/params';
 import {
@@ -148,9 +148,16 @@ test("tttMlp's written-out gradient equals autodiff of the plain form, with and 
       return f(x).mul(R).sum() as tf.Scalar;
     })(names.map((n) => inp[n]));
   const ref = run(tttMlpReference);
+  // The FLOP counter of the benchmarks counts forward products only (a step is its forward x 3).
+  const f0 = matMulStats.flops;
+  tf.dispose(tttMlp(inp));
+  const forwardFlops = matMulStats.flops - f0;
   for (const checkpointGroup of [0, 1, 3]) {
+    const f1 = matMulStats.flops;
     const before = tf.memory().numTensors;
     const ours = run((x) => tttMlp(x, { checkpointGroup }));
+    assert.equal(matMulStats.flops - f1, forwardFlops, `group ${checkpointGroup}: FLOPs counted`);
+    assert.ok(forwardFlops > 0);
     assert.ok(
       Math.abs(ours.value.dataSync()[0]! - ref.value.dataSync()[0]!) <= 1e-5 * Math.abs(ref.value.dataSync()[0]!),
     );
