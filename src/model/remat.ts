@@ -6,6 +6,7 @@
  */
 import { tf } from '../backend';
 import { withGradient } from './grad';
+import { uncounted } from './matmul';
 
 export type Params = Record<string, tf.Tensor>;
 
@@ -71,7 +72,9 @@ export function recomputed(
     save(all);
     return {
       value: tf.tidy(() => run(all)),
-      gradFunc: (dy, saved) => nestedGrads((...xs: tf.Tensor[]) => run(xs).mul(dy).sum() as tf.Scalar, saved),
+      // (The recomputed forward's products are not counted as forward FLOPs: matmul.ts uncounted.)
+      gradFunc: (dy, saved) =>
+        uncounted(() => nestedGrads((...xs: tf.Tensor[]) => run(xs).mul(dy).sum() as tf.Scalar, saved)),
     };
   });
   return op(...inputs, ...names.map((n) => P[n]!));
