@@ -51,8 +51,8 @@ function etaTensor(B: number, H: number, NC: number, K: number, seed: number, sa
   return tf.tensor(data, [B, H, NC, K, K]);
 }
 
-function mlpInputs(seed: number, sameRows: boolean): TttMlpInputs {
-  const [B, H, NC, K, D, F] = [1, 2, 3, 4, 3, 5];
+/** TTT-MLP inputs of shape [B, H, NC, K, D] with inner width F. */
+function mlpInputs(seed: number, sameRows: boolean, [B, H, NC, K, D, F] = [1, 2, 3, 4, 3, 5]): TttMlpInputs {
   return {
     XQ: rand([B, H, NC, K, D], seed + 1),
     XK: rand([B, H, NC, K, D], seed + 2),
@@ -127,19 +127,7 @@ test('tttMlp: finite-difference gradient check for every input', () => {
 
 test("tttMlp's written-out gradient equals autodiff of the plain form, with and without checkpoint groups", () => {
   // Batch 2 and 4 mini-batches, so that batch axes, carried weights and partial groups all show.
-  const [B, H, NC, K, D, F] = [2, 2, 4, 4, 3, 5];
-  const inp: TttMlpInputs = {
-    XQ: rand([B, H, NC, K, D], 41),
-    XK: rand([B, H, NC, K, D], 42),
-    XV: rand([B, H, NC, K, D], 43),
-    eta: etaTensor(B, H, NC, K, 44, false),
-    lnWeight: rand([H, D], 45, 0.5).add(1),
-    lnBias: rand([H, D], 46, 0.3),
-    W1: rand([B, H, D, F], 47, 0.5),
-    b1: rand([B, H, 1, F], 48, 0.2),
-    W2: rand([B, H, F, D], 49, 0.5),
-    b2: rand([B, H, 1, D], 50, 0.2),
-  };
+  const inp = mlpInputs(40, false, [2, 2, 4, 4, 3, 5]);
   const names = Object.keys(inp) as (keyof TttMlpInputs)[];
   const R = rand(inp.XQ.shape, 51);
   const run = (f: (x: TttMlpInputs) => tf.Tensor) =>
