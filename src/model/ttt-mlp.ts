@@ -2,12 +2,13 @@
  * TTT-MLP over a whole sequence of mini-batches as one op whose gradient is written out
  * (tf.customGrad), forward and backward one mini-batch at a time.
  *
- * Why: autodiff through the dual form (ttt.ts tttMlpReference) records about 420 kernels a
- * mini-batch, about 86 of them passes over [K, F] tensors (F = 4 x head dim), which on
- * libtensorflow cost 150-250 µs each at width 1024 and dominated the training step. Written out,
- * with the algebra arranged so that those passes are few, a mini-batch takes about 46, and a
- * bias folded into its weights or a row weight folded into a small operand is a matrix product
- * instead of a pass. Checked against autodiff of tttMlpReference and against finite differences
+ * Why: autodiff through the dual form (ttt.ts tttMlpReference) runs about 405 kernels a
+ * mini-batch forward and backward, 85 of them passes over [K, F] tensors (F = 4 x head dim),
+ * which on libtensorflow cost 150-250 µs each at width 1024 and dominated the training step.
+ * Written out, with the algebra arranged so that those passes are few (a bias folded into its
+ * weights, or a row weight applied to the small operand of a product, is no pass at all), it
+ * takes 244 kernels, 49 of them such passes (tf.profile at [1,16,14,64,64], F = 256; the same
+ * 30 products). Checked against autodiff of tttMlpReference and against finite differences
  * (ttt.test), on both backends.
  *
  * Notation, per mini-batch and head (the leading [B,H] axes are batch axes of every product):

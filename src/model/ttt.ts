@@ -3,8 +3,9 @@
  *
  * Shapes: XQ, XK, XV [B,H,NC,K,D]; eta [B,H,NC,K,K]; lnWeight, lnBias [H,D];
  * W1 [B,H,D,F], b1 [B,H,1,F], W2 [B,H,F,D], b2 [B,H,1,D]. Result [B,H,NC,K,D].
- * Inner weights are carried from one mini-batch to the next. Gradients with respect to every
- * input come from TensorFlow.js autodiff through these ops.
+ * Inner weights are carried from one mini-batch to the next. tttMlp's gradients are written out
+ * for the whole scan (ttt-mlp.ts); tttLinear's, and tttMlpReference's, come from TensorFlow.js
+ * autodiff through the ops below (with the inner LN-L2 gradient's written out).
  */
 import { tf } from '../backend';
 import { matMul } from './matmul';
