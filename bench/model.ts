@@ -27,13 +27,24 @@ interface StepTiming {
 }
 
 /** A prepared training step (forward + backward over every parameter) of one tiny stage with overrides. */
-interface PreparedStep {
-  /** Runs one step; returns its seconds, counted matmul FLOPs and peak buffer bytes. */
+export interface PreparedStep {
+  /** Runs one step; returns its seconds, counted matmul FLOPs and peak buffer bytes (0 unless measured). */
   run(): Promise<StepTiming>;
   dispose(): void;
 }
 
-export function prepareStep(stage: string, overrides: Record<string, unknown>, remat: RematConfig): PreparedStep {
+/**
+ * What is timed is what training computes per micro-batch: forward, backward and the global
+ * gradient norm (the gradients stay on the backend; training never copies them out). With
+ * `updateWeights`, the weights take a small step after each run (untimed), as in training; with
+ * `measurePeak`, the run's peak tensor bytes are measured too (src/memory.ts).
+ */
+export function prepareStep(
+  stage: string,
+  overrides: Record<string, unknown>,
+  remat: RematConfig,
+  opts: { updateWeights?: boolean; measurePeak?: boolean } = {},
+): PreparedStep {
   const st = loadStageConfig(path.join(ROOT, `configs/train/tiny/${stage}.toml`), overrides);
   const d: ModelDims = { ...modelDims(st.config), remat };
   const P: Params = initialParams(d, 0);
@@ -42,7 +53,7 @@ export function prepareStep(stage: string, overrides: Record<string, unknown>, r
   const text = tf.randomNormal([1, d.segments, d.textLength, d.textDim]);
   const ts = tf.tensor1d([500]);
   const names = Object.keys(P);
-  const step = (): void =>
+  const step = (): tf.Tensor[] =>
     tf.tidy(() => {
       const { value, grads } = tf.valueAndGrads((...xs: tf.Tensor[]) => {
         const Q: Params = {};
@@ -50,21 +61,33 @@ export function prepareStep(stage: string, overrides: Record<string, unknown>, r
         return ditForward(Q, d, { video, text, timesteps: ts }, rope).square().mean() as tf.Scalar;
       })(names.map((n) => P[n]!));
       value.dataSync();
-      // The global gradient norm, as training computes it (no clipping): one number read back.
+      // The global gradient norm, as training computes it (src/train/step.ts; no clipping here):
+      // it reads one number back, so the step's work is done when the timer stops.
       clipGlobalNorm(new Map(names.map((n, i) => [n, grads[i]!])), Number.POSITIVE_INFINITY);
+      return grads;
     });
   return {
     async run() {
       const f0 = matMulStats.flops;
       const t = process.hrtime.bigint();
-      const m = await peakBytes(step);
+      let grads: tf.Tensor[] = [];
+      const peak = opts.measurePeak ? (await peakBytes(() => void (grads = step()))).peakBytes : 0;
+      if (!opts.measurePeak) grads = step();
       const seconds = Number(process.hrtime.bigint() - t) / 1e9;
-      // Forward products as counted; the backward pass computes two products of the same size per
-      // product. (Exact without remat, which re-runs forward products; (b) uses a run without it.)
+      if (opts.updateWeights) {
+        names.forEach((n, i) => {
+          const next = tf.tidy(() => P[n]!.sub(grads[i]!.mul(1e-4)));
+          P[n]!.dispose();
+          P[n] = next;
+        });
+      }
+      tf.dispose(grads);
+      // Forward products as counted (recomputed forwards and written-out backward passes are not:
+      // matmul.ts uncounted); the backward pass computes two products of the same size per product.
       return {
         seconds,
         flops: (matMulStats.flops - f0) * 3,
-        peakBytes: m.peakBytes,
+        peakBytes: peak,
         videoTokens: d.latentFrames * d.tokensPerFrame,
       };
     },
@@ -90,7 +113,7 @@ export async function interleavedTimings(
   configs: { stage: string; overrides: Record<string, unknown>; remat: RematConfig }[],
   reps: number,
 ): Promise<StepTiming[]> {
-  const steps = configs.map((c) => prepareStep(c.stage, c.overrides, c.remat));
+  const steps = configs.map((c) => prepareStep(c.stage, c.overrides, c.remat, { measurePeak: true }));
   try {
     for (const s of steps) await s.run();
     const runs: StepTiming[][] = steps.map(() => []);

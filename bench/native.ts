@@ -20,12 +20,8 @@ import { readSample } from '../src/data/source';
 import { openPrefetcher } from '../src/data/prefetch';
 import { writeSynthDataset } from '../src/data/synthfiles';
 import { modelDims } from '../src/config/dims';
-import type { ModelDims } from '../src/model/dims';
-import { disposeRopeTables, ditForward, ropeForModel, type Params } from '../src/model/dit';
-import { matMulStats } from '../src/model/matmul';
-import { initialParams } from '../src/model/params';
 import { NO_REMAT } from '../src/model/remat';
-import { clipGlobalNorm } from '../src/optim/adamw';
+import { type PreparedStep, prepareStep } from './model';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 type Backend = 'tensorflow' | 'wasm';
@@ -45,53 +41,9 @@ const fmt = (s: Spread, digits = 3): string =>
 /** Width 1024: 16 heads of 64. */
 const w1024 = { 'model.num_attention_heads': 16, 'model.attention_head_dim': 64 };
 
-/**
- * A training step of a tiny stage on the current backend, with its weights updated after each run
- * (untimed). What is timed is what training computes per micro-batch: forward, backward and the
- * global gradient norm (the gradients stay on the backend; training never copies them out).
- */
-function trainingStep(stage: string, overrides: Record<string, unknown>) {
-  const st = loadStageConfig(path.join(ROOT, `configs/train/tiny/${stage}.toml`), overrides);
-  const d: ModelDims = { ...modelDims(st.config), remat: NO_REMAT };
-  const P: Params = initialParams(d, 0);
-  const rope = ropeForModel(d);
-  const video = tf.randomNormal([1, d.latentFrames, d.inChannels, d.latentHeight, d.latentWidth]);
-  const text = tf.randomNormal([1, d.segments, d.textLength, d.textDim]);
-  const ts = tf.tensor1d([500]);
-  const names = Object.keys(P);
-  return {
-    videoTokens: d.latentFrames * d.tokensPerFrame,
-    /** Seconds of one forward + backward, and its matmul FLOPs (forward products x 3; no remat, so nothing is recomputed). */
-    run(): { seconds: number; flops: number } {
-      const f0 = matMulStats.flops;
-      const t = process.hrtime.bigint();
-      const grads = tf.tidy(() => {
-        const { value, grads } = tf.valueAndGrads((...xs: tf.Tensor[]) => {
-          const Q: Params = {};
-          names.forEach((n, i) => (Q[n] = xs[i]!));
-          return ditForward(Q, d, { video, text, timesteps: ts }, rope).square().mean() as tf.Scalar;
-        })(names.map((n) => P[n]!));
-        value.dataSync();
-        return grads;
-      });
-      // The global gradient norm, as training computes it (src/train/step.ts; no clipping here):
-      // it reads one number back, so the step's work is done when the timer stops.
-      clipGlobalNorm(new Map(names.map((n, i) => [n, grads[i]!])), Number.POSITIVE_INFINITY);
-      const seconds = Number(process.hrtime.bigint() - t) / 1e9;
-      const flops = (matMulStats.flops - f0) * 3;
-      names.forEach((n, i) => {
-        const next = tf.tidy(() => P[n]!.sub(grads[i]!.mul(1e-4)));
-        P[n]!.dispose();
-        P[n] = next;
-      });
-      tf.dispose(grads);
-      return { seconds, flops };
-    },
-    dispose(): void {
-      tf.dispose([video, text, ts, ...Object.values(P)]);
-      disposeRopeTables(rope);
-    },
-  };
+/** A training step of a tiny stage on the current backend, its weights updated after each run (untimed). */
+function trainingStep(stage: string, overrides: Record<string, unknown>): PreparedStep {
+  return prepareStep(stage, overrides, NO_REMAT, { updateWeights: true });
 }
 
 /** Seconds of one untransposed 1024³ product on the current backend. */
@@ -168,12 +120,12 @@ async function alternate(
           failed.set(key, `not run on ${b}`);
           continue;
         }
-        let step: ReturnType<typeof trainingStep> | undefined;
+        let step: PreparedStep | undefined;
         try {
           step = trainingStep(c.stage, c.overrides);
-          const first = step.run(); // warm-up of this configuration
-          const timed = step.run();
-          const e = out.get(key) ?? { s: [], flops: first.flops, tokens: step.videoTokens, mm: [] };
+          const first = await step.run(); // warm-up of this configuration
+          const timed = await step.run();
+          const e = out.get(key) ?? { s: [], flops: first.flops, tokens: first.videoTokens, mm: [] };
           if (r >= 0) e.s.push(timed.seconds);
           out.set(key, e);
         } catch (err) {
@@ -381,13 +333,13 @@ async function prefetchCase(
     await solo.close();
     // Overlap with training steps.
     const step = trainingStep(stepStage, width);
-    step.run();
+    await step.run();
     const pf = openPrefetcher(opts);
     disposeBatch(await pf.take(1, 0)); // first batch: nothing to overlap with
     const waitBefore = pf.stats.waitSeconds;
     let stepSeconds = 0;
     for (let s = 2; s <= steps + 1; s++) {
-      stepSeconds += step.run().seconds;
+      stepSeconds += (await step.run()).seconds;
       disposeBatch(await pf.take(s, 0));
     }
     const wait = pf.stats.waitSeconds - waitBefore;
@@ -417,13 +369,11 @@ async function perToken(reps: number): Promise<void> {
   const out = { s3: [] as number[], s63: [] as number[], t3: 0, t63: 0 };
   const s3 = trainingStep('3s', w512);
   const s63 = trainingStep('63s', w512);
-  out.t3 = s3.videoTokens;
-  out.t63 = s63.videoTokens;
-  s3.run();
-  s63.run();
+  out.t3 = (await s3.run()).videoTokens;
+  out.t63 = (await s63.run()).videoTokens;
   for (let r = 0; r < reps; r++) {
-    out.s3.push(s3.run().seconds);
-    out.s63.push(s63.run().seconds);
+    out.s3.push((await s3.run()).seconds);
+    out.s63.push((await s63.run()).seconds);
   }
   s3.dispose();
   s63.dispose();

@@ -70,7 +70,7 @@ export function rematBench(reps: number, steps = 3): RematResult {
 
 async function child(config: 'plain' | 'remat', steps: number): Promise<void> {
   await initBackend('auto');
-  const step = prepareStep('63s', WIDTH, config === 'remat' ? FULL : NO_REMAT);
+  const step = prepareStep('63s', WIDTH, config === 'remat' ? FULL : NO_REMAT, { measurePeak: true });
   await step.run(); // warm-up
   const times: number[] = [];
   let peak = 0;
