@@ -6,8 +6,16 @@ import * as tf from '@tensorflow/tfjs';
 
 export type Attrs = Record<string, unknown>;
 
-/** A replacement kernel body: the numeric input; returns undefined to defer to the original kernel. */
-export type KernelBody<B> = (x: tf.TensorInfo, attrs: Attrs, backend: B) => tf.TensorInfo | tf.TensorInfo[] | undefined;
+/**
+ * A replacement kernel body: the numeric input named `input` (and all inputs, by name); returns
+ * undefined to defer to the original kernel.
+ */
+export type KernelBody<B> = (
+  x: tf.TensorInfo,
+  attrs: Attrs,
+  backend: B,
+  inputs: tf.NamedTensorInfoMap,
+) => tf.TensorInfo | tf.TensorInfo[] | undefined;
 
 /** The same data under a new tensor, with one more reference (the data is immutable). */
 export function share(x: tf.TensorInfo, backend: { incRef(dataId: tf.DataId): void }): tf.TensorInfo {
@@ -37,7 +45,8 @@ export function replaceKernels<B>(
       kernelFunc: (args) => {
         const x = args.inputs[input] as tf.TensorInfo;
         return (
-          (x.dtype === 'string' ? undefined : body(x, (args.attrs ?? {}) as Attrs, args.backend as B)) ?? original(args)
+          (x.dtype === 'string' ? undefined : body(x, (args.attrs ?? {}) as Attrs, args.backend as B, args.inputs)) ??
+          original(args)
         );
       },
     });
