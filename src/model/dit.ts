@@ -181,30 +181,29 @@ function segmentBounds(d: ModelDims): { text: [number, number][]; video: [number
   return { text, video };
 }
 
+/*
+ * interleave, undoInterleave and reverseSequence cut the sequence with one tf.split, whose
+ * gradient is one concat: a slice per piece would make each piece's gradient a zero-padded copy
+ * of the whole sequence (2 x segments of them at 63 s).
+ */
+
 function interleave(x: tf.Tensor, axis: number, d: ModelDims): tf.Tensor {
   if (d.segments === 1) return x;
   const { text, video } = segmentBounds(d);
-  const parts: tf.Tensor[] = [];
-  for (let i = 0; i < d.segments; i++) {
-    parts.push(sliceAxis(x, axis, text[i]![0], text[i]![1]));
-    parts.push(sliceAxis(x, axis, video[i]![0], video[i]![1]));
-  }
-  return tf.concat(parts, axis);
+  const n = d.segments;
+  const pieces = tf.split(x, [...text.map((t) => t[1]), ...video.map((v) => v[1])], axis);
+  return tf.concat(Array.from({ length: n }, (_, i) => [pieces[i]!, pieces[n + i]!]).flat(), axis);
 }
 
 function undoInterleave(x: tf.Tensor, axis: number, d: ModelDims): tf.Tensor {
   if (d.segments === 1) return x;
   const { text, video } = segmentBounds(d);
-  const texts: tf.Tensor[] = [];
-  const videos: tf.Tensor[] = [];
-  let off = 0;
-  for (let i = 0; i < d.segments; i++) {
-    texts.push(sliceAxis(x, axis, off, text[i]![1]));
-    off += text[i]![1];
-    videos.push(sliceAxis(x, axis, off, video[i]![1]));
-    off += video[i]![1];
-  }
-  return tf.concat([...texts, ...videos], axis);
+  const pieces = tf.split(
+    x,
+    text.flatMap((t, i) => [t[1], video[i]![1]]),
+    axis,
+  );
+  return tf.concat([...pieces.filter((_, j) => j % 2 === 0), ...pieces.filter((_, j) => j % 2 === 1)], axis);
 }
 
 /**
@@ -281,9 +280,10 @@ function gate(P: Params, name: string): tf.Tensor {
 /** Reverses a [text chunks | video] sequence: chunk order reversed (tokens inside a chunk keep their order), video flipped. */
 function reverseSequence(x: tf.Tensor, d: ModelDims): tf.Tensor {
   const nL = d.segments * d.textLength;
-  const chunks: tf.Tensor[] = [];
-  for (let i = d.segments - 1; i >= 0; i--) chunks.push(sliceAxis(x, 1, i * d.textLength, d.textLength));
-  return tf.concat([...chunks, sliceAxis(x, 1, nL, x.shape[1]! - nL).reverse(1)], 1);
+  // (tf.split's array is the engine's own record of the op's outputs: read it, never reorder it.)
+  const pieces = tf.split(x, [...Array.from({ length: d.segments }, () => d.textLength), x.shape[1]! - nL], 1);
+  const chunks = pieces.slice(0, d.segments).reverse();
+  return tf.concat([...chunks, pieces[d.segments]!.reverse(1)], 1);
 }
 
 /** Bidirectional TTT with gated residuals on the attention output A = [text | video]. */
