@@ -129,10 +129,17 @@ function localAttention(
   const L = d.textLength;
   const Pf = d.tokensPerFrame;
   const win = FRAMES_PER_SEGMENT * Pf;
-  const seqs: tf.Tensor[] = [];
-  for (let i = 0; i < n; i++) {
-    seqs.push(tf.concat([sliceAxis(tin, 1, i * L, L), sliceAxis(vin, 1, SEGMENT_STRIDE * i * Pf, win)], 1));
-  }
+  // Window i's frames are [shared_i | inner_i | shared_i+1] (consecutive windows share
+  // FRAMES_PER_SEGMENT - SEGMENT_STRIDE frames). The pieces come from one tf.split each, whose
+  // gradient is one concat (a slice per piece would make each piece's gradient a zero-padded
+  // copy of the whole input: quadratic in the number of windows).
+  const shared = (FRAMES_PER_SEGMENT - SEGMENT_STRIDE) * Pf;
+  const inner = SEGMENT_STRIDE * Pf - shared;
+  const texts = n === 1 ? [tin] : tf.split(tin, n, 1);
+  const frames = tf.split(vin, [shared, ...Array.from({ length: n }, () => [inner, shared]).flat()], 1);
+  const seqs = Array.from({ length: n }, (_, i) =>
+    tf.concat([texts[i]!, frames[2 * i]!, frames[2 * i + 1]!, frames[2 * i + 2]!], 1),
+  );
   const Sw = L + win;
   const seq = tf.stack(seqs, 0).reshape([n * B, Sw, d.width]);
   const qk = (name: 'q' | 'k'): tf.Tensor => {
@@ -148,22 +155,20 @@ function localAttention(
     .softmax();
   const o = linear(fromHeads(matMul(att, v), d), get(P, `${pre}.o.weight`), get(P, `${pre}.o.bias`));
   const o4 = o.reshape([n, B, Sw, d.width]);
-  const outs = Array.from({ length: n }, (_, i) => sliceAxis(o4, 0, i, 1).reshape([B, Sw, d.width]));
+  // Each window's output as [text | shared | inner | shared] (one split per window, as above).
+  const outs = (n === 1 ? [o4] : tf.split(o4, n, 0)).map((w) =>
+    tf.split(w.reshape([B, Sw, d.width]), [L, shared, inner, shared], 1),
+  );
   const txt = tf.concat(
-    outs.map((w) => sliceAxis(w, 1, 0, L)),
+    outs.map((w) => w[0]!),
     1,
   );
-  // Consecutive windows share one frame: average the two outputs for it.
-  const pieces: tf.Tensor[] = [];
-  let prevLast: tf.Tensor | undefined;
-  for (const w of outs) {
-    const vw = sliceAxis(w, 1, L, win);
-    const first = sliceAxis(vw, 1, 0, Pf);
-    pieces.push(prevLast ? prevLast.add(first).mul(0.5) : first);
-    pieces.push(sliceAxis(vw, 1, Pf, 11 * Pf));
-    prevLast = sliceAxis(vw, 1, SEGMENT_STRIDE * Pf, Pf);
-  }
-  pieces.push(prevLast!);
+  // Consecutive windows share frames: average the two outputs for them.
+  const pieces: tf.Tensor[] = [outs[0]![1]!];
+  outs.forEach((w, i) => {
+    pieces.push(w[2]!);
+    pieces.push(i + 1 < n ? w[3]!.add(outs[i + 1]![1]!).mul(0.5) : w[3]!);
+  });
   return { vid: tf.concat(pieces, 1), txt };
 }
 
