@@ -163,7 +163,10 @@ function scan<S extends State>(
       },
     );
     const sizes = shapes.map((sh) => sh.reduce((a, b) => a * b, 1));
-    const parts = tf.split(packed, sizes).map((t, j) => t.reshape(shapes[j]!));
+    // (A group of one mini-batch that carries nothing packs one part: tf.split's gradient fails
+    // for a single piece.)
+    const parts =
+      sizes.length === 1 ? [packed.reshape(shapes[0]!)] : tf.split(packed, sizes).map((t, j) => t.reshape(shapes[j]!));
     outs.push(...parts.slice(0, n));
     if (keepLast) state = Object.fromEntries(keys.map((k, j) => [k, parts[n + j]!])) as S;
   }

@@ -191,6 +191,36 @@ test('tttLinear: finite-difference gradient check for every input', () => {
   );
 });
 
+test('the autodiff scan (tttLinear, tttMlpReference) in checkpoint groups gives the gradients it gives without, a last group of one mini-batch included', () => {
+  const lin = linearInputs(61, false);
+  const mlp = mlpInputs(62, false);
+  const cases: [string, Record<string, tf.Tensor>, (x: Record<string, tf.Tensor>, g: number) => tf.Tensor][] = [
+    ['tttLinear', { ...lin }, (x, g) => tttLinear(x as unknown as TttLinearInputs, { checkpointGroup: g })],
+    ['tttMlpReference', { ...mlp }, (x, g) => tttMlpReference(x as unknown as TttMlpInputs, { checkpointGroup: g })],
+  ];
+  for (const [name, inp, f] of cases) {
+    const names = Object.keys(inp);
+    const R = rand(inp.XQ!.shape, 63);
+    const grads = (g: number): Float32Array[] =>
+      tf
+        .grads(
+          (...xs: tf.Tensor[]) =>
+            f(Object.fromEntries(names.map((n, i) => [n, xs[i]!])), g)
+              .mul(R)
+              .sum() as tf.Scalar,
+        )(names.map((n) => inp[n]!))
+        .map((t) => t.dataSync() as Float32Array);
+    const base = grads(0);
+    for (const g of [1, 2]) {
+      // 3 mini-batches: groups of 2 leave a last group of one.
+      grads(g).forEach((a, i) => {
+        const err = maxRelErr(a, base[i]!);
+        assert.ok(err < 1e-5, `${name}, groups of ${g}: d/d${names[i]} differs by ${err}`);
+      });
+    }
+  }
+});
+
 /**
  * Primal form, written the plain way: for each query i of a mini-batch, take one gradient step
  * on the inner weights (W1, b1[, W2, b2]) over the mini-batch's tokens j, weighted by eta[i, j],
