@@ -12,7 +12,7 @@
 import { tf } from '../backend';
 import { matMul } from './matmul';
 import type { ModelDims } from './dims';
-import { geluTanh, layerNorm, linear, silu } from './ops';
+import { geluTanh, layerNorm, linear, silu, splitAlong } from './ops';
 import { applyRope, ropeTables } from './rope';
 import { recomputed } from './remat';
 import { tttLinear, tttMlp } from './ttt';
@@ -135,7 +135,7 @@ function localAttention(
   // copy of the whole input: quadratic in the number of windows).
   const shared = (FRAMES_PER_SEGMENT - SEGMENT_STRIDE) * Pf;
   const inner = SEGMENT_STRIDE * Pf - shared;
-  const texts = n === 1 ? [tin] : tf.split(tin, n, 1);
+  const texts = splitAlong(tin, n, 1);
   const frames = tf.split(vin, [shared, ...Array.from({ length: n }, () => [inner, shared]).flat()], 1);
   const seqs = Array.from({ length: n }, (_, i) =>
     tf.concat([texts[i]!, frames[2 * i]!, frames[2 * i + 1]!, frames[2 * i + 2]!], 1),
@@ -156,9 +156,7 @@ function localAttention(
   const o = linear(fromHeads(matMul(att, v), d), get(P, `${pre}.o.weight`), get(P, `${pre}.o.bias`));
   const o4 = o.reshape([n, B, Sw, d.width]);
   // Each window's output as [text | shared | inner | shared] (one split per window, as above).
-  const outs = (n === 1 ? [o4] : tf.split(o4, n, 0)).map((w) =>
-    tf.split(w.reshape([B, Sw, d.width]), [L, shared, inner, shared], 1),
-  );
+  const outs = splitAlong(o4, n, 0).map((w) => tf.split(w.reshape([B, Sw, d.width]), [L, shared, inner, shared], 1));
   const txt = tf.concat(
     outs.map((w) => w[0]!),
     1,

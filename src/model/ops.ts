@@ -22,18 +22,29 @@ export function sigmoidGrad(y: tf.Tensor, dy: tf.Tensor): tf.Tensor {
  * s = sigmoid(v), v = 2u = 2 sqrt(2/pi) (x + 0.044715 x^3), and v' = dv/dx. GELU (tanh
  * approximation) is 0.5 x (1 + tanh(u)) = x s (1 + tanh(u) = 2 sigmoid(2u)), computed with
  * Sigmoid because the wasm backend's Tanh is a scalar loop about 5x slower than its vectorised
- * Sigmoid; x*x rather than x.pow, which is several times slower on wasm.
+ * Sigmoid; x*x rather than x.pow, which is several times slower on wasm. These pieces serve
+ * geluTanh and geluTanhGrad here and the TTT-MLP scan's written-out gradient (ttt-mlp.ts).
  */
-function sigmoidOfTwiceInner(x: tf.Tensor, x2: tf.Tensor): tf.Tensor {
+export function sigmoidOfTwiceInner(x: tf.Tensor, x2: tf.Tensor): tf.Tensor {
   return x2.mul(GELU_V3).add(GELU_V1).mul(x).sigmoid();
 }
-function twiceInnerSlope(x2: tf.Tensor): tf.Tensor {
+/** v' from x^2. */
+export function twiceInnerSlope(x2: tf.Tensor): tf.Tensor {
   return x2.mul(3 * GELU_V3).add(GELU_V1);
 }
 
-/** g'(x) = s + x s (1 - s) v' from x, x^2 and s. */
-function geluSlope(x: tf.Tensor, x2: tf.Tensor, s: tf.Tensor): tf.Tensor {
-  return sigmoidGrad(s, x.mul(twiceInnerSlope(x2))).add(s);
+/** g'(x) = s + x s (1 - s) v' from x, v' and s. */
+export function geluSlope(x: tf.Tensor, vp: tf.Tensor, s: tf.Tensor): tf.Tensor {
+  return sigmoidGrad(s, x.mul(vp)).add(s);
+}
+
+/**
+ * c with g''(x) = s (1 - s) c, from x, v' and g(x) = x s:
+ * c = 2 v' + x v'^2 (1 - 2 s) + 12 sqrt(2/pi) 0.044715 x^2 = v' (v' (x - 2 g) + 4) - 2 GELU_V1
+ * (4 v' - 2 GELU_V1 = 2 v' + 6 GELU_V3 x^2).
+ */
+export function geluCurvature(x: tf.Tensor, vp: tf.Tensor, g: tf.Tensor): tf.Tensor {
+  return vp.mul(vp.mul(x.sub(g.mul(2))).add(4)).sub(2 * GELU_V1);
 }
 
 /**
@@ -46,7 +57,10 @@ export const geluTanh = withGradient<[tf.Tensor], [tf.Tensor, tf.Tensor]>(([x], 
   const x2 = x.square();
   const s = sigmoidOfTwiceInner(x, x2);
   save([x, s]);
-  return { value: x.mul(s), gradFunc: (dy, [sx, ss]) => dy.mul(geluSlope(sx, sx.square(), ss)) };
+  return {
+    value: x.mul(s),
+    gradFunc: (dy, [sx, ss]) => dy.mul(geluSlope(sx, twiceInnerSlope(sx.square()), ss)),
+  };
 });
 
 /**
@@ -59,22 +73,20 @@ export const geluTanhGrad = withGradient<[tf.Tensor], [tf.Tensor, tf.Tensor]>(([
   const s = sigmoidOfTwiceInner(x, x2);
   save([x, s]);
   return {
-    value: geluSlope(x, x2, s),
-    gradFunc: (dy, [xs, sg]) => {
-      const xx = xs.square();
-      const v1 = twiceInnerSlope(xx);
-      const curv = v1
-        .square()
-        .mul(xs)
-        .mul(sg.mul(-2).add(1))
-        .add(v1.mul(2))
-        .add(xx.mul(6 * GELU_V3));
-      return sigmoidGrad(sg, dy.mul(curv));
-    },
+    value: geluSlope(x, twiceInnerSlope(x2), s),
+    gradFunc: (dy, [xs, sg]) => sigmoidGrad(sg, dy.mul(geluCurvature(xs, twiceInnerSlope(xs.square()), xs.mul(sg)))),
   };
 });
 
 const normalizers = new Map<number, (x: tf.Tensor) => tf.Tensor>();
+
+/** dL/dx of y = normalize(x), from dL/dy and standardize's y and inv: (dy - mean(dy) - y mean(dy y)) inv. */
+export function normalizeGrad(dy: tf.Tensor, y: tf.Tensor, inv: tf.Tensor): tf.Tensor {
+  return dy
+    .sub(dy.mean(-1, true))
+    .sub(y.mul(dy.mul(y).mean(-1, true)))
+    .mul(inv);
+}
 
 /** (x - mean) * inv over the last axis, and inv = 1 / sqrt(var + eps) (biased variance): normalize's forward. */
 export function standardize(x: tf.Tensor, eps: number): { y: tf.Tensor; inv: tf.Tensor } {
@@ -99,11 +111,7 @@ export function normalize(x: tf.Tensor, eps: number): tf.Tensor {
       save([y, inv]);
       return {
         value: y,
-        gradFunc: (dy, [sy, sinv]) =>
-          dy
-            .sub(dy.mean(-1, true))
-            .sub(sy.mul(dy.mul(sy).mean(-1, true)))
-            .mul(sinv),
+        gradFunc: (dy, [sy, sinv]) => normalizeGrad(dy, sy, sinv),
       };
     });
     normalizers.set(eps, f);
@@ -119,6 +127,14 @@ export function layerNorm(x: tf.Tensor, weight: tf.Tensor | null, bias: tf.Tenso
     if (bias) y = y.add(bias);
     return y;
   });
+}
+
+/**
+ * tf.split into `sizes` (a count or the sizes) along `axis`, except that a single piece is x
+ * itself: TensorFlow.js 4.22's gradient of a one-piece split throws.
+ */
+export function splitAlong(x: tf.Tensor, sizes: number | number[], axis: number): tf.Tensor[] {
+  return (typeof sizes === 'number' ? sizes : sizes.length) === 1 ? [x] : tf.split(x, sizes, axis);
 }
 
 /** Sums t over the axes where `shape` (right-aligned, as broadcasting aligns) is 1: the gradient of a broadcast operand. */

@@ -29,7 +29,15 @@ import { withGradient } from './grad';
 import { matMul, uncounted } from './matmul';
 import { joinMiniBatches, miniBatches } from './minibatch';
 import { lnL2Grad, lnL2GradBackward } from './ln-l2';
-import { GELU_V1, GELU_V3, sigmoidGrad, standardize } from './ops';
+import {
+  geluCurvature,
+  geluSlope,
+  normalizeGrad,
+  sigmoidGrad,
+  sigmoidOfTwiceInner,
+  standardize,
+  twiceInnerSlope,
+} from './ops';
 
 type T = tf.Tensor;
 
@@ -131,10 +139,10 @@ function forwardStep(
   // Inner forward and the slope of its GELU.
   const Z1 = matMul(X1a, W1a);
   const x2 = Z1.square();
-  const s = Z1.mul(x2.mul(GELU_V3).add(GELU_V1)).sigmoid();
+  const s = sigmoidOfTwiceInner(Z1, x2);
   const A = Z1.mul(s);
-  const vp = x2.mul(3 * GELU_V3).add(GELU_V1);
-  const Sd = sigmoidGrad(s, Z1.mul(vp)).add(s);
+  const vp = twiceInnerSlope(x2);
+  const Sd = geluSlope(Z1, vp, s);
   const Z2 = matMul(A, W2).add(b2);
   // Inner gradient of the LN-L2 loss.
   const { xhat: xh, inv, e: ee, gX, m2, G: G2 } = lnL2Grad(Z2, q.T[i]!, w, b, eps);
@@ -143,7 +151,7 @@ function forwardStep(
   // Query path (dual form).
   const Z1b = matMul(XQa, W1a).sub(matMul(M1, G1));
   const xb2 = Z1b.square();
-  const sb = Z1b.mul(xb2.mul(GELU_V3).add(GELU_V1)).sigmoid();
+  const sb = sigmoidOfTwiceInner(Z1b, xb2);
   const Ab = Z1b.mul(sb);
   const S2p = matMul(Ab, A, false, true).add(1);
   const M2 = eta.mul(S2p);
@@ -214,11 +222,7 @@ type StepGrads = {
 function backwardStep(q: Sequence, i: number, r: Saved, g: T, gs: Inner | undefined): StepGrads {
   const [XQa, X1a, e, eta, M1, w] = [q.XQa[i]!, q.X1a[i]!, q.e[i]!, q.eta[i]!, q.M1[i]!, q.w];
   // out = XQ + LN(Z2b) w + b (dL/dXQ's g itself is added for the whole sequence).
-  const gw = g.mul(w);
-  const dZ2b = gw
-    .sub(gw.mean(-1, true))
-    .sub(r.nb.mul(gw.mul(r.nb).mean(-1, true)))
-    .mul(r.invb);
+  const dZ2b = normalizeGrad(g.mul(w), r.nb, r.invb);
   // Z2b = Ab W2 - M2 G2 + b2, M2 = eta ⊙ (Ab Aᵀ + 1).
   const nM2 = matMul(dZ2b, r.G2, false, true); // -dL/dM2
   const dS2 = nM2.mul(eta.neg());
@@ -228,7 +232,7 @@ function backwardStep(q: Sequence, i: number, r: Saved, g: T, gs: Inner | undefi
   const db2 = [dZ2b.sum(2, true)];
   let dG2 = matMul(r.M2, dZ2b, true).neg();
   // Ab = gelu(Z1b).
-  const dZ1b = dAb.mul(r.sb).add(sigmoidGrad(r.sb, dAb.mul(r.Z1b).mul(r.xb2.mul(3 * GELU_V3).add(GELU_V1))));
+  const dZ1b = dAb.mul(geluSlope(r.Z1b, twiceInnerSlope(r.xb2), r.sb));
   // Z1b = XQa W1a - M1 G1.
   const nM1 = matMul(dZ1b, r.G1, false, true); // -dL/dM1
   let dG1n = matMul(M1, dZ1b, true); // -dL/dG1
@@ -264,12 +268,11 @@ function backwardStep(q: Sequence, i: number, r: Saved, g: T, gs: Inner | undefi
   db2.push(dZ2.sum(2, true));
   dW2.push(matMul(r.A, dZ2, true));
   dA.push(matMul(dZ2, r.W2, false, true));
-  // A = gelu(Z1) and Sd = gelu'(Z1): gelu'' = s (1 - s) (v' (v' (Z1 - 2 A) + 4) - 2 V1).
-  const curv = r.vp.mul(r.vp.mul(r.Z1.sub(r.A.mul(2))).add(4)).sub(2 * GELU_V1);
+  // A = gelu(Z1) and Sd = gelu'(Z1) (gelu'' = s (1 - s) geluCurvature).
   const dZ1 = tf
     .addN(dA)
     .mul(r.Sd)
-    .sub(sigmoidGrad(r.s, dSdn.mul(curv)));
+    .sub(sigmoidGrad(r.s, dSdn.mul(geluCurvature(r.Z1, r.vp, r.A))));
   // Z1 = X1a W1a.
   dW1a.push(matMul(X1a, dZ1, true));
   const dX1aZ = matMul(dZ1, r.W1a, false, true);

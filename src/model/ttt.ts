@@ -10,7 +10,7 @@
 import { tf } from '../backend';
 import { matMul } from './matmul';
 import { withGradient } from './grad';
-import { geluTanh, geluTanhGrad, layerNorm, sumToShape } from './ops';
+import { geluTanh, geluTanhGrad, layerNorm, splitAlong, sumToShape } from './ops';
 import { lnL2Grad, lnL2GradBackward } from './ln-l2';
 import { recomputed } from './remat';
 import { joinMiniBatches, miniBatches } from './minibatch';
@@ -163,10 +163,7 @@ function scan<S extends State>(
       },
     );
     const sizes = shapes.map((sh) => sh.reduce((a, b) => a * b, 1));
-    // (A group of one mini-batch that carries nothing packs one part: tf.split's gradient fails
-    // for a single piece.)
-    const parts =
-      sizes.length === 1 ? [packed.reshape(shapes[0]!)] : tf.split(packed, sizes).map((t, j) => t.reshape(shapes[j]!));
+    const parts = splitAlong(packed, sizes, 0).map((t, j) => t.reshape(shapes[j]!));
     outs.push(...parts.slice(0, n));
     if (keepLast) state = Object.fromEntries(keys.map((k, j) => [k, parts[n + j]!])) as S;
   }
