@@ -359,3 +359,14 @@ export async function freezeTrainingWhen(
     process.kill(pids[0]!, 'SIGCONT');
   }
 }
+
+/** The largest |a - b| and the largest |b| (b the reference): for tolerances relative to a tensor's scale. */
+export function maxDiff(a: ArrayLike<number>, b: ArrayLike<number>): { diff: number; scale: number } {
+  let diff = 0;
+  let scale = 0;
+  for (let j = 0; j < b.length; j++) {
+    scale = Math.max(scale, Math.abs(b[j]!));
+    diff = Math.max(diff, Math.abs(a[j]! - b[j]!));
+  }
+  return { diff, scale };
+}

@@ -9,6 +9,7 @@ import { test } from 'node:test';
 import { initBackend, tf } from '../../src/backend';
 import { sigmoidGrad } from '../../src/model/ops';
 import { rngFor } from '../../src/rng';
+import { maxDiff } from '../helpers';
 import { nativeSkip } from '../native';
 
 function data(n: number, seed: number): Float32Array {
@@ -57,12 +58,7 @@ test('tensorflow kernels replaced or added here equal the cpu backend: products 
   await initBackend('wasm');
   ref.forEach((r, i) => {
     assert.equal(got[i]!.length, r.length, `output ${i}: length`);
-    let scale = 0;
-    let diff = 0;
-    for (let j = 0; j < r.length; j++) {
-      scale = Math.max(scale, Math.abs(r[j]!));
-      diff = Math.max(diff, Math.abs(got[i]![j]! - r[j]!));
-    }
+    const { diff, scale } = maxDiff(got[i]!, r);
     assert.ok(scale > 0.1, `output ${i} is not vacuous`);
     assert.ok(diff <= 1e-5 * scale, `output ${i}: differs by ${diff} (max |value| ${scale})`);
   });

@@ -22,7 +22,7 @@ import {
   type TttMlpInputs,
 } from '../../src/model/ttt';
 import { rngFor } from '../../src/rng';
-import { ROOT } from '../helpers';
+import { maxDiff, ROOT } from '../helpers';
 import { testBackend } from '../native';
 
 // wasm here; native-ttt.test.ts runs this file again on tensorflow.
@@ -150,15 +150,8 @@ test("tttMlp's written-out gradient equals autodiff of the plain form, with and 
       Math.abs(ours.value.dataSync()[0]! - ref.value.dataSync()[0]!) <= 1e-5 * Math.abs(ref.value.dataSync()[0]!),
     );
     names.forEach((n, i) => {
-      const a = ours.grads[i]!.dataSync();
-      const r = ref.grads[i]!.dataSync();
       assert.deepEqual(ours.grads[i]!.shape, ref.grads[i]!.shape, n);
-      let scale = 0;
-      let diff = 0;
-      for (let j = 0; j < r.length; j++) {
-        scale = Math.max(scale, Math.abs(r[j]!));
-        diff = Math.max(diff, Math.abs(a[j]! - r[j]!));
-      }
+      const { diff, scale } = maxDiff(ours.grads[i]!.dataSync(), ref.grads[i]!.dataSync());
       assert.ok(scale > 1e-3, `group ${checkpointGroup}: d/d${n} is not vacuous (max |grad| ${scale})`);
       assert.ok(diff <= 1e-4 * scale, `group ${checkpointGroup}: d/d${n} differs by ${diff} (max |grad| ${scale})`);
     });
