@@ -27,7 +27,6 @@
 import { tf } from '../backend';
 import { withGradient } from './grad';
 import { matMul, uncounted } from './matmul';
-import { joinMiniBatches, miniBatches } from './minibatch';
 import { lnL2Grad, lnL2GradBackward } from './ln-l2';
 import {
   geluCurvature,
@@ -35,6 +34,7 @@ import {
   normalizeGrad,
   sigmoidGrad,
   sigmoidOfTwiceInner,
+  splitAlong,
   standardize,
   twiceInnerSlope,
 } from './ops';
@@ -48,21 +48,38 @@ type Inner = {
   b2: T;
 };
 
-/** The sequence split into mini-batches, from the op's inputs alone. */
+/** [B,H,NC,K,X] as [NC,B,H,K,X]: mini-batch-major, so that a run of mini-batches is a run of the leading axis. */
+const toMb = (x: T): T => x.transpose([2, 0, 1, 3, 4]);
+const fromMb = (x: T): T => x.transpose([1, 2, 0, 3, 4]);
+/** The n mini-batches of [n,B,H,K,X] as n tensors [B,H,K,X] (one split). */
+function unstackMb(x: T): T[] {
+  const rest = x.shape.slice(1);
+  return splitAlong(x, x.shape[0]!, 0).map((p) => p.reshape(rest));
+}
+/** unstackMb, freeing the stacked tensor. */
+function pieces(x: T): T[] {
+  const ps = unstackMb(x);
+  x.dispose();
+  return ps;
+}
+/** Mini-batches i0 .. i1-1 of a mini-batch-major tensor (itself when that is all of it). */
+function runOf(x: T, i0: number, i1: number): T {
+  return i0 === 0 && i1 === x.shape[0] ? x : x.slice([i0], [i1 - i0]);
+}
+
+/** The sequence, from the op's inputs alone: mini-batch-major [NC,B,H,K,*], and split per mini-batch where the scan needs it. */
 interface Sequence {
-  XQ: T[];
-  XQa: T[];
-  X1a: T[];
-  /** The reconstruction target XV - XK. */
-  T: T[];
-  eta: T[];
-  e: T[];
-  M1: T[];
-  /** [XQa X1aᵀ] and eta for the whole sequence [B,H,NC,K,K], and XQa, X1a [B,H,NC,K,D+1] (the backward's batched products). */
-  S1pAll: T;
-  etaAll: T;
-  XQaAll: T;
-  X1aAll: T;
+  XQ: T;
+  XQa: T;
+  X1a: T;
+  eta: T;
+  /** M1 = eta ⊙ XQa X1aᵀ and XQa X1aᵀ (products that do not depend on the inner weights). */
+  M1: T;
+  S1p: T;
+  /** Per mini-batch [B,H,K,*]: X1a, the reconstruction target XV - XK, and e (eta's last row as a column). */
+  X1aMb: T[];
+  TMb: T[];
+  eMb: T[];
   /** The norm's weight and bias as [1,H,1,D]. */
   w: T;
   b: T;
@@ -72,33 +89,33 @@ type Inputs = [T, T, T, T, T, T, T, T, T, T];
 
 function sequence([XQ, XK, XV, eta, lnWeight, lnBias]: Inputs): Sequence {
   const [B, H, NC, K, D] = XQ.shape as number[];
-  const ones = tf.ones([B!, H!, NC!, K!, 1]);
-  const XQaAll = tf.concat([XQ, ones], -1);
-  const X1aAll = tf.concat([XK, ones], -1);
-  // Products that do not depend on the inner weights: one batched product for all mini-batches.
-  const S1pAll = matMul(XQaAll, X1aAll, false, true);
-  const eLast = eta.slice([0, 0, 0, K! - 1, 0], [-1, -1, -1, 1, -1]).reshape([B!, H!, NC!, K!, 1]);
+  const ones = tf.ones([NC!, B!, H!, K!, 1]);
+  const XQm = toMb(XQ);
+  const XQa = tf.concat([XQm, ones], -1);
+  const X1a = tf.concat([toMb(XK), ones], -1);
+  const etaM = toMb(eta);
+  const S1p = matMul(XQa, X1a, false, true);
+  const e = etaM.slice([0, 0, 0, K! - 1, 0], [-1, -1, -1, 1, -1]).reshape([NC!, B!, H!, K!, 1]);
   return {
-    XQ: miniBatches(XQ),
-    XQa: miniBatches(XQaAll),
-    X1a: miniBatches(X1aAll),
-    T: miniBatches(XV.sub(XK)),
-    eta: miniBatches(eta),
-    e: miniBatches(eLast),
-    M1: miniBatches(eta.mul(S1pAll)),
-    S1pAll,
-    etaAll: eta,
-    XQaAll,
-    X1aAll,
+    XQ: XQm,
+    XQa,
+    X1a,
+    eta: etaM,
+    M1: etaM.mul(S1p),
+    S1p,
+    X1aMb: unstackMb(X1a),
+    TMb: unstackMb(toMb(XV.sub(XK))),
+    eMb: unstackMb(e),
     w: lnWeight.reshape([1, H!, 1, D!]),
     b: lnBias.reshape([1, H!, 1, D!]),
   };
 }
 
-/** What a mini-batch's backward needs from its forward (the inner weights it started from included). */
-const SAVED = [
+/** What a mini-batch's inner step keeps for the backward pass (the inner weights it started from included). */
+const INNER = [
   'W1a',
   'W2',
+  'b2',
   'Z1',
   'x2',
   's',
@@ -113,29 +130,24 @@ const SAVED = [
   'G2',
   'P',
   'G1',
-  'Z1b',
-  'xb2',
-  'sb',
-  'Ab',
-  'S2p',
-  'M2',
-  'nb',
-  'invb',
   'eX1a',
   'eG2',
 ] as const;
-type Saved = Record<(typeof SAVED)[number], T>;
+type InnerSaved = Record<(typeof INNER)[number], T>;
 
-/** One mini-batch forward: its output, what its backward needs, and the next inner weights if `carry`. */
-function forwardStep(
+/**
+ * A mini-batch's inner step, the part that carries the inner weights from one mini-batch to the
+ * next: the inner model's forward, its gradient on the mini-batch, and the next inner weights if `carry`.
+ */
+function innerStep(
   q: Sequence,
   i: number,
   st: Inner,
   eps: number,
   carry: boolean,
-): { out: T; saved: Saved; next?: Inner } {
+): { saved: InnerSaved; next?: Inner } {
   const { W1a, W2, b2 } = st;
-  const [XQa, X1a, e, eta, M1, w, b] = [q.XQa[i]!, q.X1a[i]!, q.e[i]!, q.eta[i]!, q.M1[i]!, q.w, q.b];
+  const [X1a, e] = [q.X1aMb[i]!, q.eMb[i]!];
   // Inner forward and the slope of its GELU.
   const Z1 = matMul(X1a, W1a);
   const x2 = Z1.square();
@@ -145,10 +157,38 @@ function forwardStep(
   const Sd = geluSlope(Z1, vp, s);
   const Z2 = matMul(A, W2).add(b2);
   // Inner gradient of the LN-L2 loss.
-  const { xhat: xh, inv, e: ee, gX, m2, G: G2 } = lnL2Grad(Z2, q.T[i]!, w, b, eps);
+  const { xhat: xh, inv, e: ee, gX, m2, G: G2 } = lnL2Grad(Z2, q.TMb[i]!, q.w, q.b, eps);
   const P = matMul(G2, W2, false, true);
   const G1 = P.mul(Sd);
-  // Query path (dual form).
+  // The carried update, with e applied to the small operands.
+  const eX1a = X1a.mul(e);
+  const eG2 = G2.mul(e);
+  const next = carry
+    ? { W1a: W1a.sub(matMul(eX1a, G1, true)), W2: W2.sub(matMul(A, eG2, true)), b2: b2.sub(eG2.sum(2, true)) }
+    : undefined;
+  const saved: InnerSaved = { W1a, W2, b2, Z1, x2, s, A, vp, Sd, xh, inv, ee, gX, m2, G2, P, G1, eX1a, eG2 };
+  return { saved, next };
+}
+
+/** What the query path of a run of mini-batches keeps for the backward pass, mini-batch-major. */
+const QUERY = ['W1a', 'W2', 'b2', 'A', 'G1', 'G2', 'Z1b', 'xb2', 'sb', 'Ab', 'S2p', 'M2', 'nb', 'invb'] as const;
+type QuerySaved = Record<(typeof QUERY)[number], T>;
+
+/**
+ * The query path (dual form) of mini-batches i0 .. i1-1 at once: it needs each mini-batch's inner
+ * weights and inner gradients but carries nothing, so its products and passes run batched over
+ * the mini-batches rather than one mini-batch at a time.
+ */
+function queryForward(
+  q: Sequence,
+  i0: number,
+  i1: number,
+  inner: InnerSaved[],
+  eps: number,
+): { out: T; saved: QuerySaved } {
+  const stack = (k: 'W1a' | 'W2' | 'b2' | 'A' | 'G1' | 'G2'): T => tf.stack(inner.map((r) => r[k]));
+  const [W1a, W2, b2, A, G1, G2] = [stack('W1a'), stack('W2'), stack('b2'), stack('A'), stack('G1'), stack('G2')];
+  const [XQa, M1, eta] = [runOf(q.XQa, i0, i1), runOf(q.M1, i0, i1), runOf(q.eta, i0, i1)];
   const Z1b = matMul(XQa, W1a).sub(matMul(M1, G1));
   const xb2 = Z1b.square();
   const sb = sigmoidOfTwiceInner(Z1b, xb2);
@@ -157,88 +197,88 @@ function forwardStep(
   const M2 = eta.mul(S2p);
   const Z2b = matMul(Ab, W2).sub(matMul(M2, G2)).add(b2);
   const { y: nb, inv: invb } = standardize(Z2b, eps);
-  const out = q.XQ[i]!.add(nb.mul(w).add(b));
-  // The carried update, with e applied to the small operands.
-  const eX1a = X1a.mul(e);
-  const eG2 = G2.mul(e);
-  const next = carry
-    ? { W1a: W1a.sub(matMul(eX1a, G1, true)), W2: W2.sub(matMul(A, eG2, true)), b2: b2.sub(eG2.sum(2, true)) }
-    : undefined;
-  const saved: Saved = {
-    W1a,
-    W2,
-    Z1,
-    x2,
-    s,
-    A,
-    vp,
-    Sd,
-    xh,
-    inv,
-    ee,
-    gX,
-    m2,
-    G2,
-    P,
-    G1,
-    Z1b,
-    xb2,
-    sb,
-    Ab,
-    S2p,
-    M2,
-    nb,
-    invb,
-    eX1a,
-    eG2,
-  };
-  return { out, saved, next };
+  const out = runOf(q.XQ, i0, i1).add(nb.mul(q.w).add(q.b));
+  return { out, saved: { W1a, W2, b2, A, G1, G2, Z1b, xb2, sb, Ab, S2p, M2, nb, invb } };
 }
 
-/** A mini-batch's gradients: of the inner weights it started from, and its share of the op's inputs. */
+/** The query path's gradients, from dL/dout of a run of mini-batches (mini-batch-major). */
+type QueryGrads = {
+  /** Per mini-batch: its shares of dL/dA, dL/dW1a, dL/dW2, dL/db2, dL/dG2 and -dL/dG1. */
+  dA: T[];
+  dW1a: T[];
+  dW2: T[];
+  db2: T[];
+  dG2: T[];
+  dG1n: T[];
+  /** Batched: dL/dXQa without the terms of XQa X1aᵀ, -dL/dM1, dL/deta through M2, and dL/dw summed to [H,D]. */
+  dXQa: T;
+  nM1: T;
+  deta2: T;
+  dw: T;
+};
+
+/** The query path's backward, batched over the run as its forward: each line undoes one of queryForward. */
+function queryBackward(q: Sequence, i0: number, i1: number, r: QuerySaved, g: T): QueryGrads {
+  const [XQa, M1, eta] = [runOf(q.XQa, i0, i1), runOf(q.M1, i0, i1), runOf(q.eta, i0, i1)];
+  // out = XQ + LN(Z2b) w + b (dL/dXQ's g itself is added for the whole sequence).
+  const dZ2b = normalizeGrad(g.mul(q.w), r.nb, r.invb);
+  // Z2b = Ab W2 - M2 G2 + b2, M2 = eta ⊙ (Ab Aᵀ + 1).
+  const nM2 = matMul(dZ2b, r.G2, false, true); // -dL/dM2
+  const dS2 = nM2.mul(eta.neg());
+  const dAb = matMul(dZ2b, r.W2, false, true).add(matMul(dS2, r.A));
+  // Ab = gelu(Z1b).
+  const dZ1b = dAb.mul(geluSlope(r.Z1b, twiceInnerSlope(r.xb2), r.sb));
+  const [H, D] = [g.shape[2]!, g.shape[4]!];
+  return {
+    dA: pieces(matMul(dS2, r.Ab, true)),
+    dW2: pieces(matMul(r.Ab, dZ2b, true)),
+    db2: pieces(dZ2b.sum(3, true)),
+    dG2: pieces(matMul(r.M2.neg(), dZ2b, true)),
+    // Z1b = XQa W1a - M1 G1.
+    dG1n: pieces(matMul(M1, dZ1b, true)),
+    dW1a: pieces(matMul(XQa, dZ1b, true)),
+    dXQa: matMul(dZ1b, r.W1a, false, true),
+    nM1: matMul(dZ1b, r.G1, false, true),
+    deta2: nM2.mul(r.S2p).neg(),
+    dw: g.mul(r.nb).sum([0, 1, 3]).reshape([H, D]),
+  };
+}
+
+/** A mini-batch's inner-step gradients: of the inner weights it started from, and its share of the op's inputs. */
 type StepGrads = {
   dState: Inner;
-  /** dL/dXQa and dL/dX1a without the terms of XQa X1aᵀ (added for the whole sequence). */
-  dXQa: T;
+  /** dL/dX1a without the terms of XQa X1aᵀ (added for the whole sequence). */
   dX1a: T;
   /** dL/dT (T = XV - XK). */
   dT: T;
-  /** -dL/dM1 (dL/deta's share through M1 and dL/d(XQa X1aᵀ) follow for the whole sequence). */
-  nM1: T;
-  /** dL/deta through M2. */
-  deta2: T;
   /** dL/de (the carried update's row weights), [B,H,1,K]; zero for the last mini-batch. */
   de: T;
-  /** dL/dw and dL/db summed over the mini-batch, [B,H,1,D]. */
+  /** dL/dw and dL/db through the inner loss, summed over the mini-batch, [B,H,1,D]. */
   dw: T;
   db: T;
 };
 
 /**
- * One mini-batch backward, from dL/dout `g` and the gradient of the inner weights it carried on
- * (`gs`; none for the last mini-batch). Each line undoes one line of forwardStep; a product by a
- * negated small operand stands for a negated large result.
+ * One mini-batch's inner step backward, from its query path's gradients (`qg`, index j) and the
+ * gradient of the inner weights it carried on (`gs`; none for the last mini-batch). Each line
+ * undoes one line of innerStep; a product by a negated small operand stands for a negated large result.
  */
-function backwardStep(q: Sequence, i: number, r: Saved, g: T, gs: Inner | undefined): StepGrads {
-  const [XQa, X1a, e, eta, M1, w] = [q.XQa[i]!, q.X1a[i]!, q.e[i]!, q.eta[i]!, q.M1[i]!, q.w];
-  // out = XQ + LN(Z2b) w + b (dL/dXQ's g itself is added for the whole sequence).
-  const dZ2b = normalizeGrad(g.mul(w), r.nb, r.invb);
-  // Z2b = Ab W2 - M2 G2 + b2, M2 = eta ⊙ (Ab Aᵀ + 1).
-  const nM2 = matMul(dZ2b, r.G2, false, true); // -dL/dM2
-  const dS2 = nM2.mul(eta.neg());
-  const dAb = matMul(dZ2b, r.W2, false, true).add(matMul(dS2, r.A));
-  const dA = [matMul(dS2, r.Ab, true)];
-  const dW2 = [matMul(r.Ab, dZ2b, true)];
-  const db2 = [dZ2b.sum(2, true)];
-  let dG2 = matMul(r.M2, dZ2b, true).neg();
-  // Ab = gelu(Z1b).
-  const dZ1b = dAb.mul(geluSlope(r.Z1b, twiceInnerSlope(r.xb2), r.sb));
-  // Z1b = XQa W1a - M1 G1.
-  const nM1 = matMul(dZ1b, r.G1, false, true); // -dL/dM1
-  let dG1n = matMul(M1, dZ1b, true); // -dL/dG1
-  const dXQa = matMul(dZ1b, r.W1a, false, true);
+function innerBackward(
+  q: Sequence,
+  i: number,
+  r: InnerSaved,
+  qg: QueryGrads,
+  j: number,
+  gs: Inner | undefined,
+): StepGrads {
+  const [X1a, e] = [q.X1aMb[i]!, q.eMb[i]!];
+  const dA = [qg.dA[j]!];
+  const dW1a = [qg.dW1a[j]!];
+  const dW2 = [qg.dW2[j]!];
+  const db2 = [qg.db2[j]!];
+  let dG2 = qg.dG2[j]!;
+  let dG1n = qg.dG1n[j]!; // -dL/dG1
   let dX1a: T | undefined;
-  const dW1a = [matMul(XQa, dZ1b, true)];
   let de: T | undefined;
   if (gs) {
     // W1a' = W1a - (e ⊙ X1a)ᵀ G1.
@@ -260,10 +300,8 @@ function backwardStep(q: Sequence, i: number, r: Saved, g: T, gs: Inner | undefi
   dG2 = dG2.sub(matMul(dPn, r.W2));
   dW2.push(matMul(dPn, r.G2.neg(), true));
   // G2, the LN-L2 gradient of Z2.
-  const ln = lnL2GradBackward(dG2, { xhat: r.xh, inv: r.inv, e: r.ee, gX: r.gX, m2: r.m2, G: r.G2 }, w);
+  const ln = lnL2GradBackward(dG2, { xhat: r.xh, inv: r.inv, e: r.ee, gX: r.gX, m2: r.m2, G: r.G2 }, q.w);
   const dZ2 = ln.dZ;
-  const dw = ln.dw.add(g.mul(r.nb)).sum(2, true);
-  const db = ln.Rw.add(g).sum(2, true);
   // Z2 = A W2 + b2.
   db2.push(dZ2.sum(2, true));
   dW2.push(matMul(r.A, dZ2, true));
@@ -276,25 +314,39 @@ function backwardStep(q: Sequence, i: number, r: Saved, g: T, gs: Inner | undefi
   // Z1 = X1a W1a.
   dW1a.push(matMul(X1a, dZ1, true));
   const dX1aZ = matMul(dZ1, r.W1a, false, true);
-  const [B, H, K] = g.shape as number[];
+  const [B, H, K] = dZ1.shape as number[];
   return {
     dState: { W1a: tf.addN(dW1a), W2: tf.addN(dW2), b2: tf.addN(db2) },
-    dXQa,
     dX1a: dX1a ? dX1a.add(dX1aZ) : dX1aZ,
     dT: ln.Rw.neg(),
-    nM1,
-    deta2: nM2.mul(r.S2p).neg(),
     de: de ? de.reshape([B!, H!, 1, K!]) : tf.zeros([B!, H!, 1, K!]),
-    dw,
-    db,
+    dw: ln.dw.sum(2, true),
+    db: ln.Rw.sum(2, true),
   };
 }
 
-function flatten(states: Inner[]): T[] {
-  return states.flatMap((s) => [s.W1a, s.W2, s.b2]);
-}
-function unflatten(ts: T[]): Inner[] {
-  return Array.from({ length: ts.length / 3 }, (_, j) => ({ W1a: ts[3 * j]!, W2: ts[3 * j + 1]!, b2: ts[3 * j + 2]! }));
+/**
+ * The forward of mini-batches i0 .. i1-1 from the inner weights `st`: the inner steps one after
+ * another, then the run's query path at once. `next` (when `carryLast`) is the inner weights after it.
+ */
+function forwardRun(
+  q: Sequence,
+  i0: number,
+  i1: number,
+  st: Inner,
+  eps: number,
+  carryLast: boolean,
+): { out: T; inner: InnerSaved[]; query: QuerySaved; next?: Inner } {
+  const inner: InnerSaved[] = [];
+  let cur: Inner | undefined = st;
+  for (let i = i0; i < i1; i++) {
+    const at: Inner = cur!;
+    const r: { saved: InnerSaved; next?: Inner } = tf.tidy(() => innerStep(q, i, at, eps, i < i1 - 1 || carryLast));
+    inner.push(r.saved);
+    cur = r.next;
+  }
+  const { out, saved } = tf.tidy(() => queryForward(q, i0, i1, inner, eps));
+  return { out, inner, query: saved, ...(cur ? { next: cur } : {}) };
 }
 
 /**
@@ -304,36 +356,60 @@ function unflatten(ts: T[]): Inner[] {
  */
 function scanOp(eps: number, group: number): (...inputs: Inputs) => T {
   return withGradient<Inputs>((inputs, save) => {
-    const [XQ, , , , , , W1, b1, W2, b2] = inputs;
-    const NC = XQ.shape[2]!;
+    const NC = inputs[0].shape[2]!;
     const G = group > 0 && group < NC ? group : NC;
-    const q = sequence(inputs);
-    let st: Inner = { W1a: tf.concat([W1, b1], 2), W2, b2 };
-    const outs: T[] = [];
-    const starts: Inner[] = [];
-    const kept: Saved[] = [];
-    for (let i = 0; i < NC; i++) {
-      if (i % G === 0) starts.push(st);
-      const r = tf.tidy(() => forwardStep(q, i, st, eps, i < NC - 1));
-      outs.push(r.out);
-      const prev = st;
-      if (r.next) st = r.next;
-      if (G === NC) {
-        kept.push(r.saved);
-      } else {
-        // Only the group's first inner weights are kept (the first are the op's inputs W2, b2).
-        const { W1a: _w1, W2: _w2, ...rest } = r.saved;
-        tf.dispose(Object.values(rest));
-        if (i > 0 && !starts.includes(prev)) tf.dispose([prev.W1a, prev.W2, prev.b2]);
-      }
-    }
-    save([...inputs, ...flatten(starts), ...kept.flatMap((s) => SAVED.map((k) => s[k]))]);
+    // What the backward pass does not need is freed as the op returns, not with the training step.
+    const { value, keep } = tf.tidy(() => forwardPass(inputs, eps, G));
+    save([...inputs, ...keep]);
     return {
-      value: joinMiniBatches(outs),
+      value,
       // (Its products, recomputed forwards included, are not counted as forward FLOPs.)
       gradFunc: (dy, saved) => uncounted(() => tf.tidy(() => backward(dy, saved, eps, G))),
     };
   });
+}
+
+/** The inner steps' intermediates that the query path stacks (kept stacked only). */
+const STACKED = ['W1a', 'W2', 'b2', 'A', 'G1', 'G2'] as const;
+const INNER_OWN = INNER.filter((k) => !(STACKED as readonly string[]).includes(k));
+
+/** The op's output, and what its backward needs besides the inputs: the inner weights at group starts, and without checkpoint groups every intermediate. */
+function forwardPass(inputs: Inputs, eps: number, G: number): { value: T; keep: T[] } {
+  const [XQ, , , , , , W1, b1, W2, b2] = inputs;
+  const NC = XQ.shape[2]!;
+  const q = sequence(inputs);
+  const starts: Inner[] = [{ W1a: tf.concat([W1, b1], 2), W2, b2 }];
+  if (G === NC) {
+    const f = forwardRun(q, 0, NC, starts[0]!, eps, false);
+    return {
+      value: fromMb(f.out),
+      keep: [
+        ...flatten(starts),
+        ...f.inner.flatMap((s) => INNER_OWN.map((k) => s[k])),
+        ...QUERY.map((k) => f.query[k]),
+      ],
+    };
+  }
+  // Each group's intermediates are dropped as soon as its output and its last inner weights are out.
+  const outs: T[] = [];
+  for (let i0 = 0; i0 < NC; i0 += G) {
+    const i1 = Math.min(NC, i0 + G);
+    const st = starts[starts.length - 1]!;
+    const r = tf.tidy(() => {
+      const f = forwardRun(q, i0, i1, st, eps, i1 < NC);
+      return { out: f.out, next: f.next };
+    });
+    outs.push(r.out);
+    if (r.next) starts.push(r.next);
+  }
+  return { value: fromMb(tf.concat(outs, 0)), keep: flatten(starts) };
+}
+
+function flatten(states: Inner[]): T[] {
+  return states.flatMap((s) => [s.W1a, s.W2, s.b2]);
+}
+function unflatten(ts: T[]): Inner[] {
+  return Array.from({ length: ts.length / 3 }, (_, j) => ({ W1a: ts[3 * j]!, W2: ts[3 * j + 1]!, b2: ts[3 * j + 2]! }));
 }
 
 function backward(dy: T, saved: T[], eps: number, G: number): T[] {
@@ -344,43 +420,59 @@ function backward(dy: T, saved: T[], eps: number, G: number): T[] {
   const groups = Math.ceil(NC! / G);
   const starts = unflatten(saved.slice(10, 10 + 3 * groups));
   const kept = saved.slice(10 + 3 * groups);
-  const gs = miniBatches(dy);
-  const steps: StepGrads[] = new Array(NC);
+  const g = toMb(dy);
+  const steps: Omit<StepGrads, 'dState'>[] = new Array(NC);
+  const batched: Pick<QueryGrads, 'dXQa' | 'nM1' | 'deta2' | 'dw'>[] = new Array(groups);
   let carried: Inner | undefined;
-  for (let g = groups - 1; g >= 0; g--) {
-    const i0 = g * G;
+  for (let k = groups - 1; k >= 0; k--) {
+    const i0 = k * G;
     const i1 = Math.min(NC!, i0 + G);
-    // The group's intermediates: kept by the forward pass, or recomputed from its first inner weights.
-    const rs: Saved[] = [];
-    if (kept.length) {
-      for (let i = i0; i < i1; i++)
-        rs.push(Object.fromEntries(SAVED.map((k, j) => [k, kept[i * SAVED.length + j]!])) as Saved);
-    } else {
-      let st = starts[g]!;
-      for (let i = i0; i < i1; i++) {
-        const r = tf.tidy(() => {
-          const f = forwardStep(q, i, st, eps, i < i1 - 1);
-          return { saved: f.saved, next: f.next };
-        });
-        rs.push(r.saved);
-        if (r.next) st = r.next;
+    const c = carried;
+    const r = tf.tidy((): { own: Omit<StepGrads, 'dState'>[]; carried: Inner; batched: (typeof batched)[number] } => {
+      // The group's intermediates: kept by the forward pass, or recomputed from its first inner weights.
+      let inner: InnerSaved[];
+      let query: QuerySaved;
+      if (kept.length) {
+        const q0 = NC! * INNER_OWN.length;
+        query = Object.fromEntries(QUERY.map((n, j) => [n, kept[q0 + j]!])) as QuerySaved;
+        const per = STACKED.map((n) => unstackMb(query[n]));
+        inner = Array.from(
+          { length: NC! },
+          (_, i) =>
+            Object.fromEntries([
+              ...INNER_OWN.map((n, j) => [n, kept[i * INNER_OWN.length + j]!]),
+              ...STACKED.map((n, j) => [n, per[j]![i]!]),
+            ]) as InnerSaved,
+        );
+      } else {
+        ({ inner, query } = forwardRun(q, i0, i1, starts[k]!, eps, false));
       }
-    }
-    for (let i = i1 - 1; i >= i0; i--) {
-      const c = carried;
-      const s = tf.tidy(() => backwardStep(q, i, rs[i - i0]!, gs[i]!, c));
-      steps[i] = s;
-      if (c) tf.dispose(Object.values(c));
-      carried = s.dState;
-    }
-    if (!kept.length) tf.dispose(rs.flatMap((r) => Object.values(r)));
+      const qg = tf.tidy(() => queryBackward(q, i0, i1, query, runOf(g, i0, i1)));
+      let gs: Inner | undefined = c;
+      const own: Omit<StepGrads, 'dState'>[] = [];
+      for (let i = i1 - 1; i >= i0; i--) {
+        const at: Inner | undefined = gs;
+        const { dState, ...rest } = tf.tidy(() => innerBackward(q, i, inner[i - i0]!, qg, i - i0, at));
+        own.unshift(rest);
+        tf.dispose([qg.dA, qg.dW1a, qg.dW2, qg.db2, qg.dG2, qg.dG1n].map((ps) => ps[i - i0]!));
+        if (at && at !== c) tf.dispose(Object.values(at));
+        gs = dState;
+      }
+      return { own, carried: gs!, batched: { dXQa: qg.dXQa, nM1: qg.nM1, deta2: qg.deta2, dw: qg.dw } };
+    });
+    r.own.forEach((s, j) => (steps[i0 + j] = s));
+    batched[k] = r.batched;
+    if (c) tf.dispose(Object.values(c));
+    carried = r.carried;
   }
-  const all = (f: (s: StepGrads) => T): T => joinMiniBatches(steps.map(f));
+  const all = (f: (s: Omit<StepGrads, 'dState'>) => T): T => tf.stack(steps.map(f));
+  const cat = (f: (b: (typeof batched)[number]) => T): T =>
+    groups === 1 ? f(batched[0]!) : tf.concat(batched.map(f), 0);
   // The terms of XQa X1aᵀ (M1 = eta ⊙ XQa X1aᵀ), for the whole sequence at once.
-  const nM1 = all((s) => s.nM1);
-  const dS1 = nM1.mul(q.etaAll.neg());
-  const dXQa = all((s) => s.dXQa).add(matMul(dS1, q.X1aAll));
-  const dX1a = all((s) => s.dX1a).add(matMul(dS1, q.XQaAll, true));
+  const nM1 = cat((b) => b.nM1);
+  const dS1 = nM1.mul(q.eta.neg());
+  const dXQa = cat((b) => b.dXQa).add(matMul(dS1, q.X1a));
+  const dX1a = all((s) => s.dX1a).add(matMul(dS1, q.XQa, true));
   const dT = all((s) => s.dT);
   const firstD = (t: T): T => t.slice([0, 0, 0, 0, 0], [-1, -1, -1, -1, D!]);
   // e is eta's last row.
@@ -394,18 +486,20 @@ function backward(dy: T, saved: T[], eps: number, G: number): T[] {
       [0, 0],
     ],
   );
-  const deta = all((s) => s.deta2)
-    .sub(nM1.mul(q.S1pAll))
+  const deta = cat((b) => b.deta2)
+    .sub(nM1.mul(q.S1p))
     .add(de);
   const perHead = (ts: T[]): T => tf.addN(ts).sum(0).reshape([H!, D!]);
   const dW1a = carried!.W1a;
+  const dw = perHead(steps.map((s) => s.dw)).add(tf.addN(batched.map((b) => b.dw)));
+  const db = perHead(steps.map((s) => s.db)).add(dy.sum([0, 2, 3]));
   return [
-    dy.add(firstD(dXQa)),
-    firstD(dX1a).sub(dT),
-    dT,
-    deta,
-    perHead(steps.map((s) => s.dw)),
-    perHead(steps.map((s) => s.db)),
+    fromMb(g.add(firstD(dXQa))),
+    fromMb(firstD(dX1a).sub(dT)),
+    fromMb(dT),
+    fromMb(deta),
+    dw,
+    db,
     dW1a.slice([0, 0, 0, 0], [-1, -1, D!, -1]),
     dW1a.slice([0, 0, D!, 0], [-1, -1, 1, -1]),
     carried!.W2,
