@@ -1,15 +1,23 @@
 /**
  * TTT-MLP over a whole sequence of mini-batches as one op whose gradient is written out
- * (tf.customGrad), forward and backward one mini-batch at a time.
+ * (tf.customGrad). Only the inner steps, which carry the inner weights from one mini-batch to
+ * the next, go one mini-batch at a time; the query path (dual form) of all mini-batches runs
+ * batched after them, forward and backward.
  *
  * Why: autodiff through the dual form (ttt.ts tttMlpReference) runs about 405 kernels a
  * mini-batch forward and backward, 85 of them passes over [K, F] tensors (F = 4 x head dim),
  * which on libtensorflow cost 150-250 µs each at width 1024 and dominated the training step.
  * Written out, with the algebra arranged so that those passes are few (a bias folded into its
- * weights, or a row weight applied to the small operand of a product, is no pass at all), it
- * takes 244 kernels, 49 of them such passes (tf.profile at [1,16,14,64,64], F = 256; the same
- * 30 products). Checked against autodiff of tttMlpReference and against finite differences
- * (ttt.test), on both backends.
+ * weights, or a row weight applied to the small operand of a product, is no pass at all), and
+ * with the query path batched, a scan at [1,16,14,64,64] (F = 256) runs 2351 kernels, 168 a
+ * mini-batch (tf.profile). Of the 30 products a mini-batch, the inner steps' 15 run one
+ * mini-batch at a time and the query path's 15 once for the whole sequence. Batching costs
+ * copies (stacking the query path's operands, splitting its gradients) but a batched pass over
+ * 14 mini-batches took about 1.45 ms where 14 separate passes take about 2.6 ms. Checked against
+ * autodiff of tttMlpReference and against finite differences (ttt.test), on both backends.
+ *
+ * Layout: the op works mini-batch-major, [NC,B,H,K,*], so that a run of mini-batches (a
+ * checkpoint group) is a run of the leading axis and one mini-batch is one piece of a split.
  *
  * Notation, per mini-batch and head (the leading [B,H] axes are batch axes of every product):
  * X1 = XK, Xa = [X, 1] (a column of ones), W1a = [W1; b1] [D+1, F], so X1a W1a = X1 W1 + b1;
