@@ -147,12 +147,12 @@ function localAttention(
     const normed = layerNorm(h, get(P, `${pre}.${name}_norm.weight`), get(P, `${pre}.${name}_norm.bias`), LN_EPS);
     return applyRope(normed, rope.attnCos, rope.attnSin, rope.rot);
   };
-  const q = qk('q');
+  // The 1/sqrt(head dim) scale on q, not on the scores: a pass over [S, head dim] instead of [S, S]
+  // (exactly the same numbers when the head dim is a power of 4, as 64 is).
+  const q = qk('q').mul(1 / Math.sqrt(d.headDim));
   const k = qk('k');
   const v = toHeads(linear(seq, get(P, `${pre}.v.weight`), get(P, `${pre}.v.bias`)), d);
-  const att = matMul(q, k, false, true)
-    .mul(1 / Math.sqrt(d.headDim))
-    .softmax();
+  const att = matMul(q, k, false, true).softmax();
   const o = linear(fromHeads(matMul(att, v), d), get(P, `${pre}.o.weight`), get(P, `${pre}.o.bias`));
   const o4 = o.reshape([n, B, Sw, d.width]);
   // Each window's output as [text | shared | inner | shared] (one split per window, as above).
