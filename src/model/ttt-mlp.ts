@@ -366,8 +366,7 @@ function scanOp(eps: number, group: number): (...inputs: Inputs) => T {
   return withGradient<Inputs>((inputs, save) => {
     const NC = inputs[0].shape[2]!;
     const G = group > 0 && group < NC ? group : NC;
-    // What the backward pass does not need is freed as the op returns, not with the training step.
-    const { value, keep } = tf.tidy(() => forwardPass(inputs, eps, G));
+    const { value, keep } = forwardPass(inputs, eps, G);
     save([...inputs, ...keep]);
     return {
       value,
