@@ -120,32 +120,15 @@ function sequence([XQ, XK, XV, eta, lnWeight, lnBias]: Inputs): Sequence {
 }
 
 /** What a mini-batch's inner step keeps for the backward pass (the inner weights it started from included). */
-const INNER = [
-  'W1a',
-  'W2',
-  'b2',
-  'Z1',
-  'x2',
-  's',
-  'A',
-  'vp',
-  'Sd',
-  'xh',
-  'inv',
-  'ee',
-  'gX',
-  'm2',
-  'G2',
-  'P',
-  'G1',
-  'eX1a',
-  'eG2',
-] as const;
-type InnerSaved = Record<(typeof INNER)[number], T>;
+const INNER = ['W1a', 'W2', 'b2', 'A', 'Sd', 'xh', 'inv', 'ee', 'gX', 'm2', 'G2', 'G1', 'Q', 'eX1a', 'eG2'] as const;
+/** (Q only when the backward pass will use it: not in a checkpointed forward, which keeps nothing.) */
+type InnerSaved = Omit<Record<(typeof INNER)[number], T>, 'Q'> & { Q?: T };
 
 /**
  * A mini-batch's inner step, the part that carries the inner weights from one mini-batch to the
- * next: the inner model's forward, its gradient on the mini-batch, and the next inner weights if `carry`.
+ * next: the inner model's forward, its gradient on the mini-batch, and the next inner weights if
+ * `carry`. With `forBackward`, also Q = P ⊙ gelu''(Z1) (gelu'' = s (1 - s) geluCurvature): the
+ * backward pass's only use of P, Z1, s and v', so that one tensor is kept instead of four.
  */
 function innerStep(
   q: Sequence,
@@ -153,6 +136,7 @@ function innerStep(
   st: Inner,
   eps: number,
   carry: boolean,
+  forBackward: boolean,
 ): { saved: InnerSaved; next?: Inner } {
   const { W1a, W2, b2 } = st;
   const [X1a, e] = [q.X1aMb[i]!, q.eMb[i]!];
@@ -174,7 +158,8 @@ function innerStep(
   const next = carry
     ? { W1a: W1a.sub(matMul(eX1a, G1, true)), W2: W2.sub(matMul(A, eG2, true)), b2: b2.sub(eG2.sum(2, true)) }
     : undefined;
-  const saved: InnerSaved = { W1a, W2, b2, Z1, x2, s, A, vp, Sd, xh, inv, ee, gX, m2, G2, P, G1, eX1a, eG2 };
+  const saved: InnerSaved = { W1a, W2, b2, A, Sd, xh, inv, ee, gX, m2, G2, G1, eX1a, eG2 };
+  if (forBackward) saved.Q = P.mul(sigmoidGrad(s, geluCurvature(Z1, vp, A)));
   return { saved, next };
 }
 
@@ -304,7 +289,6 @@ function innerBackward(
   }
   // G1 = P ⊙ Sd, P = G2 W2ᵀ.
   const dPn = dG1n.mul(r.Sd); // -dL/dP
-  const dSdn = dG1n.mul(r.P); // -dL/dSd
   dG2 = dG2.sub(matMul(dPn, r.W2));
   dW2.push(matMul(dPn, r.G2.neg(), true));
   // G2, the LN-L2 gradient of Z2.
@@ -314,11 +298,8 @@ function innerBackward(
   db2.push(dZ2.sum(2, true));
   dW2.push(matMul(r.A, dZ2, true));
   dA.push(matMul(dZ2, r.W2, false, true));
-  // A = gelu(Z1) and Sd = gelu'(Z1) (gelu'' = s (1 - s) geluCurvature).
-  const dZ1 = tf
-    .addN(dA)
-    .mul(r.Sd)
-    .sub(sigmoidGrad(r.s, dSdn.mul(geluCurvature(r.Z1, r.vp, r.A))));
+  // A = gelu(Z1) and Sd = gelu'(Z1): -dL/dSd = dG1n ⊙ P, times gelu''(Z1), is dG1n ⊙ Q.
+  const dZ1 = tf.addN(dA).mul(r.Sd).sub(dG1n.mul(r.Q!));
   // Z1 = X1a W1a.
   dW1a.push(matMul(X1a, dZ1, true));
   const dX1aZ = matMul(dZ1, r.W1a, false, true);
@@ -335,7 +316,8 @@ function innerBackward(
 
 /**
  * The forward of mini-batches i0 .. i1-1 from the inner weights `st`: the inner steps one after
- * another, then the run's query path at once. `next` (when `carryLast`) is the inner weights after it.
+ * another, then the run's query path at once. `next` (when `carryLast`) is the inner weights after
+ * it; `forBackward`: the backward pass will use the intermediates (see innerStep).
  */
 function forwardRun(
   q: Sequence,
@@ -344,12 +326,15 @@ function forwardRun(
   st: Inner,
   eps: number,
   carryLast: boolean,
+  forBackward: boolean,
 ): { out: T; inner: InnerSaved[]; query: QuerySaved; next?: Inner } {
   const inner: InnerSaved[] = [];
   let cur: Inner | undefined = st;
   for (let i = i0; i < i1; i++) {
     const at: Inner = cur!;
-    const r: { saved: InnerSaved; next?: Inner } = tf.tidy(() => innerStep(q, i, at, eps, i < i1 - 1 || carryLast));
+    const r: { saved: InnerSaved; next?: Inner } = tf.tidy(() =>
+      innerStep(q, i, at, eps, i < i1 - 1 || carryLast, forBackward),
+    );
     inner.push(r.saved);
     cur = r.next;
   }
@@ -387,12 +372,12 @@ function forwardPass(inputs: Inputs, eps: number, G: number): { value: T; keep: 
   const q = sequence(inputs);
   const starts: Inner[] = [{ W1a: tf.concat([W1, b1], 2), W2, b2 }];
   if (G === NC) {
-    const f = forwardRun(q, 0, NC, starts[0]!, eps, false);
+    const f = forwardRun(q, 0, NC, starts[0]!, eps, false, true);
     return {
       value: fromMb(f.out),
       keep: [
         ...flatten(starts),
-        ...f.inner.flatMap((s) => INNER_OWN.map((k) => s[k])),
+        ...f.inner.flatMap((s) => INNER_OWN.map((k) => s[k]!)),
         ...QUERY.map((k) => f.query[k]),
       ],
     };
@@ -403,7 +388,7 @@ function forwardPass(inputs: Inputs, eps: number, G: number): { value: T; keep: 
     const i1 = Math.min(NC, i0 + G);
     const st = starts[starts.length - 1]!;
     const r = tf.tidy(() => {
-      const f = forwardRun(q, i0, i1, st, eps, i1 < NC);
+      const f = forwardRun(q, i0, i1, st, eps, i1 < NC, false);
       return { out: f.out, next: f.next };
     });
     outs.push(r.out);
@@ -452,7 +437,7 @@ function backward(dy: T, saved: T[], eps: number, G: number): T[] {
             ]) as InnerSaved,
         );
       } else {
-        ({ inner, query } = forwardRun(q, i0, i1, starts[k]!, eps, false));
+        ({ inner, query } = forwardRun(q, i0, i1, starts[k]!, eps, false, true));
       }
       const qg = tf.tidy(() => queryBackward(q, i0, i1, query, runOf(g, i0, i1)));
       let gs: Inner | undefined = c;
