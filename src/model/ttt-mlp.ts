@@ -36,13 +36,13 @@ import { tf } from '../backend';
 import { withGradient } from './grad';
 import { matMul, uncounted } from './matmul';
 import { lnL2Grad, lnL2GradBackward } from './ln-l2';
+import { fromMiniBatchMajor as fromMb, splitMiniBatches as unstackMb, toMiniBatchMajor as toMb } from './minibatch';
 import {
   geluCurvature,
   geluSlope,
   normalizeGrad,
   sigmoidGrad,
   sigmoidOfTwiceInner,
-  splitAlong,
   standardize,
   twiceInnerSlope,
 } from './ops';
@@ -56,14 +56,6 @@ type Inner = {
   b2: T;
 };
 
-/** [B,H,NC,K,X] as [NC,B,H,K,X]: mini-batch-major, so that a run of mini-batches is a run of the leading axis. */
-const toMb = (x: T): T => x.transpose([2, 0, 1, 3, 4]);
-const fromMb = (x: T): T => x.transpose([1, 2, 0, 3, 4]);
-/** The n mini-batches of [n,B,H,K,X] as n tensors [B,H,K,X] (one split). */
-function unstackMb(x: T): T[] {
-  const rest = x.shape.slice(1);
-  return splitAlong(x, x.shape[0]!, 0).map((p) => p.reshape(rest));
-}
 /** unstackMb, freeing the stacked tensor. */
 function pieces(x: T): T[] {
   const ps = unstackMb(x);
@@ -73,6 +65,10 @@ function pieces(x: T): T[] {
 /** Mini-batches i0 .. i1-1 of a mini-batch-major tensor (itself when that is all of it). */
 function runOf(x: T, i0: number, i1: number): T {
   return i0 === 0 && i1 === x.shape[0] ? x : x.slice([i0], [i1 - i0]);
+}
+/** The sequence's operands of the query path's products, for mini-batches i0 .. i1-1. */
+function queryOperands(q: Sequence, i0: number, i1: number): { XQa: T; M1: T; eta: T } {
+  return { XQa: runOf(q.XQa, i0, i1), M1: runOf(q.M1, i0, i1), eta: runOf(q.eta, i0, i1) };
 }
 
 /** The sequence, from the op's inputs alone: mini-batch-major [NC,B,H,K,*], and split per mini-batch where the scan needs it. */
@@ -163,8 +159,11 @@ function innerStep(
   return { saved, next };
 }
 
+/** The inner steps' intermediates that the query path stacks (and the backward keeps stacked only). */
+const STACKED = ['W1a', 'W2', 'b2', 'A', 'G1', 'G2'] as const;
+
 /** What the query path of a run of mini-batches keeps for the backward pass, mini-batch-major. */
-const QUERY = ['W1a', 'W2', 'b2', 'A', 'G1', 'G2', 'Z1b', 'xb2', 'sb', 'Ab', 'S2p', 'M2', 'nb', 'invb'] as const;
+const QUERY = [...STACKED, 'Z1b', 'xb2', 'sb', 'Ab', 'S2p', 'M2', 'nb', 'invb'] as const;
 type QuerySaved = Record<(typeof QUERY)[number], T>;
 
 /**
@@ -179,9 +178,10 @@ function queryForward(
   inner: InnerSaved[],
   eps: number,
 ): { out: T; saved: QuerySaved } {
-  const stack = (k: 'W1a' | 'W2' | 'b2' | 'A' | 'G1' | 'G2'): T => tf.stack(inner.map((r) => r[k]));
-  const [W1a, W2, b2, A, G1, G2] = [stack('W1a'), stack('W2'), stack('b2'), stack('A'), stack('G1'), stack('G2')];
-  const [XQa, M1, eta] = [runOf(q.XQa, i0, i1), runOf(q.M1, i0, i1), runOf(q.eta, i0, i1)];
+  const { W1a, W2, b2, A, G1, G2 } = Object.fromEntries(
+    STACKED.map((k) => [k, tf.stack(inner.map((r) => r[k]))]),
+  ) as Record<(typeof STACKED)[number], T>;
+  const { XQa, M1, eta } = queryOperands(q, i0, i1);
   const Z1b = matMul(XQa, W1a).sub(matMul(M1, G1));
   const xb2 = Z1b.square();
   const sb = sigmoidOfTwiceInner(Z1b, xb2);
@@ -212,7 +212,7 @@ type QueryGrads = {
 
 /** The query path's backward, batched over the run as its forward: each line undoes one of queryForward. */
 function queryBackward(q: Sequence, i0: number, i1: number, r: QuerySaved, g: T): QueryGrads {
-  const [XQa, M1, eta] = [runOf(q.XQa, i0, i1), runOf(q.M1, i0, i1), runOf(q.eta, i0, i1)];
+  const { XQa, M1, eta } = queryOperands(q, i0, i1);
   // out = XQ + LN(Z2b) w + b (dL/dXQ's g itself is added for the whole sequence).
   const dZ2b = normalizeGrad(g.mul(q.w), r.nb, r.invb);
   // Z2b = Ab W2 - M2 G2 + b2, M2 = eta ⊙ (Ab Aᵀ + 1).
@@ -221,7 +221,6 @@ function queryBackward(q: Sequence, i0: number, i1: number, r: QuerySaved, g: T)
   const dAb = matMul(dZ2b, r.W2, false, true).add(matMul(dS2, r.A));
   // Ab = gelu(Z1b).
   const dZ1b = dAb.mul(geluSlope(r.Z1b, twiceInnerSlope(r.xb2), r.sb));
-  const [H, D] = [g.shape[2]!, g.shape[4]!];
   return {
     dA: pieces(matMul(dS2, r.Ab, true)),
     dW2: pieces(matMul(r.Ab, dZ2b, true)),
@@ -233,7 +232,7 @@ function queryBackward(q: Sequence, i0: number, i1: number, r: QuerySaved, g: T)
     dXQa: matMul(dZ1b, r.W1a, false, true),
     nM1: matMul(dZ1b, r.G1, false, true),
     deta2: nM2.mul(r.S2p).neg(),
-    dw: g.mul(r.nb).sum([0, 1, 3]).reshape([H, D]),
+    dw: g.mul(r.nb).sum([0, 1, 3]),
   };
 }
 
@@ -361,8 +360,6 @@ function scanOp(eps: number, group: number): (...inputs: Inputs) => T {
   });
 }
 
-/** The inner steps' intermediates that the query path stacks (kept stacked only). */
-const STACKED = ['W1a', 'W2', 'b2', 'A', 'G1', 'G2'] as const;
 const INNER_OWN = INNER.filter((k) => !(STACKED as readonly string[]).includes(k));
 
 /** The op's output, and what its backward needs besides the inputs: the inner weights at group starts, and without checkpoint groups every intermediate. */
