@@ -10,11 +10,12 @@ import { loadStageConfig } from '../src/config/load';
 import { peakBytes } from '../src/memory';
 import { modelDims } from '../src/config/dims';
 import type { ModelDims } from '../src/model/dims';
-import { disposeRopeTables, ditForward, ropeForModel, type Params } from '../src/model/dit';
+import { disposeRopeTables, ropeForModel, type Params } from '../src/model/dit';
 import { matMulStats } from '../src/model/matmul';
 import { initialParams } from '../src/model/params';
 import { NO_REMAT, type RematConfig } from '../src/model/remat';
 import { clipGlobalNorm } from '../src/optim/adamw';
+import { lossAndGradients } from '../src/train/step';
 import { rematBench } from './remat';
 
 const ROOT = path.resolve(__dirname, '..', '..');
@@ -52,14 +53,17 @@ export function prepareStep(
   const video = tf.randomNormal([1, d.latentFrames, d.inChannels, d.latentHeight, d.latentWidth]);
   const text = tf.randomNormal([1, d.segments, d.textLength, d.textDim]);
   const ts = tf.tensor1d([500]);
+  const target = tf.randomNormal(video.shape);
   const names = Object.keys(P);
   const step = (): tf.Tensor[] =>
     tf.tidy(() => {
-      const { value, grads } = tf.valueAndGrads((...xs: tf.Tensor[]) => {
-        const Q: Params = {};
-        names.forEach((n, i) => (Q[n] = xs[i]!));
-        return ditForward(Q, d, { video, text, timesteps: ts }, rope).square().mean() as tf.Scalar;
-      })(names.map((n) => P[n]!));
+      // Training's own loss-and-gradients function (a libtensorflow graph where that applies).
+      const { value, grads } = lossAndGradients(
+        { frozen: {}, dims: d, rope },
+        names,
+        names.map((n) => P[n]!),
+        { video, text, timesteps: ts, target },
+      );
       value.dataSync();
       // The global gradient norm, as training computes it (src/train/step.ts; no clipping here):
       // it reads one number back, so the step's work is done when the timer stops.
@@ -92,7 +96,7 @@ export function prepareStep(
       };
     },
     dispose() {
-      tf.dispose([video, text, ts, ...Object.values(P)]);
+      tf.dispose([video, text, ts, target, ...Object.values(P)]);
       disposeRopeTables(rope);
     },
   };

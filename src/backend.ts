@@ -58,6 +58,12 @@ function requireNative(): boolean {
   return false;
 }
 
+/** The native package loaded (tfjs-node or tfjs-node-gpu); an error if none is. */
+export function nativePackageName(): string {
+  if (!nativePackage) throw new Error('no native TensorFlow.js package is loaded');
+  return nativePackage;
+}
+
 async function trySet(name: string): Promise<boolean> {
   try {
     return await tf.setBackend(name);

@@ -9,6 +9,7 @@
  * dA = dY·Bᵀ, dB = Aᵀ·dY). Other backends use tf.matMul as it is.
  */
 import { tf } from '../backend';
+import type { ReplayCount } from '../graph';
 import { withGradient } from './grad';
 
 /** Products smaller than this (m*k*n) use tf.matMul directly. */
@@ -89,6 +90,29 @@ export function uncounted<R>(f: () => R): R {
     matMulStats.paused--;
   }
 }
+
+/**
+ * Counting for graph replay (src/graph.ts): a replayed function runs none of its matMul calls in
+ * JavaScript: each call, the first included, counts what its recording counted, unless the caller
+ * is not counting. The recording counts its own products as if counted, then takes them back.
+ */
+export const replayCount: ReplayCount = {
+  measure<R>(f: () => R): { value: R; count: number } {
+    const paused = matMulStats.paused;
+    const before = matMulStats.flops;
+    matMulStats.paused = 0;
+    try {
+      const value = f();
+      return { value, count: matMulStats.flops - before };
+    } finally {
+      matMulStats.paused = paused;
+      matMulStats.flops = before;
+    }
+  },
+  replay(count: number): void {
+    if (!matMulStats.paused) matMulStats.flops += count;
+  },
+};
 
 /** a·b with optional transposes of the last two axes; batch dimensions must match (no broadcasting). */
 export function matMul(a: tf.Tensor, b: tf.Tensor, transA = false, transB = false): tf.Tensor {

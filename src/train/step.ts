@@ -10,6 +10,9 @@ import { type Batch, disposeBatch } from '../data/batch';
 import { vPredictionLoss } from '../diffusion/objective';
 import type { ModelDims } from '../model/dims';
 import { ditForward, type Params, type RopeTables } from '../model/dit';
+import { graphFunction } from '../graph';
+import { replayCount } from '../model/matmul';
+import { NO_REMAT } from '../model/remat';
 import { clipGlobalNorm } from '../optim/adamw';
 import { learningRate } from '../optim/schedule';
 import type { ModelState } from './model-state';
@@ -57,13 +60,12 @@ export async function stepGradients(
     const b = await batch(a);
     samples.push(...b.sampleIds);
     dataMs += Date.now() - td;
-    const f = (...xs: tf.Tensor[]): tf.Scalar => {
-      const P: Params = { ...m.frozen };
-      names.forEach((n, i) => (P[n] = xs[i]!));
-      const pred = ditForward(P, m.dims, { video: b.noisy, text: b.text, timesteps: b.timesteps }, m.rope);
-      return vPredictionLoss(pred, b.target);
-    };
-    const { value, grads: gs } = tf.valueAndGrads(f)(names.map((n) => m.model.params.get(n)!));
+    const { value, grads: gs } = lossAndGradients(
+      { frozen: m.frozen, dims: m.dims, rope: m.rope },
+      names,
+      names.map((n) => m.model.params.get(n)!),
+      { video: b.noisy, text: b.text, timesteps: b.timesteps, target: b.target },
+    );
     loss += value.dataSync()[0]! / accum;
     value.dispose();
     names.forEach((n, i) => accumulate(grads, n, gs[i]!, accum));
@@ -71,6 +73,68 @@ export async function stepGradients(
   }
   const gradNorm = clipGlobalNorm(grads, clipNorm);
   return { loss, gradNorm, grads, samples, dataSeconds: dataMs / 1000 };
+}
+
+/** One micro-batch: the noisy latents, the text, the timesteps and the v-prediction target. */
+export interface LossInputs {
+  video: tf.Tensor;
+  text: tf.Tensor;
+  timesteps: tf.Tensor;
+  target: tf.Tensor;
+}
+
+const ROPE_KEYS = ['rot', 'attnCos', 'attnSin', 'tttCos', 'tttSin'] as const;
+
+/** The loss-and-gradients function of one model layout (dims, trainable and frozen names). */
+const lossGraphs = new Map<string, (xs: tf.Tensor[]) => tf.Tensor[]>();
+
+/**
+ * The v-prediction loss of one micro-batch and its gradients for the trainable parameters
+ * `names` (values `params`). Where graph replay applies (src/graph.ts: the tensorflow backend's
+ * CPU) and no remat is configured, forward and backward run as one libtensorflow graph. (With
+ * remat, a graph could undo it: TensorFlow's graph optimizer merges a recomputation with the
+ * computation it repeats. Those runs stay eager, with the TTT scan's own graphs.)
+ */
+export function lossAndGradients(
+  m: { frozen: Params; dims: ModelDims; rope: RopeTables },
+  names: string[],
+  params: tf.Tensor[],
+  inp: LossInputs,
+): { value: tf.Scalar; grads: tf.Tensor[] } {
+  const frozenNames = Object.keys(m.frozen);
+  const key = JSON.stringify([m.dims, names, frozenNames]);
+  let f = lossGraphs.get(key);
+  if (!f) {
+    const dims = m.dims;
+    const run = (xs: tf.Tensor[]): tf.Tensor[] => {
+      const at = (i: number, n: number): tf.Tensor[] => xs.slice(i, i + n);
+      const frozen = at(names.length, frozenNames.length);
+      const P: Params = Object.fromEntries(frozenNames.map((n, i) => [n, frozen[i]!]));
+      const r = at(names.length + frozenNames.length, ROPE_KEYS.length);
+      const rope = Object.fromEntries(ROPE_KEYS.map((k, i) => [k, r[i]!])) as unknown as RopeTables;
+      const [video, text, timesteps, target] = xs.slice(-4) as [tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor];
+      const { value, grads } = tf.valueAndGrads((...ps: tf.Tensor[]): tf.Scalar => {
+        const Q: Params = { ...P };
+        names.forEach((n, i) => (Q[n] = ps[i]!));
+        return vPredictionLoss(ditForward(Q, dims, { video, text, timesteps }, rope), target);
+      })(at(0, names.length));
+      return [value, ...grads];
+    };
+    f = JSON.stringify(dims.remat) === JSON.stringify({ ...dims.remat, ...NO_REMAT })
+      ? graphFunction('training step', run, replayCount)
+      : run;
+    lossGraphs.set(key, f);
+  }
+  const [value, ...grads] = f([
+    ...params,
+    ...frozenNames.map((n) => m.frozen[n]!),
+    ...ROPE_KEYS.map((k) => m.rope[k]),
+    inp.video,
+    inp.text,
+    inp.timesteps,
+    inp.target,
+  ]);
+  return { value: value as tf.Scalar, grads };
 }
 
 /** Adds g / accum into sums[name], disposing what it replaces. */
