@@ -142,7 +142,11 @@ interface Recording {
  * recording. The binding's functions are non-writable properties, so the backend gets a copy of
  * the binding with two of them wrapped, for the duration of the call.
  */
-function record(be: NodeBackend, fn: (xs: tf.Tensor[]) => tf.Tensor[], inputs: tf.Tensor[]): { out: tf.Tensor[]; rec: Recording } {
+function record(
+  be: NodeBackend,
+  fn: (xs: tf.Tensor[]) => tf.Tensor[],
+  inputs: tf.Tensor[],
+): { out: tf.Tensor[]; rec: Recording } {
   const b = be.binding;
   const dtypes: Record<string, number> = { float32: b.TF_FLOAT, int32: b.TF_INT32, bool: b.TF_BOOL };
   const src = new Map<number, string>(); // libtensorflow tensor id -> graph output
@@ -158,43 +162,63 @@ function record(be: NodeBackend, fn: (xs: tf.Tensor[]) => tf.Tensor[], inputs: t
     dtypeOf.set(id, dtype);
   });
   let k = 0;
-  const shim: Binding = Object.assign(Object.create(null), ...Object.getOwnPropertyNames(b).map((p) => ({ [p]: (b as never)[p] })), {
-    createTensor(shape: number[], dtype: number, values: ArrayLike<number | boolean> & { buffer?: ArrayBuffer; byteOffset?: number; byteLength?: number }) {
-      const id = b.createTensor(shape, dtype, values);
-      const t = new (protos().Tensor)();
-      t.setDtype(dtype);
-      t.setTensorShape(shapeProto(shape));
-      t.setTensorContent(
-        dtype === b.TF_BOOL
-          ? Uint8Array.from(values as ArrayLike<number>)
-          : new Uint8Array(values.buffer!, values.byteOffset, values.byteLength),
-      );
-      const value = new (protos().AttrValue)();
-      value.setTensor(t);
-      const name = `c${k++}`;
-      dtypeOf.set(id, dtype);
-      nodes.push(nodeDef(name, 'Const', [], { dtype: typeAttr(dtype), value }));
-      src.set(id, name);
-      return id;
+  const shim: Binding = Object.assign(
+    Object.create(null),
+    ...Object.getOwnPropertyNames(b).map((p) => ({ [p]: (b as never)[p] })),
+    {
+      createTensor(
+        shape: number[],
+        dtype: number,
+        values: ArrayLike<number | boolean> & { buffer?: ArrayBuffer; byteOffset?: number; byteLength?: number },
+      ) {
+        const id = b.createTensor(shape, dtype, values);
+        const t = new (protos().Tensor)();
+        t.setDtype(dtype);
+        t.setTensorShape(shapeProto(shape));
+        t.setTensorContent(
+          dtype === b.TF_BOOL
+            ? Uint8Array.from(values as ArrayLike<number>)
+            : new Uint8Array(values.buffer!, values.byteOffset, values.byteLength),
+        );
+        const value = new (protos().AttrValue)();
+        value.setTensor(t);
+        const name = `c${k++}`;
+        dtypeOf.set(id, dtype);
+        nodes.push(nodeDef(name, 'Const', [], { dtype: typeAttr(dtype), value }));
+        src.set(id, name);
+        return id;
+      },
+      executeOp(op: string, attrs: OpAttr[], ins: number[], n: number) {
+        const out = b.executeOp(op, attrs, ins, n);
+        const name = `n${k++}`;
+        const inputNames = ins.map((id) => {
+          const s = src.get(id);
+          if (s === undefined) throw new Error(`${op} reads a tensor made outside the function`);
+          return s;
+        });
+        const attrMap = Object.fromEntries(attrs.map((a) => [a.name, attrProto(b, a)]));
+        for (const [attr, i] of INFERRED[op] ?? []) attrMap[attr] ??= typeAttr(dtypeOf.get(ins[i]!)!);
+        if (op === 'AddN' && inputNames.length > 2) {
+          // AddN sums in place into whichever input it may reuse, so in a graph, whose ops run
+          // concurrently, its order of summation (and its last bits) would change from run to run.
+          // A chain of two-input adds sums left to right, as eager AddN does.
+          const T = { T: typeAttr(dtypeOf.get(ins[0]!)!) };
+          let acc = inputNames[0]!;
+          inputNames.slice(1).forEach((x, j) => {
+            const last = j === inputNames.length - 2;
+            const part = last ? name : `${name}_${j}`;
+            nodes.push(nodeDef(part, 'AddV2', [acc, x], T));
+            acc = part;
+          });
+        } else nodes.push(nodeDef(name, op, inputNames, attrMap));
+        out.forEach((m, j) => {
+          src.set(m.id, j === 0 ? name : `${name}:${j}`);
+          dtypeOf.set(m.id, m.dtype);
+        });
+        return out;
+      },
     },
-    executeOp(op: string, attrs: OpAttr[], ins: number[], n: number) {
-      const out = b.executeOp(op, attrs, ins, n);
-      const name = `n${k++}`;
-      const inputNames = ins.map((id) => {
-        const s = src.get(id);
-        if (s === undefined) throw new Error(`${op} reads a tensor made outside the function`);
-        return s;
-      });
-      const attrMap = Object.fromEntries(attrs.map((a) => [a.name, attrProto(b, a)]));
-      for (const [attr, i] of INFERRED[op] ?? []) attrMap[attr] ??= typeAttr(dtypeOf.get(ins[i]!)!);
-      nodes.push(nodeDef(name, op, inputNames, attrMap));
-      out.forEach((m, j) => {
-        src.set(m.id, j === 0 ? name : `${name}:${j}`);
-        dtypeOf.set(m.id, m.dtype);
-      });
-      return out;
-    },
-  });
+  );
   be.binding = shim;
   recording++;
   let out: tf.Tensor[] = [];
@@ -254,6 +278,9 @@ export interface ReplayCount {
   replay(count: number): void;
 }
 
+/** What graph functions did in this process: recordings, runs as graphs (the first of each included), eager runs after a failed recording. */
+export const graphStats = { recorded: 0, replayed: 0, fellBack: 0 };
+
 /** Whether graph replay applies now: the tensorflow backend on its CPU device, not turned off. */
 export function graphReplayActive(): boolean {
   if (process.env.TTT_GRAPH === '0' || tf.getBackend() !== 'tensorflow') return false;
@@ -288,17 +315,30 @@ export function graphFunction(
           inputs: xs.map((_, i) => ({ name: `in${i}:0` })),
           cost,
         };
+        graphStats.recorded++;
         logger.debug({ graph: name, signature: key, nodes: value.rec.nodes.length }, 'graph function recorded');
       } catch (err) {
-        logger.warn({ graph: name, signature: key, err: (err as Error).message }, 'graph function runs eagerly: recording failed');
+        logger.warn(
+          { graph: name, signature: key, err: (err as Error).message },
+          'graph function runs eagerly: recording failed',
+        );
         e = 'eager';
       }
       entries.set(key, e);
     }
-    if (e === 'eager') return fn(xs);
+    if (e === 'eager') {
+      graphStats.fellBack++;
+      return fn(xs);
+    }
+    graphStats.replayed++;
     count?.replay(e.cost);
     // An output that is an input is that input (a session cannot fetch what it is fed).
-    const fetched = be.runSavedModel(e.session, xs, e.inputs, e.outputs.filter((o) => !PLACEHOLDER.test(o)));
+    const fetched = be.runSavedModel(
+      e.session,
+      xs,
+      e.inputs,
+      e.outputs.filter((o) => !PLACEHOLDER.test(o)),
+    );
     let j = 0;
     return e.outputs.map((o) => {
       const m = PLACEHOLDER.exec(o);

@@ -120,9 +120,10 @@ export function lossAndGradients(
       })(at(0, names.length));
       return [value, ...grads];
     };
-    f = JSON.stringify(dims.remat) === JSON.stringify({ ...dims.remat, ...NO_REMAT })
-      ? graphFunction('training step', run, replayCount)
-      : run;
+    f =
+      JSON.stringify(dims.remat) === JSON.stringify({ ...dims.remat, ...NO_REMAT })
+        ? graphFunction('training step', run, replayCount)
+        : run;
     lossGraphs.set(key, f);
   }
   const [value, ...grads] = f([

@@ -1,7 +1,7 @@
 /**
  * One full training step of the tiny 3 s stage (the trainer's forward, v-prediction loss and
  * gradients of every parameter, and the global gradient norm it clips with) on the tensorflow
- * backend and on wasm, from the same weights and batch: the loss, the norm and every gradient
+ * backend (as training runs it there: one libtensorflow graph, src/graph.ts) and on wasm, from the same weights and batch: the loss, the norm and every gradient
  * agree within 1e-4 relative (per tensor: ‖a − b‖ / ‖b‖). (The AdamW update after it is not
  * compared element for element: its first step is about lr·sign(g), which flips for elements
  * whose gradient is float32 noise.)
@@ -21,9 +21,11 @@ import { initBackend, tf } from '../../src/backend';
 import { loadStageConfig } from '../../src/config/load';
 import { makeBatch, openDataSource } from '../../src/data/batch';
 import { modelDims } from '../../src/config/dims';
-import { disposeRopeTables, ditForward, ropeForModel, type Params } from '../../src/model/dit';
+import { graphStats } from '../../src/graph';
+import { disposeRopeTables, ropeForModel } from '../../src/model/dit';
 import { initialParams } from '../../src/model/params';
 import { clipGlobalNorm } from '../../src/optim/adamw';
+import { lossAndGradients } from '../../src/train/step';
 import { ROOT } from '../helpers';
 import { nativeSkip } from '../native';
 
@@ -47,12 +49,15 @@ async function trainingStep(backend: 'wasm' | 'tensorflow' | 'cpu'): Promise<Ste
   const rope = ropeForModel(d);
   const gbs = c.training.global_batch_size;
   const batch = makeBatch(openDataSource(c, d), d, c.training.seed, 1, gbs, 0, gbs);
-  const { value, grads } = tf.valueAndGrads((...xs: tf.Tensor[]) => {
-    const Q: Params = {};
-    names.forEach((n, i) => (Q[n] = xs[i]!));
-    const pred = ditForward(Q, d, { video: batch.noisy, text: batch.text, timesteps: batch.timesteps }, rope);
-    return pred.sub(batch.target).square().mean() as tf.Scalar;
-  })(names.map((n) => P[n]!));
+  // The trainer's own loss and gradients: on tensorflow, one libtensorflow graph (src/graph.ts).
+  const replayed = graphStats.replayed;
+  const { value, grads } = lossAndGradients(
+    { frozen: {}, dims: d, rope },
+    names,
+    names.map((n) => P[n]!),
+    { video: batch.noisy, text: batch.text, timesteps: batch.timesteps, target: batch.target },
+  );
+  assert.equal(graphStats.replayed - replayed, backend === 'tensorflow' ? 1 : 0, 'graph runs of the step');
   const gradMap = new Map(names.map((n, i) => [n, grads[i]!]));
   const out: StepOutcome = {
     loss: value.dataSync()[0]!,
