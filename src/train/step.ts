@@ -12,7 +12,7 @@ import type { ModelDims } from '../model/dims';
 import { ditForward, type Params, type RopeTables } from '../model/dit';
 import { graphFunction } from '../graph';
 import { replayCount } from '../model/matmul';
-import { NO_REMAT } from '../model/remat';
+import { NO_REMAT, type RematConfig } from '../model/remat';
 import { clipGlobalNorm } from '../optim/adamw';
 import { learningRate } from '../optim/schedule';
 import type { ModelState } from './model-state';
@@ -120,10 +120,8 @@ export function lossAndGradients(
       })(at(0, names.length));
       return [value, ...grads];
     };
-    f =
-      JSON.stringify(dims.remat) === JSON.stringify({ ...dims.remat, ...NO_REMAT })
-        ? graphFunction('training step', run, replayCount)
-        : run;
+    const rematOff = (Object.keys(NO_REMAT) as (keyof RematConfig)[]).every((k) => dims.remat[k] === NO_REMAT[k]);
+    f = rematOff ? graphFunction('training step', run, replayCount) : run;
     lossGraphs.set(key, f);
   }
   const [value, ...grads] = f([
