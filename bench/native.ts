@@ -24,7 +24,8 @@ import { NO_REMAT } from '../src/model/remat';
 import { type PreparedStep, prepareStep } from './model';
 
 const ROOT = path.resolve(__dirname, '..', '..');
-type Backend = 'tensorflow' | 'wasm';
+/** The two backends, and tensorflow with graph replay off (src/graph.ts: TTT_GRAPH=0), op by op as before it. */
+type Backend = 'tensorflow' | 'tensorflow-eager' | 'wasm';
 
 interface Spread {
   median: number;
@@ -107,16 +108,19 @@ async function alternate(
 ): Promise<Map<string, { s: number[]; flops: number; tokens: number; mm: number[] }>> {
   const out = new Map<string, { s: number[]; flops: number; tokens: number; mm: number[] }>();
   failed.clear();
-  const backends: Backend[] = ['tensorflow', 'wasm'];
+  const graphEnv = process.env.TTT_GRAPH;
+  const backends: Backend[] = ['tensorflow', 'tensorflow-eager', 'wasm'];
   for (let r = -1; r < reps; r++) {
     for (const b of r % 2 === 0 ? backends : [...backends].reverse()) {
-      await initBackend(b);
+      await initBackend(b === 'wasm' ? 'wasm' : 'tensorflow');
+      if (b === 'tensorflow-eager') process.env.TTT_GRAPH = '0';
+      else delete process.env.TTT_GRAPH;
       const a = tf.randomNormal([1024, 1024]) as tf.Tensor2D;
       matmulSeconds(a);
       for (const c of cases) {
         const key = `${c.label}|${b}`;
         if (failed.has(key)) continue;
-        if (c.only && c.only !== b) {
+        if (c.only && c.only !== b && !(c.only === 'tensorflow' && b === 'tensorflow-eager')) {
           failed.set(key, `not run on ${b}`);
           continue;
         }
@@ -141,6 +145,8 @@ async function alternate(
       a.dispose();
     }
   }
+  if (graphEnv === undefined) delete process.env.TTT_GRAPH;
+  else process.env.TTT_GRAPH = graphEnv;
   return out;
 }
 
@@ -195,24 +201,26 @@ export async function nativeBench(
   const get = (c: Case, b: Backend) => r.get(`${c.label}|${b}`) ?? { s: [], flops: 0, tokens: 1, mm: [] };
   const ok = (c: Case, b: Backend): boolean => get(c, b).s.length > 0;
   w(
-    `(e) Step time (forward + backward), tensorflow [${device}] vs wasm, same run, backends alternating, ${reps} repetitions after a warm-up: median (min–max) seconds\n`,
+    `(e) Step time (forward + backward), tensorflow [${device}] vs wasm, same run, backends alternating, ${reps} repetitions after a warm-up: median (min–max) seconds. tensorflow runs the step as one graph (src/graph.ts); "tensorflow eager" is the same backend op by op (TTT_GRAPH=0), alternating too\n`,
   );
-  w('| model | tensorflow (s) | wasm (s) | wasm / tensorflow |\n|---|---|---|---|\n');
+  w(
+    '| model | tensorflow (s) | tensorflow eager (s) | wasm (s) | wasm / tensorflow | eager / graph |\n|---|---|---|---|---|---|\n',
+  );
+  const why = (c: Case, b: Backend): string =>
+    ok(c, b)
+      ? fmt(spread(get(c, b).s))
+      : /^not run/.test(failed.get(`${c.label}|${b}`) ?? '')
+        ? failed.get(`${c.label}|${b}`)!
+        : `failed: ${failed.get(`${c.label}|${b}`)}`;
+  const ratio = (c: Case, num: Backend, den: Backend): string => {
+    if (!ok(c, num) || !ok(c, den)) return '-';
+    const n = spread(get(c, num).s);
+    const d = spread(get(c, den).s);
+    return `${(n.median / d.median).toFixed(2)} (${(n.min / d.max).toFixed(2)}–${(n.max / d.min).toFixed(2)})`;
+  };
   for (const c of cases) {
-    if (!ok(c, 'tensorflow') || !ok(c, 'wasm')) {
-      const why = (b: Backend): string =>
-        ok(c, b)
-          ? fmt(spread(get(c, b).s))
-          : /^not run/.test(failed.get(`${c.label}|${b}`) ?? '')
-            ? failed.get(`${c.label}|${b}`)!
-            : `failed: ${failed.get(`${c.label}|${b}`)}`;
-      w(`| ${c.label} | ${why('tensorflow')} | ${why('wasm')} | - |\n`);
-      continue;
-    }
-    const t = spread(get(c, 'tensorflow').s);
-    const m = spread(get(c, 'wasm').s);
     w(
-      `| ${c.label} | ${fmt(t)} | ${fmt(m)} | ${(m.median / t.median).toFixed(2)} (${(m.min / t.max).toFixed(2)}–${(m.max / t.min).toFixed(2)}) |\n`,
+      `| ${c.label} | ${why(c, 'tensorflow')} | ${why(c, 'tensorflow-eager')} | ${why(c, 'wasm')} | ${ratio(c, 'wasm', 'tensorflow')} | ${ratio(c, 'tensorflow-eager', 'tensorflow')} |\n`,
     );
   }
   w('target: tensorflow >= 3x faster at width 1024\n\n');
@@ -225,11 +233,11 @@ export async function nativeBench(
     '| model | backend | GFLOP per step | step GFLOP/s | matMul GFLOP/s | step / matMul | step / CPU peak | matMul / CPU peak |\n|---|---|---|---|---|---|---|---|\n',
   );
   for (const [c1024, b] of [cases[2]!, cases[3]!].flatMap((c) =>
-    (['tensorflow', 'wasm'] as Backend[]).map((x) => [c, x] as const),
+    (['tensorflow', 'tensorflow-eager', 'wasm'] as Backend[]).map((x) => [c, x] as const),
   )) {
     const e = get(c1024, b);
     if (!ok(c1024, b)) continue;
-    const mm = spread(get(cases[0]!, b).mm.map((s) => (2 * 1024 ** 3) / s)); // measured once per repetition and backend
+    const mm = spread(get(cases[0]!, b).mm.map((s) => (2 * 1024 ** 3) / s)); // measured once per repetition and backend (one product: no graph)
     const step = spread(e.s.map((s) => e.flops / s));
     w(
       `| ${c1024.label} | ${b} | ${(e.flops / 1e9).toFixed(2)} | ${fmt({ median: step.median / 1e9, min: step.min / 1e9, max: step.max / 1e9 }, 1)} | ${fmt({ median: mm.median / 1e9, min: mm.min / 1e9, max: mm.max / 1e9 }, 1)} | ${(step.median / mm.median).toFixed(3)} | ${(step.median / peak.flops).toFixed(3)} | ${(mm.median / peak.flops).toFixed(3)} |\n`,

@@ -330,7 +330,7 @@ async function nextMetricsChange(stageDir: string, seen: number): Promise<number
  */
 export async function freezeTrainingWhen(
   stageDir: string,
-  marker: string,
+  marker: string | (() => number[]),
   when: (lastStep: number) => boolean,
   hangGuardMs = 600_000,
 ): Promise<{ pid: number; last: number }> {
@@ -349,7 +349,7 @@ export async function freezeTrainingWhen(
     ]);
     seen = steps.length;
     if (!when(steps[steps.length - 1]!)) continue;
-    const pids = trainingChildren(marker);
+    const pids = typeof marker === 'string' ? trainingChildren(marker) : marker();
     if (pids.length !== 1) continue;
     process.kill(pids[0]!, 'SIGSTOP');
     const now = metricSteps(stageDir);

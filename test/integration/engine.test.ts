@@ -28,6 +28,7 @@ import type { CurriculumResult } from '../../src/shared/types';
 import {
   client,
   eventTypeName,
+  freezeTrainingWhen,
   historyEvents,
   metricSteps,
   processesWhere,
@@ -204,9 +205,20 @@ test('a worker-side preset (--engine-dir) that stops with a kill: pause kills th
     { taskQueue: queue },
   );
   const sDir = stageDir(job, '3s');
-  // Past a checkpoint and not at one: the kill loses the steps since step 5.
-  await trained(job, '3s', 7);
+  // Past a checkpoint and not at one: the kill loses the steps since the last one. The trainer is
+  // frozen there until the worker has stopped it, so that the pause lands mid-stage however fast
+  // the remaining steps would run.
+  const frozen = await freezeTrainingWhen(
+    sDir,
+    () => trainers(job),
+    (last) => last >= 7 && last % interval !== 0 && last < steps,
+  );
+  const stopsBefore = worker.stderr().split('engine: stopping the trainer').length;
   await h.signal(pauseSignal);
+  await waitFor('the worker stops the frozen trainer', () =>
+    worker.stderr().split('engine: stopping the trainer').length > stopsBefore ? true : undefined,
+  );
+  process.kill(frozen.pid, 'SIGCONT');
   await waitFor('paused', async () => ((await h.query(progressQuery)).state === 'paused' ? true : undefined), 120_000);
   assert.deepEqual(trainers(job), []);
   const atPause = metricSteps(sDir);

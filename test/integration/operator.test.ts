@@ -309,7 +309,13 @@ test('a running job: waiting for a worker, watch, search attributes, current det
   frozen = { ...(await freeze('9s', 15)), stage: '9s' };
   await watchesShow(frozen.stage, frozen.last);
   // pause and resume with the commands, in stage 9s (certainly running: its child is frozen).
+  // The child stays frozen until the worker has passed the stop on to it, so that the pause lands
+  // mid-stage however fast the remaining steps would run.
+  const stopsBefore = worker!.stderr().split('asking the training child to checkpoint and stop').length;
   assert.match(cli(['pause', job]), /pause sent to ops-job/);
+  await waitFor('the worker asks the frozen training child to stop', () =>
+    worker!.stderr().split('asking the training child to checkpoint and stop').length > stopsBefore ? true : undefined,
+  );
   process.kill(frozen.pid, 'SIGCONT');
   await waitFor(
     'paused',
