@@ -4,7 +4,9 @@
  * the two configurations alternate in order from rep to rep, and the spread over the reps is
  * reported. Each process also reports the forward matmul FLOPs it counted in a step: with full
  * recomputation the forward products run twice, so the counted FLOPs show whether recomputation
- * really happened.
+ * really happened. Both run op by op (TTT_GRAPH=0): the tensor memory measured is TensorFlow.js's,
+ * which does not see inside a libtensorflow graph (src/graph.ts), and with remat the step is not
+ * one anyway.
  */
 import { spawnSync } from 'node:child_process';
 import * as os from 'node:os';
@@ -39,7 +41,7 @@ function measureInChild(config: 'plain' | 'remat', steps: number): RematSample {
   const r = spawnSync(process.execPath, [__filename, config, String(steps)], {
     encoding: 'utf8',
     maxBuffer: 1 << 20,
-    env: { ...process.env, TTT_LOG_LEVEL: 'warn' },
+    env: { ...process.env, TTT_LOG_LEVEL: 'warn', TTT_GRAPH: '0' },
   });
   if (r.status !== 0) throw new Error(`remat child (${config}) failed: ${r.stderr}`);
   return JSON.parse(r.stdout.trim().split('\n').pop()!) as RematSample;
