@@ -5,30 +5,20 @@
  * eagerly.
  */
 import assert from 'node:assert/strict';
-import * as path from 'node:path';
 import { test } from 'node:test';
 import { initBackend, tf } from '../../src/backend';
-import { modelDims } from '../../src/config/dims';
-import { loadStageConfig } from '../../src/config/load';
-import { makeBatch, openDataSource } from '../../src/data/batch';
 import { graphFunction, graphStats } from '../../src/graph';
-import { disposeRopeTables, ropeForModel } from '../../src/model/dit';
 import { matMulStats } from '../../src/model/matmul';
-import { initialParams } from '../../src/model/params';
 import { tttMlp } from '../../src/model/ttt';
-import { lossAndGradients } from '../../src/train/step';
-import { ROOT } from '../helpers';
-import { nativeSkip } from '../native';
+import { nativeSkip, relativeError, tinyTrainingStep } from '../native';
 
-/** ‖a − b‖ / ‖b‖ (0 when both are zero). */
-function relativeError(a: Float32Array, b: Float32Array): number {
-  let num = 0;
-  let den = 0;
-  for (let i = 0; i < b.length; i++) {
-    num += (a[i]! - b[i]!) ** 2;
-    den += b[i]! ** 2;
-  }
-  return den === 0 ? Math.sqrt(num) : Math.sqrt(num / den);
+/** What graph functions did since `s0` (a copy of graphStats). */
+function since(s0: typeof graphStats): typeof graphStats {
+  return {
+    recorded: graphStats.recorded - s0.recorded,
+    replayed: graphStats.replayed - s0.replayed,
+    fellBack: graphStats.fellBack - s0.fellBack,
+  };
 }
 
 function withGraph<R>(on: boolean, f: () => R): R {
@@ -46,22 +36,11 @@ test('the training step as a graph: recorded once, equal to eager execution with
   const skip = nativeSkip();
   if (skip) return t.skip(skip);
   assert.equal(await initBackend('tensorflow'), 'tensorflow');
-  const st = loadStageConfig(path.join(ROOT, 'configs/train/tiny/3s.toml'), {});
-  const c = st.config;
-  const d = modelDims(c);
-  const P = initialParams(d, c.training.seed);
-  const names = Object.keys(P);
-  const rope = ropeForModel(d);
-  const gbs = c.training.global_batch_size;
-  const batch = makeBatch(openDataSource(c, d), d, c.training.seed, 1, gbs, 0, gbs);
+  const tiny = tinyTrainingStep();
+  const { names } = tiny;
   const run = (): { values: Float32Array[]; flops: number } => {
     const f0 = matMulStats.flops;
-    const { value, grads } = lossAndGradients(
-      { frozen: {}, dims: d, rope },
-      names,
-      names.map((n) => P[n]!),
-      { video: batch.noisy, text: batch.text, timesteps: batch.timesteps, target: batch.target },
-    );
+    const { value, grads } = tiny.step();
     const values = [value, ...grads].map((x) => x.dataSync() as Float32Array);
     tf.dispose([value, ...grads]);
     return { values, flops: matMulStats.flops - f0 };
@@ -72,11 +51,7 @@ test('the training step as a graph: recorded once, equal to eager execution with
   const third = withGraph(true, run);
   const eager = withGraph(false, run);
   assert.deepEqual(
-    {
-      recorded: graphStats.recorded - s0.recorded,
-      replayed: graphStats.replayed - s0.replayed,
-      fellBack: graphStats.fellBack - s0.fellBack,
-    },
+    since(s0),
     { recorded: 1, replayed: 3, fellBack: 0 },
     'the step is recorded once and both graph runs replay it (the first included)',
   );
@@ -103,8 +78,7 @@ test('the training step as a graph: recorded once, equal to eager execution with
   );
   assert.ok(worst.err <= 1e-5, `${worst.name}: graph vs eager ${worst.err}`);
   assert.ok(lrBias <= 3e-4, `learnable_ttt_lr_bias: graph vs eager ${lrBias}`);
-  tf.dispose([...Object.values(P), batch.noisy, batch.target, batch.text, batch.timesteps]);
-  disposeRopeTables(rope);
+  tiny.dispose();
 });
 
 test('a graph function returns its inputs and multi-output ops as eager execution does, and one that reads a tensor made outside it runs eagerly', async (t) => {
@@ -134,10 +108,7 @@ test('a graph function returns its inputs and multi-output ops as eager executio
     ]);
     tf.dispose([left!, right!]);
   }
-  assert.deepEqual(
-    { recorded: graphStats.recorded - s0.recorded, replayed: graphStats.replayed - s0.replayed },
-    { recorded: 1, replayed: 2 },
-  );
+  assert.deepEqual(since(s0), { recorded: 1, replayed: 2, fellBack: 0 });
   const outside = tf.ones([2, 4]).mul(10); // computed already: a libtensorflow tensor the function did not make
   const h = graphFunction('test: outside', ([a]) => [a!.add(outside)]);
   const [y] = h([x]);
@@ -188,11 +159,7 @@ test('the TTT-MLP scan as graphs (forward, backward; with checkpoint groups too)
     const [first, ...others] = runs as [Float32Array[], ...Float32Array[][]];
     const eager = withGraph(false, run);
     assert.deepEqual(
-      {
-        recorded: graphStats.recorded - s0.recorded,
-        replayed: graphStats.replayed - s0.replayed,
-        fellBack: graphStats.fellBack - s0.fellBack,
-      },
+      since(s0),
       { recorded: 2, replayed: 6, fellBack: 0 },
       `group ${group}: forward and backward recorded once, each run replays both`,
     );

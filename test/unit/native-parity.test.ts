@@ -15,19 +15,11 @@
  * to float32 noise the tolerances are.
  */
 import assert from 'node:assert/strict';
-import * as path from 'node:path';
 import { test } from 'node:test';
 import { initBackend, tf } from '../../src/backend';
-import { loadStageConfig } from '../../src/config/load';
-import { makeBatch, openDataSource } from '../../src/data/batch';
-import { modelDims } from '../../src/config/dims';
 import { graphStats } from '../../src/graph';
-import { disposeRopeTables, ropeForModel } from '../../src/model/dit';
-import { initialParams } from '../../src/model/params';
 import { clipGlobalNorm } from '../../src/optim/adamw';
-import { lossAndGradients } from '../../src/train/step';
-import { ROOT } from '../helpers';
-import { nativeSkip } from '../native';
+import { nativeSkip, relativeError, tinyTrainingStep } from '../native';
 
 interface StepOutcome {
   loss: number;
@@ -41,22 +33,11 @@ const TOL_LR_BIAS = 3e-4;
 
 async function trainingStep(backend: 'wasm' | 'tensorflow' | 'cpu'): Promise<StepOutcome> {
   assert.equal(await initBackend(backend), backend);
-  const st = loadStageConfig(path.join(ROOT, 'configs/train/tiny/3s.toml'), {});
-  const c = st.config;
-  const d = modelDims(c);
-  const P = initialParams(d, c.training.seed);
-  const names = Object.keys(P);
-  const rope = ropeForModel(d);
-  const gbs = c.training.global_batch_size;
-  const batch = makeBatch(openDataSource(c, d), d, c.training.seed, 1, gbs, 0, gbs);
+  const tiny = tinyTrainingStep();
+  const { names } = tiny;
   // The trainer's own loss and gradients: on tensorflow, one libtensorflow graph (src/graph.ts).
   const replayed = graphStats.replayed;
-  const { value, grads } = lossAndGradients(
-    { frozen: {}, dims: d, rope },
-    names,
-    names.map((n) => P[n]!),
-    { video: batch.noisy, text: batch.text, timesteps: batch.timesteps, target: batch.target },
-  );
+  const { value, grads } = tiny.step();
   assert.equal(graphStats.replayed - replayed, backend === 'tensorflow' ? 1 : 0, 'graph runs of the step');
   const gradMap = new Map(names.map((n, i) => [n, grads[i]!]));
   const out: StepOutcome = {
@@ -64,21 +45,10 @@ async function trainingStep(backend: 'wasm' | 'tensorflow' | 'cpu'): Promise<Ste
     gradNorm: 0,
     grads: new Map(names.map((n, i) => [n, grads[i]!.dataSync() as Float32Array])),
   };
-  out.gradNorm = clipGlobalNorm(gradMap, c.optimizer.gradient_clipping_norm);
-  tf.dispose([value, ...gradMap.values(), ...Object.values(P), batch.noisy, batch.target, batch.text, batch.timesteps]);
-  disposeRopeTables(rope);
+  out.gradNorm = clipGlobalNorm(gradMap, tiny.config.optimizer.gradient_clipping_norm);
+  tf.dispose([value, ...gradMap.values()]);
+  tiny.dispose();
   return out;
-}
-
-/** ‖a − b‖ / ‖b‖ (0 when both are zero). */
-function relativeError(a: Float32Array, b: Float32Array): number {
-  let num = 0;
-  let den = 0;
-  for (let i = 0; i < b.length; i++) {
-    num += (a[i]! - b[i]!) ** 2;
-    den += b[i]! ** 2;
-  }
-  return den === 0 ? Math.sqrt(num) : Math.sqrt(num / den);
 }
 
 test('one training step on tensorflow equals wasm: loss, the gradient norm and every gradient within 1e-4 relative (the TTT lr bias 3e-4)', async (t) => {
