@@ -120,15 +120,34 @@ async function failure(h: { result(): Promise<unknown> }): Promise<ApplicationFa
 test('the tiny curriculum with ttt-curriculum train as an external engine, in shards: every final byte-identical to the built-in engine', async (t) => {
   const set = { 'training.steps': 8, 'checkpoint.interval': 2, 'shard.progress_seconds': 0.5 };
   const t1 = Date.now();
+  const stages = ['3s', '9s', '18s', '30s', '63s'];
+  // The worker sees the trainer's steps every 250 ms; a tiny step takes about 12 ms, so a stage's
+  // 8 steps could all run before the worker saw 3. Each stage's first trainer run is held after
+  // its third step (frozen, on its metrics line) until the worker has signalled it to stop.
+  const held = (async () => {
+    for (const stage of stages) {
+      const stops = worker.stderr().split('engine: stopping the trainer').length;
+      const frozen = await freezeTrainingWhen(
+        stageDir('engine-ours', stage),
+        () => trainers('engine-ours'),
+        (last) => last >= 3 && last < 8,
+      );
+      await waitFor(`the worker stops the ${stage} trainer at the shard's bound`, () =>
+        worker.stderr().split('engine: stopping the trainer').length > stops ? true : undefined,
+      );
+      process.kill(frozen.pid, 'SIGCONT');
+    }
+  })();
   const [external, builtin] = (await Promise.all([
     startJob(c, input('engine-ours', { ...set, 'engine.preset': 'ours', 'shard.max_steps': 3 }, '63s'), {
       taskQueue: queue,
     }).then((h) => h.result()),
     startJob(c, input('engine-builtin', set, '63s'), { taskQueue: queue }).then((h) => h.result()),
-  ])) as CurriculumResult[];
+    held,
+  ])) as [CurriculumResult, CurriculumResult, undefined];
   assert.deepEqual(
     external.stages.map((s) => s.stage),
-    ['3s', '9s', '18s', '30s', '63s'],
+    stages,
   );
   for (const [i, s] of external.stages.entries()) {
     assert.equal(
