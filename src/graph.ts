@@ -32,33 +32,9 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { nativePackageName, tf } from './backend';
 import { logger } from './log';
+import { DTYPE_ATTR, type NodeBackend, type OpAttr } from './native-kernels';
 
-/** The parts of tfjs-node's backend and binding that graph replay uses. */
-interface Binding {
-  TF_ATTR_STRING: number;
-  TF_ATTR_INT: number;
-  TF_ATTR_FLOAT: number;
-  TF_ATTR_BOOL: number;
-  TF_ATTR_TYPE: number;
-  TF_ATTR_SHAPE: number;
-  TF_FLOAT: number;
-  TF_INT32: number;
-  TF_BOOL: number;
-  createTensor(shape: number[], dtype: number, values: ArrayLike<number | boolean> & { buffer?: ArrayBuffer }): number;
-  executeOp(name: string, attrs: OpAttr[], inputs: number[], outputs: number): { id: number; dtype: number }[];
-}
-interface OpAttr {
-  name: string;
-  type: number;
-  value: unknown;
-}
-interface NodeBackend {
-  binding: Binding;
-  isUsingGpuDevice: boolean;
-  getInputTensorIds(tensors: tf.TensorInfo[]): number[];
-  loadSavedModelMetaGraph(dir: string, tags: string): number;
-  runSavedModel(session: number, inputs: tf.Tensor[], infos: { name: string }[], outputs: string[]): tf.Tensor[];
-}
+type Binding = NodeBackend['binding'];
 
 // biome-ignore lint/suspicious/noExplicitAny: tfjs-node's generated protobuf classes have no typings.
 type Proto = any;
@@ -131,10 +107,10 @@ const INFERRED: Record<string, [string, number][]> = {
 /** How many recordings are under way: a graph function called inside one runs eagerly, into it. */
 let recording = 0;
 
-/** A recorded run: its GraphDef's nodes and the graph names of its outputs. */
+/** A recorded run: its GraphDef's nodes, and per output either the graph output to fetch or the index of the input it is. */
 interface Recording {
   nodes: Proto[];
-  outputs: string[];
+  outputs: (string | number)[];
 }
 
 /**
@@ -148,13 +124,13 @@ function record(
   inputs: tf.Tensor[],
 ): { out: tf.Tensor[]; rec: Recording } {
   const b = be.binding;
-  const dtypes: Record<string, number> = { float32: b.TF_FLOAT, int32: b.TF_INT32, bool: b.TF_BOOL };
   const src = new Map<number, string>(); // libtensorflow tensor id -> graph output
   const dtypeOf = new Map<number, number>(); // libtensorflow tensor id -> its dtype
   const nodes: Proto[] = [];
   be.getInputTensorIds(inputs).forEach((id, i) => {
-    const dtype = dtypes[inputs[i]!.dtype];
-    if (dtype === undefined) throw new Error(`input ${i}: dtype ${inputs[i]!.dtype}`);
+    const attr = DTYPE_ATTR[inputs[i]!.dtype];
+    if (attr === undefined) throw new Error(`input ${i}: dtype ${inputs[i]!.dtype}`);
+    const dtype = b[attr];
     const shape = new (protos().AttrValue)();
     shape.setShape(shapeProto(inputs[i]!.shape));
     nodes.push(nodeDef(`in${i}`, 'Placeholder', [], { dtype: typeAttr(dtype), shape }));
@@ -166,19 +142,15 @@ function record(
     Object.create(null),
     ...Object.getOwnPropertyNames(b).map((p) => ({ [p]: (b as never)[p] })),
     {
-      createTensor(
-        shape: number[],
-        dtype: number,
-        values: ArrayLike<number | boolean> & { buffer?: ArrayBuffer; byteOffset?: number; byteLength?: number },
-      ) {
+      createTensor(shape: number[], dtype: number, values: tf.TypedArray) {
         const id = b.createTensor(shape, dtype, values);
         const t = new (protos().Tensor)();
         t.setDtype(dtype);
         t.setTensorShape(shapeProto(shape));
         t.setTensorContent(
           dtype === b.TF_BOOL
-            ? Uint8Array.from(values as ArrayLike<number>)
-            : new Uint8Array(values.buffer!, values.byteOffset, values.byteLength),
+            ? Uint8Array.from(values)
+            : new Uint8Array(values.buffer, values.byteOffset, values.byteLength),
         );
         const value = new (protos().AttrValue)();
         value.setTensor(t);
@@ -233,9 +205,12 @@ function record(
     recording--;
     be.binding = b;
   }
+  // An output that is an input is that input (a session cannot fetch what it is fed).
   const outputs = ids.map((id) => {
     const s = src.get(id);
     if (s === undefined) throw new Error('an output was made outside the function');
+    const input = /^in(\d+)$/.exec(s);
+    if (input) return Number(input[1]);
     return s.includes(':') ? s : `${s}:0`;
   });
   return { out, rec: { nodes, outputs } };
@@ -263,11 +238,10 @@ function load(be: NodeBackend, rec: Recording): number {
   }
 }
 
-/** A graph output that is input i. */
-const PLACEHOLDER = /^in(\d+):0$/;
-
-/** What a graph function knows about one input signature. */
-type Entry = { session: number; outputs: string[]; inputs: { name: string }[]; cost: number } | 'eager';
+/** What a graph function knows about one input signature: its session, what to feed and fetch, and the recording's count. */
+type Entry =
+  | { session: number; inputs: { name: string }[]; outputs: (string | number)[]; fetch: string[]; cost: number }
+  | 'eager';
 
 /**
  * Counting hooks, so that a caller's own accounting (matmul.ts FLOPs) sees a replay as it saw the
@@ -309,10 +283,12 @@ export function graphFunction(
           ? count.measure(() => record(be, fn, xs))
           : { value: record(be, fn, xs), count: 0 };
         tf.dispose(value.out.filter((t) => !xs.includes(t))); // (an output may be an input itself)
+        const { outputs } = value.rec;
         e = {
           session: load(be, value.rec),
-          outputs: value.rec.outputs,
           inputs: xs.map((_, i) => ({ name: `in${i}:0` })),
+          outputs,
+          fetch: outputs.filter((o): o is string => typeof o === 'string'),
           cost,
         };
         graphStats.recorded++;
@@ -332,17 +308,8 @@ export function graphFunction(
     }
     graphStats.replayed++;
     count?.replay(e.cost);
-    // An output that is an input is that input (a session cannot fetch what it is fed).
-    const fetched = be.runSavedModel(
-      e.session,
-      xs,
-      e.inputs,
-      e.outputs.filter((o) => !PLACEHOLDER.test(o)),
-    );
+    const fetched = be.runSavedModel(e.session, xs, e.inputs, e.fetch);
     let j = 0;
-    return e.outputs.map((o) => {
-      const m = PLACEHOLDER.exec(o);
-      return m ? xs[Number(m[1])]! : fetched[j++]!;
-    });
+    return e.outputs.map((o) => (typeof o === 'number' ? xs[o]! : fetched[j++]!));
   };
 }

@@ -30,20 +30,48 @@
 import * as tf from '@tensorflow/tfjs';
 import { replaceKernels, share } from './kernel-patch';
 
-/** The parts of tfjs-node's NodeJSKernelBackend that the kernels use. */
-interface NodeBackend {
+/** An op attribute as tfjs-node's binding takes it (type: one of the binding's TF_ATTR_* kinds). */
+export interface OpAttr {
+  name: string;
+  type: number;
+  value: unknown;
+}
+
+/** What tfjs-node's binding says of an op's output. */
+export interface TensorMetadata {
+  id: number;
+  shape: number[];
+  dtype: number;
+}
+
+/** The parts of tfjs-node's NodeJSKernelBackend (and its binding) that this project uses: these kernels and graph replay (src/graph.ts). */
+export interface NodeBackend {
+  isUsingGpuDevice: boolean;
   incRef(dataId: tf.DataId): void;
   getInputTensorIds(tensors: tf.TensorInfo[]): number[];
-  createOutputTensor(metadata: unknown): tf.TensorInfo;
-  binding: Record<'TF_FLOAT' | 'TF_INT32' | 'TF_BOOL' | 'TF_ATTR_TYPE' | 'TF_ATTR_BOOL', number> & {
-    createTensor(shape: number[], dtype: number, values: Int32Array): number;
+  createOutputTensor(metadata: TensorMetadata): tf.TensorInfo;
+  loadSavedModelMetaGraph(dir: string, tags: string): number;
+  runSavedModel(session: number, inputs: tf.Tensor[], infos: { name: string }[], outputs: string[]): tf.Tensor[];
+  binding: Record<
+    | 'TF_FLOAT'
+    | 'TF_INT32'
+    | 'TF_BOOL'
+    | 'TF_ATTR_STRING'
+    | 'TF_ATTR_INT'
+    | 'TF_ATTR_FLOAT'
+    | 'TF_ATTR_BOOL'
+    | 'TF_ATTR_TYPE'
+    | 'TF_ATTR_SHAPE',
+    number
+  > & {
+    createTensor(shape: number[], dtype: number, values: tf.TypedArray): number;
     deleteTensor(id: number): void;
-    executeOp(name: string, attrs: unknown[], inputs: number[], outputs: number): unknown[];
+    executeOp(name: string, attrs: OpAttr[], inputs: number[], outputs: number): TensorMetadata[];
   };
 }
 
-/** libtensorflow's dtype enum by TensorFlow.js dtype, for the types Reshape handles itself. */
-const DTYPE_ATTR: Partial<Record<string, 'TF_FLOAT' | 'TF_INT32' | 'TF_BOOL'>> = {
+/** libtensorflow's dtype enum (the binding's name for it) by TensorFlow.js dtype, for float32, int32 and bool. */
+export const DTYPE_ATTR: Partial<Record<string, 'TF_FLOAT' | 'TF_INT32' | 'TF_BOOL'>> = {
   float32: 'TF_FLOAT',
   int32: 'TF_INT32',
   bool: 'TF_BOOL',

@@ -104,6 +104,16 @@ export function sharedServer(prefix: string, queue: string, workerArgs: string[]
   return env;
 }
 
+/**
+ * A place in a worker's log: `next(what)` waits until `line` appears in it once more than it
+ * had when the mark was taken (an event, however long the wait).
+ */
+export function logMark(w: WorkerProc, line: string): { next(what: string): Promise<true> } {
+  const count = (): number => w.stderr().split(line).length - 1;
+  const before = count();
+  return { next: (what) => waitFor(what, () => (count() > before ? true : undefined)) };
+}
+
 export async function waitFor<T>(
   what: string,
   fn: () => Promise<T | undefined> | T | undefined,

@@ -59,8 +59,17 @@ export function ropeForModel(d: ModelDims): RopeTables {
   });
 }
 
+/** The tables of RopeTables, in one order. */
+export const ROPE_KEYS = [
+  'rot',
+  'attnCos',
+  'attnSin',
+  'tttCos',
+  'tttSin',
+] as const satisfies readonly (keyof RopeTables)[];
+
 export function disposeRopeTables(r: RopeTables): void {
-  for (const t of [r.rot, r.attnCos, r.attnSin, r.tttCos, r.tttSin]) t.dispose();
+  for (const k of ROPE_KEYS) r[k].dispose();
 }
 
 function get(P: Params, name: string): tf.Tensor {

@@ -9,7 +9,7 @@ import type { StageConfig } from '../config/schema';
 import { type Batch, disposeBatch } from '../data/batch';
 import { vPredictionLoss } from '../diffusion/objective';
 import type { ModelDims } from '../model/dims';
-import { ditForward, type Params, type RopeTables } from '../model/dit';
+import { ditForward, type Params, ROPE_KEYS, type RopeTables } from '../model/dit';
 import { graphFunction } from '../graph';
 import { replayCount } from '../model/matmul';
 import { NO_REMAT, type RematConfig } from '../model/remat';
@@ -82,8 +82,6 @@ export interface LossInputs {
   timesteps: tf.Tensor;
   target: tf.Tensor;
 }
-
-const ROPE_KEYS = ['rot', 'attnCos', 'attnSin', 'tttCos', 'tttSin'] as const;
 
 /** The loss-and-gradients function of one model layout (dims, trainable and frozen names). */
 const lossGraphs = new Map<string, (xs: tf.Tensor[]) => tf.Tensor[]>();

@@ -29,6 +29,7 @@ import {
   client,
   eventTypeName,
   freezeTrainingWhen,
+  logMark,
   historyEvents,
   metricSteps,
   processesWhere,
@@ -126,15 +127,13 @@ test('the tiny curriculum with ttt-curriculum train as an external engine, in sh
   // its third step (frozen, on its metrics line) until the worker has signalled it to stop.
   const held = (async () => {
     for (const stage of stages) {
-      const stops = worker.stderr().split('engine: stopping the trainer').length;
+      const stop = logMark(worker, 'engine: stopping the trainer');
       const frozen = await freezeTrainingWhen(
         stageDir('engine-ours', stage),
         () => trainers('engine-ours'),
         (last) => last >= 3 && last < 8,
       );
-      await waitFor(`the worker stops the ${stage} trainer at the shard's bound`, () =>
-        worker.stderr().split('engine: stopping the trainer').length > stops ? true : undefined,
-      );
+      await stop.next(`the worker stops the ${stage} trainer at the shard's bound`);
       process.kill(frozen.pid, 'SIGCONT');
     }
   })();
@@ -232,11 +231,9 @@ test('a worker-side preset (--engine-dir) that stops with a kill: pause kills th
     () => trainers(job),
     (last) => last >= 7 && last % interval !== 0 && last < steps,
   );
-  const stopsBefore = worker.stderr().split('engine: stopping the trainer').length;
+  const stop = logMark(worker, 'engine: stopping the trainer');
   await h.signal(pauseSignal);
-  await waitFor('the worker stops the frozen trainer', () =>
-    worker.stderr().split('engine: stopping the trainer').length > stopsBefore ? true : undefined,
-  );
+  await stop.next('the worker stops the frozen trainer');
   process.kill(frozen.pid, 'SIGCONT');
   await waitFor('paused', async () => ((await h.query(progressQuery)).state === 'paused' ? true : undefined), 120_000);
   assert.deepEqual(trainers(job), []);

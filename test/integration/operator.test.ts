@@ -25,6 +25,7 @@ import {
   client,
   eventTypeName,
   freezeTrainingWhen,
+  logMark,
   historyEvents,
   ROOT,
   server,
@@ -311,11 +312,9 @@ test('a running job: waiting for a worker, watch, search attributes, current det
   // pause and resume with the commands, in stage 9s (certainly running: its child is frozen).
   // The child stays frozen until the worker has passed the stop on to it, so that the pause lands
   // mid-stage however fast the remaining steps would run.
-  const stopsBefore = worker!.stderr().split('asking the training child to checkpoint and stop').length;
+  const stop = logMark(worker!, 'asking the training child to checkpoint and stop');
   assert.match(cli(['pause', job]), /pause sent to ops-job/);
-  await waitFor('the worker asks the frozen training child to stop', () =>
-    worker!.stderr().split('asking the training child to checkpoint and stop').length > stopsBefore ? true : undefined,
-  );
+  await stop.next('the worker asks the frozen training child to stop');
   process.kill(frozen.pid, 'SIGCONT');
   await waitFor(
     'paused',
